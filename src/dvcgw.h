@@ -18,6 +18,135 @@
 #endif
 #define printflike(a, b) __attribute__((__format__(__printf__, a, b)))
 
+struct event_base;
+struct evhttp_request;
+struct redisReply;
+struct redisContext;
+struct config;
+
+/* channel.c */
+void		 channel_init(const struct config *);
+size_t		 channel_render(const char *, const char *, char ***);
+
+/* config.c */
+struct config {
+	char	*path;
+	char	*listen_host;
+	int	 listen_port, max_body, max_headers, request_timeout;
+	char	*redis_url, *redis_prefix;
+	int	 redis_timeout_ms, session_ttl, dedupe_ttl;
+	char	*flows_dir;
+	json_t	*flows_vars;
+	char	*code_pattern, *time_zone, *log_level;
+	char	*sms_driver, *kannel_url, *kannel_user, *kannel_pass, *kannel_from, *kannel_dlr_url;
+	char	*sms_http_url, *sms_http_token, *sms_file;
+	int	 sms_unaccented, sms_max_parts;
+	int	 outbox_max_attempts, outbox_retry_base_ms, outbox_retry_max_ms;
+	int	 outbox_send_timeout_ms, outbox_concurrency;
+	char	*zalo_app_id, *zalo_oa_secret, *zalo_app_secret, *zalo_api_base, *zalo_oauth_base;
+	char	*zalo_access_token, *zalo_refresh_token;
+	json_t	*api_tokens;
+};
+struct config	*config_load(const char *, json_t **);
+void		 config_free(struct config *);
+
+/* conv.c */
+#define CONV_SHARDS 8
+#define CONV_OK 0
+#define CONV_DUP 1
+#define CONV_UNAVAILABLE 2
+#define CONV_ERROR 3
+struct conv_msg {
+	const char	*channel;	/* "sms", "ussd", "zalo" */
+	const char	*user;		/* canonical phone or channel user id */
+	const char	*text;		/* valid UTF-8 */
+	const char	*msgid;		/* provider's message id for de-duplication, or NULL */
+	const char	*to;		/* our address the user wrote to (replies come from it) */
+	int		 deliver;	/* 1: queue replies in the outbox; 0: only hand them to cb */
+};
+/* status CONV_*; replies (borrowed) on CONV_OK; end: terminal state; cause: why, on failure. */
+typedef void conv_cb(int status, json_t *replies, int end, const char *cause, void *arg);
+void		 conv_init(const struct config *, struct flowset *);
+void		 conv_set_flows(struct flowset *);
+void		 conv_shutdown(void);
+void		 conv_handle(const struct conv_msg *, conv_cb *, void *);
+int		 conv_inflight(void);
+int		 conv_shard(const char *, const char *);
+const char	*conv_prefix(void);
+void		 conv_stats(unsigned long long *, unsigned long long *);
+
+/* fetch.c */
+typedef void fetch_cb(long status, const char *body, size_t len, const char *err, void *arg);
+void		 fetch_init(struct event_base *);
+void		 fetch_stop(void);
+void		 fetch_start(const char *, const char *, size_t, const char *const *, long,
+		    fetch_cb *, void *);
+int		 fetch_active(void);
+char		*fetch_escape(const char *, size_t);
+
+/* http.c */
+struct evhttp_request;
+#define HTTP_QUERY_MAX 32
+struct http_query {
+	int	 n;
+	char	*key[HTTP_QUERY_MAX];
+	char	*val[HTTP_QUERY_MAX];	/* NUL-terminated, but may hold NULs: see len */
+	size_t	 len[HTTP_QUERY_MAX];
+};
+int		 http_start(struct event_base *, const struct config *);
+void		 http_stop_accepting(void);
+void		 http_free(void);
+void		 http_json(struct evhttp_request *, int, json_t *);
+void		 http_error(struct evhttp_request *, int, const char *, const char *, ...)
+		    printflike(4, 5);
+void		 http_text(struct evhttp_request *, int, const char *);
+char		*http_body(struct evhttp_request *, size_t *);
+int		 http_body_too_large(struct evhttp_request *);
+int		 http_content_type_is(struct evhttp_request *, const char *);
+int		 http_query_parse(const char *, size_t, struct http_query *, char **);
+const char	*http_query_get(const struct http_query *, const char *, size_t *);
+void		 http_query_free(struct http_query *);
+const char	*http_query_string(struct evhttp_request *);
+void		 http_hold(void);
+void		 http_release(void);
+int		 http_inflight(void);
+
+/* outbox.c */
+struct obx_msg;
+void		 outbox_init(struct event_base *, const struct config *);
+void		 outbox_kick(int);
+void		 outbox_done(struct obx_msg *, int, const char *);
+int		 outbox_inflight(void);
+void		 outbox_stop_taking(void);
+void		 outbox_free(void);
+void		 outbox_stats(unsigned long long *, unsigned long long *, unsigned long long *);
+
+/* rds.c */
+typedef void rds_cb(struct redisReply *, void *, const char *);
+int		 rds_script_add(const char *, const char *);
+int		 rds_start(struct event_base *, const char *, int, char **);
+void		 rds_stop(void);
+int		 rds_ready(void);
+const char	*rds_error(void);
+int		 rds_npending(void);
+unsigned long long rds_ncommands(void);
+int		 rds_commandv(rds_cb *, void *, int, const char **, const size_t *);
+int		 rds_command(rds_cb *, void *, const char *, ...);
+struct redisContext *rds_connect_sync(const char *, int, char **);
+int		 rds_evalsha(int, rds_cb *, void *, int, int, const char **, const size_t *);
+
+/* sms.c */
+void		 sms_kannel(struct evhttp_request *, void *);
+void		 sms_inbound(struct evhttp_request *, void *);
+void		 sms_dlr(struct evhttp_request *, void *);
+
+/* store.c */
+/* rc 0 found (dossier borrowed), 1 not found, -1 the store failed (err says why). */
+typedef void store_cb(int rc, json_t *dossier, const char *err, void *arg);
+void		 store_init(const struct config *);
+char		*store_key(const char *, const char *);
+int		 store_lookup(const char *, store_cb *, void *);
+
 /* xmalloc.c */
 void	*xmalloc(size_t);
 void	*xcalloc(size_t, size_t);

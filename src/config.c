@@ -1,0 +1,287 @@
+/* config.c: the one JSON config file. Every key is declared in a table with its type and default;
+ * an unknown key, a wrong type or an out-of-range value is an error that names the key. */
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "dvcgw.h"
+
+enum cfg_type { CFG_STR, CFG_INT, CFG_BOOL, CFG_OBJ, CFG_ARR };
+
+struct cfg_key {
+	const char	*name;		/* dotted path */
+	enum cfg_type	 type;
+	size_t		 off;		/* offset in struct config */
+	const char	*dstr;		/* default for strings (NULL: none) */
+	long		 dint;		/* default for ints and bools */
+	long		 min, max;	/* range for ints */
+};
+
+#define S(n, f, d)		{ n, CFG_STR, offsetof(struct config, f), d, 0, 0, 0 }
+#define I(n, f, d, lo, hi)	{ n, CFG_INT, offsetof(struct config, f), NULL, d, lo, hi }
+#define B(n, f, d)		{ n, CFG_BOOL, offsetof(struct config, f), NULL, d, 0, 1 }
+#define O(n, f)			{ n, CFG_OBJ, offsetof(struct config, f), NULL, 0, 0, 0 }
+#define A(n, f)			{ n, CFG_ARR, offsetof(struct config, f), NULL, 0, 0, 0 }
+
+static const struct cfg_key cfg_keys[] = {
+	S("listen.host", listen_host, "127.0.0.1"),
+	I("listen.port", listen_port, 8080, 0, 65535),
+	I("listen.max_body", max_body, 65536, 1024, 16 << 20),
+	I("listen.max_headers", max_headers, 8192, 1024, 1 << 20),
+	I("listen.timeout", request_timeout, 10, 1, 3600),
+	S("redis.url", redis_url, "redis://127.0.0.1:6379/0"),
+	S("redis.prefix", redis_prefix, "dvcgw:"),
+	I("redis.timeout_ms", redis_timeout_ms, 2000, 10, 600000),
+	I("redis.session_ttl", session_ttl, 86400, 60, 90 * 86400),
+	I("redis.dedupe_ttl", dedupe_ttl, 172800, 60, 30 * 86400),
+	S("flows.dir", flows_dir, "flows"),
+	O("flows.vars", flows_vars),
+	S("dossier.code_pattern", code_pattern, DOSSIER_DEFAULT_PATTERN),
+	S("time_zone", time_zone, "Asia/Ho_Chi_Minh"),
+	S("log.level", log_level, "info"),
+	S("sms.driver", sms_driver, "file"),
+	S("sms.kannel.sendsms_url", kannel_url, NULL),
+	S("sms.kannel.username", kannel_user, ""),
+	S("sms.kannel.password", kannel_pass, ""),
+	S("sms.kannel.from", kannel_from, ""),
+	S("sms.kannel.dlr_url", kannel_dlr_url, NULL),
+	S("sms.http.url", sms_http_url, NULL),
+	S("sms.http.token", sms_http_token, NULL),
+	S("sms.file.path", sms_file, "var/sms-outbox.log"),
+	B("sms.unaccented", sms_unaccented, 1),
+	I("sms.max_parts", sms_max_parts, 3, 1, 10),
+	I("outbox.max_attempts", outbox_max_attempts, 8, 1, 100),
+	I("outbox.retry_base_ms", outbox_retry_base_ms, 1000, 10, 3600000),
+	I("outbox.retry_max_ms", outbox_retry_max_ms, 300000, 10, 86400000),
+	I("outbox.send_timeout_ms", outbox_send_timeout_ms, 10000, 100, 600000),
+	I("outbox.concurrency", outbox_concurrency, 32, 1, 1024),
+	S("zalo.app_id", zalo_app_id, NULL),
+	S("zalo.oa_secret_key", zalo_oa_secret, NULL),
+	S("zalo.app_secret_key", zalo_app_secret, NULL),
+	S("zalo.api_base", zalo_api_base, "https://openapi.zalo.me"),
+	S("zalo.oauth_base", zalo_oauth_base, "https://oauth.zaloapp.com"),
+	S("zalo.access_token", zalo_access_token, NULL),
+	S("zalo.refresh_token", zalo_refresh_token, NULL),
+	A("api.tokens", api_tokens),
+};
+
+/* Objects that only group keys: a key is valid when it is a table entry or such a group. */
+static const char *cfg_groups[] = {
+	"listen", "redis", "flows", "dossier", "log", "sms", "sms.kannel", "sms.http", "sms.file",
+	"outbox", "zalo", "api",
+};
+
+static const struct cfg_key *
+config_find(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof cfg_keys / sizeof cfg_keys[0]; i++)
+		if (strcmp(cfg_keys[i].name, name) == 0)
+			return &cfg_keys[i];
+	return NULL;
+}
+
+static int
+config_is_group(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof cfg_groups / sizeof cfg_groups[0]; i++)
+		if (strcmp(cfg_groups[i], name) == 0)
+			return 1;
+	return 0;
+}
+
+static void
+config_error(json_t *errors, const char *fmt, ...) printflike(2, 3);
+
+static void
+config_error(json_t *errors, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	s = xvasprintf(fmt, ap);
+	va_end(ap);
+	json_array_append_new(errors, json_string(s));
+	free(s);
+}
+
+/* Store one value into cfg, checking its type and range. */
+static void
+config_set(struct config *cfg, const struct cfg_key *k, json_t *v, json_t *errors)
+{
+	char *base = (char *)cfg;
+
+	switch (k->type) {
+	case CFG_STR:
+		if (!json_is_string(v)) {
+			config_error(errors, "config: %s: must be a string", k->name);
+			return;
+		}
+		free(*(char **)(base + k->off));
+		*(char **)(base + k->off) = xstrdup(json_string_value(v));
+		break;
+	case CFG_INT:
+		if (!json_is_integer(v) || json_integer_value(v) < k->min ||
+		    json_integer_value(v) > k->max) {
+			config_error(errors, "config: %s: must be an integer from %ld to %ld",
+			    k->name, k->min, k->max);
+			return;
+		}
+		*(int *)(base + k->off) = (int)json_integer_value(v);
+		break;
+	case CFG_BOOL:
+		if (!json_is_boolean(v)) {
+			config_error(errors, "config: %s: must be true or false", k->name);
+			return;
+		}
+		*(int *)(base + k->off) = json_is_true(v);
+		break;
+	case CFG_OBJ:
+	case CFG_ARR:
+		if ((k->type == CFG_OBJ && !json_is_object(v)) ||
+		    (k->type == CFG_ARR && !json_is_array(v))) {
+			config_error(errors, "config: %s: must be %s", k->name,
+			    k->type == CFG_OBJ ? "an object" : "an array");
+			return;
+		}
+		json_decref(*(json_t **)(base + k->off));
+		*(json_t **)(base + k->off) = json_incref(v);
+		break;
+	}
+}
+
+/* Walk one JSON object level, matching dotted names against the table. */
+static void
+config_walk(struct config *cfg, json_t *obj, const char *prefix, json_t *errors)
+{
+	const char *key;
+	json_t *v;
+	const struct cfg_key *k;
+	char *name;
+
+	json_object_foreach(obj, key, v) {
+		name = *prefix ? xasprintf("%s.%s", prefix, key) : xstrdup(key);
+		if ((k = config_find(name)) != NULL)
+			config_set(cfg, k, v, errors);
+		else if (config_is_group(name) && json_is_object(v))
+			config_walk(cfg, v, name, errors);
+		else if (config_is_group(name))
+			config_error(errors, "config: %s: must be an object", name);
+		else
+			config_error(errors, "config: unknown key \"%s\"", name);
+		free(name);
+	}
+}
+
+/* Cross-key checks that a table cannot express. */
+static void
+config_check(struct config *cfg, json_t *errors)
+{
+	json_t *t;
+	size_t i;
+	const char *role, *hex;
+
+	if (strcmp(cfg->sms_driver, "kannel") != 0 && strcmp(cfg->sms_driver, "file") != 0 &&
+	    strcmp(cfg->sms_driver, "http") != 0)
+		config_error(errors, "config: sms.driver: must be \"kannel\", \"http\" or \"file\"");
+	if (strcmp(cfg->sms_driver, "kannel") == 0 && cfg->kannel_url == NULL)
+		config_error(errors, "config: sms.kannel.sendsms_url: required when sms.driver is \"kannel\"");
+	if (strcmp(cfg->sms_driver, "http") == 0 && cfg->sms_http_url == NULL)
+		config_error(errors, "config: sms.http.url: required when sms.driver is \"http\"");
+	if (strncmp(cfg->redis_url, "redis://", 8) != 0 && strncmp(cfg->redis_url, "unix://", 7) != 0)
+		config_error(errors, "config: redis.url: must start with redis:// or unix://");
+	if (strcmp(cfg->log_level, "debug") != 0 && strcmp(cfg->log_level, "info") != 0 &&
+	    strcmp(cfg->log_level, "warn") != 0 && strcmp(cfg->log_level, "error") != 0)
+		config_error(errors, "config: log.level: must be debug, info, warn or error");
+	if (cfg->flows_vars != NULL) {
+		const char *key;
+		json_t *v;
+
+		json_object_foreach(cfg->flows_vars, key, v)
+			if (!json_is_string(v))
+				config_error(errors, "config: flows.vars.%s: must be a string", key);
+	}
+	json_array_foreach(cfg->api_tokens, i, t) {
+		role = json_string_value(json_object_get(t, "role"));
+		hex = json_string_value(json_object_get(t, "sha256"));
+		if (!json_is_object(t) || !json_is_string(json_object_get(t, "name")) ||
+		    role == NULL || (strcmp(role, "staff") != 0 && strcmp(role, "portal") != 0) ||
+		    hex == NULL || strlen(hex) != 64 || strspn(hex, "0123456789abcdef") != 64)
+			config_error(errors, "config: api.tokens[%zu]: needs name, role \"staff\" or "
+			    "\"portal\" and sha256 (64 lower-case hex digits)", i);
+		else if (json_object_size(t) != 3)
+			config_error(errors, "config: api.tokens[%zu]: only name, role and sha256 are "
+			    "allowed", i);
+	}
+}
+
+/* Read and validate a config file. Returns the config, or NULL with *errors (a new JSON array of
+ * sentences). */
+struct config *
+config_load(const char *path, json_t **errors)
+{
+	struct config *cfg;
+	json_t *root;
+	json_error_t jerr;
+	size_t i;
+	char *base;
+
+	*errors = json_array();
+	cfg = xcalloc(1, sizeof *cfg);
+	cfg->path = xstrdup(path);
+	base = (char *)cfg;
+	for (i = 0; i < sizeof cfg_keys / sizeof cfg_keys[0]; i++) {
+		const struct cfg_key *k = &cfg_keys[i];
+
+		if (k->type == CFG_STR)
+			*(char **)(base + k->off) = k->dstr ? xstrdup(k->dstr) : NULL;
+		else if (k->type == CFG_INT || k->type == CFG_BOOL)
+			*(int *)(base + k->off) = (int)k->dint;
+	}
+	cfg->api_tokens = json_array();
+
+	if ((root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr)) == NULL)
+		config_error(*errors, "%s: line %d: %s", path, jerr.line, jerr.text);
+	else if (!json_is_object(root))
+		config_error(*errors, "%s: must hold a JSON object", path);
+	else
+		config_walk(cfg, root, "", *errors);
+	json_decref(root);
+	if (json_array_size(*errors) == 0)
+		config_check(cfg, *errors);
+	if (json_array_size(*errors) != 0) {
+		config_free(cfg);
+		return NULL;
+	}
+	json_decref(*errors);
+	*errors = NULL;
+	return cfg;
+}
+
+/* Free a config. */
+void
+config_free(struct config *cfg)
+{
+	size_t i;
+	char *base = (char *)cfg;
+
+	if (cfg == NULL)
+		return;
+	for (i = 0; i < sizeof cfg_keys / sizeof cfg_keys[0]; i++) {
+		const struct cfg_key *k = &cfg_keys[i];
+
+		if (k->type == CFG_STR)
+			free(*(char **)(base + k->off));
+		else if (k->type == CFG_OBJ || k->type == CFG_ARR)
+			json_decref(*(json_t **)(base + k->off));
+	}
+	free(cfg->path);
+	free(cfg);
+}

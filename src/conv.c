@@ -1,0 +1,480 @@
+/* conv.c: one inbound message through its conversation: de-duplicate and load the session (one
+ * script, with the dossier the text names fetched in the same round trip), run the pure flow engine,
+ * then save the session if nobody changed it meanwhile and enqueue the replies (one script). On a
+ * conflict the step is re-run on the fresh session. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "dvcgw.h"
+
+#define CONV_MAX_ATTEMPTS 8
+
+/* KEYS: session, seen. ARGV: message id ("" when none). -> {"DUP"} or {"OK", version, session}. */
+static const char conv_load_lua[] =
+	"if ARGV[1] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then return {'DUP'} end\n"
+	"local r = redis.call('HMGET', KEYS[1], 'v', 'd')\n"
+	"return {'OK', r[1] or '', r[2] or ''}\n";
+
+/* KEYS: session, seen, outbox, inbox. ARGV: version, session, session ttl, message id, seen ttl,
+ * inbound text, channel, user, n, then n × (to, from, text). -> "OK", "DUP" or "CONFLICT". The
+ * session, the de-duplication mark, the inbound log entry and the replies land together or not at
+ * all. */
+static const char conv_save_lua[] =
+	"if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then return 'DUP' end\n"
+	"local v = redis.call('HGET', KEYS[1], 'v')\n"
+	"if (v or '') ~= ARGV[1] then return 'CONFLICT' end\n"
+	"redis.call('HSET', KEYS[1], 'v', (tonumber(v) or 0) + 1, 'd', ARGV[2])\n"
+	"redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
+	"if ARGV[4] ~= '' then redis.call('SET', KEYS[2], '1', 'EX', ARGV[5]) end\n"
+	"redis.call('XADD', KEYS[4], 'MAXLEN', '~', 10000, '*', 'ch', ARGV[7], 'user', ARGV[8],"
+	" 'id', ARGV[4], 'text', ARGV[6])\n"
+	"local n = tonumber(ARGV[9])\n"
+	"for i = 0, n - 1 do\n"
+	"  local b = 10 + i * 3\n"
+	"  redis.call('XADD', KEYS[3], '*', 'ch', ARGV[7], 'to', ARGV[b], 'from', ARGV[b + 1],"
+	" 'text', ARGV[b + 2], 'att', '0')\n"
+	"end\n"
+	"return 'OK'\n";
+
+static int conv_load_script, conv_save_script;
+
+/* The flow set in use, shared by every conversation in flight; a reload swaps it. */
+struct conv_flows {
+	int		 refs;
+	struct flowset	*fs;
+};
+
+static struct {
+	const struct config	*cfg;
+	struct conv_flows	*flows;
+	int			 inflight;
+	unsigned long long	 turns, conflicts;
+} conv;
+
+struct conv {
+	struct conv_flows	*flows;
+	char			*channel, *user, *text, *msgid, *to;
+	int			 deliver;
+	int			 shard;
+	char			*k_session, *k_seen, *k_outbox, *k_inbox;
+
+	int			 pending;	/* Redis calls in flight for this conversation */
+	int			 failed;
+	char			*cause;
+
+	char			 code[DOSSIER_CODE_MAX];	/* prefetched code, "" none */
+	int			 have_dossier;
+	json_t			*dossier;	/* NULL: not found */
+
+	int			 loaded, dup;
+	char			*version;
+	json_t			*session;
+	int			 attempts;
+
+	json_t			*replies;
+	int			 end;
+
+	conv_cb			*cb;
+	void			*arg;
+};
+
+static void	conv_load(struct conv *);
+static void	conv_step(struct conv *);
+
+/* Register the scripts (before rds_start). */
+void
+conv_init(const struct config *cfg, struct flowset *fs)
+{
+	conv.cfg = cfg;
+	conv_load_script = rds_script_add("conv_load", conv_load_lua);
+	conv_save_script = rds_script_add("conv_save", conv_save_lua);
+	conv_set_flows(fs);
+}
+
+static void
+conv_flows_unref(struct conv_flows *f)
+{
+	if (f != NULL && --f->refs == 0) {
+		flowset_free(f->fs);
+		free(f);
+	}
+}
+
+/* Use a new flow set for conversations from now on; ones in flight finish on the old one. */
+void
+conv_set_flows(struct flowset *fs)
+{
+	struct conv_flows *f = xcalloc(1, sizeof *f);
+
+	f->refs = 1;
+	f->fs = fs;
+	conv_flows_unref(conv.flows);
+	conv.flows = f;
+}
+
+/* Free the current flow set (shutdown). */
+void
+conv_shutdown(void)
+{
+	conv_flows_unref(conv.flows);
+	conv.flows = NULL;
+}
+
+/* The Redis key prefix. */
+const char *
+conv_prefix(void)
+{
+	return conv.cfg->redis_prefix;
+}
+
+/* Conversations in flight (drain on stop). */
+int
+conv_inflight(void)
+{
+	return conv.inflight;
+}
+
+/* Counters for the benchmark. */
+void
+conv_stats(unsigned long long *turns, unsigned long long *conflicts)
+{
+	*turns = conv.turns;
+	*conflicts = conv.conflicts;
+}
+
+/* Which shard (Redis hash tag) a user's keys live in: session, de-duplication marks and the outbox
+ * stream that carries their replies share one slot, so the scripts stay Redis Cluster-safe. */
+int
+conv_shard(const char *channel, const char *user)
+{
+	uint32_t h = 2166136261u;
+	const char *p;
+
+	for (p = channel; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	h = (h ^ ':') * 16777619u;
+	for (p = user; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	return (int)(h % CONV_SHARDS);
+}
+
+/* Today's date in the deployment's time zone, "YYYY-MM-DD". */
+static void
+conv_today(char *out, size_t len, time_t now)
+{
+	struct tm tm;
+
+	localtime_r(&now, &tm);
+	strftime(out, len, "%Y-%m-%d", &tm);
+}
+
+static void
+conv_free(struct conv *c)
+{
+	conv_flows_unref(c->flows);
+	free(c->channel);
+	free(c->user);
+	free(c->text);
+	free(c->msgid);
+	free(c->to);
+	free(c->k_session);
+	free(c->k_seen);
+	free(c->k_outbox);
+	free(c->k_inbox);
+	free(c->cause);
+	free(c->version);
+	json_decref(c->dossier);
+	json_decref(c->session);
+	json_decref(c->replies);
+	free(c);
+}
+
+/* Report the outcome and free the conversation. */
+static void
+conv_finish(struct conv *c, int status)
+{
+	conv.inflight--;
+	c->cb(status, status == CONV_OK ? c->replies : NULL, c->end,
+	    c->cause ? c->cause : (status == CONV_UNAVAILABLE ? rds_error() : NULL), c->arg);
+	conv_free(c);
+}
+
+static void
+conv_fail(struct conv *c, const char *why)
+{
+	if (!c->failed) {
+		c->failed = 1;
+		if (c->cause == NULL && why != NULL)
+			c->cause = xstrdup(why);
+	}
+}
+
+/* After every Redis answer: go on once nothing is pending. */
+static void
+conv_next(struct conv *c)
+{
+	if (--c->pending > 0)
+		return;
+	if (c->failed) {
+		conv_finish(c, CONV_UNAVAILABLE);
+		return;
+	}
+	if (c->dup) {
+		conv_finish(c, CONV_DUP);
+		return;
+	}
+	conv_step(c);
+}
+
+static void
+conv_dossier_cb(int rc, json_t *dossier, const char *err, void *arg)
+{
+	struct conv *c = arg;
+
+	if (rc < 0)
+		conv_fail(c, err);
+	else {
+		json_decref(c->dossier);
+		c->dossier = rc == 0 ? json_incref(dossier) : NULL;
+		c->have_dossier = 1;
+	}
+	conv_next(c);
+}
+
+/* Fetch a dossier alongside whatever else is pending (pipelined on the one connection). */
+static void
+conv_fetch(struct conv *c, const char *code)
+{
+	snprintf(c->code, sizeof c->code, "%s", code);
+	c->have_dossier = 0;
+	c->pending++;
+	if (store_lookup(code, conv_dossier_cb, c) != 0) {
+		c->pending--;
+		conv_fail(c, NULL);
+	}
+}
+
+static void
+conv_load_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct conv *c = arg;
+	json_error_t jerr;
+
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1)
+		conv_fail(c, err);
+	else if (strcmp(r->element[0]->str, "DUP") == 0)
+		c->dup = 1;
+	else if (r->elements == 3) {
+		free(c->version);
+		c->version = xstrdup(r->element[1]->str);
+		json_decref(c->session);
+		c->session = NULL;
+		if (r->element[2]->len > 0)
+			c->session = json_loadb(r->element[2]->str, r->element[2]->len, 0, &jerr);
+		if (!json_is_object(c->session)) {
+			/* An unreadable session only costs the user their place: start over. */
+			json_decref(c->session);
+			c->session = json_object();
+		}
+		c->loaded = 1;
+	} else
+		conv_fail(c, "unexpected answer from the load script");
+	conv_next(c);
+}
+
+/* Send the load script. */
+static void
+conv_load(struct conv *c)
+{
+	const char *v[3] = { c->k_session, c->k_seen, c->msgid ? c->msgid : "" };
+
+	c->pending++;
+	if (rds_evalsha(conv_load_script, conv_load_cb, c, 2, 1, v, NULL) != 0) {
+		c->pending--;
+		conv_fail(c, NULL);
+	}
+}
+
+static void
+conv_save_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct conv *c = arg;
+
+	c->pending--;
+	/* A Lua string comes back as a bulk string. */
+	if (r == NULL || err != NULL || (r->type != REDIS_REPLY_STRING &&
+	    r->type != REDIS_REPLY_STATUS)) {
+		conv_fail(c, err);
+		conv_finish(c, CONV_UNAVAILABLE);
+	} else if (strcmp(r->str, "OK") == 0) {
+		conv.turns++;
+		if (c->deliver)
+			outbox_kick(c->shard);
+		conv_finish(c, CONV_OK);
+	} else if (strcmp(r->str, "DUP") == 0)
+		conv_finish(c, CONV_DUP);
+	else if (++c->attempts >= CONV_MAX_ATTEMPTS) {
+		c->cause = xstrdup("too many concurrent messages from one user");
+		conv_finish(c, CONV_UNAVAILABLE);
+	} else {
+		/* Someone else saved this session meanwhile: redo the step on theirs. */
+		conv.conflicts++;
+		json_decref(c->replies);
+		c->replies = NULL;
+		c->end = 0;
+		c->pending = 1;
+		conv_load(c);
+		conv_next(c);
+	}
+}
+
+/* Save the session and enqueue the replies, rendered for the channel. */
+static void
+conv_save(struct conv *c)
+{
+	const char **v;
+	size_t *vl, i, j, n = 0, nparts, cap;
+	char **parts, ttl[16], sttl[16], count[16], *sess;
+	char **owned = NULL;
+	size_t nowned = 0;
+	json_t *reply;
+	int k = 0;
+
+	sess = json_dumps(c->session, JSON_COMPACT);
+	snprintf(ttl, sizeof ttl, "%d", conv.cfg->session_ttl);
+	snprintf(sttl, sizeof sttl, "%d", conv.cfg->dedupe_ttl);
+
+	cap = 13 + 3 * (c->deliver ? json_array_size(c->replies) * (size_t)conv.cfg->sms_max_parts : 0);
+	v = xcalloc(cap, sizeof *v);
+	vl = xcalloc(cap, sizeof *vl);
+	v[k++] = c->k_session;
+	v[k++] = c->k_seen;
+	v[k++] = c->k_outbox;
+	v[k++] = c->k_inbox;
+	v[k++] = c->version;
+	v[k++] = sess;
+	v[k++] = ttl;
+	v[k++] = c->msgid ? c->msgid : "";
+	v[k++] = sttl;
+	v[k++] = c->text;
+	v[k++] = c->channel;
+	v[k++] = c->user;
+	v[k++] = count;
+	if (c->deliver) {
+		json_array_foreach(c->replies, i, reply) {
+			nparts = channel_render(c->channel, json_string_value(reply), &parts);
+			owned = xrealloc(owned, (nowned + nparts) * sizeof *owned);
+			for (j = 0; j < nparts && (size_t)k + 3 <= cap; j++) {
+				owned[nowned++] = parts[j];
+				v[k++] = c->user;
+				v[k++] = c->to ? c->to : "";
+				v[k++] = parts[j];
+				n++;
+			}
+			for (; j < nparts; j++)
+				free(parts[j]);
+			free(parts);
+		}
+	}
+	snprintf(count, sizeof count, "%zu", n);
+	for (i = 0; i < (size_t)k; i++)
+		vl[i] = strlen(v[i]);
+	c->pending++;
+	if (rds_evalsha(conv_save_script, conv_save_cb, c, 4, k - 4, v, vl) != 0) {
+		c->pending--;
+		conv_fail(c, NULL);
+		conv_finish(c, CONV_UNAVAILABLE);
+	}
+	for (i = 0; i < nowned; i++)
+		free(owned[i]);
+	free(owned);
+	free(v);
+	free(vl);
+	free(sess);
+}
+
+/* Run the engine on the loaded session; fetch a dossier first if it asks for one. */
+static void
+conv_step(struct conv *c)
+{
+	struct flow_input in;
+	struct flow_result res;
+	char today[16], *cause = NULL;
+	time_t now = time(NULL);
+
+	conv_today(today, sizeof today, now);
+	memset(&in, 0, sizeof in);
+	in.text = c->text;
+	in.channel = c->channel;
+	in.user = c->user;
+	in.now = now;
+	in.today = today;
+	if (c->have_dossier) {
+		in.lookup_code = c->code;
+		in.lookup_dossier = c->dossier;
+	}
+	memset(&res, 0, sizeof res);
+	if (flow_step(c->flows->fs, c->session, &in, &res, &cause) != 0) {
+		log_error("flow: %s", cause);
+		c->cause = cause;
+		conv_finish(c, CONV_ERROR);
+		return;
+	}
+	if (res.need_lookup[0] != '\0') {
+		if (c->have_dossier && strcmp(res.need_lookup, c->code) == 0) {
+			/* Cannot happen with a correct engine; never loop. */
+			c->cause = xstrdup("the flow engine asked twice for the same dossier");
+			conv_finish(c, CONV_ERROR);
+			return;
+		}
+		c->pending = 1;
+		conv_fetch(c, res.need_lookup);
+		conv_next(c);
+		return;
+	}
+	json_decref(c->replies);
+	c->replies = res.replies;
+	c->end = res.end;
+	conv_save(c);
+}
+
+/* Handle one inbound message. cb is called exactly once, possibly before this returns (Redis down). */
+void
+conv_handle(const struct conv_msg *m, conv_cb *cb, void *arg)
+{
+	struct conv *c = xcalloc(1, sizeof *c);
+	const char *pfx = conv.cfg->redis_prefix;
+	char code[DOSSIER_CODE_MAX];
+
+	c->cb = cb;
+	c->arg = arg;
+	c->flows = conv.flows;
+	c->flows->refs++;
+	c->channel = xstrdup(m->channel);
+	c->user = xstrdup(m->user);
+	c->text = xstrdup(m->text);
+	c->msgid = m->msgid && *m->msgid ? xstrdup(m->msgid) : NULL;
+	c->to = m->to ? xstrdup(m->to) : NULL;
+	c->deliver = m->deliver;
+	c->shard = conv_shard(m->channel, m->user);
+	c->k_session = xasprintf("%s{%d}:sess:%s:%s", pfx, c->shard, m->channel, m->user);
+	c->k_seen = xasprintf("%s{%d}:seen:%s:%s", pfx, c->shard, m->channel,
+	    c->msgid ? c->msgid : "-");
+	c->k_outbox = xasprintf("%s{%d}:outbox", pfx, c->shard);
+	c->k_inbox = xasprintf("%s{%d}:inbox", pfx, c->shard);
+	conv.inflight++;
+
+	if (!rds_ready()) {
+		conv_finish(c, CONV_UNAVAILABLE);
+		return;
+	}
+	/* One round trip: the load script and, when the text names a dossier, its lookup. */
+	c->pending = 1;
+	conv_load(c);
+	if (dossier_code_guess(c->text, code))
+		conv_fetch(c, code);
+	conv_next(c);
+}

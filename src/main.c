@@ -1,0 +1,529 @@
+/* main.c: the commands — the daemon (default), check, chat and import — and the daemon's life:
+ * start-up, SIGHUP reload, and SIGTERM/SIGINT drain. */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+
+#include "dvcgw.h"
+
+#define DRAIN_DEADLINE_S 10
+
+static struct {
+	struct event_base	*base;
+	struct config		*cfg;
+	struct event		*sigterm, *sigint, *sighup, *drain;
+	struct timespec		 stop_at;
+	int			 stopping;
+} gw;
+
+static __dead void
+usage(void)
+{
+	fprintf(stderr,
+	    "usage: dvcgw [-c FILE]                       run the gateway\n"
+	    "       dvcgw check -c FILE                   validate the config and every flow\n"
+	    "       dvcgw chat -c FILE --channel sms|ussd --user ID\n"
+	    "                                             talk to the flows from the terminal\n"
+	    "       dvcgw import -c FILE PATH             load dossiers from JSON or CSV\n");
+	exit(2);
+}
+
+/* Load the config or exit 1 with every problem. */
+static struct config *
+load_config(const char *path)
+{
+	struct config *cfg;
+	json_t *errors, *e;
+	size_t i;
+	char *cause = NULL;
+
+	if ((cfg = config_load(path, &errors)) == NULL) {
+		json_array_foreach(errors, i, e)
+			fprintf(stderr, "%s\n", json_string_value(e));
+		json_decref(errors);
+		exit(1);
+	}
+	setenv("TZ", cfg->time_zone, 1);
+	tzset();
+	log_set_level(strcmp(cfg->log_level, "debug") == 0 ? LOG_DEBUG :
+	    strcmp(cfg->log_level, "warn") == 0 ? LOG_WARN :
+	    strcmp(cfg->log_level, "error") == 0 ? LOG_ERROR : LOG_INFO);
+	if (dossier_set_pattern(cfg->code_pattern, &cause) != 0) {
+		fprintf(stderr, "config: dossier.code_pattern: %s\n", cause);
+		exit(1);
+	}
+	return cfg;
+}
+
+/* Load the flow set named by the config; NULL and the problems printed to stderr on failure. */
+static struct flowset *
+load_flows(const struct config *cfg)
+{
+	struct flow_limits lim;
+	struct flowset *fs;
+	json_t *errors, *e;
+	size_t i;
+
+	lim.sms_chars = (size_t)cfg->sms_max_parts * 153;
+	lim.zalo_chars = 2000;
+	if ((fs = flowset_load(cfg->flows_dir, cfg->flows_vars, &lim, &errors)) == NULL) {
+		json_array_foreach(errors, i, e)
+			fprintf(stderr, "%s\n", json_string_value(e));
+		json_decref(errors);
+	}
+	return fs;
+}
+
+static void
+gw_teardown(void)
+{
+	http_free();
+	outbox_free();
+	fetch_stop();
+	rds_stop();
+	conv_shutdown();
+	event_free(gw.sigterm);
+	event_free(gw.sigint);
+	event_free(gw.sighup);
+	if (gw.drain != NULL)
+		event_free(gw.drain);
+	event_base_loopexit(gw.base, NULL);
+}
+
+/* While stopping: exit once every request, conversation, send and Redis call has settled, or at the
+ * deadline. */
+static void
+gw_drain_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct timespec now;
+	int busy;
+
+	busy = http_inflight() + conv_inflight() + outbox_inflight() + fetch_active() + rds_npending();
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (busy > 0 && now.tv_sec < gw.stop_at.tv_sec)
+		return;
+	if (busy > 0)
+		log_warn("stop: %d operations still pending after %d s; exiting anyway", busy,
+		    DRAIN_DEADLINE_S);
+	else
+		log_info("stop: drained");
+	gw_teardown();
+}
+
+static void
+gw_stop_cb(evutil_socket_t sig, short events, void *arg)
+{
+	struct timeval tv = { 0, 20000 };
+
+	if (gw.stopping)
+		return;
+	gw.stopping = 1;
+	log_info("stop: signal %d; no new connections, draining", (int)sig);
+	http_stop_accepting();
+	outbox_stop_taking();
+	clock_gettime(CLOCK_MONOTONIC, &gw.stop_at);
+	gw.stop_at.tv_sec += DRAIN_DEADLINE_S;
+	gw.drain = event_new(gw.base, -1, EV_PERSIST, gw_drain_cb, NULL);
+	event_add(gw.drain, &tv);
+}
+
+/* SIGHUP: reload the flows; keep the old set unless the whole new one validates. */
+static void
+gw_reload_cb(evutil_socket_t sig, short events, void *arg)
+{
+	struct flowset *fs;
+
+	if ((fs = load_flows(gw.cfg)) == NULL) {
+		log_error("reload: the new flows have errors (above); keeping the current ones");
+		return;
+	}
+	conv_set_flows(fs);
+	log_info("reload: %zu states loaded from %s", flowset_nstates(fs), gw.cfg->flows_dir);
+}
+
+/* Wire the subsystems onto one event base. */
+static void
+gw_setup(struct config *cfg, struct flowset *fs)
+{
+	char *cause = NULL;
+
+	signal(SIGPIPE, SIG_IGN);
+	if ((gw.base = event_base_new()) == NULL)
+		fatalx("event_base_new failed");
+	gw.cfg = cfg;
+	channel_init(cfg);
+	store_init(cfg);
+	conv_init(cfg, fs);
+	fetch_init(gw.base);
+	outbox_init(gw.base, cfg);
+	if (rds_start(gw.base, cfg->redis_url, cfg->redis_timeout_ms, &cause) != 0)
+		fatalx("%s", cause);
+}
+
+static int
+cmd_run(struct config *cfg)
+{
+	struct flowset *fs;
+	int port;
+
+	if ((fs = load_flows(cfg)) == NULL)
+		return 1;
+	gw_setup(cfg, fs);
+	port = http_start(gw.base, cfg);
+	gw.sigterm = evsignal_new(gw.base, SIGTERM, gw_stop_cb, NULL);
+	gw.sigint = evsignal_new(gw.base, SIGINT, gw_stop_cb, NULL);
+	gw.sighup = evsignal_new(gw.base, SIGHUP, gw_reload_cb, NULL);
+	event_add(gw.sigterm, NULL);
+	event_add(gw.sigint, NULL);
+	event_add(gw.sighup, NULL);
+	log_info("dvcgw %s listening on %s:%d (sms driver %s, %zu flow states)", DVCGW_VERSION,
+	    cfg->listen_host, port, cfg->sms_driver, flowset_nstates(fs));
+	event_base_dispatch(gw.base);
+	event_base_free(gw.base);
+	config_free(cfg);
+	return 0;
+}
+
+static int
+cmd_check(struct config *cfg)
+{
+	struct flowset *fs;
+
+	if ((fs = load_flows(cfg)) == NULL) {
+		config_free(cfg);
+		return 1;
+	}
+	printf("%s: config ok; %s: %zu states ok\n", cfg->path, cfg->flows_dir, flowset_nstates(fs));
+	flowset_free(fs);
+	config_free(cfg);
+	return 0;
+}
+
+/* The terminal simulator: one line in, the replies out, through the same conversation code and
+ * Redis state as the daemon, but replies are printed instead of queued. */
+static struct {
+	const char	*channel;
+	char		 user[128];
+	char		 buf[4096];
+	size_t		 len;
+	int		 busy, eof, tty, waited;
+	struct event	*ev, *wait;
+} chat;
+
+static void	chat_next(void);
+
+static void
+chat_prompt(void)
+{
+	if (chat.tty) {
+		fputs("> ", stdout);
+		fflush(stdout);
+	}
+}
+
+static void
+chat_quit(void)
+{
+	event_del(chat.ev);
+	event_free(chat.ev);
+	event_free(chat.wait);
+	fetch_stop();
+	outbox_free();
+	rds_stop();
+	conv_shutdown();
+	event_base_loopexit(gw.base, NULL);
+}
+
+static void
+chat_reply_cb(int status, json_t *replies, int end, const char *cause, void *arg)
+{
+	size_t i, j, n;
+	json_t *r;
+	char **parts;
+
+	chat.busy = 0;
+	if (status == CONV_DUP)
+		printf("(duplicate)\n");
+	else if (status != CONV_OK)
+		printf("(error: %s)\n", cause ? cause : "unknown");
+	json_array_foreach(replies, i, r) {
+		n = channel_render(chat.channel, json_string_value(r), &parts);
+		if (n == 0)
+			printf("%s\n", json_string_value(r));
+		for (j = 0; j < n; j++)
+			printf("%s%s\n", n > 1 ? "+ " : "", parts[j]);
+		text_free_parts(parts, n);
+		printf("\n");
+	}
+	if (end && strcmp(chat.channel, "ussd") == 0)
+		printf("(session ended)\n");
+	fflush(stdout);
+	chat_next();
+}
+
+/* Send the next complete line, if any and if nothing is in flight. */
+static void
+chat_next(void)
+{
+	char *nl, *line;
+	struct conv_msg m;
+
+	if (chat.busy || !rds_ready())
+		return;
+	nl = memchr(chat.buf, '\n', chat.len);
+	if (nl == NULL && chat.eof && chat.len > 0)
+		nl = chat.buf + chat.len;	/* last line without a newline */
+	if (nl == NULL) {
+		if (chat.eof)
+			chat_quit();
+		else
+			chat_prompt();
+		return;
+	}
+	line = xstrndup(chat.buf, (size_t)(nl - chat.buf));
+	if (nl < chat.buf + chat.len)
+		nl++;
+	chat.len -= (size_t)(nl - chat.buf);
+	memmove(chat.buf, nl, chat.len);
+	if (*line == '\0' || !text_utf8_valid(line, strlen(line))) {
+		if (*line != '\0')
+			printf("(not valid UTF-8; ignored)\n");
+		free(line);
+		chat_next();
+		return;
+	}
+	memset(&m, 0, sizeof m);
+	m.channel = chat.channel;
+	m.user = chat.user;
+	m.text = line;
+	chat.busy = 1;
+	conv_handle(&m, chat_reply_cb, NULL);
+	free(line);
+}
+
+static void
+chat_read_cb(evutil_socket_t fd, short events, void *arg)
+{
+	ssize_t n;
+
+	if (chat.len == sizeof chat.buf) {
+		printf("(line too long; dropped)\n");
+		chat.len = 0;
+	}
+	n = read(fd, chat.buf + chat.len, sizeof chat.buf - chat.len);
+	if (n <= 0) {
+		chat.eof = 1;
+		event_del(chat.ev);
+	} else
+		chat.len += (size_t)n;
+	chat_next();
+}
+
+/* Wait for Redis before the first line; give up after the Redis timeout x 5. */
+static void
+chat_wait_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct timeval tv = { 0, 50000 };
+
+	if (rds_ready()) {
+		chat_next();
+		return;
+	}
+	if (++chat.waited * 50 > gw.cfg->redis_timeout_ms * 5) {
+		fprintf(stderr, "dvcgw chat: %s\n", rds_error());
+		chat.eof = 1;
+		chat.len = 0;
+		chat_quit();
+		return;
+	}
+	evtimer_add(chat.wait, &tv);
+}
+
+static int
+cmd_chat(struct config *cfg, const char *channel, const char *user)
+{
+	struct flowset *fs;
+	char *cause = NULL;
+	struct timeval tv = { 0, 0 };
+
+	if (channel == NULL || user == NULL)
+		usage();
+	if (strcmp(channel, "sms") != 0 && strcmp(channel, "ussd") != 0) {
+		fprintf(stderr, "dvcgw chat: --channel must be sms or ussd\n");
+		return 2;
+	}
+	if (phone_normalise(user, chat.user, &cause) < 0) {
+		fprintf(stderr, "dvcgw chat: --user: %s\n", cause);
+		free(cause);
+		return 2;
+	}
+	if ((fs = load_flows(cfg)) == NULL)
+		return 1;
+	chat.channel = channel;
+	chat.tty = isatty(0);
+	gw_setup(cfg, fs);
+	chat.ev = event_new(gw.base, 0, EV_READ | EV_PERSIST, chat_read_cb, NULL);
+	chat.wait = evtimer_new(gw.base, chat_wait_cb, NULL);
+	event_add(chat.ev, NULL);
+	evtimer_add(chat.wait, &tv);
+	if (chat.tty)
+		printf("dvcgw chat: %s as %s; type MENU to start, Ctrl-D to quit\n", channel,
+		    chat.user);
+	event_base_dispatch(gw.base);
+	event_base_free(gw.base);
+	config_free(cfg);
+	return 0;
+}
+
+/* Read a whole file; NULL with errno on failure. */
+static char *
+read_file(const char *path, size_t *len)
+{
+	FILE *f;
+	char *p = NULL;
+	size_t n = 0, cap = 0, r;
+
+	if ((f = fopen(path, "rb")) == NULL)
+		return NULL;
+	do {
+		if (cap - n < 65536)
+			p = xrealloc(p, (cap = cap * 2 + 65536) + 1);
+		r = fread(p + n, 1, cap - n, f);
+		n += r;
+	} while (r > 0);
+	fclose(f);
+	p[n] = '\0';
+	*len = n;
+	return p;
+}
+
+static int
+cmd_import(struct config *cfg, const char *path)
+{
+	char *data, *cause = NULL, *key, *s;
+	size_t len, i, ok = 0, bad = 0, pending = 0;
+	json_t *rows, *errors = NULL, *row, *d, *e;
+	json_error_t jerr;
+	redisContext *rc;
+	redisReply *reply;
+	const char *p;
+	int csv;
+
+	if ((data = read_file(path, &len)) == NULL) {
+		fprintf(stderr, "dvcgw import: %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	for (p = data; *p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'; p++)
+		;
+	csv = *p != '[';
+	if (csv)
+		rows = dossier_parse_csv(data, &errors, &cause);
+	else if ((rows = json_loadb(data, len, 0, &jerr)) == NULL)
+		cause = xasprintf("line %d: %s", jerr.line, jerr.text);
+	else if (!json_is_array(rows)) {
+		cause = xstrdup("a JSON import file holds an array of dossier objects");
+		json_decref(rows);
+		rows = NULL;
+	}
+	free(data);
+	if (rows == NULL) {
+		fprintf(stderr, "dvcgw import: %s: %s\n", path, cause);
+		return 1;
+	}
+	json_array_foreach(errors, i, e) {
+		fprintf(stderr, "%s: %s\n", path, json_string_value(e));
+		bad++;
+	}
+	if ((rc = rds_connect_sync(cfg->redis_url, cfg->redis_timeout_ms, &cause)) == NULL) {
+		fprintf(stderr, "dvcgw import: %s\n", cause);
+		return 1;
+	}
+	json_array_foreach(rows, i, row) {
+		if ((d = dossier_check(row, &cause)) == NULL) {
+			/* CSV rows are data lines 2..; JSON entries are counted from 1. */
+			fprintf(stderr, "%s: %s %zu: %s\n", path, csv ? "row" : "entry", i + 1, cause);
+			free(cause);
+			cause = NULL;
+			bad++;
+			continue;
+		}
+		s = json_dumps(d, JSON_COMPACT);
+		key = store_key(cfg->redis_prefix, json_string_value(json_object_get(d, "code")));
+		redisAppendCommand(rc, "SET %s %s", key, s);
+		pending++;
+		free(key);
+		if (json_is_string(json_object_get(d, "national_code"))) {
+			key = store_key(cfg->redis_prefix,
+			    json_string_value(json_object_get(d, "national_code")));
+			redisAppendCommand(rc, "SET %s %s", key, s);
+			pending++;
+			free(key);
+		}
+		free(s);
+		json_decref(d);
+		ok++;
+	}
+	for (i = 0; i < pending; i++) {
+		if (redisGetReply(rc, (void **)&reply) != REDIS_OK) {
+			fprintf(stderr, "dvcgw import: Redis: %s\n", rc->errstr);
+			redisFree(rc);
+			return 1;
+		}
+		freeReplyObject(reply);
+	}
+	redisFree(rc);
+	json_decref(rows);
+	json_decref(errors);
+	printf("%s: %zu imported, %zu rejected\n", path, ok, bad);
+	config_free(cfg);
+	return bad > 0 ? 1 : 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "channel", required_argument, NULL, 'C' },
+		{ "user", required_argument, NULL, 'u' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *cmd = "run", *conf = "config/dvcgw.json", *channel = NULL, *user = NULL;
+	int ch;
+
+	if (argc > 1 && argv[1][0] != '-') {
+		cmd = argv[1];
+		argc--;
+		argv++;
+	}
+	while ((ch = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': conf = optarg; break;
+		case 'C': channel = optarg; break;
+		case 'u': user = optarg; break;
+		default: usage();
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (strcmp(cmd, "run") == 0 && argc == 0)
+		return cmd_run(load_config(conf));
+	if (strcmp(cmd, "check") == 0 && argc == 0)
+		return cmd_check(load_config(conf));
+	if (strcmp(cmd, "chat") == 0 && argc == 0)
+		return cmd_chat(load_config(conf), channel, user);
+	if (strcmp(cmd, "import") == 0 && argc == 1)
+		return cmd_import(load_config(conf), argv[0]);
+	usage();
+}

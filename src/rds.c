@@ -1,0 +1,453 @@
+/* rds.c: the Redis connection: hiredis async on the daemon's event base, Lua scripts loaded on every
+ * (re)connect, a deadline per command (hiredis 0.14 has none) and reconnection with exponential
+ * backoff. While the connection is down every command fails at once, so callers answer 503. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "dvcgw.h"
+
+#define RDS_BACKOFF_MIN_MS	100
+#define RDS_BACKOFF_MAX_MS	5000
+#define RDS_MAX_SCRIPTS		16
+
+/* One command in flight. Freed by rds_reply_cb, the only place hiredis hands it back. */
+struct rds_pending {
+	rds_cb			*cb;
+	void			*arg;
+	struct timeval		 deadline;
+	int			 answered;	/* user callback already called (timeout) */
+	TAILQ_ENTRY(rds_pending) entry;
+};
+TAILQ_HEAD(rds_pendings, rds_pending);
+
+struct rds_script {
+	const char	*name;
+	const char	*src;
+	char		 sha[41];
+};
+
+static struct {
+	struct event_base	*base;
+	redisAsyncContext	*ac;
+	char			*host, *path;
+	int			 port, db, timeout_ms;
+	int			 state;
+#define RDS_DOWN	0
+#define RDS_CONNECTING	1
+#define RDS_LOADING	2	/* connected, SELECT and SCRIPT LOAD in flight */
+#define RDS_READY	3
+	int			 backoff_ms, loading, stopping;
+	struct event		*retry, *sweep;
+	struct rds_pendings	 pending;
+	struct rds_script	 scripts[RDS_MAX_SCRIPTS];
+	int			 nscripts;
+	char			*last_error;
+	unsigned long long	 ncommands;
+} rds;
+
+static void	rds_connect(void);
+
+/* Register a Lua script; returns its handle for rds_evalsha. Before rds_start only. */
+int
+rds_script_add(const char *name, const char *src)
+{
+	if (rds.nscripts == RDS_MAX_SCRIPTS)
+		fatalx("rds: too many scripts");
+	rds.scripts[rds.nscripts].name = name;
+	rds.scripts[rds.nscripts].src = src;
+	return rds.nscripts++;
+}
+
+static void
+rds_set_error(const char *fmt, ...) printflike(1, 2);
+
+static void
+rds_set_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	free(rds.last_error);
+	va_start(ap, fmt);
+	rds.last_error = xvasprintf(fmt, ap);
+	va_end(ap);
+}
+
+/* Say why Redis is not usable, for /healthz and logs. */
+const char *
+rds_error(void)
+{
+	return rds.last_error ? rds.last_error : "not connected";
+}
+
+/* 1 when commands can be sent. */
+int
+rds_ready(void)
+{
+	return rds.state == RDS_READY;
+}
+
+/* Commands sent since start, for the benchmark's round-trip count. */
+unsigned long long
+rds_ncommands(void)
+{
+	return rds.ncommands;
+}
+
+static void
+rds_schedule_retry(void)
+{
+	struct timeval tv;
+
+	if (rds.stopping)
+		return;
+	tv.tv_sec = rds.backoff_ms / 1000;
+	tv.tv_usec = (rds.backoff_ms % 1000) * 1000;
+	evtimer_add(rds.retry, &tv);
+	rds.backoff_ms *= 2;
+	if (rds.backoff_ms > RDS_BACKOFF_MAX_MS)
+		rds.backoff_ms = RDS_BACKOFF_MAX_MS;
+}
+
+static void
+rds_retry_cb(evutil_socket_t fd, short events, void *arg)
+{
+	rds_connect();
+}
+
+/* hiredis calls this for every reply, and with NULL for commands cut off by a disconnect. */
+static void
+rds_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+	struct rds_pending *p = privdata;
+	redisReply *reply = r;
+
+	TAILQ_REMOVE(&rds.pending, p, entry);
+	if (!p->answered) {
+		if (reply == NULL)
+			p->cb(NULL, p->arg, rds_error());
+		else if (reply->type == REDIS_REPLY_ERROR) {
+			if (strncmp(reply->str, "NOSCRIPT", 8) == 0 && rds.state == RDS_READY &&
+			    rds.ac != NULL) {
+				/* Someone flushed the script cache: reconnect to reload. */
+				rds_set_error("Redis lost our scripts (SCRIPT FLUSH?)");
+				redisAsyncDisconnect(rds.ac);
+			}
+			p->cb(reply, p->arg, reply->str);
+		} else
+			p->cb(reply, p->arg, NULL);
+	}
+	free(p);
+}
+
+/* Send a command. On a closed connection cb is NOT called and -1 is returned; otherwise cb is called
+ * exactly once: with the reply (borrowed for the call), or NULL and a reason on timeout or
+ * disconnect. err is set for a Redis error reply too. */
+int
+rds_commandv(rds_cb *cb, void *arg, int argc, const char **argv, const size_t *argvlen)
+{
+	struct rds_pending *p;
+	struct timeval now, tmo;
+
+	if (rds.ac == NULL || (rds.state != RDS_READY && !rds.loading))
+		return -1;
+	p = xcalloc(1, sizeof *p);
+	p->cb = cb;
+	p->arg = arg;
+	event_base_gettimeofday_cached(rds.base, &now);
+	tmo.tv_sec = rds.timeout_ms / 1000;
+	tmo.tv_usec = (rds.timeout_ms % 1000) * 1000;
+	timeradd(&now, &tmo, &p->deadline);
+	if (redisAsyncCommandArgv(rds.ac, rds_reply_cb, p, argc, argv, argvlen) != REDIS_OK) {
+		free(p);
+		return -1;
+	}
+	TAILQ_INSERT_TAIL(&rds.pending, p, entry);
+	rds.ncommands++;
+	return 0;
+}
+
+/* printf-style form for fixed commands. */
+int
+rds_command(rds_cb *cb, void *arg, const char *fmt, ...)
+{
+	struct rds_pending *p;
+	struct timeval now, tmo;
+	va_list ap;
+	int rc;
+
+	if (rds.ac == NULL || (rds.state != RDS_READY && !rds.loading))
+		return -1;
+	p = xcalloc(1, sizeof *p);
+	p->cb = cb;
+	p->arg = arg;
+	event_base_gettimeofday_cached(rds.base, &now);
+	tmo.tv_sec = rds.timeout_ms / 1000;
+	tmo.tv_usec = (rds.timeout_ms % 1000) * 1000;
+	timeradd(&now, &tmo, &p->deadline);
+	va_start(ap, fmt);
+	rc = redisvAsyncCommand(rds.ac, rds_reply_cb, p, fmt, ap);
+	va_end(ap);
+	if (rc != REDIS_OK) {
+		free(p);
+		return -1;
+	}
+	TAILQ_INSERT_TAIL(&rds.pending, p, entry);
+	rds.ncommands++;
+	return 0;
+}
+
+/* Run a registered script with EVALSHA: keys then args, all as strings with lengths. */
+int
+rds_evalsha(int script, rds_cb *cb, void *arg, int nkeys, int nargs, const char **v,
+    const size_t *vlen)
+{
+	const char *argv[64];
+	size_t argvlen[64];
+	char nk[16];
+	int i, n = nkeys + nargs;
+
+	if (n + 3 > 64)
+		fatalx("rds_evalsha: too many arguments");
+	argv[0] = "EVALSHA"; argvlen[0] = 7;
+	argv[1] = rds.scripts[script].sha; argvlen[1] = 40;
+	argvlen[2] = (size_t)snprintf(nk, sizeof nk, "%d", nkeys);
+	argv[2] = nk;
+	for (i = 0; i < n; i++) {
+		argv[i + 3] = v[i];
+		argvlen[i + 3] = vlen ? vlen[i] : strlen(v[i]);
+	}
+	return rds_commandv(cb, arg, n + 3, argv, argvlen);
+}
+
+/* The sweep: a command past its deadline means Redis is stuck (stopped, paused, partitioned). Answer
+ * every waiting caller now and drop the connection; reconnection takes over. */
+static void
+rds_sweep_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct rds_pending *p;
+	struct timeval now;
+
+	p = TAILQ_FIRST(&rds.pending);
+	if (p == NULL || rds.ac == NULL)
+		return;
+	event_base_gettimeofday_cached(rds.base, &now);
+	if (!timercmp(&now, &p->deadline, >))
+		return;
+	log_warn("redis: no answer within %d ms; reconnecting", rds.timeout_ms);
+	rds_set_error("Redis did not answer within %d ms", rds.timeout_ms);
+	TAILQ_FOREACH(p, &rds.pending, entry) {
+		if (!p->answered) {
+			p->answered = 1;
+			p->cb(NULL, p->arg, rds_error());
+		}
+	}
+	rds.state = RDS_DOWN;
+	/* Free, not disconnect: a disconnect would wait for the replies that are not coming. */
+	redisAsyncFree(rds.ac);
+	rds.ac = NULL;
+}
+
+static void
+rds_loaded_cb(struct redisReply *reply, void *arg, const char *err)
+{
+	struct rds_script *s = arg;
+
+	if (reply == NULL || err != NULL || reply->type != REDIS_REPLY_STRING || reply->len != 40) {
+		log_error("redis: loading script %s: %s", s->name, err ? err : "bad reply");
+		rds_set_error("loading script %s failed: %s", s->name, err ? err : "bad reply");
+		if (rds.ac != NULL && rds.state != RDS_DOWN)
+			redisAsyncDisconnect(rds.ac);
+		rds.state = RDS_DOWN;
+		return;
+	}
+	memcpy(s->sha, reply->str, 40);
+	s->sha[40] = '\0';
+	if (s == &rds.scripts[rds.nscripts - 1] && rds.state == RDS_LOADING) {
+		rds.state = RDS_READY;
+		rds.backoff_ms = RDS_BACKOFF_MIN_MS;
+		free(rds.last_error);
+		rds.last_error = NULL;
+		log_info("redis: ready (%d scripts)", rds.nscripts);
+	}
+}
+
+static void
+rds_select_cb(struct redisReply *reply, void *arg, const char *err)
+{
+	if (reply == NULL || err != NULL) {
+		log_error("redis: SELECT %d: %s", rds.db, err ? err : "no answer");
+		rds_set_error("SELECT %d failed: %s", rds.db, err ? err : "no answer");
+	}
+}
+
+static void
+rds_connect_cb(const redisAsyncContext *ac, int status)
+{
+	int i;
+
+	if (status != REDIS_OK) {
+		/* hiredis frees the context after this callback. */
+		rds_set_error("cannot connect to Redis: %s", ac->errstr);
+		log_warn("redis: %s; retrying in %d ms", rds_error(), rds.backoff_ms);
+		rds.ac = NULL;
+		rds.state = RDS_DOWN;
+		rds_schedule_retry();
+		return;
+	}
+	rds.state = RDS_LOADING;
+	rds.loading = 1;
+	if (rds.db != 0)
+		rds_command(rds_select_cb, NULL, "SELECT %d", rds.db);
+	for (i = 0; i < rds.nscripts; i++)
+		rds_command(rds_loaded_cb, &rds.scripts[i], "SCRIPT LOAD %s", rds.scripts[i].src);
+	rds.loading = 0;
+	if (rds.nscripts == 0)
+		rds.state = RDS_READY;
+}
+
+static void
+rds_disconnect_cb(const redisAsyncContext *ac, int status)
+{
+	if (status != REDIS_OK) {
+		rds_set_error("lost the Redis connection: %s", ac->errstr);
+		log_warn("redis: %s", rds_error());
+	}
+	rds.ac = NULL;
+	rds.state = RDS_DOWN;
+	rds_schedule_retry();
+}
+
+static void
+rds_connect(void)
+{
+	redisAsyncContext *ac;
+
+	if (rds.path != NULL)
+		ac = redisAsyncConnectUnix(rds.path);
+	else
+		ac = redisAsyncConnect(rds.host, rds.port);
+	if (ac == NULL || ac->err) {
+		rds_set_error("cannot connect to Redis: %s", ac ? ac->errstr : "out of memory");
+		if (ac != NULL)
+			redisAsyncFree(ac);
+		rds_schedule_retry();
+		return;
+	}
+	rds.ac = ac;
+	rds.state = RDS_CONNECTING;
+	redisLibeventAttach(ac, rds.base);
+	redisAsyncSetConnectCallback(ac, rds_connect_cb);
+	redisAsyncSetDisconnectCallback(ac, rds_disconnect_cb);
+}
+
+/* Parse "redis://HOST:PORT/DB" or "unix:///path". 0, or -1 with *cause. */
+static int
+rds_parse_url(const char *url, char **cause)
+{
+	const char *p, *colon, *slash;
+
+	if (strncmp(url, "unix://", 7) == 0) {
+		rds.path = xstrdup(url + 7);
+		return 0;
+	}
+	if (strncmp(url, "redis://", 8) != 0)
+		goto fail;
+	p = url + 8;
+	colon = strchr(p, ':');
+	slash = strchr(p, '/');
+	if (colon == NULL || (slash != NULL && slash < colon))
+		goto fail;
+	rds.host = xstrndup(p, (size_t)(colon - p));
+	rds.port = atoi(colon + 1);
+	rds.db = slash ? atoi(slash + 1) : 0;
+	if (rds.port <= 0 || rds.port > 65535 || *rds.host == '\0')
+		goto fail;
+	return 0;
+fail:
+	*cause = xasprintf("redis.url \"%s\" is not redis://HOST:PORT/DB or unix:///PATH", url);
+	return -1;
+}
+
+/* Start connecting on base; commands fail until rds_ready(). */
+int
+rds_start(struct event_base *base, const char *url, int timeout_ms, char **cause)
+{
+	struct timeval tv = { 0, 100000 };
+
+	if (rds_parse_url(url, cause) != 0)
+		return -1;
+	rds.base = base;
+	rds.timeout_ms = timeout_ms;
+	rds.backoff_ms = RDS_BACKOFF_MIN_MS;
+	TAILQ_INIT(&rds.pending);
+	rds.retry = evtimer_new(base, rds_retry_cb, NULL);
+	rds.sweep = event_new(base, -1, EV_PERSIST, rds_sweep_cb, NULL);
+	evtimer_add(rds.sweep, &tv);
+	rds_connect();
+	return 0;
+}
+
+/* Number of commands waiting for an answer (drain on shutdown). */
+int
+rds_npending(void)
+{
+	struct rds_pending *p;
+	int n = 0;
+
+	TAILQ_FOREACH(p, &rds.pending, entry)
+		n++;
+	return n;
+}
+
+/* Close the connection and free everything. Pending callbacks are called with NULL. */
+void
+rds_stop(void)
+{
+	rds.stopping = 1;
+	if (rds.ac != NULL)
+		redisAsyncFree(rds.ac);	/* calls every pending callback with NULL */
+	rds.ac = NULL;
+	rds.state = RDS_DOWN;
+	if (rds.retry != NULL)
+		event_free(rds.retry);
+	if (rds.sweep != NULL)
+		event_free(rds.sweep);
+	rds.retry = rds.sweep = NULL;
+	free(rds.host);
+	free(rds.path);
+	free(rds.last_error);
+	rds.host = rds.path = rds.last_error = NULL;
+}
+
+/* A blocking connection for command-line tools (import, outbox); never used by the daemon. */
+redisContext *
+rds_connect_sync(const char *url, int timeout_ms, char **cause)
+{
+	redisContext *c;
+	redisReply *r;
+	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+
+	if (rds_parse_url(url, cause) != 0)
+		return NULL;
+	c = rds.path ? redisConnectUnixWithTimeout(rds.path, tv) :
+	    redisConnectWithTimeout(rds.host, rds.port, tv);
+	if (c == NULL || c->err) {
+		*cause = xasprintf("cannot connect to Redis at %s: %s", url,
+		    c ? c->errstr : "out of memory");
+		redisFree(c);
+		return NULL;
+	}
+	redisSetTimeout(c, tv);
+	if (rds.db != 0) {
+		r = redisCommand(c, "SELECT %d", rds.db);
+		freeReplyObject(r);
+	}
+	return c;
+}

@@ -1,0 +1,266 @@
+/* sms.c: the SMS channel's HTTP endpoints: Kannel's sms-service callback (GET or POST, UCS-2 text as
+ * UTF-16BE), the JSON inbound webhook for other aggregators, and Kannel's delivery reports. Each
+ * answers only once the message is durably handled in Redis. */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "dvcgw.h"
+
+#define SMS_MAX_TEXT 2000	/* bytes of UTF-8; a 10-part UCS-2 SMS is 670 characters */
+
+struct sms_req {
+	struct evhttp_request	*req;
+	int			 kannel;	/* answer 200 empty (Kannel) or 202 JSON */
+	char			*id;
+};
+
+static void
+sms_done_cb(int status, json_t *replies, int end, const char *cause, void *arg)
+{
+	struct sms_req *sr = arg;
+
+	switch (status) {
+	case CONV_OK:
+	case CONV_DUP:
+		if (sr->kannel)
+			http_text(sr->req, 200, "");
+		else
+			http_json(sr->req, 202, json_pack("{s:s, s:s?, s:b}", "status", "accepted",
+			    "id", sr->id, "duplicate", status == CONV_DUP));
+		break;
+	case CONV_UNAVAILABLE:
+		http_error(sr->req, 503, "unavailable", "The message could not be stored (%s); "
+		    "please retry later.", cause ? cause : "Redis is unavailable");
+		break;
+	default:
+		http_error(sr->req, 500, "internal", "The message could not be handled: %s.",
+		    cause ? cause : "internal error");
+		break;
+	}
+	http_release();
+	free(sr->id);
+	free(sr);
+}
+
+/* Common path of every inbound SMS: check, normalise, hand to the conversation. The text is
+ * already UTF-8 (len bytes, may hold NULs which are refused). */
+static void
+sms_accept(struct evhttp_request *req, int kannel, const char *from, const char *to,
+    const char *text, size_t len, const char *id)
+{
+	char user[PHONE_MAX], *cause = NULL, *clean;
+	struct conv_msg m;
+	struct sms_req *sr;
+
+	if (from == NULL || *from == '\0') {
+		http_error(req, 400, "missing_parameter", "The sender (from) is missing.");
+		return;
+	}
+	if (text == NULL) {
+		http_error(req, 400, "missing_parameter", "The message text (text) is missing.");
+		return;
+	}
+	if (len > SMS_MAX_TEXT) {
+		http_error(req, 413, "text_too_long", "The message text is longer than %d bytes.",
+		    SMS_MAX_TEXT);
+		return;
+	}
+	if (memchr(text, '\0', len) != NULL || !text_utf8_valid(text, len)) {
+		http_error(req, 400, "invalid_text", "The message text is not valid UTF-8%s.",
+		    kannel ? " (send coding=2&charset=UTF-16BE for UCS-2 messages)" : "");
+		return;
+	}
+	if (phone_normalise(from, user, &cause) < 0) {
+		http_error(req, 400, "invalid_sender", "The sender %s", cause);
+		free(cause);
+		return;
+	}
+	if (!rds_ready()) {
+		http_error(req, 503, "unavailable", "The gateway cannot store messages right now "
+		    "(%s); please retry later.", rds_error());
+		return;
+	}
+	clean = text_trim(text);
+	sr = xcalloc(1, sizeof *sr);
+	sr->req = req;
+	sr->kannel = kannel;
+	sr->id = id && *id ? xstrdup(id) : NULL;
+	memset(&m, 0, sizeof m);
+	m.channel = "sms";
+	m.user = user;
+	m.text = clean;
+	m.msgid = id;
+	m.to = to;
+	m.deliver = 1;
+	http_hold();
+	conv_handle(&m, sms_done_cb, sr);
+	free(clean);
+}
+
+/* GET|POST /sms/kannel: Kannel's get-url or post-url. Parameters come in the query string, or a
+ * form-encoded body; with post-url the body is the text itself. coding=2 or charset=UTF-16BE means
+ * the text is UTF-16BE bytes. */
+void
+sms_kannel(struct evhttp_request *req, void *arg)
+{
+	struct http_query q, qb;
+	const char *qs = http_query_string(req), *text, *coding, *charset, *from, *id;
+	char *cause = NULL, *body = NULL, *utf8 = NULL;
+	size_t len = 0, blen;
+	int have_body = 0;
+
+	if (http_query_parse(qs, strlen(qs), &q, &cause) != 0) {
+		http_error(req, 400, "malformed_query", "The query string is malformed: %s.", cause);
+		free(cause);
+		return;
+	}
+	memset(&qb, 0, sizeof qb);
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_POST) {
+		body = http_body(req, &blen);
+		if (http_content_type_is(req, "application/x-www-form-urlencoded")) {
+			if (http_query_parse(body, blen, &qb, &cause) != 0) {
+				http_error(req, 400, "malformed_body", "The form body is malformed: "
+				    "%s.", cause);
+				goto out;
+			}
+		} else
+			have_body = 1;
+	}
+#define KPARAM(name, l) (http_query_get(&q, name, l) ? http_query_get(&q, name, l) : \
+	http_query_get(&qb, name, l))
+	if (have_body) {
+		text = body;
+		len = blen;
+	} else
+		text = KPARAM("text", &len);
+	from = KPARAM("from", NULL);
+	if (from == NULL)	/* post-url puts the sender in a header */
+		from = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Kannel-From");
+	id = KPARAM("id", NULL);
+	coding = KPARAM("coding", NULL);
+	charset = KPARAM("charset", NULL);
+	if (text != NULL && ((coding != NULL && strcmp(coding, "2") == 0) ||
+	    (charset != NULL && strcasecmp(charset, "UTF-16BE") == 0))) {
+		if ((utf8 = text_utf16be_to_utf8((const unsigned char *)text, len, &cause)) == NULL) {
+			http_error(req, 400, "invalid_text", "The UCS-2 text cannot be decoded: %s.",
+			    cause);
+			goto out;
+		}
+		text = utf8;
+		len = strlen(utf8);
+	}
+	sms_accept(req, 1, from, KPARAM("to", NULL), text, len, id);
+#undef KPARAM
+out:
+	free(cause);
+	free(utf8);
+	free(body);
+	http_query_free(&q);
+	http_query_free(&qb);
+}
+
+/* POST /sms/inbound: {"from","to","text","id"} from an aggregator's webhook. */
+void
+sms_inbound(struct evhttp_request *req, void *arg)
+{
+	char *body;
+	size_t len;
+	json_t *j, *text;
+	json_error_t jerr;
+
+	if (!http_content_type_is(req, "application/json")) {
+		http_error(req, 415, "unsupported_media_type", "Send the message as JSON with "
+		    "Content-Type: application/json.");
+		return;
+	}
+	body = http_body(req, &len);
+	if (!text_utf8_valid(body, len) || memchr(body, '\0', len) != NULL) {
+		http_error(req, 400, "invalid_json", "The body is not valid UTF-8.");
+		free(body);
+		return;
+	}
+	j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	free(body);
+	if (!json_is_object(j)) {
+		http_error(req, 400, "invalid_json", "The body is not a JSON object%s%s.",
+		    j == NULL ? ": " : "", j == NULL ? jerr.text : "");
+		json_decref(j);
+		return;
+	}
+	text = json_object_get(j, "text");
+	if (text != NULL && !json_is_string(text)) {
+		http_error(req, 400, "invalid_parameter", "\"text\" must be a string.");
+		json_decref(j);
+		return;
+	}
+	if (json_object_get(j, "from") != NULL && !json_is_string(json_object_get(j, "from"))) {
+		http_error(req, 400, "invalid_parameter", "\"from\" must be a string of digits.");
+		json_decref(j);
+		return;
+	}
+	sms_accept(req, 0, json_string_value(json_object_get(j, "from")),
+	    json_string_value(json_object_get(j, "to")), json_string_value(text),
+	    text ? json_string_length(text) : 0, json_string_value(json_object_get(j, "id")));
+	json_decref(j);
+}
+
+static void
+sms_dlr_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct evhttp_request *req = arg;
+
+	if (r == NULL || err != NULL)
+		http_error(req, 503, "unavailable", "The delivery report could not be stored; "
+		    "please retry later.");
+	else
+		http_text(req, 200, "");
+	http_release();
+}
+
+/* GET /sms/dlr?id=&status=: Kannel's delivery report for a reply we sent (dlr-mask bits: 1 delivered,
+ * 2 undelivered, 4 buffered, 8 accepted by the SMSC, 16 rejected by the SMSC). Kept for 7 days. */
+void
+sms_dlr(struct evhttp_request *req, void *arg)
+{
+	struct http_query q;
+	const char *qs = http_query_string(req), *id, *st;
+	char *cause = NULL, *key;
+	static const char *names[] = { "delivered", "undelivered", "buffered", "smsc_accepted",
+	    "smsc_rejected" };
+	const char *name = NULL;
+	int bit, i;
+
+	if (http_query_parse(qs, strlen(qs), &q, &cause) != 0) {
+		http_error(req, 400, "malformed_query", "The query string is malformed: %s.", cause);
+		free(cause);
+		return;
+	}
+	id = http_query_get(&q, "id", NULL);
+	st = http_query_get(&q, "status", NULL);
+	if (id == NULL || *id == '\0' || st == NULL || (bit = atoi(st)) <= 0) {
+		http_error(req, 400, "missing_parameter", "A delivery report needs id and a numeric "
+		    "status.");
+		goto out;
+	}
+	for (i = 0; i < 5; i++)
+		if (bit == 1 << i)
+			name = names[i];
+	if (name == NULL) {
+		http_error(req, 400, "invalid_parameter", "status %d is not a Kannel DLR type (1, 2, "
+		    "4, 8 or 16).", bit);
+		goto out;
+	}
+	key = xasprintf("%sdlr:%s", conv_prefix(), id);
+	if (!rds_ready() || rds_command(sms_dlr_cb, req, "SET %s %s EX 604800", key, name) != 0)
+		http_error(req, 503, "unavailable", "The delivery report could not be stored; "
+		    "please retry later.");
+	else
+		http_hold();
+	free(key);
+out:
+	http_query_free(&q);
+}
