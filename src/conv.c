@@ -10,7 +10,9 @@
 
 #include "dvcgw.h"
 
-#define CONV_MAX_ATTEMPTS 8
+/* Each conflict round lets at least one writer through, so a burst of N messages from one user needs
+ * at most N attempts; beyond this the provider gets a 503 and retries later. */
+#define CONV_MAX_ATTEMPTS 32
 
 /* KEYS: session, seen. ARGV: message id ("" when none). -> {"DUP"} or {"OK", version, session}. */
 static const char conv_load_lua[] =

@@ -85,9 +85,9 @@ fetch_event_cb(evutil_socket_t fd, short kind, void *arg)
 	    ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
 
 	curl_multi_socket_action(fetch.multi, fd, action, &fetch.running);
+	/* No "running == 0: delete the timer" here, unlike hiperfifo: a completion callback may have
+	 * started a new transfer whose kick-off timer curl just armed. */
 	fetch_check_multi_info();
-	if (fetch.running <= 0 && evtimer_pending(fetch.timer, NULL))
-		evtimer_del(fetch.timer);
 }
 
 static void

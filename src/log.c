@@ -18,6 +18,9 @@ log_set_level(int level)
 }
 
 static void
+log_vwrite(const char *tag, const char *fmt, va_list ap) printflike(2, 0);
+
+static void
 log_vwrite(const char *tag, const char *fmt, va_list ap)
 {
 	char ts[32];

@@ -75,7 +75,8 @@ load_flows(const struct config *cfg)
 	json_t *errors, *e;
 	size_t i;
 
-	lim.sms_chars = (size_t)cfg->sms_max_parts * 153;
+	/* Unaccented replies are GSM-7 (153 per part); with diacritics they are UCS-2 (67). */
+	lim.sms_chars = (size_t)cfg->sms_max_parts * (cfg->sms_unaccented ? 153 : 67);
 	lim.zalo_chars = 2000;
 	if ((fs = flowset_load(cfg->flows_dir, cfg->flows_vars, &lim, &errors)) == NULL) {
 		json_array_foreach(errors, i, e)

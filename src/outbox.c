@@ -187,11 +187,8 @@ outbox_done(struct obx_msg *m, int result, const char *why)
 	}
 	outbox_msg_free(m);
 	obx.inflight--;
-	if (next != NULL) {
-		next->next = NULL;
-		outbox_dispatch(next);
-		/* the chain after next stays attached to next */
-	}
+	if (next != NULL)
+		outbox_dispatch(next);	/* the rest of the chain stays attached to next */
 	if (!obx.stopping)
 		outbox_kick(-1);
 }

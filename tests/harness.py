@@ -1,0 +1,347 @@
+"""Black-box test harness: a real redis-server, the real daemon, and local HTTP servers standing in
+for providers (Kannel's sendsms, aggregators). Each test gets fresh processes on free ports."""
+import http.client
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DVCGW = os.environ.get("DVCGW") or os.path.join(ROOT, "build", "dvcgw")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_until(pred, timeout=5.0, what="condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+
+
+class Redis:
+    """A private redis-server on a free port with AOF on, in its own directory."""
+
+    def __init__(self, tmp):
+        self.dir = os.path.join(tmp, "redis")
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: self._ping(), 5, "redis-server to answer")
+
+    def _ping(self):
+        try:
+            return self.cli("PING") == "PONG"
+        except Exception:
+            return False
+
+    def cli(self, *args):
+        out = subprocess.run(["redis-cli", "-p", str(self.port), "--raw"] + list(args),
+                             capture_output=True, text=True, timeout=5)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr)
+        return out.stdout.strip()
+
+    def raw(self, *args):
+        out = subprocess.run(["redis-cli", "-p", str(self.port), "--raw"] + list(args),
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+        self.proc = None
+
+    def pause(self):
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def url(self):
+        return "redis://127.0.0.1:%d/0" % self.port
+
+
+class FakeProvider:
+    """An HTTP server standing in for Kannel's sendsms (or an aggregator). It records every request
+    (path, raw query bytes, body) and answers per self.mode: "ok" (202 "0: Accepted for delivery"),
+    "queued" (202 "3: ..."), "down" (503), "refuse" (400), "hang" (no answer until released)."""
+
+    def __init__(self):
+        self.requests = []
+        self.mode = "ok"
+        self.lock = threading.Lock()
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _handle(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                path, _, query = self.path.partition("?")
+                mode = outer.mode
+                if mode == "hang":
+                    outer.release.wait(30)
+                    mode = "down"
+                with outer.lock:
+                    outer.requests.append({"method": self.command, "path": path,
+                                           "query": query, "body": body, "mode": mode,
+                                           "headers": dict(self.headers)})
+                status, text = {"ok": (202, "0: Accepted for delivery"),
+                                "queued": (202, "3: Queued for later delivery"),
+                                "down": (503, "Temporarily unavailable"),
+                                "refuse": (400, "Missing receiver number")}[mode]
+                data = text.encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass    # the gateway gave up on us (send timeout): that is the point
+
+            do_GET = _handle
+            do_POST = _handle
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self):
+        return "http://127.0.0.1:%d/cgi-bin/sendsms" % self.port
+
+    def accepted(self):
+        """Messages accepted (2xx), decoded: [{'to','from','text', 'query'}]."""
+        out = []
+        with self.lock:
+            reqs = list(self.requests)
+        for r in reqs:
+            if r["mode"] not in ("ok", "queued"):
+                continue
+            q = urllib.parse.parse_qs(r["query"], keep_blank_values=True, encoding="latin-1")
+            raw = urllib.parse.unquote_to_bytes(
+                dict(p.split("=", 1) for p in r["query"].split("&") if "=" in p)["text"]
+                .replace("+", " "))
+            if q.get("coding", [""])[0] == "2":
+                text = raw.decode("utf-16-be")
+            else:
+                text = raw.decode("utf-8")
+            out.append({"to": q["to"][0], "from": q["from"][0], "text": text, "query": q})
+        return out
+
+    def settle(self, quiet=0.3, timeout=5):
+        """Wait until no new request arrived for `quiet` seconds."""
+        end = time.time() + timeout
+        n, since = len(self.requests), time.time()
+        while time.time() < end:
+            time.sleep(0.05)
+            if len(self.requests) != n:
+                n, since = len(self.requests), time.time()
+            elif time.time() - since >= quiet:
+                return
+        raise AssertionError("the provider kept receiving requests")
+
+    def texts_to(self, to):
+        return [m["text"] for m in self.accepted() if m["to"] == to]
+
+    def stop(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Gateway:
+    """The real daemon, started on a free port with a config written for the test."""
+
+    def __init__(self, tmp, redis, provider=None, **overrides):
+        self.tmp = tmp
+        self.port = free_port()
+        self.redis = redis
+        cfg = {
+            "listen": {"host": "127.0.0.1", "port": self.port, "max_body": 65536},
+            "redis": {"url": redis.url(), "prefix": "t:", "timeout_ms": 500},
+            "flows": {"dir": os.path.join(ROOT, "flows")},
+            "sms": {"driver": "kannel" if provider else "file",
+                    "file": {"path": os.path.join(tmp, "outbox.log")},
+                    "kannel": {"sendsms_url": provider.url() if provider else "http://127.0.0.1:1/",
+                               "username": "gw", "password": "s3cret", "from": "8077"},
+                    "unaccented": True, "max_parts": 3},
+            "outbox": {"retry_base_ms": 100, "retry_max_ms": 400, "max_attempts": 4,
+                       "send_timeout_ms": 1000},
+            "log": {"level": "info"},
+        }
+        for k, v in overrides.items():
+            sect, _, key = k.partition("__")
+            cfg.setdefault(sect, {})[key] = v
+        self.config = os.path.join(tmp, "dvcgw-%d.json" % self.port)
+        with open(self.config, "w") as f:
+            json.dump(cfg, f)
+        self.log = open(os.path.join(tmp, "dvcgw-%d.log" % self.port), "w+")
+        self.proc = None
+
+    def start(self, wait_ready=True):
+        self.proc = subprocess.Popen([DVCGW, "-c", self.config], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        wait_until(lambda: self._up(), 5, "the daemon to listen")
+        if wait_ready:
+            wait_until(lambda: self.request("GET", "/healthz")[0] == 200, 5, "healthz 200")
+        return self
+
+    def _up(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("dvcgw exited with %s:\n%s" % (self.proc.returncode, self.logs()))
+        try:
+            socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def import_demo(self, path=None):
+        out = subprocess.run([DVCGW, "import", "-c", self.config,
+                              path or os.path.join(ROOT, "config", "demo-dossiers.json")],
+                             capture_output=True, text=True, timeout=10)
+        return out
+
+    def request(self, method, path, body=None, headers=None, timeout=10):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            data = r.read()
+            return r.status, data, dict(r.getheaders())
+        finally:
+            c.close()
+
+    def sms(self, frm, text, msgid, to="8077"):
+        """Send an SMS through the aggregator webhook."""
+        body = json.dumps({"from": frm, "to": to, "text": text, "id": msgid})
+        return self.request("POST", "/sms/inbound", body, {"Content-Type": "application/json"})
+
+    def kannel(self, query, method="GET", body=None, headers=None):
+        return self.request(method, "/sms/kannel?" + query, body, headers)
+
+    def logs(self):
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("dvcgw did not stop within 15 s after signal %s" % sig)
+
+    def file_messages(self):
+        path = os.path.join(self.tmp, "outbox.log")
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            return [json.loads(l) for l in f if l.strip()]
+
+
+class Env:
+    """Per-test fixture: temp dir, redis, optional fake provider, gateways; all torn down."""
+
+    def __init__(self):
+        self.tmp = tempfile.mkdtemp(prefix="dvcgw-test-")
+        self.redis = Redis(self.tmp)
+        self.provider = None
+        self.gateways = []
+
+    def fake_kannel(self):
+        self.provider = FakeProvider()
+        return self.provider
+
+    def gateway(self, start=True, **overrides):
+        g = Gateway(self.tmp, self.redis, self.provider, **overrides)
+        self.gateways.append(g)
+        if start:
+            g.start()
+        return g
+
+    def close(self, ok):
+        codes = []
+        for g in self.gateways:
+            try:
+                codes.append((g, g.stop()))
+            except AssertionError as e:
+                codes.append((g, str(e)))
+        if self.provider:
+            self.provider.stop()
+        self.redis.stop()
+        bad = [(g, c) for g, c in codes if c not in (0, None, -9)]
+        if not ok or bad:
+            for g, c in codes:
+                sys.stderr.write("---- dvcgw log (exit %s) ----\n%s\n" % (c, g.logs()[-4000:]))
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if bad:
+            raise AssertionError("dvcgw exited badly: %s" % [c for _, c in bad])
+
+
+def run(tests):
+    """Run test functions taking an Env; print one line each and the closing count."""
+    only = os.environ.get("TEST")
+    passed = failed = 0
+    for t in tests:
+        if only and only not in t.__name__:
+            continue
+        env = Env()
+        ok = False
+        t0 = time.time()
+        try:
+            t(env)
+            ok = True
+        except Exception:
+            sys.stderr.write("FAIL %s\n%s" % (t.__name__, traceback.format_exc()))
+        try:
+            env.close(ok)
+        except Exception:
+            ok = False
+            sys.stderr.write("FAIL %s (teardown)\n%s" % (t.__name__, traceback.format_exc()))
+        if ok:
+            passed += 1
+        else:
+            failed += 1
+        print("%s - %s (%.1fs)" % ("ok" if ok else "not ok", t.__name__, time.time() - t0),
+              flush=True)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0

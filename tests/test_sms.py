@@ -1,0 +1,480 @@
+"""Black-box tests of the SMS channel: real redis-server, real daemon, fake Kannel sendsms."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import DVCGW, ROOT, run, wait_until  # noqa: E402
+
+CODE = "000.00.20.H21-231125-0001"      # status 4, phone 0912345678
+OVERDUE = "000.00.12.H21-261027-0009"   # status 4, due 2026-11-10
+OWNER = "84912345678"
+OTHER = "84987654321"
+
+
+def joined(provider, to):
+    return "".join(provider.texts_to(to))
+
+
+def wait_reply(provider, to, needle, timeout=5):
+    """Wait for a reply containing needle, then for the rest of its parts."""
+    wait_until(lambda: needle in joined(provider, to), timeout,
+               "a reply to %s containing %r" % (to, needle))
+    provider.settle()
+    return joined(provider, to)
+
+
+def reply_after(provider, n, timeout=5):
+    """The text of everything accepted after the first n messages, once it settled."""
+    wait_until(lambda: len(provider.accepted()) > n, timeout, "a reply")
+    provider.settle()
+    return "".join(m["text"] for m in provider.accepted()[n:])
+
+
+def error_of(resp):
+    status, body, headers = resp
+    assert headers.get("Content-Type", "").startswith("application/json"), headers
+    j = json.loads(body)
+    assert set(j) == {"error", "message"} and j["message"].endswith("."), j
+    return status, j
+
+
+def setup(env, **kw):
+    p = env.fake_kannel()
+    g = env.gateway(**kw)
+    out = g.import_demo()
+    assert out.returncode == 0, out.stderr
+    return p, g
+
+
+# --- conversations ---------------------------------------------------------------------------
+
+def test_lookup_owner_sees_full_name_and_status(env):
+    p, g = setup(env)
+    st, body, _ = g.sms("0912345678", "HS " + CODE, "m1")
+    assert st == 202 and json.loads(body)["status"] == "accepted", (st, body)
+    text = wait_reply(p, OWNER, "Trang thai")
+    assert "Nguyen Van An" in text and "Dang xu ly" in text, text
+    assert "Cap giay chung nhan quyen su dung dat" in text and "15/01/2027" in text, text
+    assert "qua han" not in text, text
+    m = p.accepted()[0]["query"]
+    assert m["username"] == ["gw"] and m["password"] == ["s3cret"] and m["from"] == ["8077"], m
+
+
+def test_lookup_other_phone_sees_masked_name(env):
+    p, g = setup(env)
+    assert g.sms("0987654321", "tra cứu " + CODE.lower(), "m1")[0] == 202
+    text = wait_reply(p, OTHER, "Trang thai")
+    assert "Nguyen V** A**" in text and "Nguyen Van An" not in text, text
+
+
+def test_lookup_variants_normalised(env):
+    p, g = setup(env)
+    assert g.sms(OTHER, "hs 000.00.20.h21 - 231125 - 0001", "a")[0] == 202
+    wait_reply(p, OTHER, "Dang xu ly")
+    assert g.sms("0911111111", "TRACUU 0000020H21-231125-0001", "b")[0] == 202
+    wait_reply(p, "84911111111", "Dang xu ly")
+    assert g.sms("0922222222", "HS G22.99-231125-0107", "c")[0] == 202   # national code
+    wait_reply(p, "84922222222", CODE)
+
+
+def test_lookup_overdue(env):
+    p, g = setup(env)
+    g.sms(OTHER, "HS " + OVERDUE, "m1")
+    text = wait_reply(p, OTHER, "Trang thai")
+    assert "Dang xu ly qua han" in text, text
+
+
+def test_lookup_unknown_and_malformed(env):
+    p, g = setup(env)
+    g.sms(OTHER, "HS 000.00.20.H21-991231-9999", "m1")
+    text = wait_reply(p, OTHER, "Khong tim thay")
+    assert "000.00.20.H21-991231-9999" in text and "(02693) 844 789" in text, text
+    g.sms("0911111111", "HS abc", "m2")
+    text = wait_reply(p, "84911111111", "khong dung dang")
+    assert "000.00.20.H21-231125-0001" in text, text
+
+
+def test_menu_walk_and_back(env):
+    p, g = setup(env)
+    g.sms(OTHER, "menu", "1")
+    wait_reply(p, OTHER, "7. Ho tro, hotline")
+    n = len(p.accepted())
+    g.sms(OTHER, "4", "2")
+    assert "VNeID" in reply_after(p, n)
+    n = len(p.accepted())
+    g.sms(OTHER, "0", "3")
+    assert "7. Ho tro, hotline" in reply_after(p, n)
+    n = len(p.accepted())
+    g.sms(OTHER, "Hỗ trợ", "4")          # an option's keyword, with diacritics
+    assert "844 789" in reply_after(p, n)
+
+
+def test_invalid_choice(env):
+    p, g = setup(env)
+    g.sms(OTHER, "menu", "1")
+    wait_reply(p, OTHER, "Go so de chon")
+    n = len(p.accepted())
+    g.sms(OTHER, "42", "2")
+    text = reply_after(p, n)
+    assert text.startswith("Lua chon khong hop le") and "1. Gioi thieu DVCTT" in text, text
+
+
+def test_long_reply_split_into_parts(env):
+    p, g = setup(env)
+    text = wait_reply(p, OTHER, "MENU: Menu chinh") if g.sms(OTHER, "HS " + CODE, "m1") else None
+    parts = p.texts_to(OTHER)
+    assert 2 <= len(parts) <= 3, parts
+    assert all(len(x) <= 153 for x in parts), [len(x) for x in parts]
+    assert text.startswith("Ho so: " + CODE) and text.endswith("MENU: Menu chinh"), text
+    # a reply longer than sms.max_parts allows is cut, with "..." (here: the dossier's long note)
+    long_note = json.loads(open(os.path.join(ROOT, "config", "demo-dossiers.json")).read())[0]
+    long_note.update(code="000.00.20.H21-261120-0042", procedure="Thủ tục " + "rất dài " * 60)
+    path = os.path.join(env.tmp, "long.json")
+    json.dump([long_note], open(path, "w"))
+    assert g.import_demo(path).returncode == 0
+    g.sms("0911111111", "HS 000.00.20.H21-261120-0042", "m2")
+    wait_reply(p, "84911111111", "...")
+    parts = p.texts_to("84911111111")
+    assert len(parts) == 3 and parts[-1].endswith("...") and all(len(x) <= 153 for x in parts), parts
+
+
+def test_accented_replies_go_as_ucs2(env):
+    p, g = setup(env, sms__unaccented=False, sms__max_parts=10)
+    g.sms(OTHER, "HS " + CODE, "m1")
+    text = wait_reply(p, OTHER, "Trạng thái")
+    assert "Đang xử lý" in text, text
+    assert all(m["query"]["coding"] == ["2"] and m["query"]["charset"] == ["UTF-16BE"]
+               for m in p.accepted()), p.accepted()
+    assert all(len(m["text"]) <= 67 for m in p.accepted())
+
+
+# --- Kannel inbound ----------------------------------------------------------------------------
+
+def test_kannel_get_plain(env):
+    p, g = setup(env)
+    st, body, h = g.kannel("from=%2B84912345678&to=8077&text=HS+" + CODE + "&coding=0&charset=UTF-8&id=k1&smsc=fake")
+    assert st == 200 and body == b"", (st, body)
+    wait_reply(p, OWNER, "Dang xu ly")
+
+
+def test_kannel_get_ucs2(env):
+    p, g = setup(env)
+    raw = ("Tra cứu " + CODE).encode("utf-16-be")
+    q = "from=0987654321&to=8077&coding=2&charset=UTF-16BE&id=k2&text=" + urllib.parse.quote_from_bytes(raw)
+    assert g.kannel(q)[0] == 200
+    wait_reply(p, OTHER, "Dang xu ly")
+
+
+def test_kannel_post_url_body_is_text(env):
+    p, g = setup(env)
+    st, _, _ = g.kannel("from=0987654321&to=8077&id=k3", "POST", ("HS " + CODE).encode(),
+                        {"Content-Type": "text/plain"})
+    assert st == 200
+    wait_reply(p, OTHER, "Dang xu ly")
+
+
+def test_kannel_post_form(env):
+    p, g = setup(env)
+    body = urllib.parse.urlencode({"from": "0987654321", "to": "8077", "text": "HS " + CODE, "id": "k4"})
+    st, _, _ = g.request("POST", "/sms/kannel", body, {"Content-Type": "application/x-www-form-urlencoded"})
+    assert st == 200
+    wait_reply(p, OTHER, "Dang xu ly")
+
+
+def test_kannel_truncated_utf16(env):
+    p, g = setup(env)
+    st, j = error_of(g.kannel("from=0987654321&to=8077&coding=2&text=%00t%00"))
+    assert st == 400 and j["error"] == "invalid_text", j
+    st, j = error_of(g.kannel("from=0987654321&to=8077&coding=2&text=%D8%00%00a"))   # lone surrogate
+    assert st == 400 and j["error"] == "invalid_text", j
+
+
+def test_kannel_invalid_utf8(env):
+    p, g = setup(env)
+    st, j = error_of(g.kannel("from=0987654321&to=8077&text=%C3%28"))
+    assert st == 400 and j["error"] == "invalid_text" and "UTF-8" in j["message"], j
+    st, j = error_of(g.kannel("from=0987654321&to=8077&text=a%00b"))
+    assert st == 400, j
+    st, j = error_of(g.kannel("from=0987654321&to=8077&text=%zz"))
+    assert st == 400 and j["error"] == "malformed_query", j
+
+
+def test_kannel_missing_parameters(env):
+    p, g = setup(env)
+    st, j = error_of(g.kannel("to=8077&text=hi"))
+    assert st == 400 and "sender" in j["message"], j
+    st, j = error_of(g.kannel("from=0987654321&to=8077"))
+    assert st == 400 and "text" in j["message"], j
+    st, j = error_of(g.kannel("from=01629123456&to=8077&text=hi"))
+    assert st == 400 and j["error"] == "invalid_sender" and "10" in j["message"], j
+    time.sleep(0.3)
+    assert p.accepted() == []
+
+
+# --- HTTP errors -------------------------------------------------------------------------------
+
+def test_http_errors(env):
+    p, g = setup(env)
+    st, j = error_of(g.request("GET", "/nope"))
+    assert st == 404 and j["error"] == "not_found", j
+    st, j = error_of(g.request("GET", "/sms/inbound"))
+    assert st == 405 and j["error"] == "method_not_allowed", j
+    st, body, h = g.request("DELETE", "/sms/kannel")
+    assert st == 405 and "GET" in h.get("Allow", ""), (st, h)
+    st, j = error_of(g.request("POST", "/sms/inbound", "{}", {"Content-Type": "text/plain"}))
+    assert st == 415, j
+    st, j = error_of(g.request("POST", "/sms/inbound", "{not json", {"Content-Type": "application/json"}))
+    assert st == 400 and j["error"] == "invalid_json", j
+    st, j = error_of(g.request("POST", "/sms/inbound", b'{"from":"0987654321","text":"\xff"}',
+                               {"Content-Type": "application/json"}))
+    assert st == 400, j
+    st, j = error_of(g.request("POST", "/sms/inbound", '{"from":"0987654321","text":5}',
+                               {"Content-Type": "application/json"}))
+    assert st == 400 and "text" in j["message"], j
+
+
+def test_oversized_body(env):
+    p, g = setup(env)
+    big = json.dumps({"from": "0987654321", "text": "x" * 70000})
+    st, j = error_of(g.request("POST", "/sms/inbound", big, {"Content-Type": "application/json"}))
+    assert st == 413 and j["error"] == "body_too_large", j
+    # far beyond the limit: refused from the Content-Length alone, before any body is read
+    import socket
+    sock = socket.create_connection(("127.0.0.1", g.port), 5)
+    sock.sendall(b"POST /sms/inbound HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 10000000\r\n\r\n")
+    head = sock.recv(200)
+    sock.close()
+    assert head.startswith(b"HTTP/1.1 413"), head
+    st, j = error_of(g.sms("0987654321", "x" * 3000, "big"))
+    assert st == 413, j
+    assert g.request("GET", "/healthz")[0] == 200
+
+
+# --- durability, duplicates, concurrency --------------------------------------------------------
+
+def test_duplicate_message_id_answered_once(env):
+    p, g = setup(env)
+    assert g.sms(OTHER, "HS " + CODE, "dup-1")[0] == 202
+    wait_reply(p, OTHER, "MENU: Menu chinh")
+    n = len(p.accepted())
+    st, body, _ = g.sms(OTHER, "HS " + CODE, "dup-1")
+    assert st == 202 and json.loads(body)["duplicate"] is True, body
+    assert g.kannel("from=0987654321&to=8077&text=menu&id=dup-1")[0] == 200
+    time.sleep(0.6)
+    assert len(p.accepted()) == n, p.accepted()[n:]
+
+
+def test_same_user_concurrent_messages(env):
+    p, g = setup(env)
+    results = []
+
+    def send(i):
+        results.append(g.sms(OTHER, "menu" if i % 2 else "HS " + CODE, "c%d" % i)[0])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [202] * 16, results
+    sess_key = [k for k in env.redis.raw("KEYS", "t:*sess:sms:" + OTHER).split()][0]
+    # Every message was applied to the session exactly once: 16 saves, none lost to a race.
+    assert env.redis.cli("HGET", sess_key, "v") == "16", env.redis.cli("HGET", sess_key, "v")
+    inbox = env.redis.raw("KEYS", "t:*inbox").split()
+    assert sum(int(env.redis.cli("XLEN", k)) for k in inbox) == 16
+    wait_until(lambda: joined(p, OTHER).count("Go so de chon") == 8 and
+               joined(p, OTHER).count("Trang thai") == 8, 10, "16 replies")
+
+
+def test_redis_down_then_back(env):
+    p, g = setup(env)
+    env.redis.stop()
+    st, j = error_of(g.sms(OTHER, "HS " + CODE, "r1"))
+    assert st == 503 and j["error"] == "unavailable", j
+    st, j = error_of(g.kannel("from=0987654321&to=8077&text=menu&id=r2"))
+    assert st == 503, j
+    st, body, _ = g.request("GET", "/healthz")
+    assert st == 503 and json.loads(body)["redis"] == "down", body
+    env.redis.start()
+    wait_until(lambda: g.request("GET", "/healthz")[0] == 200, 10, "healthz back to 200")
+    # The provider retries what we refused: nothing is lost.
+    assert g.sms(OTHER, "HS " + CODE, "r1")[0] == 202
+    wait_reply(p, OTHER, "Dang xu ly")
+
+
+def test_redis_stalled_times_out(env):
+    p, g = setup(env)
+    env.redis.pause()
+    try:
+        t0 = time.time()
+        st, j = error_of(g.sms(OTHER, "menu", "s1"))
+        assert st == 503 and time.time() - t0 < 3, (st, j, time.time() - t0)
+    finally:
+        env.redis.resume()
+    wait_until(lambda: g.request("GET", "/healthz")[0] == 200, 10, "healthz back to 200")
+    assert g.sms(OTHER, "menu", "s1")[0] == 202
+    wait_reply(p, OTHER, "Go so de chon")
+
+
+def test_replies_survive_redis_restart(env):
+    p, g = setup(env)
+    p.mode = "down"
+    g.sms(OTHER, "HS " + CODE, "d1")
+    wait_until(lambda: len(p.requests) >= 1, 5, "a send attempt")
+    env.redis.stop()          # AOF: the queued reply must be there after the restart
+    env.redis.start()
+    p.mode = "ok"
+    wait_reply(p, OTHER, "Dang xu ly", timeout=10)
+
+
+def test_sendsms_down_then_back(env):
+    p, g = setup(env)
+    p.mode = "down"
+    g.sms(OTHER, "HS " + CODE, "o1")
+    wait_until(lambda: len(p.requests) >= 2, 5, "retries while sendsms is down")
+    p.mode = "ok"
+    text = wait_reply(p, OTHER, "Dang xu ly", timeout=10)
+    time.sleep(0.5)
+    # each part delivered exactly once
+    parts = p.texts_to(OTHER)
+    assert len(parts) == len(set(parts)), parts
+
+
+def test_sendsms_hangs_then_answers(env):
+    p, g = setup(env)
+    p.mode = "hang"
+    g.sms(OTHER, "menu", "h1")
+    wait_until(lambda: len(p.requests) >= 1 or True, 1)
+    time.sleep(1.5)        # longer than send_timeout_ms: the worker gave up and will retry
+    p.mode = "ok"
+    p.release.set()
+    wait_reply(p, OTHER, "Go so de chon", timeout=10)
+
+
+def test_sendsms_refusal_dead_letters(env):
+    p, g = setup(env)
+    p.mode = "refuse"
+    g.sms(OTHER, "menu", "x1")
+    dead = lambda: sum(int(env.redis.cli("XLEN", k)) for k in env.redis.raw("KEYS", "t:*:dead").split())
+    wait_until(lambda: dead() >= 1, 5, "a dead letter")
+    time.sleep(0.5)
+    n = len(p.requests)
+    time.sleep(0.6)
+    assert len(p.requests) == n, "a refused message must not be retried"
+    k = [k for k in env.redis.raw("KEYS", "t:*:dead").split() if env.redis.cli("XLEN", k) != "0"][0]
+    assert "HTTP 400" in env.redis.raw("XRANGE", k, "-", "+"), env.redis.raw("XRANGE", k, "-", "+")
+
+
+def test_max_attempts_dead_letters(env):
+    p, g = setup(env)
+    p.mode = "down"
+    g.sms(OTHER, "menu", "x1")
+    dead = lambda: sum(int(env.redis.cli("XLEN", k)) for k in env.redis.raw("KEYS", "t:*:dead").split())
+    wait_until(lambda: dead() >= 1, 10, "a dead letter after max attempts")
+    k = [k for k in env.redis.raw("KEYS", "t:*:dead").split() if env.redis.cli("XLEN", k) != "0"][0]
+    entry = env.redis.raw("XRANGE", k, "-", "+")
+    assert "HTTP 503" in entry and "\natt\n4\n" in entry, entry
+
+
+# --- operations --------------------------------------------------------------------------------
+
+def test_healthz_and_dlr(env):
+    p, g = setup(env)
+    st, body, _ = g.request("GET", "/healthz")
+    assert st == 200 and json.loads(body)["status"] == "ok"
+    assert g.request("GET", "/sms/dlr?id=abc&status=1")[0] == 200
+    assert env.redis.cli("GET", "t:dlr:abc") == "delivered"
+    st, j = error_of(g.request("GET", "/sms/dlr?id=abc&status=3"))
+    assert st == 400, j
+
+
+def test_sigterm_drains_and_exits_zero(env):
+    p, g = setup(env)
+    p.mode = "hang"
+    g.sms(OTHER, "menu", "t1")
+    wait_until(lambda: True, 0.1)
+    time.sleep(0.3)
+    threading.Timer(0.5, p.release.set).start()
+    assert g.stop() == 0, g.logs()
+    assert "drained" in g.logs() or "exiting anyway" in g.logs(), g.logs()
+
+
+def test_sighup_reload_keeps_old_flows_on_error(env):
+    import shutil
+    flows = os.path.join(env.tmp, "flows")
+    shutil.copytree(os.path.join(ROOT, "flows"), flows)
+    p = env.fake_kannel()
+    g = env.gateway(flows__dir=flows)
+    main = os.path.join(flows, "main.json")
+    src = open(main).read()
+    open(main, "w").write(src.replace("Gõ số để chọn:", "Chọn một số:"))
+    g.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reload:" in g.logs(), 5, "reload log")
+    g.sms(OTHER, "menu", "1")
+    wait_reply(p, OTHER, "Chon mot so:")
+    open(main, "w").write(src.replace('"next": "about"', '"next": "nowhere"'))
+    g.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "keeping the current ones" in g.logs(), 5, "refused reload")
+    assert "nowhere" in g.logs()
+    g.sms(OTHER, "menu", "2")
+    wait_until(lambda: joined(p, OTHER).count("Chon mot so:") == 2, 5, "old flows still used")
+
+
+def test_check_command(env):
+    ok = subprocess.run([DVCGW, "check", "-c", os.path.join(ROOT, "config", "dvcgw.json")],
+                        capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0 and "states ok" in ok.stdout, ok
+    cfg = os.path.join(env.tmp, "bad.json")
+    json.dump({"listen": {"port": 1, "colour": "red"}, "sms": {"driver": "pigeon"}}, open(cfg, "w"))
+    bad = subprocess.run([DVCGW, "check", "-c", cfg], capture_output=True, text=True)
+    assert bad.returncode == 1 and "listen.colour" in bad.stderr, bad
+    flows = os.path.join(env.tmp, "flows")
+    os.makedirs(flows)
+    json.dump({"flow": "m", "start": "a", "states": {"a": {"message": "x", "options": [
+        {"key": "1", "label": "b", "next": "zzz"}]}}}, open(os.path.join(flows, "m.json"), "w"))
+    json.dump({"flows": {"dir": flows}}, open(cfg, "w"))
+    bad = subprocess.run([DVCGW, "check", "-c", cfg], capture_output=True, text=True)
+    assert bad.returncode == 1 and "m.json" in bad.stderr and "zzz" in bad.stderr, bad
+    # one SMS part cannot carry the shipped menus: check names the states that do not fit
+    json.dump({"flows": {"dir": os.path.join(ROOT, "flows")}, "sms": {"max_parts": 1}}, open(cfg, "w"))
+    bad = subprocess.run([DVCGW, "check", "-c", cfg], capture_output=True, text=True)
+    assert bad.returncode == 1 and "main.json: menu: message too long" in bad.stderr, bad
+
+
+def test_import_csv_reports_bad_rows(env):
+    g = env.gateway()
+    csv = os.path.join(env.tmp, "d.csv")
+    open(csv, "w").write(
+        "code,procedure,applicant,phone,agency,received_at,due_at,status,note\n"
+        '000.00.20.H21-261101-0001,"Đăng ký khai sinh","Nguyễn Thị Hoa",0912000111,"UBND xã A",2026-11-01,2026-12-01,2,\n'
+        "not-a-code,x,y,0912000111,z,2026-11-01,2026-12-01,2,\n"
+        "000.00.20.H21-261101-0002,x,y,0912000111,z,2026-11-01,2026-12-01,11,\n")
+    out = g.import_demo(csv)
+    assert out.returncode == 1, out
+    assert "1 imported, 2 rejected" in out.stdout, out.stdout
+    assert "row 2" in out.stderr and "row 3" in out.stderr and "status" in out.stderr, out.stderr
+    assert "Đăng ký khai sinh" in env.redis.raw("GET", "t:dossier:000.00.20.H21-261101-0001")
+
+
+def test_chat_simulator(env):
+    g = env.gateway()
+    g.import_demo()
+    out = subprocess.run([DVCGW, "chat", "-c", g.config, "--channel", "sms", "--user", "0912345678"],
+                         input="menu\n6\n" + CODE + "\n0\n", capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out
+    assert "Go so de chon" in out.stdout and "Nguyen Van An" in out.stdout, out.stdout
+    # same Redis state as the daemon: the session the chat left is the daemon's
+    sess = env.redis.raw("KEYS", "t:*sess:sms:84912345678").split()
+    assert len(sess) == 1
+
+
+if __name__ == "__main__":
+    tests = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
+    sys.exit(run(tests))

@@ -1,0 +1,494 @@
+/* unit_flow.c: the conversation engine: validation of the fixture flow sets under tests/flows and
+ * step-by-step conversations through tests/flows/good, asserting the exact replies. */
+#include <stdlib.h>
+
+#include "dvcgw.h"
+#include "unit.h"
+
+#define FLOWS	"tests/flows"
+#define NOW	1700000000
+
+#define FOOT	"\n0. Quay lại, MENU: về đầu"
+#define MENU	"Chào mừng bạn đến với dịch vụ công Tây Ninh.\n1. Tra cứu hồ sơ\n" \
+		"2. Thủ tục hành chính\n3. Giới thiệu"
+#define ASK	"Nhập mã hồ sơ, ví dụ 000.00.20.H21-231125-0001" FOOT
+#define PROCS	"Chọn lĩnh vực:\n1. Hộ tịch\n2. Đất đai" FOOT
+#define CIVIL	"Hộ tịch:\n1. Đăng ký khai sinh\n2. Đất đai" FOOT
+#define LAND	"Đất đai: nộp tại dichvucong.tayninh.gov.vn.\n1. Hộ tịch" FOOT
+#define BIRTH	"Khai sinh: nộp tại dichvucong.tayninh.gov.vn. Hotline 1800 0000." FOOT
+#define ABOUT	"Cổng dịch vụ công Tây Ninh: dichvucong.tayninh.gov.vn. Cảm ơn bạn!"
+#define INVALID	"Lựa chọn không hợp lệ.\n"
+#define FB_ASK	"Nhập góp ý của bạn (ít nhất 3 ký tự):" FOOT
+#define AGAIN	"\n1. Tra cứu hồ sơ khác" FOOT
+
+#define CODE	"000.00.20.H21-231125-0001"
+#define FOUND(name, tail) "Hồ sơ " CODE " (Đăng ký khai sinh), người nộp " name \
+		": Đang xử lý. Hạn trả 28/11/2023 " tail AGAIN
+
+static struct flowset	*fs;
+static json_t		*dossier;
+
+/* Load a fixture set; NULL and the errors when it does not validate. */
+static struct flowset *
+load(const char *dir, const char *vars, size_t sms, size_t zalo, json_t **errors)
+{
+	struct flow_limits	 lim = { sms, zalo };
+	struct flowset		*set;
+	json_t			*v = NULL;
+	char			*path;
+
+	if (vars != NULL)
+		v = json_loads(vars, 0, NULL);
+	path = xasprintf("%s/%s", FLOWS, dir);
+	set = flowset_load(path, v, &lim, errors);
+	free(path);
+	json_decref(v);
+	return set;
+}
+
+/* Print every error of a set, to explain a failure. */
+static void
+dump_errors(const char *dir, const json_t *errors)
+{
+	size_t	 i;
+	json_t	*e;
+
+	json_array_foreach((json_t *)errors, i, e)
+		fprintf(stderr, "  %s: %s\n", dir, json_string_value(e));
+}
+
+/* Every invalid fixture fails with exactly the problems listed (naming the file and the state). */
+static void
+test_validation(void)
+{
+	static const struct {
+		const char	*dir;
+		const char	*vars;
+		size_t		 sms, zalo;
+		const char	*want[2];
+		int		 prefix;	/* want[0] is only the start of the error */
+	} t[] = {
+		{ "bad-unknown-target", NULL, 480, 2000,
+		  { "main.json: menu: option 2: unknown target state \"nowhere\"" }, 0 },
+		{ "bad-unreachable", NULL, 480, 2000,
+		  { "main.json: orphan: unreachable from the start state \"menu\"" }, 0 },
+		{ "bad-dup-option-key", NULL, 480, 2000,
+		  { "main.json: menu: option 2: duplicate option key \"1\"" }, 0 },
+		{ "bad-dup-keyword", NULL, 480, 2000,
+		  { "main.json: menu: option 2: duplicate keyword \"HOSO\"" }, 0 },
+		{ "bad-dup-global-keyword", NULL, 480, 2000,
+		  { "b.json: keywords: duplicate keyword \"MENU\" (also in a.json)" }, 0 },
+		{ "bad-empty-message", NULL, 480, 2000,
+		  { "main.json: a: empty message" }, 0 },
+		{ "bad-too-long", NULL, 40, 2000,
+		  { "main.json: a: message too long for an SMS reply: 42 characters after "
+		    "unaccenting, with options and footer (limit 40)" }, 0 },
+		{ "bad-too-long", NULL, 0, 41,
+		  { "main.json: a: message too long for a Zalo message: 42 characters "
+		    "(limit 41)" }, 0 },
+		{ "bad-unknown-action", NULL, 480, 2000,
+		  { "main.json: ask: capture: unknown action \"lookup_nothing\"" }, 0 },
+		{ "bad-regex", NULL, 480, 2000,
+		  { "main.json: ask: capture: regex \"^([a-z\" does not compile: " }, 1 },
+		{ "bad-unknown-var", NULL, 480, 2000,
+		  { "main.json: a: unknown var {{hotlien}}" }, 0 },
+		{ "bad-unknown-key", NULL, 480, 2000,
+		  { "main.json: unknown key \"titel\"",
+		    "main.json: a: unknown key \"mesage\"" }, 0 },
+		{ "bad-missing-start", NULL, 480, 2000,
+		  { "main.json: no file has a \"start\" state" }, 0 },
+		{ "bad-two-starts", NULL, 480, 2000,
+		  { "b.json: second \"start\" (a.json already has start \"menu\")" }, 0 },
+		{ "bad-dup-state", NULL, 480, 2000,
+		  { "b.json: a: duplicate state (also in a.json)" }, 0 },
+		{ "bad-vars-conflict", NULL, 480, 2000,
+		  { "b.json: vars.hotline: \"1900 2222\" differs from \"1900 1111\" in "
+		    "a.json" }, 0 },
+		{ "no-such-dir", NULL, 480, 2000,
+		  { FLOWS "/no-such-dir: cannot open: " }, 1 },
+	};
+	struct flowset	*set;
+	json_t		*errors;
+	const char	*got;
+	size_t		 i, j, n, k, nwant;
+	int		 found;
+
+	for (i = 0; i < sizeof t / sizeof t[0]; i++) {
+		errors = NULL;
+		set = load(t[i].dir, t[i].vars, t[i].sms, t[i].zalo, &errors);
+		CHECK(set == NULL, "%s: loaded", t[i].dir);
+		flowset_free(set);
+		if (!json_is_array(errors)) {
+			CHECK(0, "%s: no error array", t[i].dir);
+			continue;
+		}
+		nwant = t[i].want[1] != NULL ? 2 : 1;
+		n = json_array_size(errors);
+		CHECK(n == nwant, "%s: %zu errors, want %zu", t[i].dir, n, nwant);
+		for (k = 0; k < nwant; k++) {
+			found = 0;
+			for (j = 0; j < n; j++) {
+				got = json_string_value(json_array_get(errors, j));
+				if (t[i].prefix ? strncmp(got, t[i].want[k],
+				    strlen(t[i].want[k])) == 0 : strcmp(got, t[i].want[k]) == 0)
+					found = 1;
+			}
+			CHECK(found, "%s: no error \"%s\"", t[i].dir, t[i].want[k]);
+		}
+		if (n != nwant)
+			dump_errors(t[i].dir, errors);
+		json_decref(errors);
+	}
+
+	/* The configuration's vars settle a conflict between files. */
+	errors = NULL;
+	set = load("bad-vars-conflict", "{\"hotline\": \"1800 0000\"}", 480, 2000, &errors);
+	CHECK(set != NULL && errors == NULL, "bad-vars-conflict with config vars: not loaded");
+	if (errors != NULL)
+		dump_errors("bad-vars-conflict", errors);
+	json_decref(errors);
+	flowset_free(set);
+
+	/* The config's vars must be strings. */
+	errors = NULL;
+	set = load("good", "{\"hotline\": 1800}", 480, 2000, &errors);
+	CHECK(set == NULL, "good with a number var: loaded");
+	CHECK(json_array_size(errors) == 1 && strcmp(json_string_value(json_array_get(errors,
+	    0)), "config: vars.hotline: must be a string") == 0, "config vars error");
+	json_decref(errors);
+	flowset_free(set);
+}
+
+/* The good set loads, with its start state and every state of both files. */
+static void
+test_good(void)
+{
+	json_t	*errors = NULL;
+
+	fs = load("good", "{\"hotline\": \"1800 0000\"}", 480, 2000, &errors);
+	CHECK(fs != NULL && errors == NULL, "good set did not load");
+	if (errors != NULL) {
+		dump_errors("good", errors);
+		json_decref(errors);
+	}
+	if (fs == NULL)
+		return;
+	CHECK_STR(flowset_start(fs), "menu");
+	CHECK(flowset_nstates(fs) == 10, "%zu states, want 10", flowset_nstates(fs));
+}
+
+/* Run one input; returns the reply ("" when there is none). */
+static const char *
+step(json_t *session, const char *text, const char *lookup_code, const json_t *d,
+    const char *user, const char *today, struct flow_result *res)
+{
+	static char		 reply[4096];
+	struct flow_input	 in = {
+		.text = text, .channel = "sms", .user = user, .now = NOW,
+		.today = today != NULL ? today : "2023-12-01",
+		.lookup_code = lookup_code, .lookup_dossier = d,
+	};
+	char			*cause = NULL;
+	int			 rc;
+
+	reply[0] = '\0';
+	rc = flow_step(fs, session, &in, res, &cause);
+	CHECK(rc == 0, "\"%s\": flow_step failed: %s", text, cause != NULL ? cause : "?");
+	free(cause);
+	if (rc == 0 && json_array_size(res->replies) == 1)
+		snprintf(reply, sizeof reply, "%s",
+		    json_string_value(json_array_get(res->replies, 0)));
+	return reply;
+}
+
+/* Conversations that need no dossier: start, options, keywords, back, menu, timeouts, end. */
+static void
+test_walks(void)
+{
+	static const struct {
+		const char	*name;
+		const char	*session;	/* before the first input */
+		struct {
+			const char	*in;
+			const char	*want;
+			int		 end;
+		} steps[14];
+		const char	*after;		/* the session after the last input, or NULL */
+	} t[] = {
+		{ "a greeting starts at the menu", "{}",
+		  { { "xin chào", MENU, 0 } }, "{\"s\": \"menu\", \"t\": 1700000000}" },
+		{ "a USSD dial string starts at the menu", "{}",
+		  { { "*123#", MENU, 0 } }, NULL },
+		{ "options by number", "{}",
+		  { { "2", PROCS, 0 }, { "1", CIVIL, 0 }, { "1", BIRTH, 0 } },
+		  "{\"s\": \"proc_birth\", \"b\": [\"menu\", \"proc_list\", \"proc_civil\"], "
+		  "\"t\": 1700000000}" },
+		{ "option keyword with diacritics", "{}", { { "Hồ sơ", ASK, 0 } }, NULL },
+		{ "option keyword without", "{}", { { "ho so", ASK, 0 } }, NULL },
+		{ "option keyword upper case, no space", "{}", { { "HOSO", ASK, 0 } }, NULL },
+		{ "option keyword, spaces and punctuation", "{}",
+		  { { "  hồ   SƠ! ", ASK, 0 } }, NULL },
+		{ "option keyword decomposed (NFD)", "{}",
+		  { { "Ho\xcc\x82\xcc\x80 so\xcc\x9b", ASK, 0 } }, NULL },
+		{ "option key with a dot", "{}", { { "1.", ASK, 0 } }, NULL },
+		{ "second option keyword", "{}",
+		  { { "Thủ Tục", PROCS, 0 }, { "0", MENU, 0 }, { "thutuc", PROCS, 0 } }, NULL },
+		{ "global MENU from a deep state, 0 goes back to it", "{}",
+		  { { "2", PROCS, 0 }, { "1", CIVIL, 0 }, { "1", BIRTH, 0 }, { "MENU", MENU, 0 },
+		    { "0", BIRTH, 0 }, { "Bắt đầu", MENU, 0 }, { "bat dau", MENU, 0 } }, NULL },
+		{ "0 back through several steps and at the start", "{}",
+		  { { "2", PROCS, 0 }, { "1", CIVIL, 0 }, { "1", BIRTH, 0 }, { "0", CIVIL, 0 },
+		    { "0", PROCS, 0 }, { "0", MENU, 0 }, { "0", MENU, 0 },
+		    { "Quay lại", MENU, 0 } },
+		  "{\"s\": \"menu\", \"t\": 1700000000}" },
+		{ "re-showing the same state does not push it", "{}",
+		  { { "menu", MENU, 0 }, { "menu", MENU, 0 } },
+		  "{\"s\": \"menu\", \"t\": 1700000000}" },
+		{ "invalid choice repeats the state", "{}",
+		  { { "2", PROCS, 0 }, { "9", INVALID PROCS, 0 }, { "xyz", INVALID PROCS, 0 },
+		    { "1", CIVIL, 0 } }, NULL },
+		{ "invalid choice at the menu", "{\"s\": \"menu\", \"t\": 1700000000}",
+		  { { "9", INVALID MENU, 0 } }, NULL },
+		{ "an end state ends and resets the session", "{}",
+		  { { "3", ABOUT, 1 } }, "{}" },
+		{ "after the end the next input starts fresh", "{}",
+		  { { "3", ABOUT, 1 }, { "xin chào", MENU, 0 }, { "3", ABOUT, 1 },
+		    { "2", PROCS, 0 }, { "0", MENU, 0 } }, NULL },
+		{ "idle past the info flow's 300 s timeout", "{\"s\": \"proc_birth\", "
+		  "\"b\": [\"menu\", \"proc_list\", \"proc_civil\"], \"t\": 1699999699}",
+		  { { "2", PROCS, 0 } },
+		  "{\"s\": \"proc_list\", \"b\": [\"menu\"], \"t\": 1700000000}" },
+		{ "idle just under the info flow's timeout", "{\"s\": \"proc_birth\", "
+		  "\"b\": [\"menu\", \"proc_list\", \"proc_civil\"], \"t\": 1699999701}",
+		  { { "2", INVALID BIRTH, 0 }, { "0", CIVIL, 0 } }, NULL },
+		{ "the main flow's 600 s timeout applies in its states", "{\"s\": "
+		  "\"lookup_result\", \"v\": {\"code\": \"x\", \"result\": \"Kết quả cũ\"}, "
+		  "\"t\": 1699999600}",
+		  { { "2", INVALID "Kết quả cũ" AGAIN, 0 } }, NULL },
+		{ "idle past the main flow's timeout clears the vars", "{\"s\": "
+		  "\"lookup_result\", \"v\": {\"code\": \"x\", \"result\": \"Kết quả cũ\"}, "
+		  "\"t\": 1699999399}",
+		  { { "2", PROCS, 0 } },
+		  "{\"s\": \"proc_list\", \"b\": [\"menu\"], \"t\": 1700000000}" },
+		{ "idle, then an input the start state does not know", "{\"s\": \"proc_birth\", "
+		  "\"t\": 1699990000}", { { "cảm ơn", MENU, 0 } }, NULL },
+		{ "an unknown saved state returns to the start", "{\"s\": \"gone\", "
+		  "\"b\": [\"menu\", \"proc_list\"], \"v\": {\"code\": \"x\"}, \"t\": 1700000000}",
+		  { { "2", PROCS, 0 }, { "0", MENU, 0 } },
+		  "{\"s\": \"menu\", \"t\": 1700000000}" },
+		{ "an unknown saved state and unknown input", "{\"s\": \"gone\"}",
+		  { { "hello", MENU, 0 } }, NULL },
+		{ "back skips states that no longer exist", "{\"s\": \"proc_birth\", "
+		  "\"b\": [\"menu\", \"gone\"], \"t\": 1700000000}",
+		  { { "0", MENU, 0 } }, NULL },
+		{ "back with an empty stack goes to the start", "{\"s\": \"proc_birth\", "
+		  "\"t\": 1700000000}", { { "quay lai", MENU, 0 } }, NULL },
+		{ "a capture without an action fills its var (whole match)", "{}",
+		  { { "góp ý", FB_ASK, 0 }, { "ab", INVALID FB_ASK, 0 },
+		    { "Đường xấu", "Cảm ơn góp ý: Đường xấu", 1 } }, "{}" },
+		{ "a capture takes regex group 1", "{\"s\": \"proc_land\", \"t\": 1700000000}",
+		  { { "Gop Y", FB_ASK, 0 },
+		    { "góp ý: đèn hỏng", "Cảm ơn góp ý: đèn hỏng", 1 } }, "{}" },
+		{ "the back stack keeps the last 10 states", "{}",
+		  { { "2", PROCS, 0 }, { "2", LAND, 0 }, { "1", CIVIL, 0 }, { "2", LAND, 0 },
+		    { "1", CIVIL, 0 }, { "2", LAND, 0 }, { "1", CIVIL, 0 }, { "2", LAND, 0 },
+		    { "1", CIVIL, 0 }, { "2", LAND, 0 }, { "1", CIVIL, 0 }, { "2", LAND, 0 } },
+		  "{\"s\": \"proc_land\", \"b\": [\"proc_land\", \"proc_civil\", \"proc_land\", "
+		  "\"proc_civil\", \"proc_land\", \"proc_civil\", \"proc_land\", \"proc_civil\", "
+		  "\"proc_land\", \"proc_civil\"], \"t\": 1700000000}" },
+	};
+	struct flow_result	 res;
+	json_t			*session, *after;
+	const char		*got;
+	size_t			 i, j;
+	char			*dump;
+
+	for (i = 0; i < sizeof t / sizeof t[0]; i++) {
+		session = json_loads(t[i].session, 0, NULL);
+		for (j = 0; j < 14 && t[i].steps[j].in != NULL; j++) {
+			got = step(session, t[i].steps[j].in, NULL, NULL, NULL, NULL, &res);
+			CHECK(strcmp(got, t[i].steps[j].want) == 0, "%s, step %zu \"%s\": got "
+			    "\"%s\", want \"%s\"", t[i].name, j + 1, t[i].steps[j].in, got,
+			    t[i].steps[j].want);
+			CHECK(res.end == t[i].steps[j].end, "%s, step %zu: end %d", t[i].name,
+			    j + 1, res.end);
+			CHECK(res.need_lookup[0] == '\0', "%s: need_lookup", t[i].name);
+			flow_result_clear(&res);
+		}
+		if (t[i].after != NULL) {
+			after = json_loads(t[i].after, 0, NULL);
+			dump = json_dumps(session, JSON_COMPACT);
+			CHECK(json_equal(session, after), "%s: session %s, want %s", t[i].name,
+			    dump, t[i].after);
+			free(dump);
+			json_decref(after);
+		}
+		json_decref(session);
+	}
+}
+
+/* Dossier lookups: prefetched, not found, invalid, glued, and asking the caller to fetch. */
+static void
+test_lookups(void)
+{
+	static const struct {
+		const char	*name;
+		const char	*session;
+		const char	*in;
+		const char	*lookup_code;
+		int		 have;		/* the prefetched dossier exists */
+		const char	*user;
+		const char	*today;
+		const char	*want;		/* NULL: need_lookup */
+		const char	*need;
+	} t[] = {
+		{ "code typed at lookup_ask", "{\"s\": \"lookup_ask\", \"b\": [\"menu\"], "
+		  "\"t\": 1700000000}", CODE, CODE, 1, "84987654321", "2023-12-01",
+		  FOUND("Nguyễn V** A**", "quá hạn"), NULL },
+		{ "HS <code> from the start", "{}", "HS " CODE, CODE, 1, "84987654321",
+		  "2023-12-01", FOUND("Nguyễn V** A**", "quá hạn"), NULL },
+		{ "glued HS<code>", "{}", "HS" CODE, CODE, 1, "84987654321", "2023-12-01",
+		  FOUND("Nguyễn V** A**", "quá hạn"), NULL },
+		{ "tra cứu <code> from a deep state", "{\"s\": \"proc_birth\", "
+		  "\"t\": 1700000000}", "tra cứu " CODE, CODE, 1, NULL, "2023-12-01",
+		  FOUND("Nguyễn V** A**", "quá hạn"), NULL },
+		{ "tracuu <code>", "{}", "tracuu " CODE, CODE, 1, NULL, "2023-12-01",
+		  FOUND("Nguyễn V** A**", "quá hạn"), NULL },
+		{ "TRA CUU: <code>", "{}", "TRA CUU: " CODE, CODE, 1, NULL, "2023-12-01",
+		  FOUND("Nguyễn V** A**", "quá hạn"), NULL },
+		{ "the applicant sees their own name", "{}", "hs " CODE, CODE, 1, "84912345678",
+		  "2023-12-01", FOUND("Nguyễn Văn An", "quá hạn"), NULL },
+		{ "not overdue before the due date", "{}", "HS " CODE, CODE, 1, "84987654321",
+		  "2023-11-26", FOUND("Nguyễn V** A**", ""), NULL },
+		{ "not found", "{}", "HS " CODE, CODE, 0, NULL, NULL,
+		  "Không tìm thấy hồ sơ " CODE ". Gọi 1800 0000." AGAIN, NULL },
+		{ "not a code after HS", "{}", "HS abc", NULL, 0, NULL, NULL,
+		  "\"abc\" không phải mã hồ sơ." AGAIN, NULL },
+		{ "not a code at lookup_ask", "{\"s\": \"lookup_ask\", \"t\": 1700000000}",
+		  "xin chào", NULL, 0, NULL, NULL,
+		  "\"xin chào\" không phải mã hồ sơ." AGAIN, NULL },
+		{ "not prefetched", "{\"s\": \"proc_birth\", \"b\": [\"menu\"], "
+		  "\"t\": 1699999999}", "hs 000.00.20.h21-231125-0001", NULL, 0, NULL, NULL,
+		  NULL, CODE },
+		{ "not prefetched, glued, fresh session", "{}", "HS" CODE, NULL, 0, NULL, NULL,
+		  NULL, CODE },
+		{ "another code was prefetched", "{\"s\": \"lookup_ask\", \"t\": 1700000000}",
+		  "000.00.20.H21-231125-0002", CODE, 1, NULL, NULL,
+		  NULL, "000.00.20.H21-231125-0002" },
+	};
+	struct flow_result	 res;
+	json_t			*session, *before;
+	const char		*got;
+	size_t			 i;
+	char			*dump;
+
+	for (i = 0; i < sizeof t / sizeof t[0]; i++) {
+		session = json_loads(t[i].session, 0, NULL);
+		before = json_deep_copy(session);
+		got = step(session, t[i].in, t[i].lookup_code, t[i].have ? dossier : NULL,
+		    t[i].user, t[i].today, &res);
+		if (t[i].want != NULL) {
+			CHECK(strcmp(got, t[i].want) == 0, "%s: got \"%s\", want \"%s\"",
+			    t[i].name, got, t[i].want);
+			CHECK(res.need_lookup[0] == '\0', "%s: need_lookup \"%s\"", t[i].name,
+			    res.need_lookup);
+			CHECK_STR(json_string_value(json_object_get(session, "s")),
+			    "lookup_result");
+		} else {
+			CHECK(res.replies == NULL, "%s: replies", t[i].name);
+			CHECK(strcmp(res.need_lookup, t[i].need) == 0, "%s: need_lookup \"%s\", "
+			    "want \"%s\"", t[i].name, res.need_lookup, t[i].need);
+			dump = json_dumps(session, JSON_COMPACT);
+			CHECK(json_equal(session, before), "%s: session changed: %s", t[i].name,
+			    dump);
+			free(dump);
+		}
+		CHECK(res.end == 0, "%s: end", t[i].name);
+		flow_result_clear(&res);
+		json_decref(before);
+		json_decref(session);
+	}
+}
+
+/* After a lookup the session remembers the code and the result: back and invalid input show it. */
+static void
+test_lookup_session(void)
+{
+	struct flow_result	 res;
+	json_t			*session, *v;
+	const char		*got;
+	char			*dump;
+
+	session = json_object();
+	got = step(session, "1", NULL, NULL, NULL, NULL, &res);
+	CHECK_STR(got, ASK);
+	flow_result_clear(&res);
+
+	got = step(session, "HS" CODE, NULL, NULL, NULL, NULL, &res);
+	CHECK_STR(got, "");
+	CHECK_STR(res.need_lookup, CODE);
+	flow_result_clear(&res);
+	got = step(session, "HS" CODE, CODE, dossier, NULL, NULL, &res);
+	CHECK_STR(got, FOUND("Nguyễn V** A**", "quá hạn"));
+	flow_result_clear(&res);
+
+	v = json_object_get(session, "v");
+	CHECK_STR(json_string_value(json_object_get(v, "code")), CODE);
+	CHECK_STR(json_string_value(json_object_get(session, "s")), "lookup_result");
+	dump = json_dumps(json_object_get(session, "b"), JSON_COMPACT);
+	CHECK_STR(dump, "[\"menu\",\"lookup_ask\"]");
+	free(dump);
+
+	got = step(session, "5", NULL, NULL, NULL, NULL, &res);
+	CHECK_STR(got, INVALID FOUND("Nguyễn V** A**", "quá hạn"));
+	flow_result_clear(&res);
+	got = step(session, "1", NULL, NULL, NULL, NULL, &res);
+	CHECK_STR(got, ASK);
+	flow_result_clear(&res);
+	got = step(session, "0", NULL, NULL, NULL, NULL, &res);
+	CHECK_STR(got, FOUND("Nguyễn V** A**", "quá hạn"));
+	flow_result_clear(&res);
+	got = step(session, "0", NULL, NULL, NULL, NULL, &res);
+	CHECK_STR(got, ASK);
+	flow_result_clear(&res);
+	got = step(session, "0", NULL, NULL, NULL, NULL, &res);
+	CHECK_STR(got, MENU);
+	flow_result_clear(&res);
+	json_decref(session);
+}
+
+/* A session that is not an object is the caller's bug: -1 with a cause. */
+static void
+test_bad_session(void)
+{
+	struct flow_input	 in = { .text = "1", .channel = "sms", .now = NOW };
+	struct flow_result	 res;
+	json_t			*session = json_array();
+	char			*cause = NULL;
+
+	CHECK(flow_step(fs, session, &in, &res, &cause) == -1, "array session accepted");
+	CHECK(cause != NULL, "no cause");
+	CHECK(res.replies == NULL, "replies");
+	free(cause);
+	json_decref(session);
+}
+
+int
+main(void)
+{
+	test_validation();
+	test_good();
+	if (fs == NULL)
+		UNIT_END();
+	dossier = json_pack("{ss ss ss ss ss ss ss si ss}", "code", CODE,
+	    "procedure", "Đăng ký khai sinh", "applicant", "Nguyễn Văn An",
+	    "phone", "0912345678", "agency", "UBND xã Tân Bình", "received_at", "2023-11-25",
+	    "due_at", "2023-11-28", "status", 4, "note", "");
+	test_walks();
+	test_lookups();
+	test_lookup_session();
+	test_bad_session();
+	json_decref(dossier);
+	flowset_free(fs);
+	UNIT_END();
+}
