@@ -1,0 +1,52 @@
+-- bench.lua: wrk script for `make bench` (scripts/bench.sh).
+--
+--   wrk ... -s scripts/bench.lua URL -- turns PREFIX [USERS]
+--       POST /sms/inbound: many distinct users, each walking a real conversation. A user's turns
+--       cycle through "HS <code>" (a dossier lookup), "1" (a menu step), "HS <code>", "MENU" (back
+--       to the main menu), so half the turns are lookups and half are menu steps, and every text
+--       is valid in the state the previous one left the user in.
+--   wrk ... -s scripts/bench.lua URL -- bare
+--       GET /livez (no Redis work), built per request by the same request() path, so both runs pay
+--       the same Lua cost inside wrk and the ratio compares the server's work.
+--
+-- Every message id is unique: PREFIX-THREAD-COUNTER (the gateway de-duplicates on id). Users are
+-- split between wrk threads (thread t owns its own block of phone numbers), so no two connections
+-- ever send for the same user at once and no turn conflicts on a session another one is saving.
+
+local code = "000.00.20.H21-231125-0001"
+local texts = { "HS " .. code, "1", "HS " .. code, "MENU" }
+local nthreads = 0
+
+function setup(thread)
+	thread:set("tid", nthreads)
+	nthreads = nthreads + 1
+end
+
+local mode, prefix, users, per, first, n
+local headers = { ["Content-Type"] = "application/json" }
+
+function init(args)
+	mode = args[1] or "turns"
+	prefix = args[2] or "r"
+	users = tonumber(args[3] or "10000")
+	-- tid is this thread's index (set in setup); the thread count comes from BENCH_THREADS
+	-- (bench.sh exports what it passes as -t), so the threads' blocks of users are disjoint.
+	local nt = tonumber(os.getenv("BENCH_THREADS") or "2")
+	per = math.floor(users / nt)
+	first = tid * per
+	n = 0
+end
+
+function request()
+	if mode == "bare" then
+		return wrk.format("GET", "/livez")
+	end
+	local u = first + n % per
+	-- a user's next text each time round the users; users start at different places in the
+	-- cycle, so at any moment half the turns in flight are lookups
+	local step = (math.floor(n / per) + u) % #texts + 1
+	local body = string.format('{"from":"09%08d","to":"8077","text":"%s","id":"%s-%d-%d"}',
+	    u, texts[step], prefix, tid, n)
+	n = n + 1
+	return wrk.format("POST", "/sms/inbound", headers, body)
+end

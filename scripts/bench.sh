@@ -1,0 +1,303 @@
+#!/bin/bash
+# make bench: throughput of real conversation turns against a bare route, on this machine.
+#
+# A private Redis (unix socket in a temp dir, AOF on with appendfsync everysec, no RDB) gets the demo
+# dossiers; build/dvcgw runs against it with the "file" SMS driver writing into the temp dir and
+# log.level "warn", on a free port. After a short warm-up, wrk drives POST /sms/inbound with
+# scripts/bench.lua (10,000 users, half the turns a dossier lookup, half a menu step, every message
+# id distinct), then GET /livez (no Redis work) with the same connections and threads.
+#
+# Prints `name: value` lines on stdout (progress goes to stderr):
+#   turns_per_s, bare_per_s    wrk's Requests/sec of each run
+#   ratio                      turns_per_s / bare_per_s
+#   p99_ms, p50_ms             latency of the turn run (wrk --latency); bare_p99_ms of the bare run
+#   turns                      turns Redis saved during the turn run (conv_save's HSET count)
+#   redis_cmds_per_turn        every command Redis executed (INFO total_commands_processed),
+#                              including the ones run inside Lua scripts and the outbox worker's
+#   redis_client_cmds_per_turn commands the gateway itself sent (EVALSHA, GET, XREADGROUP, ...)
+#   redis_roundtrips_per_turn  the conversation's sequential waits on Redis: conv_load (one per
+#                              attempt; the dossier GET is pipelined with it) + conv_save, counted
+#                              by the HMGET and HGET that only those two scripts issue
+#   dossier_gets_per_turn      dossier GETs (riding in the load's round trip when the text holds
+#                              the code)
+#   outbox_cmds_per_turn       the outbox worker's calls (XREADGROUP, settling EVALSHAs, XAUTOCLAIM,
+#                              housekeeping)
+#   outbox_backlog             replies still queued when the turn run ended
+#   redis_cmd_usec_per_turn    time Redis spent executing the gateway's commands (commandstats usec)
+#   redis_cpu_us_per_turn      CPU time of redis-server (parsing, replies, AOF writes included)
+#   gw_cpu_us_per_turn         CPU time of dvcgw per turn during the turn run (outbox included)
+#   gw_cpu_us_per_bare         CPU time of dvcgw per /livez request during the bare run
+#   target                     "met" when ratio >= 0.6 and p99 <= 10 ms, else "missed (why)"
+# Exit status 0 either way; non-zero only when the run itself failed (non-2xx answers, socket
+# errors, a duplicate or lost turn, the daemon or Redis died).
+#
+# Knobs (environment): BENCH_THREADS (2), BENCH_CONNS (50), BENCH_SECS (10), BENCH_WARM_SECS (2),
+# BENCH_USERS (10000), BENCH_DVCGW (build/dvcgw: another build to compare), BENCH_KEEP=1 keeps the
+# temp dir.
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+THREADS=${BENCH_THREADS:-2}
+CONNS=${BENCH_CONNS:-50}
+SECS=${BENCH_SECS:-10}
+WARM=${BENCH_WARM_SECS:-2}
+USERS=${BENCH_USERS:-10000}
+export BENCH_THREADS=$THREADS
+TARGET_RATIO=0.6
+TARGET_P99_MS=10
+
+say() { echo "bench: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+for t in wrk redis-server redis-cli curl python3; do
+	command -v "$t" >/dev/null 2>&1 || die "$t is missing (make deps installs it)"
+done
+DVCGW=${BENCH_DVCGW:-build/dvcgw}
+[ -x "$DVCGW" ] || die "$DVCGW is missing (run make)"
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/dvcgw-bench.XXXXXX") || die "mktemp failed"
+SOCK=$TMP/redis.sock
+REDIS_PID=""
+GW_PID=""
+WRK_PID=""
+
+cleanup() {
+	local rc=$? i
+	trap - EXIT INT TERM
+	if [ -n "$WRK_PID" ]; then
+		kill "$WRK_PID" 2>/dev/null
+		wait "$WRK_PID" 2>/dev/null
+	fi
+	if [ -n "$GW_PID" ] && kill -0 "$GW_PID" 2>/dev/null; then
+		kill -TERM "$GW_PID" 2>/dev/null
+		for i in $(seq 50); do kill -0 "$GW_PID" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$GW_PID" 2>/dev/null
+		wait "$GW_PID" 2>/dev/null
+	fi
+	if [ -n "$REDIS_PID" ] && kill -0 "$REDIS_PID" 2>/dev/null; then
+		redis-cli -s "$SOCK" shutdown nosave >/dev/null 2>&1 || kill -TERM "$REDIS_PID" 2>/dev/null
+		for i in $(seq 50); do kill -0 "$REDIS_PID" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$REDIS_PID" 2>/dev/null
+		wait "$REDIS_PID" 2>/dev/null
+	fi
+	if [ "${BENCH_KEEP:-0}" = 1 ] || [ $rc -eq 1 ]; then
+		[ $rc -eq 1 ] && [ -s "$TMP/dvcgw.log" ] && { say "daemon log (last lines):"; tail -n 20 "$TMP/dvcgw.log" >&2; }
+		say "temp files kept in $TMP"
+	else
+		rm -rf "$TMP"
+	fi
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+rcli() { redis-cli -s "$SOCK" "$@"; }
+
+alive() {
+	kill -0 "$REDIS_PID" 2>/dev/null || die "redis-server died (see $TMP/redis.log)"
+	kill -0 "$GW_PID" 2>/dev/null || die "dvcgw died (see $TMP/dvcgw.log)"
+}
+
+# --- Redis -------------------------------------------------------------------------------------------
+redis-server --port 0 --unixsocket "$SOCK" --unixsocketperm 700 --dir "$TMP" \
+    --appendonly yes --appendfsync everysec --save "" --logfile "$TMP/redis.log" &
+REDIS_PID=$!
+for i in $(seq 50); do
+	rcli ping >/dev/null 2>&1 && break
+	kill -0 "$REDIS_PID" 2>/dev/null || die "redis-server did not start (see $TMP/redis.log)"
+	sleep 0.1
+done
+rcli ping >/dev/null 2>&1 || die "redis-server did not answer (see $TMP/redis.log)"
+
+# --- the gateway -------------------------------------------------------------------------------------
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])') ||
+    die "cannot find a free port"
+CFG=$TMP/dvcgw.json
+cat >"$CFG" <<EOF
+{
+  "listen": { "host": "127.0.0.1", "port": $PORT },
+  "redis": { "url": "unix://$SOCK", "prefix": "dvcgw:" },
+  "flows": { "dir": "$ROOT/flows" },
+  "sms": { "driver": "file", "file": { "path": "$TMP/sms-outbox.log" } },
+  "log": { "level": "warn" }
+}
+EOF
+"$DVCGW" import -c "$CFG" config/demo-dossiers.json >"$TMP/import.log" 2>&1 ||
+    { cat "$TMP/import.log" >&2; die "importing the demo dossiers failed"; }
+# The file driver also echoes every reply on stdout: that goes nowhere.
+"$DVCGW" -c "$CFG" >/dev/null 2>"$TMP/dvcgw.log" &
+GW_PID=$!
+BASE=http://127.0.0.1:$PORT
+for i in $(seq 100); do
+	[ "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/healthz" 2>/dev/null)" = 200 ] && break
+	kill -0 "$GW_PID" 2>/dev/null || die "dvcgw did not start (see $TMP/dvcgw.log)"
+	sleep 0.1
+done
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/healthz")" = 200 ] || die "dvcgw is not healthy after 10 s"
+
+# --- helpers -----------------------------------------------------------------------------------------
+# run_wrk OUT DURATION ARGS...: wrk in the background (so a signal can stop it), output to OUT.
+run_wrk() {
+	local out=$1 dur=$2
+	shift 2
+	wrk -t"$THREADS" -c"$CONNS" -d"$dur" --latency -s scripts/bench.lua "$@" >"$out" 2>&1 &
+	WRK_PID=$!
+	wait "$WRK_PID"
+	local rc=$?
+	WRK_PID=""
+	[ $rc -eq 0 ] || { cat "$out" >&2; die "wrk failed (exit $rc)"; }
+}
+
+# wrk's figures: rps, the latency at a percentile (in ms), non-2xx/3xx, socket errors, requests.
+wrk_rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
+wrk_pct_ms() {
+	awk -v p="$2%" '
+	/Latency Distribution/ { d = 1; next }
+	d && $1 == p {
+		v = $2; u = v; sub(/[a-z]+$/, "", v); sub(/^[0-9.]+/, "", u)
+		f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : (u == "h") ? 3600000 : -1
+		if (f < 0) { print "nan"; exit }
+		printf "%.2f\n", v * f; exit
+	}' "$1"
+}
+wrk_non2xx() { awk -F: '/Non-2xx or 3xx responses/ { gsub(/ /, "", $2); print $2; f = 1 } END { if (!f) print 0 }' "$1"; }
+wrk_sockerr() {
+	awk '/Socket errors:/ { gsub(/,/, ""); print $4 + $6 + $8 + $10; f = 1 } END { if (!f) print 0 }' "$1"
+}
+wrk_requests() { awk '/requests in/ { print $1; exit }' "$1"; }
+
+# check_run NAME OUT: fail on error answers or socket errors.
+check_run() {
+	local non2xx sockerr
+	non2xx=$(wrk_non2xx "$2")
+	sockerr=$(wrk_sockerr "$2")
+	if [ "$non2xx" != 0 ] || [ "$sockerr" != 0 ]; then
+		cat "$2" >&2
+		[ "$non2xx" != 0 ] && echo "errors: $non2xx"
+		[ "$sockerr" != 0 ] && echo "socket_errors: $sockerr"
+		die "the $1 run had failed requests"
+	fi
+}
+
+# CPU time (user + system) a process has used, in microseconds.
+cpu_us() {
+	awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.0f\n", ($12 + $13) * 1000000 / hz }' "/proc/$1/stat"
+}
+# Counters: "total N" (total_commands_processed), "CMD CALLS USEC" per command (commandstats), and
+# "cpu_gw US" / "cpu_redis US" (CPU time of the two processes).
+snapshot() {
+	rcli info stats | awk -F: '/^total_commands_processed:/ { sub(/\r/, "", $2); print "total", $2 }'
+	rcli info commandstats | awk -F'[:=,]' '/^cmdstat_/ { sub(/^cmdstat_/, "", $1); print $1, $3, $5 }'
+	echo "cpu_gw $(cpu_us "$GW_PID")"
+	echo "cpu_redis $(cpu_us "$REDIS_PID")"
+}
+# delta BEFORE AFTER CMD...: the increase of the sum of those counters; delta_usec: of their usec.
+delta() {
+	local before=$1 after=$2
+	shift 2
+	awk -v want=" $* " -v col="${COL:-2}" '
+	FILENAME == ARGV[1] && index(want, " " $1 " ") { b += $col }
+	FILENAME == ARGV[2] && index(want, " " $1 " ") { a += $col }
+	END { printf "%.0f\n", a - b }' "$before" "$after"
+}
+delta_usec() { COL=3 delta "$@"; }
+outbox_len() {
+	local i
+	for i in $(seq 0 7); do echo "XLEN dvcgw:{$i}:outbox"; done | rcli | awk '{ s += $1 } END { print s + 0 }'
+}
+wait_outbox() {
+	local i
+	for i in $(seq 50); do
+		[ "$(outbox_len)" = 0 ] && return
+		sleep 0.1
+	done
+}
+
+# --- warm-up -----------------------------------------------------------------------------------------
+say "redis on $SOCK, dvcgw on $BASE; warming up ${WARM}s"
+run_wrk "$TMP/warm.out" "${WARM}s" "$BASE/sms/inbound" -- turns w "$USERS"
+check_run warm-up "$TMP/warm.out"
+alive
+wait_outbox
+
+# --- the turn run ------------------------------------------------------------------------------------
+say "turns: wrk -t$THREADS -c$CONNS -d${SECS}s POST /sms/inbound ($USERS users)"
+snapshot >"$TMP/before.stats"
+run_wrk "$TMP/turns.out" "${SECS}s" "$BASE/sms/inbound" -- turns r "$USERS"
+alive
+backlog=$(outbox_len)
+wait_outbox
+sleep 0.2	# let requests wrk abandoned at the bell finish
+snapshot >"$TMP/after.stats"
+check_run turn "$TMP/turns.out"
+
+# --- the bare run ------------------------------------------------------------------------------------
+say "bare: wrk -t$THREADS -c$CONNS -d${SECS}s GET /livez"
+snapshot >"$TMP/bare-before.stats"
+run_wrk "$TMP/bare.out" "${SECS}s" "$BASE/livez" -- bare
+alive
+snapshot >"$TMP/bare-after.stats"
+check_run bare "$TMP/bare.out"
+
+# --- figures -----------------------------------------------------------------------------------------
+B=$TMP/before.stats
+A=$TMP/after.stats
+turns_rps=$(wrk_rps "$TMP/turns.out")
+bare_rps=$(wrk_rps "$TMP/bare.out")
+p99=$(wrk_pct_ms "$TMP/turns.out" 99)
+p50=$(wrk_pct_ms "$TMP/turns.out" 50)
+bare_p99=$(wrk_pct_ms "$TMP/bare.out" 99)
+answered=$(wrk_requests "$TMP/turns.out")
+[ -n "$turns_rps" ] && [ -n "$bare_rps" ] && [ -n "$p99" ] && [ "$p99" != nan ] ||
+    { cat "$TMP/turns.out" "$TMP/bare.out" >&2; die "cannot read wrk's output"; }
+
+saved=$(delta "$B" "$A" hset)		# HSET: only conv_save, once per saved turn
+loads=$(delta "$B" "$A" hmget)		# HMGET: only conv_load, once per attempt
+saves=$(delta "$B" "$A" hget)		# HGET: only conv_save, once per attempt
+gets=$(delta "$B" "$A" get)
+total=$(delta "$B" "$A" total)
+CLIENT_CMDS="evalsha evalsha_ro eval get xreadgroup xautoclaim xgroup|create ping select script|load"
+client=$(delta "$B" "$A" $CLIENT_CMDS)
+client_usec=$(delta_usec "$B" "$A" $CLIENT_CMDS)	# a script's usec covers the commands it ran
+gw_cpu=$(delta "$B" "$A" cpu_gw)
+redis_cpu=$(delta "$B" "$A" cpu_redis)
+bare_n=$(wrk_requests "$TMP/bare.out")
+bare_gw_cpu=$(delta "$TMP/bare-before.stats" "$TMP/bare-after.stats" cpu_gw)
+outbox=$(delta "$B" "$A" xreadgroup xautoclaim xack zrangebyscore)	# XACK: one per settle script
+[ "$saved" -gt 0 ] || die "Redis saved no turn during the run"
+# Every 202 wrk counted is a saved turn (a duplicate id would answer 202 without saving).
+[ "$saved" -ge "$answered" ] || die "wrk got $answered answers but Redis saved only $saved turns"
+
+per() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", a / b }'; }
+ratio=$(awk -v a="$turns_rps" -v b="$bare_rps" 'BEGIN { printf "%.3f\n", a / b }')
+
+echo "turns_per_s: $turns_rps"
+echo "bare_per_s: $bare_rps"
+echo "ratio: $ratio"
+echo "p99_ms: $p99"
+echo "p50_ms: $p50"
+echo "bare_p99_ms: $bare_p99"
+echo "turns: $saved"
+echo "redis_cmds_per_turn: $(per "$total" "$saved")"
+echo "redis_client_cmds_per_turn: $(per "$client" "$saved")"
+echo "redis_roundtrips_per_turn: $(per $((loads + saves)) "$saved")"
+echo "dossier_gets_per_turn: $(per "$gets" "$saved")"
+echo "outbox_cmds_per_turn: $(per "$outbox" "$saved")"
+echo "outbox_backlog: $backlog"
+echo "redis_cmd_usec_per_turn: $(per "$client_usec" "$saved")"
+echo "redis_cpu_us_per_turn: $(per "$redis_cpu" "$saved")"
+echo "gw_cpu_us_per_turn: $(per "$gw_cpu" "$saved")"
+echo "gw_cpu_us_per_bare: $(per "$bare_gw_cpu" "$bare_n")"
+why=$(awk -v r="$ratio" -v p="$p99" -v tr="$TARGET_RATIO" -v tp="$TARGET_P99_MS" 'BEGIN {
+	s = ""
+	if (r + 0 < tr + 0) s = sprintf("ratio %s < %s", r, tr)
+	if (p + 0 > tp + 0) s = s (s != "" ? ", " : "") sprintf("p99 %s ms > %s ms", p, tp)
+	print s }')
+if [ -z "$why" ]; then
+	echo "target: met"
+else
+	echo "target: missed ($why)"
+fi
+exit 0
