@@ -5,12 +5,14 @@
 #include "dvcgw.h"
 
 static size_t	channel_render_sms(const char *, char ***);
+static size_t	channel_render_zalo(const char *, char ***);
 
 static const struct channel {
 	const char	*name;
 	size_t		(*render)(const char *, char ***);	/* NULL: replies go back in the response */
 } channels[] = {
 	{ "sms", channel_render_sms },
+	{ "zalo", channel_render_zalo },
 	{ "ussd", NULL },
 };
 
@@ -35,6 +37,35 @@ channel_render_sms(const char *text, char ***parts)
 	plain = text_unaccent(text);
 	n = text_sms_split(plain, (size_t)channel_cfg->sms_max_parts, parts);
 	free(plain);
+	return n;
+}
+
+/* Zalo: diacritics kept; split into messages of at most ZALO_MAX_CHARS characters, at a newline or
+ * space when there is one in the second half of the window. */
+static size_t
+channel_render_zalo(const char *text, char ***parts)
+{
+	const char *p = text, *cut, *brk, *q;
+	size_t n = 0, chars;
+
+	*parts = NULL;
+	while (*p != '\0') {
+		chars = 0;
+		brk = NULL;
+		for (q = p; *q != '\0' && chars < ZALO_MAX_CHARS; chars++) {
+			q++;
+			while ((*q & 0xC0) == 0x80)
+				q++;
+			if ((*q == ' ' || *q == '\n') && chars >= ZALO_MAX_CHARS / 2)
+				brk = q;
+		}
+		cut = (*q == '\0' || brk == NULL) ? q : brk;
+		*parts = xrealloc(*parts, (n + 1) * sizeof **parts);
+		(*parts)[n++] = xstrndup(p, (size_t)(cut - p));
+		p = cut;
+		while (*p == ' ' || *p == '\n')
+			p++;
+	}
 	return n;
 }
 

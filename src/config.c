@@ -57,7 +57,13 @@ static const struct cfg_key cfg_keys[] = {
 	I("outbox.retry_base_ms", outbox_retry_base_ms, 1000, 10, 3600000),
 	I("outbox.retry_max_ms", outbox_retry_max_ms, 300000, 10, 86400000),
 	I("outbox.send_timeout_ms", outbox_send_timeout_ms, 10000, 100, 600000),
-	I("outbox.concurrency", outbox_concurrency, 32, 1, 1024),
+	I("outbox.concurrency", outbox_concurrency, 64, 1, 4096),
+	I("outbox.sms_rate", outbox_sms_rate, 0, 0, 100000),
+	I("outbox.lease_ms", outbox_lease_ms, 10000, 500, 600000),
+	I("outbox.zalo_rate", outbox_zalo_rate, 0, 0, 100000),
+	I("ussd.budget_ms", ussd_budget_ms, 4000, 100, 9000),
+	I("ussd.session_ttl", ussd_session_ttl, 300, 30, 3600),
+	I("zalo.refresh_ahead_s", zalo_refresh_ahead_s, 3600, 0, 86400),
 	S("zalo.app_id", zalo_app_id, NULL),
 	S("zalo.oa_secret_key", zalo_oa_secret, NULL),
 	S("zalo.app_secret_key", zalo_app_secret, NULL),
@@ -71,7 +77,7 @@ static const struct cfg_key cfg_keys[] = {
 /* Objects that only group keys: a key is valid when it is a table entry or such a group. */
 static const char *cfg_groups[] = {
 	"listen", "redis", "flows", "dossier", "log", "sms", "sms.kannel", "sms.http", "sms.file",
-	"outbox", "zalo", "api",
+	"outbox", "ussd", "zalo", "api",
 };
 
 static const struct cfg_key *

@@ -20,10 +20,9 @@ static const char conv_load_lua[] =
 	"local r = redis.call('HMGET', KEYS[1], 'v', 'd')\n"
 	"return {'OK', r[1] or '', r[2] or ''}\n";
 
-/* KEYS: session, seen, outbox, inbox. ARGV: version, session, session ttl, message id, seen ttl,
- * inbound text, channel, user, n, then n × (to, from, text). -> "OK", "DUP" or "CONFLICT". The
- * session, the de-duplication mark, the inbound log entry and the replies land together or not at
- * all. */
+/* KEYS: session, seen, outbox. ARGV: version, session, session ttl, message id, seen ttl, channel,
+ * user, from, n, then n replies. -> "OK", "DUP" or "CONFLICT". The session, the de-duplication mark
+ * and the replies land together or not at all. */
 static const char conv_save_lua[] =
 	"if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then return 'DUP' end\n"
 	"local v = redis.call('HGET', KEYS[1], 'v')\n"
@@ -31,17 +30,23 @@ static const char conv_save_lua[] =
 	"redis.call('HSET', KEYS[1], 'v', (tonumber(v) or 0) + 1, 'd', ARGV[2])\n"
 	"redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
 	"if ARGV[4] ~= '' then redis.call('SET', KEYS[2], '1', 'EX', ARGV[5]) end\n"
-	"redis.call('XADD', KEYS[4], 'MAXLEN', '~', 10000, '*', 'ch', ARGV[7], 'user', ARGV[8],"
-	" 'id', ARGV[4], 'text', ARGV[6])\n"
-	"local n = tonumber(ARGV[9])\n"
-	"for i = 0, n - 1 do\n"
-	"  local b = 10 + i * 3\n"
-	"  redis.call('XADD', KEYS[3], '*', 'ch', ARGV[7], 'to', ARGV[b], 'from', ARGV[b + 1],"
-	" 'text', ARGV[b + 2], 'att', '0')\n"
+	"for i = 10, 9 + tonumber(ARGV[9]) do\n"
+	"  redis.call('XADD', KEYS[3], '*', 'ch', ARGV[6], 'to', ARGV[7], 'from', ARGV[8],"
+	" 'text', ARGV[i], 'att', '0')\n"
 	"end\n"
 	"return 'OK'\n";
 
-static int conv_load_script, conv_save_script;
+/* KEYS: seen, outbox. ARGV: message id, seen ttl, ch, to, from, text. -> "OK" or "DUP". */
+static const char conv_send_lua[] =
+	"if ARGV[1] ~= '' then\n"
+	"  if redis.call('EXISTS', KEYS[1]) == 1 then return 'DUP' end\n"
+	"  redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])\n"
+	"end\n"
+	"redis.call('XADD', KEYS[2], '*', 'ch', ARGV[3], 'to', ARGV[4], 'from', ARGV[5],"
+	" 'text', ARGV[6], 'att', '0')\n"
+	"return 'OK'\n";
+
+static int conv_load_script, conv_save_script, conv_send_script;
 
 /* The flow set in use, shared by every conversation in flight; a reload swaps it. */
 struct conv_flows {
@@ -61,7 +66,7 @@ struct conv {
 	char			*channel, *user, *text, *msgid, *to;
 	int			 deliver;
 	int			 shard;
-	char			*k_session, *k_seen, *k_outbox, *k_inbox;
+	char			*k_session, *k_seen, *k_outbox;
 
 	int			 pending;	/* Redis calls in flight for this conversation */
 	int			 failed;
@@ -93,6 +98,7 @@ conv_init(const struct config *cfg, struct flowset *fs)
 	conv.cfg = cfg;
 	conv_load_script = rds_script_add("conv_load", conv_load_lua);
 	conv_save_script = rds_script_add("conv_save", conv_save_lua);
+	conv_send_script = rds_script_add("conv_send", conv_send_lua);
 	conv_set_flows(fs);
 }
 
@@ -185,7 +191,6 @@ conv_free(struct conv *c)
 	free(c->k_session);
 	free(c->k_seen);
 	free(c->k_outbox);
-	free(c->k_inbox);
 	free(c->cause);
 	free(c->version);
 	json_decref(c->dossier);
@@ -333,68 +338,45 @@ conv_save_cb(struct redisReply *r, void *arg, const char *err)
 	}
 }
 
-/* Save the session and enqueue the replies, rendered for the channel. */
+/* Save the session and enqueue the replies (one entry each; the outbox renders them for the wire). */
 static void
 conv_save(struct conv *c)
 {
 	const char **v;
-	size_t *vl, i, j, n = 0, nparts, cap;
-	char **parts, ttl[16], sttl[16], count[16], *sess;
-	char **owned = NULL;
-	size_t nowned = 0;
+	size_t i, n;
+	char ttl[16], sttl[16], count[16], *sess;
 	json_t *reply;
 	int k = 0;
 
 	sess = json_dumps(c->session, JSON_COMPACT);
 	snprintf(ttl, sizeof ttl, "%d", conv.cfg->session_ttl);
 	snprintf(sttl, sizeof sttl, "%d", conv.cfg->dedupe_ttl);
-
-	cap = 13 + 3 * (c->deliver ? json_array_size(c->replies) * (size_t)conv.cfg->sms_max_parts : 0);
-	v = xcalloc(cap, sizeof *v);
-	vl = xcalloc(cap, sizeof *vl);
+	n = c->deliver ? json_array_size(c->replies) : 0;
+	snprintf(count, sizeof count, "%zu", n);
+	v = xcalloc(12 + n, sizeof *v);
 	v[k++] = c->k_session;
 	v[k++] = c->k_seen;
 	v[k++] = c->k_outbox;
-	v[k++] = c->k_inbox;
 	v[k++] = c->version;
 	v[k++] = sess;
 	v[k++] = ttl;
 	v[k++] = c->msgid ? c->msgid : "";
 	v[k++] = sttl;
-	v[k++] = c->text;
 	v[k++] = c->channel;
 	v[k++] = c->user;
+	v[k++] = c->to ? c->to : "";
 	v[k++] = count;
-	if (c->deliver) {
-		json_array_foreach(c->replies, i, reply) {
-			nparts = channel_render(c->channel, json_string_value(reply), &parts);
-			owned = xrealloc(owned, (nowned + nparts) * sizeof *owned);
-			for (j = 0; j < nparts && (size_t)k + 3 <= cap; j++) {
-				owned[nowned++] = parts[j];
-				v[k++] = c->user;
-				v[k++] = c->to ? c->to : "";
-				v[k++] = parts[j];
-				n++;
-			}
-			for (; j < nparts; j++)
-				free(parts[j]);
-			free(parts);
-		}
+	json_array_foreach(c->replies, i, reply) {
+		if (i < n)
+			v[k++] = json_string_value(reply);
 	}
-	snprintf(count, sizeof count, "%zu", n);
-	for (i = 0; i < (size_t)k; i++)
-		vl[i] = strlen(v[i]);
 	c->pending++;
-	if (rds_evalsha(conv_save_script, conv_save_cb, c, 4, k - 4, v, vl) != 0) {
+	if (rds_evalsha(conv_save_script, conv_save_cb, c, 3, k - 3, v, NULL) != 0) {
 		c->pending--;
 		conv_fail(c, NULL);
 		conv_finish(c, CONV_UNAVAILABLE);
 	}
-	for (i = 0; i < nowned; i++)
-		free(owned[i]);
-	free(owned);
 	free(v);
-	free(vl);
 	free(sess);
 }
 
@@ -466,7 +448,6 @@ conv_handle(const struct conv_msg *m, conv_cb *cb, void *arg)
 	c->k_seen = xasprintf("%s{%d}:seen:%s:%s", pfx, c->shard, m->channel,
 	    c->msgid ? c->msgid : "-");
 	c->k_outbox = xasprintf("%s{%d}:outbox", pfx, c->shard);
-	c->k_inbox = xasprintf("%s{%d}:inbox", pfx, c->shard);
 	conv.inflight++;
 
 	if (!rds_ready()) {
@@ -479,4 +460,57 @@ conv_handle(const struct conv_msg *m, conv_cb *cb, void *arg)
 	if (dossier_code_guess(c->text, code))
 		conv_fetch(c, code);
 	conv_next(c);
+}
+
+struct conv_sendreq {
+	conv_cb	*cb;
+	void	*arg;
+	int	 shard;
+};
+
+static void
+conv_send_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct conv_sendreq *sr = arg;
+
+	conv.inflight--;
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_STRING)
+		sr->cb(CONV_UNAVAILABLE, NULL, 0, err ? err : rds_error(), sr->arg);
+	else if (strcmp(r->str, "DUP") == 0)
+		sr->cb(CONV_DUP, NULL, 0, NULL, sr->arg);
+	else {
+		outbox_kick(sr->shard);
+		sr->cb(CONV_OK, NULL, 0, NULL, sr->arg);
+	}
+	free(sr);
+}
+
+/* Queue a fixed text to the user, de-duplicated by message id, without running the flows. */
+void
+conv_send(const struct conv_msg *m, const char *text, conv_cb *cb, void *arg)
+{
+	struct conv_sendreq *sr = xcalloc(1, sizeof *sr);
+	const char *pfx = conv.cfg->redis_prefix;
+	char *k_seen, *k_outbox, ttl[16];
+
+	sr->cb = cb;
+	sr->arg = arg;
+	sr->shard = conv_shard(m->channel, m->user);
+	k_seen = xasprintf("%s{%d}:seen:%s:%s", pfx, sr->shard, m->channel,
+	    m->msgid && *m->msgid ? m->msgid : "-");
+	k_outbox = xasprintf("%s{%d}:outbox", pfx, sr->shard);
+	snprintf(ttl, sizeof ttl, "%d", conv.cfg->dedupe_ttl);
+	{
+		const char *v[] = { k_seen, k_outbox, m->msgid ? m->msgid : "", ttl, m->channel,
+		    m->user, m->to ? m->to : "", text };
+
+		conv.inflight++;
+		if (rds_evalsha(conv_send_script, conv_send_cb, sr, 2, 6, v, NULL) != 0) {
+			conv.inflight--;
+			cb(CONV_UNAVAILABLE, NULL, 0, rds_error(), arg);
+			free(sr);
+		}
+	}
+	free(k_seen);
+	free(k_outbox);
 }

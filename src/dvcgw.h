@@ -25,6 +25,7 @@ struct redisContext;
 struct config;
 
 /* channel.c */
+#define ZALO_MAX_CHARS 2000
 void		 channel_init(const struct config *);
 size_t		 channel_render(const char *, const char *, char ***);
 
@@ -42,7 +43,10 @@ struct config {
 	char	*sms_http_url, *sms_http_token, *sms_file;
 	int	 sms_unaccented, sms_max_parts;
 	int	 outbox_max_attempts, outbox_retry_base_ms, outbox_retry_max_ms;
-	int	 outbox_send_timeout_ms, outbox_concurrency;
+	int	 outbox_send_timeout_ms, outbox_concurrency, outbox_sms_rate, outbox_zalo_rate;
+	int	 outbox_lease_ms;
+	int	 ussd_budget_ms, ussd_session_ttl;
+	int	 zalo_refresh_ahead_s;
 	char	*zalo_app_id, *zalo_oa_secret, *zalo_app_secret, *zalo_api_base, *zalo_oauth_base;
 	char	*zalo_access_token, *zalo_refresh_token;
 	json_t	*api_tokens;
@@ -70,6 +74,9 @@ void		 conv_init(const struct config *, struct flowset *);
 void		 conv_set_flows(struct flowset *);
 void		 conv_shutdown(void);
 void		 conv_handle(const struct conv_msg *, conv_cb *, void *);
+/* Queue text to m->user on m->channel without running the flows (non-text messages, notices),
+ * de-duplicated by m->msgid like conv_handle. cb gets CONV_OK, CONV_DUP or CONV_UNAVAILABLE. */
+void		 conv_send(const struct conv_msg *, const char *, conv_cb *, void *);
 int		 conv_inflight(void);
 int		 conv_shard(const char *, const char *);
 const char	*conv_prefix(void);
@@ -112,12 +119,32 @@ void		 http_release(void);
 int		 http_inflight(void);
 
 /* outbox.c */
-struct obx_msg;
+/* One queued reply, handed to a channel's driver one part at a time (see outbox_done). */
+struct obx_msg {
+	int	 shard;
+	char	*id;		/* stream entry id */
+	char	*uid;		/* stable id across retries: idempotency key, our DLR / tracking id */
+	char	*ch, *to, *from, *text;
+	int	 att;		/* attempts before this one */
+	/* Set by a driver before outbox_done() when it needs to: */
+	int	 retry_after_ms;	/* with OBX_RETRY: wait at least this long (0: usual backoff) */
+	char	*fallback_to;	/* with OBX_FALLBACK: phone (84...) to send the text to by SMS;
+				 * xmalloc'd, the outbox frees it */
+	struct obx_priv	*priv;	/* the outbox's own bookkeeping */
+};
+#define OBX_OK		0	/* the provider accepted the part */
+#define OBX_RETRY	1	/* temporary failure: try again later (backoff, max attempts) */
+#define OBX_FAIL	2	/* refused for good: dead-letter with the reason */
+#define OBX_FALLBACK	3	/* this channel cannot reach the user: resend by SMS to fallback_to */
 void		 outbox_init(struct event_base *, const struct config *);
 void		 outbox_kick(int);
+/* A driver finished one part of m: result OBX_*, why a short reason on failure. Call exactly once
+ * per driver send, possibly from inside the send itself. */
 void		 outbox_done(struct obx_msg *, int, const char *);
 int		 outbox_inflight(void);
 void		 outbox_stop_taking(void);
+void		 outbox_release_leases(void);
+int		 outbox_cli(const struct config *, int, char **);
 void		 outbox_free(void);
 void		 outbox_stats(unsigned long long *, unsigned long long *, unsigned long long *);
 
@@ -146,6 +173,11 @@ typedef void store_cb(int rc, json_t *dossier, const char *err, void *arg);
 void		 store_init(const struct config *);
 char		*store_key(const char *, const char *);
 int		 store_lookup(const char *, store_cb *, void *);
+
+/* ussd.c */
+void		 ussd_init(struct event_base *, const struct config *);
+void		 ussd_callback(struct evhttp_request *, void *);
+void		 ussd_end(struct evhttp_request *, void *);
 
 /* xmalloc.c */
 void	*xmalloc(size_t);

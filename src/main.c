@@ -24,7 +24,7 @@ static struct {
 	struct config		*cfg;
 	struct event		*sigterm, *sigint, *sighup, *drain;
 	struct timespec		 stop_at;
-	int			 stopping;
+	int			 stopping, released;
 } gw;
 
 static __dead void
@@ -35,7 +35,9 @@ usage(void)
 	    "       dvcgw check -c FILE                   validate the config and every flow\n"
 	    "       dvcgw chat -c FILE --channel sms|ussd --user ID\n"
 	    "                                             talk to the flows from the terminal\n"
-	    "       dvcgw import -c FILE PATH             load dossiers from JSON or CSV\n");
+	    "       dvcgw import -c FILE PATH             load dossiers from JSON or CSV\n"
+	    "       dvcgw outbox -c FILE [status|dead|requeue [ID...]]\n"
+	    "                                             reply queue depth and dead letters\n");
 	exit(2);
 }
 
@@ -114,6 +116,12 @@ gw_drain_cb(evutil_socket_t fd, short events, void *arg)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if (busy > 0 && now.tv_sec < gw.stop_at.tv_sec)
 		return;
+	if (!gw.released && now.tv_sec < gw.stop_at.tv_sec) {
+		/* Hand the outbox shards over now rather than when their leases expire. */
+		gw.released = 1;
+		outbox_release_leases();
+		return;
+	}
 	if (busy > 0)
 		log_warn("stop: %d operations still pending after %d s; exiting anyway", busy,
 		    DRAIN_DEADLINE_S);
@@ -166,6 +174,7 @@ gw_setup(struct config *cfg, struct flowset *fs)
 	channel_init(cfg);
 	store_init(cfg);
 	conv_init(cfg, fs);
+	ussd_init(gw.base, cfg);
 	fetch_init(gw.base);
 	outbox_init(gw.base, cfg);
 	if (rds_start(gw.base, cfg->redis_url, cfg->redis_timeout_ms, &cause) != 0)
@@ -526,5 +535,12 @@ main(int argc, char **argv)
 		return cmd_chat(load_config(conf), channel, user);
 	if (strcmp(cmd, "import") == 0 && argc == 1)
 		return cmd_import(load_config(conf), argv[0]);
+	if (strcmp(cmd, "outbox") == 0) {
+		struct config *cfg = load_config(conf);
+		int rc = outbox_cli(cfg, argc, argv);
+
+		config_free(cfg);
+		return rc;
+	}
 	usage();
 }

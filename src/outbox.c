@@ -1,10 +1,18 @@
-/* outbox.c: the durable reply queue and its worker. Replies are XADDed by the conversation's save
- * script to one stream per shard; this worker reads them through a consumer group, sends them with the
- * channel's driver (curl multi, never blocking the loop), acknowledges after the provider accepted,
- * reschedules temporary failures with exponential backoff and jitter, and dead-letters a reply after
- * outbox.max_attempts or a permanent refusal. Entries left pending by a dead instance are reclaimed. */
+/* outbox.c: the durable reply queue and its worker.
+ *
+ * Replies are XADDed by the conversation's save script to one stream per shard (the user's hash tag).
+ * Each shard is sent by one instance at a time, the holder of the shard's lease, so replies to one
+ * user leave in order even with several instances; a lease that is not renewed expires and another
+ * instance takes the shard over, reclaiming the entries left pending (XAUTOCLAIM). Replies to one
+ * recipient are sent one after the other (a chain); a temporary failure holds the chain and retries
+ * the same part with exponential backoff and jitter; a permanent refusal or the last allowed attempt
+ * moves the entry to the shard's dead-letter stream with the reason. Settled entries are acknowledged
+ * in one script call per shard per loop pass, which also records their ids in the shard's sent set:
+ * an entry found there is never sent again. A shared per-channel rate limit (messages per second)
+ * spans all instances. */
 #include <sys/queue.h>
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,368 +26,669 @@
 #include "dvcgw.h"
 
 #define OUTBOX_GROUP		"gw"
-#define OUTBOX_POLL_MS		200
-#define OUTBOX_HOUSEKEEP_MS	1000
-#define OUTBOX_CLAIM_IDLE_MS	60000
+#define OUTBOX_POLL_MS		100
+#define OUTBOX_TICK_MS		1000
+#define OUTBOX_SENT_KEEP_MS	(24 * 3600 * 1000LL)
+#define OUTBOX_TAKE_MAX		256
 
-/* KEYS: stream, retry zset, dead stream. ARGV: id, group, attempts so far + 1, max attempts, due (ms),
- * reason, ch, to, from, text, uid. Acknowledges the entry and either schedules it again or
- * dead-letters it. */
+/* KEYS: lease. ARGV: me, ttl ms, mode (1 keep or take, 0 give up). -> 1 held, 0 not. */
+static const char outbox_lease_lua[] =
+	"local owner = redis.call('GET', KEYS[1])\n"
+	"if owner == ARGV[1] then\n"
+	"  if ARGV[3] == '0' then redis.call('DEL', KEYS[1]) return 0 end\n"
+	"  redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1\n"
+	"end\n"
+	"if owner or ARGV[3] == '0' then return 0 end\n"
+	"redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1\n";
+
+/* KEYS: stream, sent set. ARGV: group, me, count, first (1 after taking the lease over), now ms.
+ * Returns entries [id, uid, ch, to, from, text, att] that still need sending: after a take-over,
+ * everything pending for the group first, then new entries. Entries already sent are settled here. */
+static const char outbox_take_lua[] =
+	"local out, n = {}, tonumber(ARGV[3])\n"
+	"local function take(entries)\n"
+	"  for _, e in ipairs(entries) do\n"
+	"    local f, h = e[2], {}\n"
+	"    if f then\n"
+	"      for i = 1, #f, 2 do h[f[i]] = f[i + 1] end\n"
+	"      local uid = h.uid or e[1]\n"
+	"      if redis.call('ZSCORE', KEYS[2], uid) then\n"
+	"        redis.call('XACK', KEYS[1], ARGV[1], e[1]) redis.call('XDEL', KEYS[1], e[1])\n"
+	"      else\n"
+	"        out[#out + 1] = {e[1], uid, h.ch or '', h.to or '', h['from'] or '', h.text or '',"
+	" h.att or '0'}\n"
+	"      end\n"
+	"    end\n"
+	"  end\n"
+	"end\n"
+	"if ARGV[4] == '1' then\n"
+	"  pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')\n"
+	"  local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, '0-0', 'COUNT', n)\n"
+	"  take(r[2])\n"
+	"  if #out >= n then return out end\n"
+	"end\n"
+	"local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', n - #out,"
+	" 'STREAMS', KEYS[1], '>')\n"
+	"if r then take(r[1][2]) end\n"
+	"return out\n";
+
+/* KEYS: stream, sent set. ARGV: group, now ms, n, then n ids, then n uids. */
+static const char outbox_settle_lua[] =
+	"local n = tonumber(ARGV[3])\n"
+	"for i = 1, n do\n"
+	"  redis.call('XACK', KEYS[1], ARGV[1], ARGV[3 + i])\n"
+	"  redis.call('XDEL', KEYS[1], ARGV[3 + i])\n"
+	"  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3 + n + i])\n"
+	"end\n"
+	"return n\n";
+
+/* KEYS: stream, dead stream, sent set. ARGV: group, id, uid, now ms, reason, ch, to, from, text,
+ * attempts, fallback phone ("" none). Dead-letters the entry, or requeues its text by SMS. */
 static const char outbox_fail_lua[] =
-	"redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])\n"
-	"redis.call('XDEL', KEYS[1], ARGV[1])\n"
-	"if tonumber(ARGV[3]) >= tonumber(ARGV[4]) then\n"
-	"  redis.call('XADD', KEYS[3], '*', 'ch', ARGV[7], 'to', ARGV[8], 'from', ARGV[9],"
-	" 'text', ARGV[10], 'uid', ARGV[11], 'att', ARGV[3], 'error', ARGV[6])\n"
-	"  return 'DEAD'\n"
+	"redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
+	"redis.call('XDEL', KEYS[1], ARGV[2])\n"
+	"redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])\n"
+	"if ARGV[11] ~= '' then\n"
+	"  redis.call('XADD', KEYS[1], '*', 'ch', 'sms', 'to', ARGV[11], 'from', '', 'text', ARGV[9],"
+	" 'att', '0', 'via', ARGV[6])\n"
+	"  return 'FALLBACK'\n"
 	"end\n"
-	"redis.call('ZADD', KEYS[2], ARGV[5], cjson.encode({ch = ARGV[7], to = ARGV[8],"
-	" from = ARGV[9], text = ARGV[10], uid = ARGV[11], att = ARGV[3], err = ARGV[6]}))\n"
-	"return 'RETRY'\n";
+	"redis.call('XADD', KEYS[2], '*', 'ch', ARGV[6], 'to', ARGV[7], 'from', ARGV[8], 'text',"
+	" ARGV[9], 'uid', ARGV[3], 'att', ARGV[10], 'error', ARGV[5])\n"
+	"return 'DEAD'\n";
 
-/* KEYS: stream. ARGV: id, group. */
-static const char outbox_done_lua[] =
-	"redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])\n"
-	"return redis.call('XDEL', KEYS[1], ARGV[1])\n";
+/* KEYS: window counter. ARGV: wanted, limit. -> how many sends this instance may start now. */
+static const char outbox_rate_lua[] =
+	"local used = redis.call('INCRBY', KEYS[1], ARGV[1])\n"
+	"if used == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], 2000) end\n"
+	"local over = used - tonumber(ARGV[2])\n"
+	"if over <= 0 then return tonumber(ARGV[1]) end\n"
+	"local got = tonumber(ARGV[1]) - over\n"
+	"if got < 0 then got = 0 end\n"
+	"redis.call('DECRBY', KEYS[1], tonumber(ARGV[1]) - got)\n"
+	"return got\n";
 
-/* KEYS: retry zset, stream. ARGV: now (ms). Moves due retries back into the stream. */
-static const char outbox_due_lua[] =
-	"local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)\n"
-	"for _, m in ipairs(due) do\n"
-	"  local e = cjson.decode(m)\n"
-	"  redis.call('XADD', KEYS[2], '*', 'ch', e.ch, 'to', e.to, 'from', e.from, 'text', e.text,"
-	" 'uid', e.uid, 'att', e.att)\n"
-	"  redis.call('ZREM', KEYS[1], m)\n"
-	"end\n"
-	"return #due\n";
+static int outbox_lease_script, outbox_take_script, outbox_settle_script, outbox_fail_script;
+static int outbox_rate_script;
 
-static int outbox_fail_script, outbox_done_script, outbox_due_script;
-
-/* One reply being sent. */
-struct obx_msg {
-	int			 shard;
-	char			*id, *uid, *ch, *to, *from, *text;
-	int			 att;
+/* The outbox's bookkeeping for one message. */
+struct obx_priv {
 	struct obx_msg		*next;		/* same recipient, sent after this one */
-	TAILQ_ENTRY(obx_msg)	 entry;
+	char			**parts;	/* rendered for the channel at first send */
+	size_t			 nparts, part;	/* next part to send */
+	unsigned		 epoch;		/* shard ownership it was taken under */
+	int			 retry_refresh;	/* already retried once after a token refresh */
+	struct event		*retry;		/* pending retry timer */
+	TAILQ_ENTRY(obx_msg)	 entry;		/* in obx.heads (chain heads) or a wait queue */
 };
 TAILQ_HEAD(obx_msgs, obx_msg);
 
-#define OBX_OK		0
-#define OBX_RETRY	1
-#define OBX_FAIL	2
-
-static void	outbox_driver_file(struct obx_msg *);
-static void	outbox_driver_kannel(struct obx_msg *);
-static void	outbox_driver_http(struct obx_msg *);
+static void	outbox_driver_file(struct obx_msg *, const char *);
+static void	outbox_driver_kannel(struct obx_msg *, const char *);
+static void	outbox_driver_http(struct obx_msg *, const char *);
 
 static const struct outbox_driver {
 	const char	*name;
-	void		(*send)(struct obx_msg *);
+	void		(*send)(struct obx_msg *, const char *);
 } outbox_drivers[] = {
 	{ "file", outbox_driver_file },
 	{ "kannel", outbox_driver_kannel },
 	{ "http", outbox_driver_http },
 };
 
+/* Per-channel send slots, shared by all instances through a one-second window in Redis. */
+struct obx_rate {
+	const char		*ch;
+	int			 limit;		/* messages per second, 0: unlimited */
+	int			 tokens;	/* granted and not used yet in this window */
+	long long		 window;	/* unix second the tokens belong to */
+	int			 asking;
+	struct obx_msgs		 waiting;	/* chain heads waiting for a slot */
+	struct event		*later;
+};
+
+struct obx_shard {
+	char			*k_stream, *k_dead, *k_sent, *k_lease;
+	int			 owned, fresh;	/* fresh: taken over, reclaim pending entries first */
+	unsigned		 epoch;
+	int			 reading, renewing;
+	/* settled entries waiting for the batched acknowledgement */
+	char			**done_id, **done_uid;
+	size_t			 ndone, capdone;
+};
+
 static struct {
 	const struct config		*cfg;
-	const struct outbox_driver	*sms;
-	struct event			*poll, *tick, *housekeep;
-	char				 consumer[96];
-	char				*k_stream[CONV_SHARDS], *k_retry[CONV_SHARDS], *k_dead[CONV_SHARDS];
-	int				 groups_ready, reading, stopping;
-	int				 inflight;	/* messages taken and not yet settled */
-	struct obx_msgs			 sending;
+	const struct outbox_driver	*sms, *zalo;
+	struct event			*poll, *pollev, *tick, *flush;
+	char				 me[96];
+	struct obx_shard		 shards[CONV_SHARDS];
+	struct obx_rate			 rates[2];
+	struct obx_msgs			 heads;		/* chain heads being sent or retried */
+	int				 taken;		/* messages taken and not settled */
+	int				 sending;	/* driver calls in flight */
+	int				 settling;	/* settle and fail scripts in flight */
+	int				 stopping;
 	FILE				*file;
 	unsigned long long		 sent, retried, dead;
 } obx;
 
-/* Messages taken from the queue and not yet settled. */
+static void	outbox_start(struct obx_msg *);
+static void	outbox_send_part(struct obx_msg *);
+
+/* Messages being sent or settled (drain on stop); retries waiting for their timer do not count. */
 int
 outbox_inflight(void)
 {
-	return obx.inflight;
+	return obx.sending + obx.settling;
+}
+
+static long long
+outbox_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const struct outbox_driver *
+outbox_driver_for(const char *ch)
+{
+	if (strcmp(ch, "sms") == 0)
+		return obx.sms;
+	if (strcmp(ch, "zalo") == 0)
+		return obx.zalo;
+	return NULL;
+}
+
+static struct obx_rate *
+outbox_rate_for(const char *ch)
+{
+	return strcmp(ch, "zalo") == 0 ? &obx.rates[1] : &obx.rates[0];
 }
 
 static void
 outbox_msg_free(struct obx_msg *m)
 {
+	if (m->priv->retry != NULL)
+		event_free(m->priv->retry);
+	text_free_parts(m->priv->parts, m->priv->nparts);
 	free(m->id);
 	free(m->uid);
 	free(m->ch);
 	free(m->to);
 	free(m->from);
 	free(m->text);
+	free(m->fallback_to);
+	free(m->priv);
 	free(m);
 }
 
 static void
 outbox_settled_cb(struct redisReply *r, void *arg, const char *err)
 {
+	obx.settling--;
 	if (r == NULL || err != NULL)
-		log_warn("outbox: settling a message failed (%s); it will be re-sent after %d s",
-		    err ? err : "no answer", OUTBOX_CLAIM_IDLE_MS / 1000);
+		log_warn("outbox: settling failed (%s); the entries will be sent again after a "
+		    "take-over", err ? err : "no answer");
 }
 
-/* Start sending m: first in line for its recipient, or after the message already in flight. */
+/* Once per loop pass: flush the file driver, then acknowledge every settled entry, one script call
+ * per shard. */
 static void
-outbox_dispatch(struct obx_msg *m)
+outbox_flush_cb(evutil_socket_t fd, short events, void *arg)
 {
-	struct obx_msg *o;
+	struct obx_shard *s;
+	const char **v;
+	char now[24], n[16];
+	size_t i, k;
+	int sh;
 
-	TAILQ_FOREACH(o, &obx.sending, entry) {
-		if (strcmp(o->to, m->to) == 0 && strcmp(o->ch, m->ch) == 0) {
-			while (o->next != NULL)
-				o = o->next;
-			o->next = m;
-			return;
+	if (obx.file != NULL)
+		fflush(obx.file);
+	fflush(stdout);
+	snprintf(now, sizeof now, "%lld", outbox_now_ms());
+	for (sh = 0; sh < CONV_SHARDS; sh++) {
+		s = &obx.shards[sh];
+		if (s->ndone == 0)
+			continue;
+		v = xcalloc(5 + 2 * s->ndone, sizeof *v);
+		k = 0;
+		v[k++] = s->k_stream;
+		v[k++] = s->k_sent;
+		v[k++] = OUTBOX_GROUP;
+		v[k++] = now;
+		snprintf(n, sizeof n, "%zu", s->ndone);
+		v[k++] = n;
+		for (i = 0; i < s->ndone; i++)
+			v[k++] = s->done_id[i];
+		for (i = 0; i < s->ndone; i++)
+			v[k++] = s->done_uid[i];
+		obx.settling++;
+		if (rds_evalsha(outbox_settle_script, outbox_settled_cb, NULL, 2, (int)k - 2, v,
+		    NULL) != 0) {
+			obx.settling--;
+			log_warn("outbox: cannot settle %zu sent entries now (%s); they will be "
+			    "recognised as sent or sent again after a take-over", s->ndone,
+			    rds_error());
 		}
+		for (i = 0; i < s->ndone; i++) {
+			free(s->done_id[i]);
+			free(s->done_uid[i]);
+		}
+		s->ndone = 0;
+		free(v);
 	}
-	TAILQ_INSERT_TAIL(&obx.sending, m, entry);
-	if (strcmp(m->ch, "sms") == 0)
-		obx.sms->send(m);
-	else
-		outbox_done(m, OBX_FAIL, "no driver for this channel");
 }
 
-/* A driver finished with m: settle it in Redis, then send the recipient's next message. */
-void
-outbox_done(struct obx_msg *m, int result, const char *why)
+static void
+outbox_noop_cb(struct redisReply *r, void *arg, const char *err)
 {
-	struct obx_msg *next = m->next;
-	char att[16], max[16], due[24];
-	uint64_t delay, cap;
-	struct timespec now;
-	const char *k1[] = { obx.k_stream[m->shard], m->id, OUTBOX_GROUP };
+}
 
-	TAILQ_REMOVE(&obx.sending, m, entry);
-	if (result == OBX_OK) {
-		obx.sent++;
-		rds_evalsha(outbox_done_script, outbox_settled_cb, NULL, 1, 2, k1, NULL);
-	} else {
-		snprintf(att, sizeof att, "%d", m->att + 1);
-		snprintf(max, sizeof max, "%d", result == OBX_FAIL ? 0 : obx.cfg->outbox_max_attempts);
-		cap = (uint64_t)obx.cfg->outbox_retry_base_ms << (m->att < 20 ? m->att : 20);
-		if (cap > (uint64_t)obx.cfg->outbox_retry_max_ms)
-			cap = (uint64_t)obx.cfg->outbox_retry_max_ms;
-		/* Jitter: between half and all of the backoff, so retries spread out. */
-		delay = cap / 2 + randombytes_uniform((uint32_t)(cap / 2 + 1));
-		clock_gettime(CLOCK_REALTIME, &now);
-		snprintf(due, sizeof due, "%llu", (unsigned long long)now.tv_sec * 1000 +
-		    (unsigned long long)now.tv_nsec / 1000000 + delay);
-		{
-			const char *v[] = { obx.k_stream[m->shard], obx.k_retry[m->shard],
-			    obx.k_dead[m->shard], m->id, OUTBOX_GROUP, att, max, due,
-			    why ? why : "unknown error", m->ch, m->to, m->from, m->text, m->uid };
+/* m's chain head is finished: start the recipient's next message, if any. When stopping, or when
+ * the shard changed hands, the rest of the chain is dropped unsent: it stays pending in Redis for
+ * whoever holds the shard. */
+static void
+outbox_chain_next(struct obx_msg *m)
+{
+	struct obx_msg *next = m->priv->next, *t;
+	struct obx_shard *s = &obx.shards[m->shard];
 
-			rds_evalsha(outbox_fail_script, outbox_settled_cb, NULL, 3, 11, v, NULL);
+	TAILQ_REMOVE(&obx.heads, m, priv->entry);
+	if (next == NULL)
+		return;
+	if (obx.stopping || next->priv->epoch != s->epoch || !s->owned) {
+		for (; next != NULL; next = t) {
+			t = next->priv->next;
+			outbox_msg_free(next);
+			obx.taken--;
 		}
-		if (result == OBX_FAIL || m->att + 1 >= obx.cfg->outbox_max_attempts) {
-			obx.dead++;
-			log_warn("outbox: %s reply %s dead-lettered after %d attempts: %s", m->ch,
-			    m->uid, m->att + 1, why);
-		} else {
-			obx.retried++;
-			log_info("outbox: %s reply %s failed (%s); retry %d in %llu ms", m->ch, m->uid,
-			    why, m->att + 1, (unsigned long long)delay);
-		}
+		return;
 	}
+	TAILQ_INSERT_TAIL(&obx.heads, next, priv->entry);
+	outbox_start(next);
+}
+
+/* The entry is done with (sent, dead or handed to SMS): forget it locally. */
+static void
+outbox_release(struct obx_msg *m)
+{
+	outbox_chain_next(m);
 	outbox_msg_free(m);
-	obx.inflight--;
-	if (next != NULL)
-		outbox_dispatch(next);	/* the rest of the chain stays attached to next */
+	obx.taken--;
 	if (!obx.stopping)
 		outbox_kick(-1);
 }
 
-static char *
-outbox_field(redisReply *fields, const char *name)
+/* Dead-letter m with why, or, with fallback, queue its text by SMS instead. */
+static void
+outbox_fail(struct obx_msg *m, const char *why, const char *fallback)
 {
-	size_t i;
+	struct obx_shard *s = &obx.shards[m->shard];
+	char now[24], att[16];
+	const char *v[14];
 
-	for (i = 0; i + 1 < fields->elements; i += 2)
-		if (strcmp(fields->element[i]->str, name) == 0)
-			return xstrndup(fields->element[i + 1]->str, fields->element[i + 1]->len);
-	return NULL;
+	snprintf(now, sizeof now, "%lld", outbox_now_ms());
+	snprintf(att, sizeof att, "%d", m->att + 1);
+	v[0] = s->k_stream; v[1] = s->k_dead; v[2] = s->k_sent;
+	v[3] = OUTBOX_GROUP; v[4] = m->id; v[5] = m->uid; v[6] = now; v[7] = why;
+	v[8] = m->ch; v[9] = m->to; v[10] = m->from; v[11] = m->text; v[12] = att;
+	v[13] = fallback ? fallback : "";
+	if (fallback != NULL)
+		log_info("outbox: %s reply %s cannot reach its user (%s); sending it by SMS", m->ch,
+		    m->uid, why);
+	else {
+		obx.dead++;
+		log_warn("outbox: %s reply %s dead-lettered after %d attempts: %s", m->ch, m->uid,
+		    m->att + 1, why);
+	}
+	obx.settling++;
+	if (rds_evalsha(outbox_fail_script, outbox_settled_cb, NULL, 3, 11, v, NULL) != 0) {
+		obx.settling--;
+		log_warn("outbox: cannot record the failure of %s now; it will be retried after a "
+		    "take-over", m->uid);
+	}
+	outbox_release(m);
 }
 
-/* Take the entries of one stream's reply ([id, [field, value, ...]] ...). */
 static void
-outbox_take(int shard, redisReply *entries)
+outbox_retry_cb(evutil_socket_t fd, short events, void *arg)
 {
-	size_t i;
-	redisReply *e;
-	struct obx_msg *m;
-	char *att;
+	struct obx_msg *m = arg;
 
-	for (i = 0; i < entries->elements; i++) {
-		e = entries->element[i];
-		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
-		    e->element[1]->type != REDIS_REPLY_ARRAY)
-			continue;	/* deleted meanwhile */
-		m = xcalloc(1, sizeof *m);
-		m->shard = shard;
-		m->id = xstrdup(e->element[0]->str);
-		m->ch = outbox_field(e->element[1], "ch");
-		m->to = outbox_field(e->element[1], "to");
-		m->from = outbox_field(e->element[1], "from");
-		m->text = outbox_field(e->element[1], "text");
-		m->uid = outbox_field(e->element[1], "uid");
-		if (m->uid == NULL)
-			m->uid = xstrdup(m->id);
-		att = outbox_field(e->element[1], "att");
-		m->att = att ? atoi(att) : 0;
-		free(att);
-		obx.inflight++;
-		if (m->ch == NULL || m->to == NULL || m->text == NULL) {
-			if (m->ch == NULL)
-				m->ch = xstrdup("?");
-			if (m->to == NULL)
-				m->to = xstrdup("?");
-			if (m->from == NULL)
-				m->from = xstrdup("");
-			if (m->text == NULL)
-				m->text = xstrdup("");
-			TAILQ_INSERT_TAIL(&obx.sending, m, entry);
-			outbox_done(m, OBX_FAIL, "malformed queue entry");
-			continue;
+	if (m->priv->epoch != obx.shards[m->shard].epoch || !obx.shards[m->shard].owned) {
+		outbox_release(m);	/* no longer ours: the new owner reclaims it */
+		return;
+	}
+	outbox_start(m);
+}
+
+/* A driver finished one part of m. */
+void
+outbox_done(struct obx_msg *m, int result, const char *why)
+{
+	struct obx_priv *p = m->priv;
+	struct obx_shard *s = &obx.shards[m->shard];
+	uint64_t delay, cap;
+	struct timeval tv;
+
+	obx.sending--;
+	if (p->epoch != s->epoch || !s->owned) {
+		/* We lost the shard while sending: the new owner settles or resends it. */
+		outbox_release(m);
+		return;
+	}
+	switch (result) {
+	case OBX_OK:
+		if (++p->part < p->nparts) {
+			outbox_start(m);	/* the next part, through the rate limit */
+			return;
 		}
-		if (m->from == NULL)
-			m->from = xstrdup("");
+		obx.sent++;
+		if (s->ndone == s->capdone) {
+			s->capdone = s->capdone ? s->capdone * 2 : 64;
+			s->done_id = xrealloc(s->done_id, s->capdone * sizeof *s->done_id);
+			s->done_uid = xrealloc(s->done_uid, s->capdone * sizeof *s->done_uid);
+		}
+		s->done_id[s->ndone] = m->id;
+		s->done_uid[s->ndone] = m->uid;
+		s->ndone++;
+		m->id = m->uid = NULL;
+		event_active(obx.flush, EV_TIMEOUT, 0);
+		outbox_release(m);
+		return;
+	case OBX_FALLBACK:
+		if (m->fallback_to != NULL && strcmp(m->ch, "sms") != 0) {
+			outbox_fail(m, why ? why : "cannot reach the user", m->fallback_to);
+			return;
+		}
+		/* FALLTHROUGH */
+	case OBX_FAIL:
+		outbox_fail(m, why ? why : "refused", NULL);
+		return;
+	}
+	if (m->att + 1 >= obx.cfg->outbox_max_attempts) {
+		outbox_fail(m, why ? why : "failed", NULL);
+		return;
+	}
+	/* Retry this part later; the recipient's later messages wait behind it. */
+	cap = (uint64_t)obx.cfg->outbox_retry_base_ms << (m->att < 20 ? m->att : 20);
+	if (cap > (uint64_t)obx.cfg->outbox_retry_max_ms)
+		cap = (uint64_t)obx.cfg->outbox_retry_max_ms;
+	delay = cap / 2 + randombytes_uniform((uint32_t)(cap / 2 + 1));	/* jitter */
+	if (m->retry_after_ms > 0 && (uint64_t)m->retry_after_ms > delay)
+		delay = (uint64_t)m->retry_after_ms;
+	m->retry_after_ms = 0;
+	m->att++;
+	obx.retried++;
+	log_info("outbox: %s reply %s part %zu/%zu failed (%s); attempt %d in %llu ms", m->ch,
+	    m->uid, p->part + 1, p->nparts, why ? why : "unknown", m->att + 1,
+	    (unsigned long long)delay);
+	if (p->retry == NULL)
+		p->retry = evtimer_new(event_get_base(obx.poll), outbox_retry_cb, m);
+	tv.tv_sec = (time_t)(delay / 1000);
+	tv.tv_usec = (suseconds_t)(delay % 1000) * 1000;
+	evtimer_add(p->retry, &tv);
+}
+
+/* Hand the current part to the driver. */
+static void
+outbox_send_part(struct obx_msg *m)
+{
+	const struct outbox_driver *d = outbox_driver_for(m->ch);
+
+	obx.sending++;
+	if (d == NULL) {
+		outbox_done(m, OBX_FAIL, "no driver for this channel");
+		return;
+	}
+	d->send(m, m->priv->parts[m->priv->part]);
+}
+
+static void	outbox_rate_ask(struct obx_rate *);
+
+static void
+outbox_rate_later_cb(evutil_socket_t fd, short events, void *arg)
+{
+	outbox_rate_ask(arg);
+}
+
+static void
+outbox_rate_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct obx_rate *rt = arg;
+	struct obx_msg *m;
+	struct timeval tv = { 0, 0 };
+	long long now = outbox_now_ms();
+
+	rt->asking = 0;
+	if (r != NULL && err == NULL && r->type == REDIS_REPLY_INTEGER) {
+		rt->tokens = (int)r->integer;
+		rt->window = now / 1000;
+	}
+	while (rt->tokens > 0 && (m = TAILQ_FIRST(&rt->waiting)) != NULL) {
+		TAILQ_REMOVE(&rt->waiting, m, priv->entry);
+		TAILQ_INSERT_TAIL(&obx.heads, m, priv->entry);
+		rt->tokens--;
+		outbox_send_part(m);
+	}
+	if (!TAILQ_EMPTY(&rt->waiting)) {
+		/* This second's slots are gone: ask again at the next one. */
+		tv.tv_usec = (suseconds_t)(1000 - now % 1000) * 1000;
+		evtimer_add(rt->later, &tv);
+	}
+}
+
+/* Ask Redis for as many send slots as there are chains waiting. */
+static void
+outbox_rate_ask(struct obx_rate *rt)
+{
+	struct obx_msg *m;
+	char *key, want[16], limit[16];
+	int n = 0;
+
+	if (rt->asking || obx.stopping)
+		return;
+	TAILQ_FOREACH(m, &rt->waiting, priv->entry)
+		n++;
+	if (n == 0)
+		return;
+	if (n > rt->limit)
+		n = rt->limit;
+	key = xasprintf("%srate:%s:%lld", obx.cfg->redis_prefix, rt->ch, outbox_now_ms() / 1000);
+	snprintf(want, sizeof want, "%d", n);
+	snprintf(limit, sizeof limit, "%d", rt->limit);
+	{
+		const char *v[] = { key, want, limit };
+
+		if (rds_evalsha(outbox_rate_script, outbox_rate_cb, rt, 1, 2, v, NULL) == 0)
+			rt->asking = 1;
+		else {
+			struct timeval tv = { 0, 200000 };
+
+			evtimer_add(rt->later, &tv);
+		}
+	}
+	free(key);
+}
+
+/* Start (or resume) m, the head of its chain: render it once, then send its current part as soon as
+ * the channel's rate limit allows. */
+static void
+outbox_start(struct obx_msg *m)
+{
+	struct obx_rate *rt = outbox_rate_for(m->ch);
+
+	if (m->priv->parts == NULL) {
+		m->priv->nparts = channel_render(m->ch, m->text, &m->priv->parts);
+		if (m->priv->nparts == 0) {
+			obx.sending++;
+			outbox_done(m, OBX_FAIL, "nothing to send (empty text or unknown channel)");
+			return;
+		}
+	}
+	if (rt->limit == 0) {
+		outbox_send_part(m);
+		return;
+	}
+	if (rt->tokens > 0 && rt->window == outbox_now_ms() / 1000) {
+		rt->tokens--;
+		outbox_send_part(m);
+		return;
+	}
+	TAILQ_REMOVE(&obx.heads, m, priv->entry);
+	TAILQ_INSERT_TAIL(&rt->waiting, m, priv->entry);
+	outbox_rate_ask(rt);
+}
+
+/* A message taken from the stream: chain it behind the recipient's message in flight, or start. */
+static void
+outbox_dispatch(struct obx_msg *m)
+{
+	struct obx_msg *o;
+	int r;
+
+	for (r = 0; r < 2; r++) {
+		struct obx_msgs *q = r == 0 ? &obx.heads : &outbox_rate_for(m->ch)->waiting;
+
+		TAILQ_FOREACH(o, q, priv->entry) {
+			if (strcmp(o->to, m->to) == 0 && strcmp(o->ch, m->ch) == 0) {
+				while (o->priv->next != NULL)
+					o = o->priv->next;
+				o->priv->next = m;
+				return;
+			}
+		}
+	}
+	TAILQ_INSERT_TAIL(&obx.heads, m, priv->entry);
+	outbox_start(m);
+}
+
+static void
+outbox_take_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct obx_shard *s = arg;
+	struct obx_msg *m;
+	redisReply *e;
+	size_t i;
+
+	s->reading = 0;
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY) {
+		if (err != NULL)
+			log_warn("outbox: reading shard %d: %s", (int)(s - obx.shards), err);
+		return;
+	}
+	s->fresh = 0;
+	for (i = 0; i < r->elements; i++) {
+		e = r->element[i];
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 7)
+			continue;
+		m = xcalloc(1, sizeof *m);
+		m->priv = xcalloc(1, sizeof *m->priv);
+		m->priv->epoch = s->epoch;
+		m->shard = (int)(s - obx.shards);
+		m->id = xstrdup(e->element[0]->str);
+		m->uid = xstrdup(e->element[1]->str);
+		m->ch = xstrdup(e->element[2]->str);
+		m->to = xstrdup(e->element[3]->str);
+		m->from = xstrdup(e->element[4]->str);
+		m->text = xstrndup(e->element[5]->str, e->element[5]->len);
+		m->att = atoi(e->element[6]->str);
+		obx.taken++;
 		outbox_dispatch(m);
 	}
+	if (r->elements > 0)
+		outbox_kick(-1);	/* there may be more */
 }
 
-static int
-outbox_shard_of(const char *key)
-{
-	int i;
-
-	for (i = 0; i < CONV_SHARDS; i++)
-		if (strcmp(obx.k_stream[i], key) == 0)
-			return i;
-	return -1;
-}
-
-static void
-outbox_read_cb(struct redisReply *r, void *arg, const char *err)
-{
-	size_t i;
-	redisReply *s;
-	int shard;
-
-	obx.reading = 0;
-	if (r == NULL || err != NULL) {
-		if (err != NULL && strncmp(err, "NOGROUP", 7) == 0)
-			obx.groups_ready = 0;
-		return;
-	}
-	if (r->type != REDIS_REPLY_ARRAY)
-		return;		/* nil: nothing new */
-	for (i = 0; i < r->elements; i++) {
-		s = r->element[i];
-		if (s->type != REDIS_REPLY_ARRAY || s->elements != 2)
-			continue;
-		if ((shard = outbox_shard_of(s->element[0]->str)) >= 0)
-			outbox_take(shard, s->element[1]);
-	}
-}
-
-static void
-outbox_claim_cb(struct redisReply *r, void *arg, const char *err)
-{
-	int shard = (int)(intptr_t)arg;
-
-	/* XAUTOCLAIM answers [next-id, [entries], [deleted ids]]. */
-	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 2)
-		return;
-	if (r->element[1]->elements > 0)
-		log_info("outbox: reclaimed %zu replies left by a stopped instance",
-		    r->element[1]->elements);
-	outbox_take(shard, r->element[1]);
-}
-
-static void
-outbox_group_cb(struct redisReply *r, void *arg, const char *err)
-{
-	if (r == NULL)
-		return;
-	if (err != NULL && strncmp(err, "BUSYGROUP", 9) != 0) {
-		log_error("outbox: XGROUP CREATE: %s", err);
-		return;
-	}
-	if ((intptr_t)arg == CONV_SHARDS - 1)
-		obx.groups_ready = 1;
-}
-
-/* Read new entries when there is room; create the consumer groups after every reconnect. */
+/* Read what there is room for from every shard we hold. */
 static void
 outbox_poll_cb(evutil_socket_t fd, short events, void *arg)
 {
-	const char *v[4 + 2 * CONV_SHARDS + 4];
-	char count[16];
-	int i, k = 0, room;
+	struct obx_shard *s;
+	char count[16], now[24];
+	int sh, room;
 
-	if (!rds_ready() || obx.stopping) {
-		obx.groups_ready = 0;
+	if (!rds_ready() || obx.stopping)
 		return;
+	snprintf(now, sizeof now, "%lld", outbox_now_ms());
+	for (sh = 0; sh < CONV_SHARDS; sh++) {
+		s = &obx.shards[sh];
+		room = obx.cfg->outbox_concurrency - obx.taken;
+		if (room <= 0)
+			return;
+		if (!s->owned || s->reading)
+			continue;
+		snprintf(count, sizeof count, "%d", room < OUTBOX_TAKE_MAX ? room : OUTBOX_TAKE_MAX);
+		{
+			const char *v[] = { s->k_stream, s->k_sent, OUTBOX_GROUP, obx.me, count,
+			    s->fresh ? "1" : "0", now };
+
+			if (rds_evalsha(outbox_take_script, outbox_take_cb, s, 2, 5, v, NULL) == 0)
+				s->reading = 1;
+		}
 	}
-	if (!obx.groups_ready) {
-		for (i = 0; i < CONV_SHARDS; i++)
-			rds_command(outbox_group_cb, (void *)(intptr_t)i,
-			    "XGROUP CREATE %s %s 0 MKSTREAM", obx.k_stream[i], OUTBOX_GROUP);
-		return;
-	}
-	room = obx.cfg->outbox_concurrency - obx.inflight;
-	if (obx.reading || room <= 0)
-		return;
-	snprintf(count, sizeof count, "%d", room);
-	v[k++] = "XREADGROUP";
-	v[k++] = "GROUP";
-	v[k++] = OUTBOX_GROUP;
-	v[k++] = obx.consumer;
-	v[k++] = "COUNT";
-	v[k++] = count;
-	v[k++] = "STREAMS";
-	for (i = 0; i < CONV_SHARDS; i++)
-		v[k++] = obx.k_stream[i];
-	for (i = 0; i < CONV_SHARDS; i++)
-		v[k++] = ">";
-	if (rds_commandv(outbox_read_cb, NULL, k, v, NULL) == 0)
-		obx.reading = 1;
 }
 
-/* Every second: move due retries back into the streams; every minute or so, reclaim entries that
- * another (dead) consumer took and never settled. */
 static void
-outbox_housekeep_cb(evutil_socket_t fd, short events, void *arg)
+outbox_lease_cb(struct redisReply *r, void *arg, const char *err)
 {
-	static unsigned tick;
-	struct timespec now;
-	char ms[24], idle[16];
-	int i;
+	struct obx_shard *s = arg;
+	int held;
 
-	if (!rds_ready() || !obx.groups_ready || obx.stopping)
-		return;
-	clock_gettime(CLOCK_REALTIME, &now);
-	snprintf(ms, sizeof ms, "%llu", (unsigned long long)now.tv_sec * 1000 +
-	    (unsigned long long)now.tv_nsec / 1000000);
-	for (i = 0; i < CONV_SHARDS; i++) {
-		const char *v[] = { obx.k_retry[i], obx.k_stream[i], ms };
-
-		rds_evalsha(outbox_due_script, outbox_settled_cb, NULL, 2, 1, v, NULL);
+	s->renewing = 0;
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_INTEGER)
+		return;		/* unknown: keep what we think; the lease outlives a few misses */
+	held = r->integer == 1;
+	if (held && !s->owned) {
+		s->owned = 1;
+		s->fresh = 1;
+		s->epoch++;
+		log_info("outbox: now sending shard %d", (int)(s - obx.shards));
+		outbox_kick(-1);
+	} else if (!held && s->owned) {
+		s->owned = 0;
+		s->epoch++;	/* messages taken under the old epoch are dropped, not settled */
+		log_info("outbox: shard %d is sent by another instance now", (int)(s - obx.shards));
 	}
-	if (tick++ % 10 != 0 || obx.inflight >= obx.cfg->outbox_concurrency)
-		return;
-	snprintf(idle, sizeof idle, "%d", OUTBOX_CLAIM_IDLE_MS);
-	for (i = 0; i < CONV_SHARDS; i++)
-		rds_command(outbox_claim_cb, (void *)(intptr_t)i,
-		    "XAUTOCLAIM %s %s %s %s 0-0 COUNT 16", obx.k_stream[i], OUTBOX_GROUP,
-		    obx.consumer, idle);
 }
 
-/* New replies were queued (shard, or -1): read them now rather than at the next poll. */
+/* Every second: keep the leases we hold and take free ones. */
+static void
+outbox_tick_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct obx_shard *s;
+	char ttl[16];
+	int sh;
+
+	if (!rds_ready() || obx.stopping)
+		return;
+	snprintf(ttl, sizeof ttl, "%d", obx.cfg->outbox_lease_ms);
+	for (sh = 0; sh < CONV_SHARDS; sh++) {
+		s = &obx.shards[sh];
+		if (s->renewing)
+			continue;
+		{
+			const char *v[] = { s->k_lease, obx.me, ttl, "1" };
+
+			if (rds_evalsha(outbox_lease_script, outbox_lease_cb, s, 1, 3, v, NULL) == 0)
+				s->renewing = 1;
+		}
+	}
+	/* Forget sent ids older than a day, a shard per tick. */
+	{
+		static int next;
+		char *cut = xasprintf("%lld", outbox_now_ms() - OUTBOX_SENT_KEEP_MS);
+
+		rds_command(outbox_noop_cb, NULL, "ZREMRANGEBYSCORE %s -inf %s",
+		    obx.shards[next++ % CONV_SHARDS].k_sent, cut);
+		free(cut);
+	}
+}
+
+/* New replies were queued: read soon rather than at the next poll. */
 void
 outbox_kick(int shard)
 {
@@ -389,76 +698,166 @@ outbox_kick(int shard)
 		event_add(obx.poll, &tv);
 }
 
-/* Register scripts (before rds_start) and start the worker. */
+/* Register the scripts (before rds_start) and start the worker. */
 void
 outbox_init(struct event_base *base, const struct config *cfg)
 {
-	struct timeval hk = { OUTBOX_HOUSEKEEP_MS / 1000, (OUTBOX_HOUSEKEEP_MS % 1000) * 1000 };
-	struct timeval poll = { 0, OUTBOX_POLL_MS * 1000 };
+	/* Renew leases three times per lease period, at most once a second. */
+	int tick_ms = cfg->outbox_lease_ms / 3 < OUTBOX_TICK_MS ? cfg->outbox_lease_ms / 3 :
+	    OUTBOX_TICK_MS;
+	struct timeval tick = { tick_ms / 1000, (tick_ms % 1000) * 1000 };
 	char host[64];
 	size_t i;
-	int s;
+	int sh;
 
 	obx.cfg = cfg;
-	TAILQ_INIT(&obx.sending);
-	for (i = 0; i < sizeof outbox_drivers / sizeof outbox_drivers[0]; i++)
+	TAILQ_INIT(&obx.heads);
+	for (i = 0; i < sizeof outbox_drivers / sizeof outbox_drivers[0]; i++) {
 		if (strcmp(outbox_drivers[i].name, cfg->sms_driver) == 0)
 			obx.sms = &outbox_drivers[i];
+		if (strcmp(outbox_drivers[i].name, "zalo") == 0)
+			obx.zalo = &outbox_drivers[i];
+	}
 	if (obx.sms == NULL)
 		fatalx("sms.driver \"%s\" is unknown", cfg->sms_driver);
 	if (gethostname(host, sizeof host) != 0)
 		strcpy(host, "host");
 	host[sizeof host - 1] = '\0';
-	snprintf(obx.consumer, sizeof obx.consumer, "%s:%ld:%u", host, (long)getpid(),
+	snprintf(obx.me, sizeof obx.me, "%s:%ld:%08x", host, (long)getpid(),
 	    randombytes_random());
-	for (s = 0; s < CONV_SHARDS; s++) {
-		obx.k_stream[s] = xasprintf("%s{%d}:outbox", cfg->redis_prefix, s);
-		obx.k_retry[s] = xasprintf("%s{%d}:retry", cfg->redis_prefix, s);
-		obx.k_dead[s] = xasprintf("%s{%d}:dead", cfg->redis_prefix, s);
+	for (sh = 0; sh < CONV_SHARDS; sh++) {
+		struct obx_shard *s = &obx.shards[sh];
+
+		s->k_stream = xasprintf("%s{%d}:outbox", cfg->redis_prefix, sh);
+		s->k_dead = xasprintf("%s{%d}:dead", cfg->redis_prefix, sh);
+		s->k_sent = xasprintf("%s{%d}:sent", cfg->redis_prefix, sh);
+		s->k_lease = xasprintf("%s{%d}:lease", cfg->redis_prefix, sh);
 	}
+	for (i = 0; i < 2; i++) {
+		struct obx_rate *rt = &obx.rates[i];
+
+		rt->ch = i == 0 ? "sms" : "zalo";
+		rt->limit = i == 0 ? cfg->outbox_sms_rate : cfg->outbox_zalo_rate;
+		TAILQ_INIT(&rt->waiting);
+		rt->later = evtimer_new(base, outbox_rate_later_cb, rt);
+	}
+	outbox_lease_script = rds_script_add("outbox_lease", outbox_lease_lua);
+	outbox_take_script = rds_script_add("outbox_take", outbox_take_lua);
+	outbox_settle_script = rds_script_add("outbox_settle", outbox_settle_lua);
 	outbox_fail_script = rds_script_add("outbox_fail", outbox_fail_lua);
-	outbox_done_script = rds_script_add("outbox_done", outbox_done_lua);
-	outbox_due_script = rds_script_add("outbox_due", outbox_due_lua);
+	outbox_rate_script = rds_script_add("outbox_rate", outbox_rate_lua);
+	obx.flush = event_new(base, -1, 0, outbox_flush_cb, NULL);
 	obx.poll = event_new(base, -1, 0, outbox_poll_cb, NULL);
-	obx.housekeep = event_new(base, -1, EV_PERSIST, outbox_housekeep_cb, NULL);
-	event_add(obx.housekeep, &hk);
-	obx.tick = event_new(base, -1, EV_PERSIST, outbox_poll_cb, NULL);
-	event_add(obx.tick, &poll);
+	obx.tick = event_new(base, -1, EV_PERSIST, outbox_tick_cb, NULL);
+	event_add(obx.tick, &tick);
+	{
+		/* Reading is also polled, for replies queued by other instances. */
+		struct timeval p = { 0, OUTBOX_POLL_MS * 1000 };
+		struct event *ev = event_new(base, -1, EV_PERSIST, outbox_poll_cb, NULL);
+
+		event_add(ev, &p);
+		obx.pollev = ev;
+	}
 }
 
-/* Stop taking new messages; the ones in flight still settle (drain). */
+/* Stop taking messages; sends in flight finish and settle; then give the leases up so another
+ * instance takes over at once instead of after the lease expires. */
 void
 outbox_stop_taking(void)
 {
+	struct obx_msg *m, *t;
+	int i;
+
 	obx.stopping = 1;
+	/* Chains held for a retry stay pending in Redis for the next owner. */
+	for (m = TAILQ_FIRST(&obx.heads); m != NULL; m = t) {
+		t = TAILQ_NEXT(m, priv->entry);
+		if (m->priv->retry != NULL && evtimer_pending(m->priv->retry, NULL))
+			outbox_release(m);
+	}
+	for (i = 0; i < 2; i++)
+		while ((m = TAILQ_FIRST(&obx.rates[i].waiting)) != NULL) {
+			TAILQ_REMOVE(&obx.rates[i].waiting, m, priv->entry);
+			TAILQ_INSERT_TAIL(&obx.heads, m, priv->entry);
+			outbox_release(m);
+		}
+}
+
+/* Give up every lease we hold (on stop, after the drain). */
+void
+outbox_release_leases(void)
+{
+	struct obx_shard *s;
+	char ttl[16];
+	int sh;
+
+	outbox_flush_cb(-1, 0, NULL);
+	snprintf(ttl, sizeof ttl, "%d", obx.cfg->outbox_lease_ms);
+	for (sh = 0; sh < CONV_SHARDS; sh++) {
+		s = &obx.shards[sh];
+		if (!s->owned)
+			continue;
+		{
+			const char *v[] = { s->k_lease, obx.me, ttl, "0" };
+
+			obx.settling++;
+			if (rds_evalsha(outbox_lease_script, outbox_settled_cb, NULL, 1, 3, v,
+			    NULL) != 0)
+				obx.settling--;
+		}
+		s->owned = 0;
+	}
 }
 
 /* Free everything (after the drain). */
 void
 outbox_free(void)
 {
-	struct obx_msg *m;
-	int s;
+	struct obx_msg *m, *next;
+	int i, sh;
 
-	while ((m = TAILQ_FIRST(&obx.sending)) != NULL) {
-		TAILQ_REMOVE(&obx.sending, m, entry);
-		while (m != NULL) {
-			struct obx_msg *next = m->next;
-
+	obx.stopping = 1;
+	while ((m = TAILQ_FIRST(&obx.heads)) != NULL) {
+		TAILQ_REMOVE(&obx.heads, m, priv->entry);
+		for (; m != NULL; m = next) {
+			next = m->priv->next;
 			outbox_msg_free(m);
-			m = next;
 		}
+	}
+	for (i = 0; i < 2; i++) {
+		while ((m = TAILQ_FIRST(&obx.rates[i].waiting)) != NULL) {
+			TAILQ_REMOVE(&obx.rates[i].waiting, m, priv->entry);
+			for (; m != NULL; m = next) {
+				next = m->priv->next;
+				outbox_msg_free(m);
+			}
+		}
+		if (obx.rates[i].later != NULL)
+			event_free(obx.rates[i].later);
+		obx.rates[i].later = NULL;
 	}
 	if (obx.poll != NULL) {
 		event_free(obx.poll);
+		event_free(obx.pollev);
 		event_free(obx.tick);
-		event_free(obx.housekeep);
+		event_free(obx.flush);
 		obx.poll = NULL;
 	}
-	for (s = 0; s < CONV_SHARDS; s++) {
-		free(obx.k_stream[s]);
-		free(obx.k_retry[s]);
-		free(obx.k_dead[s]);
+	for (sh = 0; sh < CONV_SHARDS; sh++) {
+		struct obx_shard *s = &obx.shards[sh];
+		size_t j;
+
+		for (j = 0; j < s->ndone; j++) {
+			free(s->done_id[j]);
+			free(s->done_uid[j]);
+		}
+		free(s->done_id);
+		free(s->done_uid);
+		free(s->k_stream);
+		free(s->k_dead);
+		free(s->k_sent);
+		free(s->k_lease);
+		memset(s, 0, sizeof *s);
 	}
 	if (obx.file != NULL)
 		fclose(obx.file);
@@ -474,10 +873,10 @@ outbox_stats(unsigned long long *sent, unsigned long long *retried, unsigned lon
 	*dead = obx.dead;
 }
 
-/* Driver "file": append one JSON line per message to sms.file.path and show it on stdout, for
- * `make run` and for trying flows without a carrier. */
+/* Driver "file": append one JSON line per part to sms.file.path and show it on stdout, for
+ * `make run` and for trying flows without a carrier. Flushed once per loop pass. */
 static void
-outbox_driver_file(struct obx_msg *m)
+outbox_driver_file(struct obx_msg *m, const char *part)
 {
 	json_t *line;
 	char *s, ts[32];
@@ -491,22 +890,22 @@ outbox_driver_file(struct obx_msg *m)
 	gmtime_r(&now, &tm);
 	strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
 	line = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "ts", ts, "ch", m->ch, "to", m->to,
-	    "from", m->from, "id", m->uid, "text", m->text);
+	    "from", m->from, "id", m->uid, "text", part);
 	s = json_dumps(line, JSON_COMPACT);
 	json_decref(line);
 	fprintf(obx.file, "%s\n", s);
 	free(s);
-	if (fflush(obx.file) != 0) {
+	if (ferror(obx.file)) {
+		clearerr(obx.file);
 		outbox_done(m, OBX_RETRY, "writing sms.file.path failed");
 		return;
 	}
-	printf("--- %s to %s ---\n%s\n", m->ch, m->to, m->text);
-	fflush(stdout);
+	printf("--- %s to %s ---\n%s\n", m->ch, m->to, part);
 	outbox_done(m, OBX_OK, NULL);
 }
 
-/* How a provider's HTTP answer settles a message: 2xx sent, 4xx refused for good (but 408 and 429
- * are worth another try), anything else (5xx, no answer) retried. */
+/* How a provider's HTTP answer settles a part: 2xx sent, 4xx refused for good (but 408 and 429 are
+ * worth another try), anything else (5xx, no answer) retried. */
 static int
 outbox_classify(long status)
 {
@@ -533,12 +932,12 @@ outbox_fetch_cb(long status, const char *body, size_t len, const char *err, void
 /* Driver "kannel": GET sendsms. GSM-7 text goes as UTF-8; anything else as UCS-2 (coding=2,
  * charset=UTF-16BE, the text as URL-encoded UTF-16BE bytes). Our id rides in the dlr-url. */
 static void
-outbox_driver_kannel(struct obx_msg *m)
+outbox_driver_kannel(struct obx_msg *m, const char *part)
 {
 	const struct config *cfg = obx.cfg;
 	char *user, *pass, *from, *to, *text, *dlr = NULL, *url, *u16;
 	size_t n;
-	int ucs2 = !text_is_gsm7(m->text);
+	int ucs2 = !text_is_gsm7(part);
 
 	user = fetch_escape(cfg->kannel_user, strlen(cfg->kannel_user));
 	pass = fetch_escape(cfg->kannel_pass, strlen(cfg->kannel_pass));
@@ -546,11 +945,11 @@ outbox_driver_kannel(struct obx_msg *m)
 	    fetch_escape(cfg->kannel_from, strlen(cfg->kannel_from));
 	to = fetch_escape(m->to, strlen(m->to));
 	if (ucs2) {
-		u16 = text_utf8_to_utf16be(m->text, &n);
+		u16 = text_utf8_to_utf16be(part, &n);
 		text = fetch_escape(u16, n);
 		free(u16);
 	} else
-		text = fetch_escape(m->text, strlen(m->text));
+		text = fetch_escape(part, strlen(part));
 	if (cfg->kannel_dlr_url != NULL) {
 		char *d = xasprintf("%s?id=%s&status=%%d", cfg->kannel_dlr_url, m->uid);
 
@@ -571,17 +970,22 @@ outbox_driver_kannel(struct obx_msg *m)
 	free(dlr);
 }
 
-/* Driver "http": POST {"to","from","text","id"} as JSON to sms.http.url (an aggregator's API). */
+/* Driver "http": POST {"to","from","text","id"} as JSON to sms.http.url (an aggregator's API); the
+ * id (with the part number for long replies) lets the aggregator recognise a resend. */
 static void
-outbox_driver_http(struct obx_msg *m)
+outbox_driver_http(struct obx_msg *m, const char *part)
 {
 	const struct config *cfg = obx.cfg;
 	json_t *j;
-	char *body, *auth = NULL;
+	char *body, *auth = NULL, id[128];
 	const char *headers[3] = { "Content-Type: application/json", NULL, NULL };
 
+	if (m->priv->nparts > 1)
+		snprintf(id, sizeof id, "%s.%zu", m->uid, m->priv->part + 1);
+	else
+		snprintf(id, sizeof id, "%s", m->uid);
 	j = json_pack("{s:s, s:s, s:s, s:s}", "to", m->to, "from", *m->from ? m->from :
-	    cfg->kannel_from, "text", m->text, "id", m->uid);
+	    cfg->kannel_from, "text", part, "id", id);
 	body = json_dumps(j, JSON_COMPACT);
 	json_decref(j);
 	if (cfg->sms_http_token != NULL) {
@@ -592,4 +996,129 @@ outbox_driver_http(struct obx_msg *m)
 	    outbox_fetch_cb, m);
 	free(body);
 	free(auth);
+}
+
+static redisReply *
+outbox_cli_cmd(redisContext *c, const char *fmt, ...)
+{
+	va_list ap;
+	redisReply *r;
+
+	va_start(ap, fmt);
+	r = redisvCommand(c, fmt, ap);
+	va_end(ap);
+	if (r == NULL)
+		fatalx("Redis: %s", c->errstr);
+	if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOGROUP", 7) != 0)
+		fatalx("Redis: %s", r->str);
+	return r;
+}
+
+static const char *
+outbox_cli_field(redisReply *f, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i + 1 < f->elements; i += 2)
+		if (strcmp(f->element[i]->str, name) == 0)
+			return f->element[i + 1]->str;
+	return "";
+}
+
+/* `dvcgw outbox -c FILE [status | dead | requeue [ID...]]`: queue depth, entries taken and not yet
+ * settled, who sends each shard; the dead letters with their last error; put dead letters back into
+ * their queue (all, or the given ids) with a fresh attempt count. */
+int
+outbox_cli(const struct config *cfg, int argc, char **argv)
+{
+	redisContext *c;
+	redisReply *r, *p, *e;
+	char *cause = NULL, *stream, *dead, *lease;
+	const char *what = argc > 0 ? argv[0] : "status";
+	long long depth = 0, pending = 0, ndead = 0, moved = 0;
+	size_t i;
+	int sh, a, want;
+
+	if (strcmp(what, "status") != 0 && strcmp(what, "dead") != 0 &&
+	    strcmp(what, "requeue") != 0) {
+		fprintf(stderr, "dvcgw outbox: unknown action \"%s\" (status, dead, requeue)\n", what);
+		return 2;
+	}
+	if ((c = rds_connect_sync(cfg->redis_url, cfg->redis_timeout_ms, &cause)) == NULL) {
+		fprintf(stderr, "dvcgw outbox: %s\n", cause);
+		free(cause);
+		return 1;
+	}
+	if (strcmp(what, "status") == 0)
+		printf("%-5s %8s %8s %6s  %s\n", "shard", "queued", "pending", "dead", "sender");
+	for (sh = 0; sh < CONV_SHARDS; sh++) {
+		stream = xasprintf("%s{%d}:outbox", cfg->redis_prefix, sh);
+		dead = xasprintf("%s{%d}:dead", cfg->redis_prefix, sh);
+		lease = xasprintf("%s{%d}:lease", cfg->redis_prefix, sh);
+		if (strcmp(what, "status") == 0) {
+			long long q, pe, d;
+
+			r = outbox_cli_cmd(c, "XLEN %s", stream);
+			q = r->integer;
+			freeReplyObject(r);
+			r = outbox_cli_cmd(c, "XPENDING %s %s", stream, OUTBOX_GROUP);
+			pe = r->type == REDIS_REPLY_ARRAY && r->elements > 0 ?
+			    r->element[0]->integer : 0;
+			freeReplyObject(r);
+			r = outbox_cli_cmd(c, "XLEN %s", dead);
+			d = r->integer;
+			freeReplyObject(r);
+			p = outbox_cli_cmd(c, "GET %s", lease);
+			printf("%-5d %8lld %8lld %6lld  %s\n", sh, q, pe, d,
+			    p->type == REDIS_REPLY_STRING ? p->str : "-");
+			freeReplyObject(p);
+			depth += q;
+			pending += pe;
+			ndead += d;
+		} else {
+			r = outbox_cli_cmd(c, "XRANGE %s - +", dead);
+			for (i = 0; i < r->elements; i++) {
+				e = r->element[i];
+				if (strcmp(what, "dead") == 0) {
+					printf("%s %s to %s after %s attempts: %s\n  %s\n",
+					    e->element[0]->str,
+					    outbox_cli_field(e->element[1], "ch"),
+					    outbox_cli_field(e->element[1], "to"),
+					    outbox_cli_field(e->element[1], "att"),
+					    outbox_cli_field(e->element[1], "error"),
+					    outbox_cli_field(e->element[1], "text"));
+					ndead++;
+					continue;
+				}
+				want = argc <= 1;
+				for (a = 1; a < argc; a++)
+					if (strcmp(argv[a], e->element[0]->str) == 0)
+						want = 1;
+				if (!want)
+					continue;
+				p = outbox_cli_cmd(c, "XADD %s * ch %s to %s from %s text %s att 0",
+				    stream, outbox_cli_field(e->element[1], "ch"),
+				    outbox_cli_field(e->element[1], "to"),
+				    outbox_cli_field(e->element[1], "from"),
+				    outbox_cli_field(e->element[1], "text"));
+				freeReplyObject(p);
+				p = outbox_cli_cmd(c, "XDEL %s %s", dead, e->element[0]->str);
+				freeReplyObject(p);
+				moved++;
+			}
+			freeReplyObject(r);
+		}
+		free(stream);
+		free(dead);
+		free(lease);
+	}
+	if (strcmp(what, "status") == 0)
+		printf("total: %lld queued, %lld being sent or retried, %lld dead\n", depth, pending,
+		    ndead);
+	else if (strcmp(what, "dead") == 0)
+		printf("%lld dead letters\n", ndead);
+	else
+		printf("%lld dead letters requeued\n", moved);
+	redisFree(c);
+	return 0;
 }

@@ -115,7 +115,7 @@ class FakeProvider:
                     outer.release.wait(30)
                     mode = "down"
                 with outer.lock:
-                    outer.requests.append({"method": self.command, "path": path,
+                    outer.requests.append({"t": time.time(), "method": self.command, "path": path,
                                            "query": query, "body": body, "mode": mode,
                                            "headers": dict(self.headers)})
                 status, text = {"ok": (202, "0: Accepted for delivery"),

@@ -287,8 +287,6 @@ def test_same_user_concurrent_messages(env):
     sess_key = [k for k in env.redis.raw("KEYS", "t:*sess:sms:" + OTHER).split()][0]
     # Every message was applied to the session exactly once: 16 saves, none lost to a race.
     assert env.redis.cli("HGET", sess_key, "v") == "16", env.redis.cli("HGET", sess_key, "v")
-    inbox = env.redis.raw("KEYS", "t:*inbox").split()
-    assert sum(int(env.redis.cli("XLEN", k)) for k in inbox) == 16
     wait_until(lambda: joined(p, OTHER).count("Go so de chon") == 8 and
                joined(p, OTHER).count("Trang thai") == 8, 10, "16 replies")
 

@@ -1,0 +1,174 @@
+"""Black-box tests of reply delivery: ordering, crashes, several instances, rate limits, dead
+letters. Real redis-server, real daemons, a fake Kannel sendsms."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import DVCGW, run, wait_until  # noqa: E402
+
+CODE = "000.00.20.H21-231125-0001"
+FAST = dict(outbox__lease_ms=1500, outbox__retry_base_ms=100, outbox__retry_max_ms=300,
+            outbox__max_attempts=50)
+
+
+def users(n):
+    return ["8498765%04d" % i for i in range(n)]
+
+
+def ordered_texts(p, to):
+    return [m["text"] for m in p.accepted() if m["to"] == to]
+
+
+def test_outage_then_back_delivers_everything_in_order(env):
+    p = env.fake_kannel()
+    g = env.gateway(**FAST)
+    p.mode = "down"
+    us = users(3)
+    # three turns per user: menu, an option, back; each reply has its own recognisable text
+    for step, text in enumerate(["menu", "3", "0"]):
+        for u in us:
+            assert g.sms(u, text, "%s-%d" % (u, step))[0] == 202
+    wait_until(lambda: len(p.requests) >= 6, 5, "failed attempts during the outage")
+    time.sleep(0.5)
+    p.mode = "ok"
+    for u in us:
+        wait_until(lambda: sum("Go so de chon" in t for t in ordered_texts(p, u)) >= 2, 15,
+                   "all replies to %s" % u)
+    p.settle(0.5)
+    for u in us:
+        texts = ordered_texts(p, u)
+        joined = "".join(texts)
+        # menu, websites, menu again — in that order, each exactly once
+        first = joined.index("Go so de chon")
+        web = joined.index("http", first)
+        second = joined.index("Go so de chon", web)
+        assert first < web < second and joined.count("Go so de chon") == 2, texts
+        assert len(texts) == len(set(texts)) or texts.count(texts[0]) <= 2, texts
+
+
+def test_kill9_in_flight_then_restart(env):
+    p = env.fake_kannel()
+    g1 = env.gateway(**FAST)
+    p.mode = "hang"
+    us = users(4)
+    for u in us:
+        assert g1.sms(u, "menu", u + "-1")[0] == 202
+    wait_until(lambda: len(p.requests) + 0 >= 0 and threading.active_count() > 1, 1)
+    time.sleep(0.5)                       # sends are in flight, unanswered
+    g1.proc.kill()
+    g1.proc.wait()
+    p.mode = "ok"
+    p.release.set()
+    g2 = env.gateway(**FAST)              # a new instance takes the shards over once the leases lapse
+    for u in us:
+        wait_until(lambda: "7. Ho tro, hotline" in "".join(ordered_texts(p, u)), 15,
+                   "the reply to %s after the restart" % u)
+    p.settle(0.8)
+    for u in us:
+        texts = ordered_texts(p, u)
+        assert len(texts) == len(set(texts)), ("sent twice", texts)
+    q = subprocess.run([DVCGW, "outbox", "-c", g2.config], capture_output=True, text=True)
+    assert "total: 0 queued, 0 being sent or retried, 0 dead" in q.stdout, q.stdout
+
+
+def test_sent_entries_are_not_sent_again(env):
+    """The idempotency record: an entry whose id is in the shard's sent set (its send went out but the
+    instance died before acknowledging it) is settled without sending it again."""
+    p = env.fake_kannel()
+    g = env.gateway(**FAST)
+    g.stop()
+    r = env.redis
+    shard = 3
+    stream = "t:{%d}:outbox" % shard
+    r.cli("XGROUP", "CREATE", stream, "gw", "0", "MKSTREAM")
+    r.cli("XADD", stream, "*", "ch", "sms", "to", "84900000001", "from", "8077", "text", "already sent",
+          "uid", "u-1", "att", "0")
+    r.cli("XADD", stream, "*", "ch", "sms", "to", "84900000001", "from", "8077", "text", "not yet",
+          "uid", "u-2", "att", "0")
+    r.cli("ZADD", "t:{%d}:sent" % shard, str(int(time.time() * 1000)), "u-1")
+    g2 = env.gateway(**FAST)
+    wait_until(lambda: ordered_texts(p, "84900000001") == ["not yet"], 5, "only the unsent entry")
+    p.settle()
+    assert ordered_texts(p, "84900000001") == ["not yet"]
+    assert r.cli("XLEN", stream) == "0"
+
+
+def test_dead_letter_then_requeue(env):
+    p = env.fake_kannel()
+    g = env.gateway(outbox__max_attempts=2, outbox__retry_base_ms=50, outbox__retry_max_ms=100)
+    p.mode = "down"
+    g.sms("0987654321", "menu", "d1")
+    cli = [DVCGW, "outbox", "-c", g.config]
+    wait_until(lambda: "1 dead letters" in subprocess.run(cli + ["dead"], capture_output=True,
+                                                          text=True).stdout, 5, "a dead letter")
+    out = subprocess.run(cli + ["dead"], capture_output=True, text=True).stdout
+    assert "sms to 84987654321 after 2 attempts: HTTP 503" in out, out
+    st = subprocess.run(cli, capture_output=True, text=True).stdout
+    assert "0 queued, 0 being sent or retried, 1 dead" in st, st
+    p.mode = "ok"
+    out = subprocess.run(cli + ["requeue"], capture_output=True, text=True).stdout
+    assert "1 dead letters requeued" in out, out
+    wait_until(lambda: "Go so de chon" in "".join(ordered_texts(p, "84987654321")), 5, "requeued reply")
+    st = subprocess.run(cli, capture_output=True, text=True).stdout
+    assert "0 dead" in st, st
+
+
+def test_two_instances_share_sessions_and_outbox(env):
+    p = env.fake_kannel()
+    g1 = env.gateway(**FAST)
+    g2 = env.gateway(**FAST)
+    g1.import_demo()
+    u = "0987654321"
+    # one conversation alternating between the two instances
+    steps = ["menu", "6", CODE, "0", "0"]
+    for i, text in enumerate(steps):
+        gw = (g1, g2)[i % 2]
+        assert gw.sms(u, text, "x%d" % i)[0] == 202
+        time.sleep(0.05)
+    # a retried delivery of step 0 to the other instance is recognised
+    st, body, _ = g2.sms(u, "menu", "x0")
+    assert json.loads(body)["duplicate"] is True
+    wait_until(lambda: "Dang xu ly" in "".join(ordered_texts(p, "84987654321")), 5, "lookup reply")
+    p.settle(0.5)
+    texts = ordered_texts(p, "84987654321")
+    joined = "".join(texts)
+    assert joined.index("Go so de chon") < joined.index("Tra cuu ho so:") < joined.index("Dang xu ly"), texts
+    assert len(texts) == len(set(texts)) or joined.count("Dang xu ly") == 1, texts
+    # each shard is sent by exactly one of them
+    owners = [env.redis.cli("GET", "t:{%d}:lease" % s) for s in range(8)]
+    assert all(owners) and len(set(owners)) <= 2, owners
+    # stopping one hands its shards over at once
+    assert g1.stop() == 0
+    wait_until(lambda: len(set(env.redis.cli("GET", "t:{%d}:lease" % s) for s in range(8))) == 1, 5,
+               "one owner left")
+    n = len(p.accepted())
+    g2.sms("0911111111", "menu", "y1")
+    wait_until(lambda: len(p.accepted()) > n, 5, "delivery by the remaining instance")
+
+
+def test_rate_limit_shared_by_instances(env):
+    p = env.fake_kannel()
+    g1 = env.gateway(outbox__sms_rate=5, outbox__lease_ms=1500)
+    g2 = env.gateway(outbox__sms_rate=5, outbox__lease_ms=1500)
+    times = []
+    us = users(16)
+    for i, u in enumerate(us):
+        (g1, g2)[i % 2].sms(u, "HD", "r%d" % i)     # help: one short reply each
+    wait_until(lambda: len(p.accepted()) >= 16, 12, "16 replies at 5 per second")
+    with p.lock:
+        stamps = [r.get("t") for r in p.requests]
+    per_sec = {}
+    for t in stamps:
+        per_sec[int(t)] = per_sec.get(int(t), 0) + 1
+    assert max(per_sec.values()) <= 5, per_sec
+    assert len(per_sec) >= 3, per_sec
+
+
+if __name__ == "__main__":
+    tests = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
+    sys.exit(run(tests))
