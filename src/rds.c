@@ -203,18 +203,21 @@ rds_command(rds_cb *cb, void *arg, const char *fmt, ...)
 	return 0;
 }
 
-/* Run a registered script with EVALSHA: keys then args, all as strings with lengths. */
+/* Run a registered script with EVALSHA: keys then args, all as strings with lengths (vlen NULL:
+ * NUL-terminated). Any number of arguments. */
 int
 rds_evalsha(int script, rds_cb *cb, void *arg, int nkeys, int nargs, const char **v,
     const size_t *vlen)
 {
-	const char *argv[64];
-	size_t argvlen[64];
+	const char *sargv[64], **argv = sargv;
+	size_t sargvlen[64], *argvlen = sargvlen;
 	char nk[16];
-	int i, n = nkeys + nargs;
+	int i, rc, n = nkeys + nargs;
 
-	if (n + 3 > 64)
-		fatalx("rds_evalsha: too many arguments");
+	if (n + 3 > 64) {
+		argv = xcalloc((size_t)n + 3, sizeof *argv);
+		argvlen = xcalloc((size_t)n + 3, sizeof *argvlen);
+	}
 	argv[0] = "EVALSHA"; argvlen[0] = 7;
 	argv[1] = rds.scripts[script].sha; argvlen[1] = 40;
 	argvlen[2] = (size_t)snprintf(nk, sizeof nk, "%d", nkeys);
@@ -223,7 +226,12 @@ rds_evalsha(int script, rds_cb *cb, void *arg, int nkeys, int nargs, const char 
 		argv[i + 3] = v[i];
 		argvlen[i + 3] = vlen ? vlen[i] : strlen(v[i]);
 	}
-	return rds_commandv(cb, arg, n + 3, argv, argvlen);
+	rc = rds_commandv(cb, arg, n + 3, argv, argvlen);
+	if (argv != sargv) {
+		free(argv);
+		free(argvlen);
+	}
+	return rc;
 }
 
 /* The sweep: a command past its deadline means Redis is stuck (stopped, paused, partitioned). Answer

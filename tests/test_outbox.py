@@ -169,6 +169,27 @@ def test_rate_limit_shared_by_instances(env):
     assert len(per_sec) >= 3, per_sec
 
 
+def test_burst_settles_in_large_batches(env):
+    """Hundreds of replies settled in one loop pass (one script call with hundreds of arguments)."""
+    p = env.fake_kannel()
+    g = env.gateway(sms__driver="file")
+    us = users(300)
+
+    def send(chunk):
+        for u in chunk:
+            assert g.sms(u, "HD", "b-" + u)[0] == 202
+
+    threads = [threading.Thread(target=send, args=(us[i::6],)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wait_until(lambda: len({m["to"] for m in g.file_messages()}) == 300, 10, "300 replies")
+    wait_until(lambda: all(env.redis.cli("XLEN", "t:{%d}:outbox" % s) == "0" for s in range(8)), 5,
+               "every entry settled")
+    assert g.request("GET", "/healthz")[0] == 200
+
+
 if __name__ == "__main__":
     tests = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
     sys.exit(run(tests))
