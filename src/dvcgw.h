@@ -28,6 +28,7 @@ struct config;
 #define ZALO_MAX_CHARS 2000
 void		 channel_init(const struct config *);
 size_t		 channel_render(const char *, const char *, char ***);
+void		 channel_flush(void);
 
 /* config.c */
 struct config {

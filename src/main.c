@@ -93,6 +93,7 @@ gw_teardown(void)
 {
 	http_free();
 	outbox_free();
+	channel_flush();
 	fetch_stop();
 	rds_stop();
 	conv_shutdown();
@@ -250,6 +251,7 @@ chat_quit(void)
 	event_free(chat.wait);
 	fetch_stop();
 	outbox_free();
+	channel_flush();
 	rds_stop();
 	conv_shutdown();
 	event_base_loopexit(gw.base, NULL);
