@@ -146,17 +146,15 @@ rds_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
 	free(p);
 }
 
-/* Send a command. On a closed connection cb is NOT called and -1 is returned; otherwise cb is called
- * exactly once: with the reply (borrowed for the call), or NULL and a reason on timeout or
- * disconnect. err is set for a Redis error reply too. */
-int
-rds_commandv(rds_cb *cb, void *arg, int argc, const char **argv, const size_t *argvlen)
+/* A pending record with its deadline, or NULL when no command can be sent now. */
+static struct rds_pending *
+rds_pending_new(rds_cb *cb, void *arg)
 {
 	struct rds_pending *p;
 	struct timeval now, tmo;
 
 	if (rds.ac == NULL || (rds.state != RDS_READY && !rds.loading))
-		return -1;
+		return NULL;
 	p = xcalloc(1, sizeof *p);
 	p->cb = cb;
 	p->arg = arg;
@@ -164,7 +162,14 @@ rds_commandv(rds_cb *cb, void *arg, int argc, const char **argv, const size_t *a
 	tmo.tv_sec = rds.timeout_ms / 1000;
 	tmo.tv_usec = (rds.timeout_ms % 1000) * 1000;
 	timeradd(&now, &tmo, &p->deadline);
-	if (redisAsyncCommandArgv(rds.ac, rds_reply_cb, p, argc, argv, argvlen) != REDIS_OK) {
+	return p;
+}
+
+/* Track a command hiredis accepted (rc REDIS_OK), or drop the record. */
+static int
+rds_pending_add(struct rds_pending *p, int rc)
+{
+	if (rc != REDIS_OK) {
 		free(p);
 		return -1;
 	}
@@ -173,34 +178,34 @@ rds_commandv(rds_cb *cb, void *arg, int argc, const char **argv, const size_t *a
 	return 0;
 }
 
+/* Send a command. On a closed connection cb is NOT called and -1 is returned; otherwise cb is called
+ * exactly once: with the reply (borrowed for the call), or NULL and a reason on timeout or
+ * disconnect. err is set for a Redis error reply too. */
+int
+rds_commandv(rds_cb *cb, void *arg, int argc, const char **argv, const size_t *argvlen)
+{
+	struct rds_pending *p;
+
+	if ((p = rds_pending_new(cb, arg)) == NULL)
+		return -1;
+	return rds_pending_add(p, redisAsyncCommandArgv(rds.ac, rds_reply_cb, p, argc, argv,
+	    argvlen));
+}
+
 /* printf-style form for fixed commands. */
 int
 rds_command(rds_cb *cb, void *arg, const char *fmt, ...)
 {
 	struct rds_pending *p;
-	struct timeval now, tmo;
 	va_list ap;
 	int rc;
 
-	if (rds.ac == NULL || (rds.state != RDS_READY && !rds.loading))
+	if ((p = rds_pending_new(cb, arg)) == NULL)
 		return -1;
-	p = xcalloc(1, sizeof *p);
-	p->cb = cb;
-	p->arg = arg;
-	event_base_gettimeofday_cached(rds.base, &now);
-	tmo.tv_sec = rds.timeout_ms / 1000;
-	tmo.tv_usec = (rds.timeout_ms % 1000) * 1000;
-	timeradd(&now, &tmo, &p->deadline);
 	va_start(ap, fmt);
 	rc = redisvAsyncCommand(rds.ac, rds_reply_cb, p, fmt, ap);
 	va_end(ap);
-	if (rc != REDIS_OK) {
-		free(p);
-		return -1;
-	}
-	TAILQ_INSERT_TAIL(&rds.pending, p, entry);
-	rds.ncommands++;
-	return 0;
+	return rds_pending_add(p, rc);
 }
 
 /* Run a registered script with EVALSHA: keys then args, all as strings with lengths (vlen NULL:
