@@ -56,4 +56,49 @@ bench: deps
 clean:
 	rm -rf $(B)
 
+# ---- fuzz targets -------------------------------------------------------------------------------
+# tests/fuzz_X.c is a libFuzzer target; its corpus tests/corpus/X/ is a regression test. `make units`
+# builds $(B)/fuzz_X with the normal compiler and tests/fuzz_main.c as main() (it runs each corpus
+# file once: `build/fuzz_X tests/corpus/X`). `make fuzz` builds the libFuzzer versions with clang
+# into $(B)/fuzz/ and runs each for FUZZ_SECONDS, writing finds to $(B)/fuzz/corpus/X and crashes to
+# $(B)/fuzz/crash/. To keep the finds that reach new code (and the corpus small), into a copy D of
+# tests/corpus/X:  $(B)/fuzz/fuzz_X -merge=1 -use_counters=0 D $(B)/fuzz/corpus/X
+FUZZERS      := $(patsubst tests/%.c,$(B)/%,$(filter-out tests/fuzz_main.c,$(wildcard tests/fuzz_*.c)))
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_MAXLEN  ?= 2048
+FUZZ_B       := $(B)/fuzz
+FUZZ_SAN     := address,undefined
+FUZZ_CFLAGS  := -O1 -g -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_OBJS    := $(LIBSRCS:src/%.c=$(FUZZ_B)/obj/%.o)
+FUZZ_BINS    := $(patsubst $(B)/%,$(FUZZ_B)/%,$(FUZZERS))
+
+.PHONY: fuzz
+.SECONDARY: $(FUZZ_OBJS)
+units: $(FUZZERS)
+
+$(B)/fuzz_%: tests/fuzz_%.c tests/fuzz_main.c $(LIBOBJS) $(wildcard src/*.h)
+	$(CC) $(WARN) $(CFLAGS) $(PKGCFLAGS) -Isrc -o $@ $< tests/fuzz_main.c $(LIBOBJS) $(LDFLAGS) \
+	    $(PKGLIBS) -lm
+
+$(FUZZ_B)/obj/%.o: src/%.c $(wildcard src/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(WARN) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,$(FUZZ_SAN) $(PKGCFLAGS) -c $< -o $@
+
+$(FUZZ_B)/fuzz_%: tests/fuzz_%.c $(FUZZ_OBJS)
+	$(FUZZ_CC) $(WARN) $(FUZZ_CFLAGS) -fsanitize=fuzzer,$(FUZZ_SAN) $(PKGCFLAGS) -Isrc -o $@ $< \
+	    $(FUZZ_OBJS) $(PKGLIBS) -lm
+
+fuzz: $(FUZZ_BINS)
+	@for f in $(FUZZ_BINS); do \
+		t=$${f##*/fuzz_}; mkdir -p $(FUZZ_B)/corpus/$$t $(FUZZ_B)/crash; \
+		echo "fuzz_$$t: $(FUZZ_SECONDS) s on tests/corpus/$$t"; \
+		$$f -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAXLEN) -print_final_stats=1 \
+		    -artifact_prefix=$(FUZZ_B)/crash/$$t- $(FUZZ_B)/corpus/$$t tests/corpus/$$t \
+		    2>$(FUZZ_B)/$$t.log || { tail -n 60 $(FUZZ_B)/$$t.log; exit 1; }; \
+		grep -E '^#[0-9]+.*DONE|stat::number_of_executed_units|stat::new_units_added' \
+		    $(FUZZ_B)/$$t.log; \
+	done
+# ---- end of fuzz targets ------------------------------------------------------------------------
+
 -include $(OBJS:.o=.d) $(UNITS:=.d)

@@ -101,6 +101,18 @@ sms_accept(struct evhttp_request *req, int kannel, const char *from, const char 
 	free(clean);
 }
 
+/* 1 when UTF-16BE bytes hold a U+0000 code unit (the UTF-8 conversion would cut the text there). */
+static int
+sms_ucs2_has_nul(const unsigned char *p, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i + 1 < len; i += 2)
+		if (p[i] == 0 && p[i + 1] == 0)
+			return 1;
+	return 0;
+}
+
 /* GET|POST /sms/kannel: Kannel's get-url or post-url. Parameters come in the query string, or a
  * form-encoded body; with post-url the body is the text itself. coding=2 or charset=UTF-16BE means
  * the text is UTF-16BE bytes. */
@@ -110,7 +122,7 @@ sms_kannel(struct evhttp_request *req, void *arg)
 	struct http_query q, qb;
 	const char *qs = http_query_string(req), *text, *coding, *charset, *from, *id;
 	char *cause = NULL, *body = NULL, *utf8 = NULL;
-	size_t len = 0, blen;
+	size_t len = 0, blen, flen = 0;
 	int have_body = 0;
 
 	if (http_query_parse(qs, strlen(qs), &q, &cause) != 0) {
@@ -137,14 +149,22 @@ sms_kannel(struct evhttp_request *req, void *arg)
 		len = blen;
 	} else
 		text = KPARAM("text", &len);
-	from = KPARAM("from", NULL);
+	from = KPARAM("from", &flen);
 	if (from == NULL)	/* post-url puts the sender in a header */
 		from = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Kannel-From");
+	else if (memchr(from, '\0', flen) != NULL) {
+		http_error(req, 400, "invalid_sender", "The sender (from) contains a NUL byte.");
+		goto out;
+	}
 	id = KPARAM("id", NULL);
 	coding = KPARAM("coding", NULL);
 	charset = KPARAM("charset", NULL);
 	if (text != NULL && ((coding != NULL && strcmp(coding, "2") == 0) ||
 	    (charset != NULL && strcasecmp(charset, "UTF-16BE") == 0))) {
+		if (sms_ucs2_has_nul((const unsigned char *)text, len)) {
+			http_error(req, 400, "invalid_text", "The UCS-2 text contains U+0000.");
+			goto out;
+		}
 		if ((utf8 = text_utf16be_to_utf8((const unsigned char *)text, len, &cause)) == NULL) {
 			http_error(req, 400, "invalid_text", "The UCS-2 text cannot be decoded: %s.",
 			    cause);

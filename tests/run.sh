@@ -32,6 +32,14 @@ for u in build/unit_*; do
 	[ $rc = 0 ] || cat "$out"
 	tally "$(basename "$u")" "$out" $rc
 done
+for f in build/fuzz_*; do	# fuzz targets replay their corpora as regression tests
+	case "$f" in *.d) continue ;; esac
+	[ -f "$f" ] || continue
+	"$f" "tests/corpus/${f#build/fuzz_}" >"$out" 2>&1
+	rc=$?
+	[ $rc = 0 ] || cat "$out"
+	tally "$(basename "$f")" "$out" $rc
+done
 for t in tests/test_*.py; do
 	python3 "$t" >"$out" 2>&1
 	rc=$?

@@ -193,6 +193,8 @@ def test_kannel_truncated_utf16(env):
     assert st == 400 and j["error"] == "invalid_text", j
     st, j = error_of(g.kannel("from=0987654321&to=8077&coding=2&text=%D8%00%00a"))   # lone surrogate
     assert st == 400 and j["error"] == "invalid_text", j
+    st, j = error_of(g.kannel("from=0987654321&to=8077&coding=2&text=%00a%00%00%00b"))  # U+0000
+    assert st == 400 and j["error"] == "invalid_text", j
 
 
 def test_kannel_invalid_utf8(env):
@@ -211,6 +213,8 @@ def test_kannel_missing_parameters(env):
     assert st == 400 and "sender" in j["message"], j
     st, j = error_of(g.kannel("from=0987654321&to=8077"))
     assert st == 400 and "text" in j["message"], j
+    st, j = error_of(g.kannel("from=0912345678%00xyz&to=8077&text=hi"))
+    assert st == 400 and j["error"] == "invalid_sender", j
     st, j = error_of(g.kannel("from=01629123456&to=8077&text=hi"))
     assert st == 400 and j["error"] == "invalid_sender" and "10" in j["message"], j
     time.sleep(0.3)
