@@ -189,6 +189,15 @@ char	*xstrndup(const char *, size_t);
 char	*xasprintf(const char *, ...) printflike(1, 2);
 char	*xvasprintf(const char *, va_list) printflike(1, 0);
 
+/* zalo.c */
+void		 zalo_init(struct event_base *, const struct config *);
+void		 zalo_stop(void);
+void		 zalo_webhook(struct evhttp_request *, void *);
+void		 zalo_send(struct obx_msg *, const char *);
+void		 zalo_mac(const char *, const char *, size_t, const char *, const char *, char *);
+char		*zalo_json_number(const char *, size_t, const char *);
+long long	 zalo_night_wait_ms(long long);
+
 /* log.c */
 #define LOG_DEBUG 0
 #define LOG_INFO 1

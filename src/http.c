@@ -31,6 +31,9 @@ static const struct http_route {
 	{ "/sms/kannel", EVHTTP_REQ_GET | EVHTTP_REQ_POST, sms_kannel },
 	{ "/sms/inbound", EVHTTP_REQ_POST, sms_inbound },
 	{ "/sms/dlr", EVHTTP_REQ_GET | EVHTTP_REQ_POST, sms_dlr },
+	{ "/zalo/webhook", EVHTTP_REQ_POST, zalo_webhook },
+	{ "/ussd", EVHTTP_REQ_POST, ussd_callback },
+	{ "/ussd/end", EVHTTP_REQ_POST, ussd_end },
 };
 
 static struct {

@@ -92,6 +92,7 @@ static void
 gw_teardown(void)
 {
 	http_free();
+	zalo_stop();
 	outbox_free();
 	channel_flush();
 	fetch_stop();
@@ -178,6 +179,7 @@ gw_setup(struct config *cfg, struct flowset *fs)
 	ussd_init(gw.base, cfg);
 	fetch_init(gw.base);
 	outbox_init(gw.base, cfg);
+	zalo_init(gw.base, cfg);
 	if (rds_start(gw.base, cfg->redis_url, cfg->redis_timeout_ms, &cause) != 0)
 		fatalx("%s", cause);
 }

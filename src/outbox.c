@@ -134,6 +134,7 @@ static const struct outbox_driver {
 	{ "file", outbox_driver_file },
 	{ "kannel", outbox_driver_kannel },
 	{ "http", outbox_driver_http },
+	{ "zalo", zalo_send },
 };
 
 /* Per-channel send slots, shared by all instances through a one-second window in Redis. */
@@ -951,7 +952,10 @@ outbox_driver_kannel(struct obx_msg *m, const char *part)
 	} else
 		text = fetch_escape(part, strlen(part));
 	if (cfg->kannel_dlr_url != NULL) {
-		char *d = xasprintf("%s?id=%s&status=%%d", cfg->kannel_dlr_url, m->uid);
+		/* one report per part: the part number rides with our id */
+		char *d = m->priv->nparts > 1 ?
+		    xasprintf("%s?id=%s.%zu&status=%%d", cfg->kannel_dlr_url, m->uid, m->priv->part + 1) :
+		    xasprintf("%s?id=%s&status=%%d", cfg->kannel_dlr_url, m->uid);
 
 		dlr = fetch_escape(d, strlen(d));
 		free(d);
