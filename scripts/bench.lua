@@ -23,6 +23,7 @@ function setup(thread)
 end
 
 local mode, prefix, users, per, first, n
+local signed = {}	-- zalo mode: this thread's pre-signed {body, mac} pairs
 local headers = { ["Content-Type"] = "application/json" }
 
 function init(args)
@@ -35,11 +36,32 @@ function init(args)
 	per = math.floor(users / nt)
 	first = tid * per
 	n = 0
+	if mode == "zalo" then
+		-- args[2] is a file of "MAC<TAB>BODY" lines signed by bench.sh; thread t takes every
+		-- nt-th line from line t, so every webhook (msg_id) is sent once
+		local i = 0
+		for line in io.lines(args[2]) do
+			if i % nt == tid then
+				local tab = line:find("\t", 1, true)
+				signed[#signed + 1] = { line:sub(tab + 1), line:sub(1, tab - 1) }
+			end
+			i = i + 1
+		end
+	end
 end
+
+local zalo_headers = { ["Content-Type"] = "application/json" }
 
 function request()
 	if mode == "bare" then
 		return wrk.format("GET", "/livez")
+	end
+	if mode == "zalo" then
+		-- past the end the ids repeat: bench.sh then sees fewer saved turns than answers and fails
+		local s = signed[n % #signed + 1]
+		n = n + 1
+		zalo_headers["X-ZEvent-Signature"] = "mac=" .. s[2]
+		return wrk.format("POST", "/zalo/webhook", zalo_headers, s[1])
 	end
 	local u = first + n % per
 	-- a user's next text each time round the users; users start at different places in the
