@@ -251,7 +251,7 @@ check_run bare "$TMP/bare.out"
 # --- the Zalo webhook run ---------------------------------------------------------------------------
 # Signed bodies are made ahead (wrk's Lua has no SHA-256): mac = sha256(app_id + body + timestamp +
 # OA secret key), as Zalo signs them. Enough for twice the SMS rate, each msg_id unique.
-ZN=$(awk -v r="$turns_rps" -v s="$SECS" 'BEGIN { printf "%d\n", r * s * 2 + 20000 }')
+ZN=$(awk -v r="$(wrk_rps "$TMP/turns.out")" -v s="$SECS" 'BEGIN { printf "%d\n", r * s * 2 + 20000 }')
 python3 - "$TMP/zalo.signed" "$ZN" "$USERS" <<'PY' || die "signing the Zalo webhook bodies failed"
 import hashlib, json, sys
 path, n, users = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
