@@ -33,7 +33,7 @@ usage(void)
 	fprintf(stderr,
 	    "usage: dvcgw [-c FILE]                       run the gateway\n"
 	    "       dvcgw check -c FILE                   validate the config and every flow\n"
-	    "       dvcgw chat -c FILE --channel sms|ussd --user ID\n"
+	    "       dvcgw chat -c FILE --channel sms|ussd|zalo --user ID\n"
 	    "                                             talk to the flows from the terminal\n"
 	    "       dvcgw import -c FILE PATH             load dossiers from JSON or CSV\n"
 	    "       dvcgw outbox -c FILE [status|dead|requeue [ID...]]\n"
@@ -373,11 +373,20 @@ cmd_chat(struct config *cfg, const char *channel, const char *user)
 
 	if (channel == NULL || user == NULL)
 		usage();
-	if (strcmp(channel, "sms") != 0 && strcmp(channel, "ussd") != 0) {
-		fprintf(stderr, "dvcgw chat: --channel must be sms or ussd\n");
+	if (strcmp(channel, "sms") != 0 && strcmp(channel, "ussd") != 0 &&
+	    strcmp(channel, "zalo") != 0) {
+		fprintf(stderr, "dvcgw chat: --channel must be sms, ussd or zalo\n");
 		return 2;
 	}
-	if (phone_normalise(user, chat.user, &cause) < 0) {
+	if (strcmp(channel, "zalo") == 0) {
+		/* a Zalo user id (digits), as the webhook's sender.id */
+		if (*user == '\0' || strlen(user) >= sizeof chat.user ||
+		    strspn(user, "0123456789") != strlen(user)) {
+			fprintf(stderr, "dvcgw chat: --user: a Zalo user id is digits only\n");
+			return 2;
+		}
+		snprintf(chat.user, sizeof chat.user, "%s", user);
+	} else if (phone_normalise(user, chat.user, &cause) < 0) {
 		fprintf(stderr, "dvcgw chat: --user: %s\n", cause);
 		free(cause);
 		return 2;

@@ -507,6 +507,13 @@ def test_chat_simulator(env):
     # same Redis state as the daemon: the session the chat left is the daemon's
     sess = env.redis.raw("KEYS", "t:*sess:sms:84912345678").split()
     assert len(sess) == 1
+    # Zalo users chat with diacritics, under their Zalo id
+    out = subprocess.run([DVCGW, "chat", "-c", g.config, "--channel", "zalo", "--user", "579745863508352884"],
+                         input="HS " + CODE + "\n", capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0 and "Trạng thái: Đang xử lý" in out.stdout, out
+    bad = subprocess.run([DVCGW, "chat", "-c", g.config, "--channel", "fax", "--user", "1"],
+                         capture_output=True, text=True, timeout=20)
+    assert bad.returncode == 2 and "--channel" in bad.stderr, bad
 
 
 if __name__ == "__main__":
