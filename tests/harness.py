@@ -275,7 +275,10 @@ class Gateway:
         if not os.path.exists(path):
             return []
         with open(path) as f:
-            return [json.loads(l) for l in f if l.strip()]
+            data = f.read()
+        # the daemon may be mid-write: only complete lines count
+        lines = data.split("\n")[:-1]
+        return [json.loads(l) for l in lines if l.strip()]
 
 
 class Env:
