@@ -24,13 +24,20 @@ UNITS   := $(patsubst tests/%.c,$(B)/%,$(wildcard tests/unit_*.c))
 .PHONY: all deps run test bench clean units
 all: $(B)/dvcgw
 
-$(B)/%.o: src/%.c | $(B)
+# Objects depend on the flags they were built with: switching SANITIZE or CC rebuilds, never links a
+# mix of instrumented and plain objects.
+FLAGS_STAMP := $(B)/.flags
+FLAGS_NOW   := $(CC) $(WARN) $(CFLAGS) $(LDFLAGS)
+$(shell mkdir -p $(B) && { [ "$$(cat $(FLAGS_STAMP) 2>/dev/null)" = '$(FLAGS_NOW)' ] || \
+    echo '$(FLAGS_NOW)' > $(FLAGS_STAMP); })
+
+$(B)/%.o: src/%.c $(FLAGS_STAMP) | $(B)
 	$(CC) $(WARN) $(CFLAGS) $(PKGCFLAGS) -MMD -MP -c $< -o $@
 
 $(B)/dvcgw: $(OBJS)
 	$(CC) $(LDFLAGS) -o $@ $(OBJS) $(PKGLIBS) -lm
 
-$(B)/unit_%: tests/unit_%.c $(LIBOBJS)
+$(B)/unit_%: tests/unit_%.c $(LIBOBJS) $(FLAGS_STAMP)
 	$(CC) $(WARN) $(CFLAGS) $(PKGCFLAGS) -Isrc -MMD -MP -o $@ $< $(LIBOBJS) $(LDFLAGS) $(PKGLIBS) -lm
 
 units: $(UNITS)
@@ -77,7 +84,7 @@ FUZZ_BINS    := $(patsubst $(B)/%,$(FUZZ_B)/%,$(FUZZERS))
 .SECONDARY: $(FUZZ_OBJS)
 units: $(FUZZERS)
 
-$(B)/fuzz_%: tests/fuzz_%.c tests/fuzz_main.c $(LIBOBJS) $(wildcard src/*.h)
+$(B)/fuzz_%: tests/fuzz_%.c tests/fuzz_main.c $(LIBOBJS) $(wildcard src/*.h) $(FLAGS_STAMP)
 	$(CC) $(WARN) $(CFLAGS) $(PKGCFLAGS) -Isrc -o $@ $< tests/fuzz_main.c $(LIBOBJS) $(LDFLAGS) \
 	    $(PKGLIBS) -lm
 

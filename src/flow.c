@@ -274,6 +274,31 @@ tmpl_clear(struct tmpl *t)
 	t->n = 0;
 }
 
+/* Drop the spaces that end a line in b->p[from..] (an empty variable at a line's end leaves one). */
+static void
+tmpl_trim_lines(struct buf *b, size_t from)
+{
+	size_t r, w = from, sp = 0;
+
+	if (b->p == NULL)
+		return;
+	for (r = from; r < b->len; r++) {
+		if (b->p[r] == ' ') {
+			sp++;
+			continue;
+		}
+		if (b->p[r] != '\n')
+			while (sp > 0) {
+				b->p[w++] = ' ';
+				sp--;
+			}
+		sp = 0;
+		b->p[w++] = b->p[r];
+	}
+	b->len = w;
+	b->p[w] = '\0';
+}
+
 /* Render a template, each variable taken from the first object of chain that has it ("" if none). */
 static void
 tmpl_render(struct buf *b, const struct tmpl *t, const json_t *const *chain, size_t nchain)
@@ -281,7 +306,7 @@ tmpl_render(struct buf *b, const struct tmpl *t, const json_t *const *chain, siz
 	const struct seg	*sg;
 	const json_t		*v;
 	char			 num[32];
-	size_t			 i, j;
+	size_t			 i, j, from = b->len;
 
 	for (i = 0; i < t->n; i++) {
 		sg = &t->segs[i];
@@ -304,6 +329,7 @@ tmpl_render(struct buf *b, const struct tmpl *t, const json_t *const *chain, siz
 			break;
 		}
 	}
+	tmpl_trim_lines(b, from);
 }
 
 /* Record one load problem: "FILE: WHERE: problem" or "FILE: problem" when where is NULL. */
