@@ -204,7 +204,6 @@ cmd_run(struct config *cfg)
 	    cfg->listen_host, port, cfg->sms_driver, flowset_nstates(fs));
 	event_base_dispatch(gw.base);
 	event_base_free(gw.base);
-	config_free(cfg);
 	return 0;
 }
 
@@ -213,13 +212,10 @@ cmd_check(struct config *cfg)
 {
 	struct flowset *fs;
 
-	if ((fs = load_flows(cfg)) == NULL) {
-		config_free(cfg);
+	if ((fs = load_flows(cfg)) == NULL)
 		return 1;
-	}
 	printf("%s: config ok; %s: %zu states ok\n", cfg->path, cfg->flows_dir, flowset_nstates(fs));
 	flowset_free(fs);
-	config_free(cfg);
 	return 0;
 }
 
@@ -405,7 +401,6 @@ cmd_chat(struct config *cfg, const char *channel, const char *user)
 		    chat.user);
 	event_base_dispatch(gw.base);
 	event_base_free(gw.base);
-	config_free(cfg);
 	return 0;
 }
 
@@ -462,6 +457,8 @@ cmd_import(struct config *cfg, const char *path)
 	free(data);
 	if (rows == NULL) {
 		fprintf(stderr, "dvcgw import: %s: %s\n", path, cause);
+		free(cause);
+		json_decref(errors);
 		return 1;
 	}
 	json_array_foreach(errors, i, e) {
@@ -470,6 +467,9 @@ cmd_import(struct config *cfg, const char *path)
 	}
 	if ((rc = rds_connect_sync(cfg->redis_url, cfg->redis_timeout_ms, &cause)) == NULL) {
 		fprintf(stderr, "dvcgw import: %s\n", cause);
+		free(cause);
+		json_decref(rows);
+		json_decref(errors);
 		return 1;
 	}
 	json_array_foreach(rows, i, row) {
@@ -501,6 +501,8 @@ cmd_import(struct config *cfg, const char *path)
 		if (redisGetReply(rc, (void **)&reply) != REDIS_OK) {
 			fprintf(stderr, "dvcgw import: Redis: %s\n", rc->errstr);
 			redisFree(rc);
+			json_decref(rows);
+			json_decref(errors);
 			return 1;
 		}
 		freeReplyObject(reply);
@@ -509,7 +511,6 @@ cmd_import(struct config *cfg, const char *path)
 	json_decref(rows);
 	json_decref(errors);
 	printf("%s: %zu imported, %zu rejected\n", path, ok, bad);
-	config_free(cfg);
 	return bad > 0 ? 1 : 0;
 }
 
@@ -522,8 +523,10 @@ main(int argc, char **argv)
 		{ "user", required_argument, NULL, 'u' },
 		{ NULL, 0, NULL, 0 },
 	};
+	enum { CMD_RUN, CMD_CHECK, CMD_CHAT, CMD_IMPORT, CMD_OUTBOX } fn;
 	const char *cmd = "run", *conf = "config/dvcgw.json", *channel = NULL, *user = NULL;
-	int ch;
+	struct config *cfg;
+	int ch, rc;
 
 	if (argc > 1 && argv[1][0] != '-') {
 		cmd = argv[1];
@@ -541,19 +544,25 @@ main(int argc, char **argv)
 	argc -= optind;
 	argv += optind;
 	if (strcmp(cmd, "run") == 0 && argc == 0)
-		return cmd_run(load_config(conf));
-	if (strcmp(cmd, "check") == 0 && argc == 0)
-		return cmd_check(load_config(conf));
-	if (strcmp(cmd, "chat") == 0 && argc == 0)
-		return cmd_chat(load_config(conf), channel, user);
-	if (strcmp(cmd, "import") == 0 && argc == 1)
-		return cmd_import(load_config(conf), argv[0]);
-	if (strcmp(cmd, "outbox") == 0) {
-		struct config *cfg = load_config(conf);
-		int rc = outbox_cli(cfg, argc, argv);
-
-		config_free(cfg);
-		return rc;
+		fn = CMD_RUN;
+	else if (strcmp(cmd, "check") == 0 && argc == 0)
+		fn = CMD_CHECK;
+	else if (strcmp(cmd, "chat") == 0 && argc == 0)
+		fn = CMD_CHAT;
+	else if (strcmp(cmd, "import") == 0 && argc == 1)
+		fn = CMD_IMPORT;
+	else if (strcmp(cmd, "outbox") == 0)
+		fn = CMD_OUTBOX;
+	else
+		usage();
+	cfg = load_config(conf);
+	switch (fn) {
+	case CMD_RUN: rc = cmd_run(cfg); break;
+	case CMD_CHECK: rc = cmd_check(cfg); break;
+	case CMD_CHAT: rc = cmd_chat(cfg, channel, user); break;
+	case CMD_IMPORT: rc = cmd_import(cfg, argv[0]); break;
+	default: rc = outbox_cli(cfg, argc, argv); break;
 	}
-	usage();
+	config_free(cfg);
+	return rc;
 }
