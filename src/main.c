@@ -167,10 +167,17 @@ gw_reload_cb(evutil_socket_t sig, short events, void *arg)
 static void
 gw_setup(struct config *cfg, struct flowset *fs)
 {
+	struct event_config *ecfg;
 	char *cause = NULL;
 
 	signal(SIGPIPE, SIG_IGN);
-	if ((gw.base = event_base_new()) == NULL)
+	/* The epoll changelist folds the add/del pairs of one loop pass into one epoll_ctl each. */
+	if ((ecfg = event_config_new()) == NULL)
+		fatalx("event_config_new failed");
+	event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	gw.base = event_base_new_with_config(ecfg);
+	event_config_free(ecfg);
+	if (gw.base == NULL)
 		fatalx("event_base_new failed");
 	gw.cfg = cfg;
 	channel_init(cfg);
