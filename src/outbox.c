@@ -42,8 +42,10 @@ static const char outbox_lease_lua[] =
 	"redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1\n";
 
 /* KEYS: stream, sent set. ARGV: group, me, count, first (1 after taking the lease over), now ms.
- * Returns entries [id, uid, ch, to, from, text, att] that still need sending: after a take-over,
- * everything pending for the group first, then new entries. Entries already sent are settled here. */
+ * Returns {more, entries}: entries [id, uid, ch, to, from, text, att] that still need sending. After
+ * a take-over, the entries other consumers (dead holders) left pending come first, claimed a page at
+ * a time; more = 1 while some remain. Only then new entries. Entries already sent are settled here,
+ * and consumers with nothing pending are removed. */
 static const char outbox_take_lua[] =
 	"local out, n = {}, tonumber(ARGV[3])\n"
 	"local function take(entries)\n"
@@ -63,14 +65,29 @@ static const char outbox_take_lua[] =
 	"end\n"
 	"if ARGV[4] == '1' then\n"
 	"  pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')\n"
-	"  local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, '0-0', 'COUNT', n)\n"
-	"  take(r[2])\n"
-	"  if #out >= n then return out end\n"
+	"  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do\n"
+	"    local h = {}\n"
+	"    for i = 1, #c, 2 do h[c[i]] = c[i + 1] end\n"
+	"    if h.name ~= ARGV[2] then\n"
+	"      if h.pending == 0 then\n"
+	"        redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], h.name)\n"
+	"      else\n"
+	"        local room = n - #out\n"
+	"        if room <= 0 then return {1, out} end\n"
+	"        local ids = {}\n"
+	"        for _, p in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', room, h.name)) do\n"
+	"          ids[#ids + 1] = p[1]\n"
+	"        end\n"
+	"        take(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids)))\n"
+	"        if #ids == room and h.pending > room then return {1, out} end\n"
+	"      end\n"
+	"    end\n"
+	"  end\n"
 	"end\n"
 	"local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', n - #out,"
 	" 'STREAMS', KEYS[1], '>')\n"
 	"if r then take(r[1][2]) end\n"
-	"return out\n";
+	"return {0, out}\n";
 
 /* KEYS: stream, sent set. ARGV: group, now ms, n, then n ids, then n uids. */
 static const char outbox_settle_lua[] =
@@ -576,12 +593,15 @@ outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 	size_t i;
 
 	s->reading = 0;
-	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY) {
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[1]->type != REDIS_REPLY_ARRAY) {
 		if (err != NULL)
 			log_warn("outbox: reading shard %d: %s", (int)(s - obx.shards), err);
 		return;
 	}
-	s->fresh = 0;
+	if (r->element[0]->integer == 0)
+		s->fresh = 0;	/* nothing left that a previous holder took and did not settle */
+	r = r->element[1];
 	for (i = 0; i < r->elements; i++) {
 		e = r->element[i];
 		if (e->type != REDIS_REPLY_ARRAY || e->elements != 7)

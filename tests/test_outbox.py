@@ -20,6 +20,18 @@ def users(n):
     return ["8498765%04d" % i for i in range(n)]
 
 
+def shard_of(channel, user):
+    """conv_shard(): FNV-1a of "channel:user", modulo the 8 shards."""
+    h = 2166136261
+    for b in (channel + ":" + user).encode():
+        h = ((h ^ b) * 16777619) & 0xffffffff
+    return h % 8
+
+
+def users_in_shard(n, shard):
+    return [u for u in ("8498765%04d" % i for i in range(10000)) if shard_of("sms", u) == shard][:n]
+
+
 def ordered_texts(p, to):
     return [m["text"] for m in p.accepted() if m["to"] == to]
 
@@ -74,6 +86,33 @@ def test_kill9_in_flight_then_restart(env):
         assert len(texts) == len(set(texts)), ("sent twice", texts)
     q = subprocess.run([DVCGW, "outbox", "-c", g2.config], capture_output=True, text=True)
     assert "total: 0 queued, 0 being sent or retried, 0 dead" in q.stdout, q.stdout
+
+
+def test_takeover_claims_more_than_one_page(env):
+    """A dead holder left more entries pending than its successor takes at once: all are claimed,
+    page by page, and each is sent once."""
+    p = env.fake_kannel()
+    g1 = env.gateway(outbox__concurrency=40, **FAST)
+    p.mode = "hang"
+    us = users_in_shard(20, 5)      # one shard: its next holder needs several pages
+    for u in us:
+        assert g1.sms(u, "HD", u + "-1")[0] == 202
+    wait_until(lambda: len(p.requests) >= 0, 1)
+    time.sleep(0.8)
+    pend = lambda: sum(int((env.redis.raw("XPENDING", "t:{%d}:outbox" % s, "gw").split() or ["0"])[0])
+                       for s in range(8))
+    assert pend() == 20, pend()
+    g1.proc.kill()
+    g1.proc.wait()
+    p.mode = "ok"
+    p.release.set()
+    g2 = env.gateway(outbox__concurrency=4, **FAST)
+    wait_until(lambda: all(ordered_texts(p, u) for u in us), 20, "a reply to each of the 20 users")
+    p.settle(0.8)
+    for u in us:
+        texts = ordered_texts(p, u)
+        assert "".join(texts).count("Ho tro su dung") == 1 and len(texts) == len(set(texts)), (u, texts)
+    wait_until(lambda: pend() == 0, 5, "nothing left pending")
 
 
 def test_sent_entries_are_not_sent_again(env):
