@@ -436,8 +436,14 @@ ussd_conv_cb(int status, json_t *replies, int end, const char *cause, void *arg)
 	shown = ussd_say(joined);
 	ussd_tidy(shown);
 	ussd_paginate(shown, end, &pg);
-	ussd_save(u, &pg);
-	ussd_answer(u, pg.end && pg.n == 1, pg.v[0]);
+	if (pg.n == 0) {
+		/* Nothing left once the footer and blank lines went: never show an empty screen. */
+		log_warn("ussd: session %s: the reply is blank once paged", u->sid);
+		ussd_answer_say(u, ussd_msg_error);
+	} else {
+		ussd_save(u, &pg);
+		ussd_answer(u, pg.end && pg.n == 1, pg.v[0]);
+	}
 	ussd_pages_free(&pg);
 	free(shown);
 	free(joined);

@@ -272,6 +272,20 @@ def test_shipped_flows_end_the_session(env):
     assert kind == "CON" and body.startswith("Dich vu cong truc tuyen"), body
 
 
+def test_reply_blank_once_paged_gets_a_sentence(env):
+    """A reply that is nothing but a long "0. ..." line pages to nothing once the footer goes: the
+    caller gets the error sentence, not an empty screen (or a crash)."""
+    flows = os.path.join(env.tmp, "blank-flows")
+    os.makedirs(flows)
+    json.dump({"flow": "m", "start": "menu", "texts": {"invalid_choice": "Sai."},
+               "states": {"menu": {"message": "\n0. " + "A" * 170}}},
+              open(os.path.join(flows, "m.json"), "w"))
+    g = env.gateway(flows__dir=flows)
+    kind, body = Session(g, "ATUid_blank").dial()
+    assert kind == "END" and body.startswith("Xin loi"), body
+    assert g.request("GET", "/healthz")[0] == 200
+
+
 def test_long_end_reply_is_paged_and_only_the_last_page_ends(env):
     g = setup(env, flows__dir=GOOD_FLOWS)
     s = Session(g, "ATUid_longend")
