@@ -503,7 +503,7 @@ dossier_csv_read(const char **pp, struct dossier_csv *c, int *line)
 
 /* Parse dossier rows from CSV text with a header row. */
 json_t *
-dossier_parse_csv(const char *text, json_t **errors, char **cause)
+dossier_parse_csv(const char *text, json_t **errors, json_t **lines, char **cause)
 {
 	struct dossier_csv	 c = { 0 };
 	const char		*p = text, *f;
@@ -513,6 +513,8 @@ dossier_parse_csv(const char *text, json_t **errors, char **cause)
 	int			 line = 1, start, rc;
 
 	*errors = NULL;
+	if (lines != NULL)
+		*lines = NULL;
 	if (strncmp(p, "\xEF\xBB\xBF", 3) == 0)		/* a byte order mark, as Excel writes */
 		p += 3;
 	if ((rc = dossier_csv_read(&p, &c, &line)) != 1) {
@@ -551,6 +553,8 @@ dossier_parse_csv(const char *text, json_t **errors, char **cause)
 
 	rows = json_array();
 	*errors = json_array();
+	if (lines != NULL)
+		*lines = json_array();
 	for (;;) {
 		start = line;
 		if ((rc = dossier_csv_read(&p, &c, &line)) == 0)
@@ -581,8 +585,11 @@ dossier_parse_csv(const char *text, json_t **errors, char **cause)
 			}
 			json_object_set_new(row, cols + col[i], v);
 		}
-		if (row != NULL)
+		if (row != NULL) {
 			json_array_append_new(rows, row);
+			if (lines != NULL)
+				json_array_append_new(*lines, json_integer(start));
+		}
 	}
 done:
 	free(c.buf);

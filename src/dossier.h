@@ -39,8 +39,9 @@ json_t	*dossier_vars(const json_t *dossier, const char *sender, const char *toda
 json_t	*dossier_check(const json_t *in, char **cause);
 /* Parse CSV (RFC 4180 quoting, header row with the dossier field names) into an array of objects with
  * string values ("status" stays a string; dossier_check accepts "7"). Rows that cannot be parsed are
- * reported in *errors as "line N: reason" strings (a JSON array). New reference, or NULL with *cause
- * when the header itself is unusable. */
-json_t	*dossier_parse_csv(const char *text, json_t **errors, char **cause);
+ * reported in *errors as "line N: reason" strings (a JSON array). When lines is not NULL, *lines gets
+ * the line each returned row starts on (a JSON array of integers, parallel to the rows). New
+ * reference, or NULL with *cause when the header itself is unusable. */
+json_t	*dossier_parse_csv(const char *text, json_t **errors, json_t **lines, char **cause);
 
 #endif

@@ -438,7 +438,7 @@ cmd_import(struct config *cfg, const char *path)
 {
 	char *data, *cause = NULL, *key, *s;
 	size_t len, i, ok = 0, bad = 0, pending = 0;
-	json_t *rows, *errors = NULL, *row, *d, *e;
+	json_t *rows, *errors = NULL, *lines = NULL, *row, *d, *e;
 	json_error_t jerr;
 	redisContext *rc;
 	redisReply *reply;
@@ -453,7 +453,7 @@ cmd_import(struct config *cfg, const char *path)
 		;
 	csv = *p != '[';
 	if (csv)
-		rows = dossier_parse_csv(data, &errors, &cause);
+		rows = dossier_parse_csv(data, &errors, &lines, &cause);
 	else if ((rows = json_loadb(data, len, 0, &jerr)) == NULL)
 		cause = xasprintf("line %d: %s", jerr.line, jerr.text);
 	else if (!json_is_array(rows)) {
@@ -477,12 +477,17 @@ cmd_import(struct config *cfg, const char *path)
 		free(cause);
 		json_decref(rows);
 		json_decref(errors);
+		json_decref(lines);
 		return 1;
 	}
 	json_array_foreach(rows, i, row) {
 		if ((d = dossier_check(row, &cause)) == NULL) {
-			/* CSV rows are data lines 2..; JSON entries are counted from 1. */
-			fprintf(stderr, "%s: %s %zu: %s\n", path, csv ? "row" : "entry", i + 1, cause);
+			/* CSV: the row's line in the file; JSON: the entry's place in the array. */
+			if (csv)
+				fprintf(stderr, "%s: line %lld: %s\n", path, (long long)
+				    json_integer_value(json_array_get(lines, i)), cause);
+			else
+				fprintf(stderr, "%s: entry %zu: %s\n", path, i + 1, cause);
 			free(cause);
 			cause = NULL;
 			bad++;
@@ -510,6 +515,7 @@ cmd_import(struct config *cfg, const char *path)
 			redisFree(rc);
 			json_decref(rows);
 			json_decref(errors);
+			json_decref(lines);
 			return 1;
 		}
 		freeReplyObject(reply);
@@ -517,6 +523,7 @@ cmd_import(struct config *cfg, const char *path)
 	redisFree(rc);
 	json_decref(rows);
 	json_decref(errors);
+	json_decref(lines);
 	printf("%s: %zu imported, %zu rejected\n", path, ok, bad);
 	return bad > 0 ? 1 : 0;
 }

@@ -488,12 +488,16 @@ def test_import_csv_reports_bad_rows(env):
     open(csv, "w").write(
         "code,procedure,applicant,phone,agency,received_at,due_at,status,note\n"
         '000.00.20.H21-261101-0001,"Đăng ký khai sinh","Nguyễn Thị Hoa",0912000111,"UBND xã A",2026-11-01,2026-12-01,2,\n'
+        "\n"
+        "only,three,fields\n"
         "not-a-code,x,y,0912000111,z,2026-11-01,2026-12-01,2,\n"
         "000.00.20.H21-261101-0002,x,y,0912000111,z,2026-11-01,2026-12-01,11,\n")
     out = g.import_demo(csv)
     assert out.returncode == 1, out
-    assert "1 imported, 2 rejected" in out.stdout, out.stdout
-    assert "row 2" in out.stderr and "row 3" in out.stderr and "status" in out.stderr, out.stderr
+    assert "1 imported, 3 rejected" in out.stdout, out.stdout
+    # each refusal names the line of the file it is on
+    assert "line 4: expected 9 fields" in out.stderr, out.stderr
+    assert "line 5:" in out.stderr and "line 6:" in out.stderr and "status" in out.stderr, out.stderr
     assert "Đăng ký khai sinh" in env.redis.raw("GET", "t:dossier:000.00.20.H21-261101-0001")
 
 

@@ -356,7 +356,7 @@ test_csv(void)
 	for (i = 0; i < sizeof t / sizeof t[0]; i++) {
 		cause = NULL;
 		errs = NULL;
-		rows = dossier_parse_csv(t[i].csv, &errs, &cause);
+		rows = dossier_parse_csv(t[i].csv, &errs, NULL, &cause);
 		snprintf(what, sizeof what, "csv case %zu", i);
 		if (t[i].rows != NULL) {
 			check_json(rows, t[i].rows, what);
@@ -372,7 +372,7 @@ test_csv(void)
 	}
 
 	/* A parsed row goes through dossier_check: status "4" becomes 4, phone canonical. */
-	rows = dossier_parse_csv(t[0].csv, &errs, &cause);
+	rows = dossier_parse_csv(t[0].csv, &errs, NULL, &cause);
 	out = dossier_check(json_array_get(rows, 0), &cause);
 	check_json(out, "{\"code\":\"000.00.20.H21-231125-0001\",\"applicant\":\"Nguyễn Văn An\","
 	    "\"phone\":\"84912345678\",\"status\":4,\"note\":\"Ghi chú, có phẩy\"}", "csv check");
