@@ -84,7 +84,7 @@ FUZZ_BINS    := $(patsubst $(B)/%,$(FUZZ_B)/%,$(FUZZERS))
 .SECONDARY: $(FUZZ_OBJS)
 units: $(FUZZERS)
 
-$(B)/fuzz_%: tests/fuzz_%.c tests/fuzz_main.c $(LIBOBJS) $(wildcard src/*.h) $(FLAGS_STAMP)
+$(B)/fuzz_%: tests/fuzz_%.c tests/fuzz_main.c tests/fuzz.h $(LIBOBJS) $(wildcard src/*.h) $(FLAGS_STAMP)
 	$(CC) $(WARN) $(CFLAGS) $(PKGCFLAGS) -Isrc -o $@ $< tests/fuzz_main.c $(LIBOBJS) $(LDFLAGS) \
 	    $(PKGLIBS) -lm
 
@@ -92,7 +92,7 @@ $(FUZZ_B)/obj/%.o: src/%.c $(wildcard src/*.h)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(WARN) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,$(FUZZ_SAN) $(PKGCFLAGS) -c $< -o $@
 
-$(FUZZ_B)/fuzz_%: tests/fuzz_%.c $(FUZZ_OBJS)
+$(FUZZ_B)/fuzz_%: tests/fuzz_%.c tests/fuzz.h $(FUZZ_OBJS)
 	$(FUZZ_CC) $(WARN) $(FUZZ_CFLAGS) -fsanitize=fuzzer,$(FUZZ_SAN) $(PKGCFLAGS) -Isrc -o $@ $< \
 	    $(FUZZ_OBJS) $(PKGLIBS) -lm
 

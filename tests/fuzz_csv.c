@@ -8,16 +8,7 @@
 #include <string.h>
 
 #include "dvcgw.h"
-
-int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
-
-#define CHECK(cond) do {						\
-	if (!(cond)) {							\
-		fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,	\
-		    __LINE__, #cond);					\
-		abort();						\
-	}								\
-} while (0)
+#include "fuzz.h"
 
 /* The dossier fields as dossier.h documents them (written here, not taken from dossier.c). */
 static const char *fields[] = {

@@ -8,16 +8,7 @@
 #include <strings.h>
 
 #include "dvcgw.h"
-
-int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
-
-#define CHECK(cond) do {						\
-	if (!(cond)) {							\
-		fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,	\
-		    __LINE__, #cond);					\
-		abort();						\
-	}								\
-} while (0)
+#include "fuzz.h"
 
 /* Parameters a parse must find when the input has no %-escape: its non-empty '&' segments. */
 static int

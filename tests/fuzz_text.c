@@ -8,17 +8,7 @@
 #include <string.h>
 
 #include "dvcgw.h"
-
-int	LLVMFuzzerInitialize(int *, char ***);
-int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
-
-#define CHECK(cond) do {						\
-	if (!(cond)) {							\
-		fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,	\
-		    __LINE__, #cond);					\
-		abort();						\
-	}								\
-} while (0)
+#include "fuzz.h"
 
 static regex_t	code_re;	/* DOSSIER_DEFAULT_PATTERN, compiled here independently of dossier.c */
 

@@ -12,17 +12,7 @@
 #include <sodium.h>
 
 #include "dvcgw.h"
-
-int	LLVMFuzzerInitialize(int *, char ***);
-int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
-
-#define CHECK(cond) do {						\
-	if (!(cond)) {							\
-		fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,	\
-		    __LINE__, #cond);					\
-		abort();						\
-	}								\
-} while (0)
+#include "fuzz.h"
 
 #define APP_ID		"1234"			/* when the body has no usable app_id */
 #define TIMESTAMP	"1700000000000"		/* when the body has no usable timestamp */

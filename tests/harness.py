@@ -27,6 +27,19 @@ def free_port():
     return port
 
 
+def settle(count, quiet=0.3, timeout=5, what="requests"):
+    """Wait until count() has not changed for `quiet` seconds (a fake server has gone quiet)."""
+    end = time.time() + timeout
+    n, since = count(), time.time()
+    while time.time() < end:
+        time.sleep(0.05)
+        if count() != n:
+            n, since = count(), time.time()
+        elif time.time() - since >= quiet:
+            return
+    raise AssertionError("still receiving %s after %.1fs" % (what, timeout))
+
+
 def wait_until(pred, timeout=5.0, what="condition"):
     end = time.time() + timeout
     while time.time() < end:
@@ -165,15 +178,7 @@ class FakeProvider:
 
     def settle(self, quiet=0.3, timeout=5):
         """Wait until no new request arrived for `quiet` seconds."""
-        end = time.time() + timeout
-        n, since = len(self.requests), time.time()
-        while time.time() < end:
-            time.sleep(0.05)
-            if len(self.requests) != n:
-                n, since = len(self.requests), time.time()
-            elif time.time() - since >= quiet:
-                return
-        raise AssertionError("the provider kept receiving requests")
+        settle(lambda: len(self.requests), quiet, timeout, "sendsms requests")
 
     def texts_to(self, to):
         return [m["text"] for m in self.accepted() if m["to"] == to]

@@ -7,6 +7,8 @@ import threading
 import time
 import urllib.parse
 
+import harness
+
 APP_ID = "4318925561077011744"
 OA_SECRET = "oa-secret-KJH5d8"
 APP_SECRET = "app-secret-Pq72xZ"
@@ -189,15 +191,7 @@ class FakeZalo:
 
     def settle(self, quiet=0.3, timeout=5):
         """Wait until no new send arrived for `quiet` seconds."""
-        end = time.time() + timeout
-        n, since = len(self.sends), time.time()
-        while time.time() < end:
-            time.sleep(0.05)
-            if len(self.sends) != n:
-                n, since = len(self.sends), time.time()
-            elif time.time() - since >= quiet:
-                return
-        raise AssertionError("the fake Zalo kept receiving sends")
+        harness.settle(lambda: len(self.sends), quiet, timeout, "Zalo sends")
 
     def stop(self):
         self.release.set()
