@@ -101,7 +101,49 @@ class Redis:
         return "redis://127.0.0.1:%d/0" % self.port
 
 
-class FakeProvider:
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """Request handler base for the fakes: HTTP/1.1, no logging, and answers that tolerate a gateway
+    which gave up on the request (a send timeout: often the point of the test)."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def read_body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def answer(self, status, ctype, data):
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+class FakeServer:
+    """A provider stand-in served from a thread on a free loopback port. `release` wakes handlers
+    told to hang; stop() sets it."""
+
+    def serve(self, handler):
+        self.lock = threading.Lock()
+        self.release = threading.Event()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FakeProvider(FakeServer):
     """An HTTP server standing in for Kannel's sendsms (or an aggregator). It records every request
     (path, raw query bytes, body) and answers per self.mode: "ok" (202 "0: Accepted for delivery"),
     "queued" (202 "3: ..."), "down" (503), "refuse" (400), "hang" (no answer until released)."""
@@ -109,19 +151,11 @@ class FakeProvider:
     def __init__(self):
         self.requests = []
         self.mode = "ok"
-        self.lock = threading.Lock()
-        self.release = threading.Event()
         outer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
+        class Handler(QuietHandler):
             def _handle(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else b""
+                body = self.read_body()
                 path, _, query = self.path.partition("?")
                 mode = outer.mode
                 if mode == "hang":
@@ -135,24 +169,12 @@ class FakeProvider:
                                 "queued": (202, "3: Queued for later delivery"),
                                 "down": (503, "Temporarily unavailable"),
                                 "refuse": (400, "Missing receiver number")}[mode]
-                data = text.encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "text/plain")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass    # the gateway gave up on us (send timeout): that is the point
+                self.answer(status, "text/plain", text.encode())
 
             do_GET = _handle
             do_POST = _handle
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.serve(Handler)
 
     def url(self):
         return "http://127.0.0.1:%d/cgi-bin/sendsms" % self.port
@@ -182,11 +204,6 @@ class FakeProvider:
 
     def texts_to(self, to):
         return [m["text"] for m in self.accepted() if m["to"] == to]
-
-    def stop(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class Gateway:

@@ -1,9 +1,7 @@
 """A local HTTP server standing in for Zalo: the OA API (POST /v3.0/oa/message/cs) and the OAuth v4
 token endpoint (POST /v4/oa/access_token), plus helpers to sign webhook events the way Zalo does."""
 import hashlib
-import http.server
 import json
-import threading
 import time
 import urllib.parse
 
@@ -32,7 +30,7 @@ def mac(app_id, body, timestamp, secret=OA_SECRET):
                                    secret.encode()).hexdigest()
 
 
-class FakeZalo:
+class FakeZalo(harness.FakeServer):
     """Answers sends with success unless told otherwise: `plan` is a list of answers used one per send
     request, in order: ("error", code) (HTTP 200 with that error), ("http", status), ("hang", s)
     (answer only after s seconds or release), ("garbage",). A send with another access_token than
@@ -49,30 +47,15 @@ class FakeZalo:
         self.oauth = []         # every OAuth request: headers, form, answer
         self.problems = []      # protocol mistakes the gateway made
         self.generation = 0
-        self.lock = threading.Lock()
-        self.release = threading.Event()
         outer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
+        class Handler(harness.QuietHandler):
             def _answer(self, status, obj):
-                data = (obj if isinstance(obj, bytes) else json.dumps(obj).encode())
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                self.answer(status, "application/json",
+                            obj if isinstance(obj, bytes) else json.dumps(obj).encode())
 
             def do_POST(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(n) if n else b""
+                raw = self.read_body()
                 path = self.path.partition("?")[0]
                 if path == "/v3.0/oa/message/cs":
                     outer._send(self, raw)
@@ -86,11 +69,7 @@ class FakeZalo:
                 outer.problems.append("GET %s" % self.path)
                 self._answer(405, {"error": 405, "message": "method"})
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.serve(Handler)
 
     def url(self):
         return "http://127.0.0.1:%d" % self.port
@@ -193,7 +172,3 @@ class FakeZalo:
         """Wait until no new send arrived for `quiet` seconds."""
         harness.settle(lambda: len(self.sends), quiet, timeout, "Zalo sends")
 
-    def stop(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
