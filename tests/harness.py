@@ -146,10 +146,13 @@ class FakeServer:
 class FakeProvider(FakeServer):
     """An HTTP server standing in for Kannel's sendsms (or an aggregator). It records every request
     (path, raw query bytes, body) and answers per self.mode: "ok" (202 "0: Accepted for delivery"),
-    "queued" (202 "3: ..."), "down" (503), "refuse" (400), "hang" (no answer until released)."""
+    "queued" (202 "3: ..."), "down" (503), "refuse" (400), "hang" (no answer until released, then
+    503), "slow" (no answer until released, then 202). `arrived` counts requests as they come in,
+    hanging ones included."""
 
     def __init__(self):
         self.requests = []
+        self.arrived = 0
         self.mode = "ok"
         outer = self
 
@@ -158,9 +161,11 @@ class FakeProvider(FakeServer):
                 body = self.read_body()
                 path, _, query = self.path.partition("?")
                 mode = outer.mode
-                if mode == "hang":
+                with outer.lock:
+                    outer.arrived += 1
+                if mode in ("hang", "slow"):
                     outer.release.wait(30)
-                    mode = "down"
+                    mode = "down" if mode == "hang" else "ok"
                 with outer.lock:
                     outer.requests.append({"t": time.time(), "method": self.command, "path": path,
                                            "query": query, "body": body, "mode": mode,
