@@ -101,18 +101,6 @@ sms_accept(struct evhttp_request *req, int kannel, const char *from, const char 
 	free(clean);
 }
 
-/* 1 when UTF-16BE bytes hold a U+0000 code unit (the UTF-8 conversion would cut the text there). */
-static int
-sms_ucs2_has_nul(const unsigned char *p, size_t len)
-{
-	size_t i;
-
-	for (i = 0; i + 1 < len; i += 2)
-		if (p[i] == 0 && p[i + 1] == 0)
-			return 1;
-	return 0;
-}
-
 /* GET|POST /sms/kannel: Kannel's get-url or post-url. Parameters come in the query string, or a
  * form-encoded body; with post-url the body is the text itself. coding=2 or charset=UTF-16BE means
  * the text is UTF-16BE bytes. */
@@ -161,10 +149,6 @@ sms_kannel(struct evhttp_request *req, void *arg)
 	charset = KPARAM("charset", NULL);
 	if (text != NULL && ((coding != NULL && strcmp(coding, "2") == 0) ||
 	    (charset != NULL && strcasecmp(charset, "UTF-16BE") == 0))) {
-		if (sms_ucs2_has_nul((const unsigned char *)text, len)) {
-			http_error(req, 400, "invalid_text", "The UCS-2 text contains U+0000.");
-			goto out;
-		}
 		if ((utf8 = text_utf16be_to_utf8((const unsigned char *)text, len, &cause)) == NULL) {
 			http_error(req, 400, "invalid_text", "The UCS-2 text cannot be decoded: %s.",
 			    cause);

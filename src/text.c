@@ -289,6 +289,12 @@ text_utf16be_to_utf8(const unsigned char *p, size_t len, char **cause)
 	out = q = xmalloc(len / 2 * 3 + 1);
 	for (i = 0; i < len; i += 2) {
 		c = (uint32_t)p[i] << 8 | p[i + 1];
+		if (c == 0) {
+			/* The result is a C string: a U+0000 would silently cut it short. */
+			free(out);
+			*cause = xasprintf("UTF-16 text contains U+0000 at byte %zu", i);
+			return NULL;
+		}
 		if (c >= 0xD800 && c <= 0xDFFF) {
 			if (c > 0xDBFF || i + 4 > len)
 				goto lone;

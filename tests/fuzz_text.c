@@ -240,7 +240,6 @@ check_utf16(const uint8_t *data, size_t size)
 {
 	char	*s, *cause = NULL, *u16;
 	size_t	 i, n;
-	int	 nul = 0;
 
 	s = text_utf16be_to_utf8(data, size, &cause);
 	if (s == NULL) {
@@ -250,15 +249,11 @@ check_utf16(const uint8_t *data, size_t size)
 	}
 	CHECK(cause == NULL && size % 2 == 0);
 	CHECK(valid(s));
-	for (i = 0; i + 1 < size; i += 2) {
-		if (data[i] == 0 && data[i + 1] == 0)
-			nul = 1;
-	}
-	if (!nul) {
-		u16 = text_utf8_to_utf16be(s, &n);
-		CHECK(n == size && memcmp(u16, data, n) == 0);
-		free(u16);
-	}
+	for (i = 0; i + 1 < size; i += 2)		/* U+0000 is refused, never cut short */
+		CHECK(data[i] != 0 || data[i + 1] != 0);
+	u16 = text_utf8_to_utf16be(s, &n);
+	CHECK(n == size && memcmp(u16, data, n) == 0);
+	free(u16);
 	free(s);
 }
 

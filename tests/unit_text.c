@@ -91,6 +91,15 @@ test_utf16(void)
 	CHECK_STR(cause, "UTF-16 text has an unpaired surrogate at byte 0");
 	free(cause);
 
+	{
+		static const unsigned char nul[] = { 0x00, 0x61, 0x00, 0x00, 0x00, 0x62 };
+
+		s = text_utf16be_to_utf8(nul, sizeof nul, &cause);
+		CHECK(s == NULL, "U+0000 accepted (the C string would be cut short)");
+		CHECK_STR(cause, "UTF-16 text contains U+0000 at byte 2");
+		free(cause);
+	}
+
 	s = text_utf8_to_utf16be("tra c\xe1\xbb\xa9u", &len);
 	CHECK(len == sizeof tracuu && memcmp(s, tracuu, len) == 0, "to utf16 len %zu", len);
 	free(s);
