@@ -20,6 +20,7 @@
 
 static void	http_healthz(struct evhttp_request *, void *);
 static void	http_livez(struct evhttp_request *, void *);
+static json_t	*http_counters(void);
 
 static const struct http_route {
 	const char	*path;
@@ -283,9 +284,23 @@ http_healthz_cb(struct redisReply *reply, void *arg, const char *err)
 		http_json(req, 503, json_pack("{s:s, s:s, s:s}", "status", "unavailable", "redis",
 		    "down", "message", err ? err : rds_error()));
 	else
-		http_json(req, 200, json_pack("{s:s, s:s, s:s, s:i}", "status", "ok", "redis", "ok",
-		    "version", DVCGW_VERSION, "outbox_inflight", outbox_inflight()));
+		http_json(req, 200, json_pack("{s:s, s:s, s:s, s:o}", "status", "ok", "redis", "ok",
+		    "version", DVCGW_VERSION, "counters", http_counters()));
 	http_release();
+}
+
+/* What this process has done since it started, for /healthz. */
+static json_t *
+http_counters(void)
+{
+	unsigned long long turns, conflicts, sent, retried, dead;
+
+	conv_stats(&turns, &conflicts);
+	outbox_stats(&sent, &retried, &dead);
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:i}", "turns", (json_int_t)turns,
+	    "conflicts", (json_int_t)conflicts, "replies_sent", (json_int_t)sent,
+	    "replies_retried", (json_int_t)retried, "replies_dead", (json_int_t)dead,
+	    "redis_commands", (json_int_t)rds_ncommands(), "outbox_inflight", outbox_inflight());
 }
 
 /* GET /healthz: 200 when Redis answers a PING now, 503 and why otherwise. */

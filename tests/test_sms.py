@@ -304,6 +304,8 @@ def test_redis_down_then_back(env):
     assert st == 503, j
     st, body, _ = g.request("GET", "/healthz")
     assert st == 503 and json.loads(body)["redis"] == "down", body
+    st, j = error_of(g.request("GET", "/sms/dlr?id=abc&status=1"))   # Kannel retries the report
+    assert st == 503 and j["error"] == "unavailable", j
     env.redis.start()
     wait_until(lambda: g.request("GET", "/healthz")[0] == 200, 10, "healthz back to 200")
     # The provider retries what we refused: nothing is lost.
@@ -424,6 +426,14 @@ def test_healthz_and_dlr(env):
     p, g = setup(env)
     st, body, _ = g.request("GET", "/healthz")
     assert st == 200 and json.loads(body)["status"] == "ok"
+    before = json.loads(body)["counters"]
+    g.sms(OTHER, "menu", "h1")
+    g.sms(OTHER, "menu", "h1")              # a duplicate is not a turn
+    wait_reply(p, OTHER, "Go so de chon")
+    after = json.loads(g.request("GET", "/healthz")[1])["counters"]
+    assert after["turns"] == before["turns"] + 1, (before, after)
+    assert after["replies_sent"] == before["replies_sent"] + 1, (before, after)
+    assert after["redis_commands"] > before["redis_commands"], (before, after)
     assert g.request("GET", "/sms/dlr?id=abc&status=1")[0] == 200
     assert env.redis.cli("GET", "t:dlr:abc") == "delivered"
     st, j = error_of(g.request("GET", "/sms/dlr?id=abc&status=3"))
