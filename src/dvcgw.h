@@ -203,13 +203,31 @@ long long	 zalo_night_wait_ms(long long);
 #define LOG_INFO 1
 #define LOG_WARN 2
 #define LOG_ERROR 3
+#define LOG_LINE_MAX 4096	/* longer lines are cut with "..." */
+#define LOG_LIMIT_PERIOD 10	/* seconds */
+#define LOG_LIMIT_BURST 5	/* lines per call site per period */
+struct log_limit {
+	long long		 start;
+	unsigned		 shown;
+	unsigned long long	 dropped;
+};
 void	 log_set_level(int);
 void	 log_msg(int, const char *, ...) printflike(2, 3);
+void	 log_limited(struct log_limit *, int, const char *, ...) printflike(3, 4);
 __dead void fatal(const char *, ...) printflike(1, 2);
 __dead void fatalx(const char *, ...) printflike(1, 2);
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+/* The same, at most LOG_LIMIT_BURST lines per LOG_LIMIT_PERIOD from this call site. */
+#define log_warn_limited(...) do {					\
+	static struct log_limit log_ll_;				\
+	log_limited(&log_ll_, LOG_WARN, __VA_ARGS__);			\
+} while (0)
+#define log_info_limited(...) do {					\
+	static struct log_limit log_ll_;				\
+	log_limited(&log_ll_, LOG_INFO, __VA_ARGS__);			\
+} while (0)
 
 #endif

@@ -1,4 +1,6 @@
-/* log.c: one-line logging to stderr and the two fatal exits for start-up and impossible states. */
+/* log.c: one-line logging to stderr, rate-limited lines for what a flood can repeat, and the two
+ * fatal exits for start-up and impossible states. Every line is scrubbed: whatever a caller formats
+ * (a provider's field, a URL), a line stays one valid UTF-8 line. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -27,12 +29,16 @@ log_vwrite(const char *tag, const char *fmt, va_list ap)
 	struct timespec now;
 	struct tm tm;
 
+	char *msg, *clean;
+
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
 	strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-	fprintf(stderr, "%s.%03ldZ %s ", ts, now.tv_nsec / 1000000, tag);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	msg = xvasprintf(fmt, ap);
+	clean = text_utf8_scrub(msg, strlen(msg), 1, LOG_LINE_MAX);
+	fprintf(stderr, "%s.%03ldZ %s %s\n", ts, now.tv_nsec / 1000000, tag, clean);
+	free(clean);
+	free(msg);
 }
 
 /* Print a message at the given level. */
@@ -47,6 +53,38 @@ log_msg(int level, const char *fmt, ...)
 	va_start(ap, fmt);
 	log_vwrite(tags[level], fmt, ap);
 	va_end(ap);
+}
+
+/* Print a message unless its call site already printed LOG_LIMIT_BURST lines in this
+ * LOG_LIMIT_PERIOD; the first line after a quiet spell says how many were left out. */
+void
+log_limited(struct log_limit *ll, int level, const char *fmt, ...)
+{
+	va_list ap;
+	time_t now = time(NULL);
+	char *msg;
+
+	if (level < log_level)
+		return;
+	if (now - ll->start >= LOG_LIMIT_PERIOD) {
+		ll->start = now;
+		ll->shown = 0;
+	}
+	if (ll->shown >= LOG_LIMIT_BURST) {
+		ll->dropped++;
+		return;
+	}
+	ll->shown++;
+	va_start(ap, fmt);
+	msg = xvasprintf(fmt, ap);
+	va_end(ap);
+	if (ll->dropped > 0)
+		log_msg(level, "%s (%llu more like this in the last %d s were not logged)", msg,
+		    ll->dropped, LOG_LIMIT_PERIOD);
+	else
+		log_msg(level, "%s", msg);
+	ll->dropped = 0;
+	free(msg);
 }
 
 /* Log with strerror(errno) and exit: start-up failures only. */

@@ -2,6 +2,7 @@
  * segments. Bytes that are not valid UTF-8 travel as the code points U+DC80-U+DCFF (like Python's
  * "surrogateescape"), so they come out unchanged and no decoder ever reads past the end. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -259,6 +260,40 @@ text_utf8_valid(const char *s, size_t len)
 			return 0;
 	}
 	return 1;
+}
+
+/* A copy of s[0..len) that is valid UTF-8 and safe on one line: invalid bytes become U+FFFD; with
+ * oneline, control characters (C0, DEL, C1, U+2028/2029) become "\\xNN" / "\\uNNNN" escapes and
+ * NUL bytes "\\x00", so neither a log line nor an error sentence can be forged or broken. At most
+ * max bytes of output (then "..."); 0: no limit. */
+char *
+text_utf8_scrub(const char *s, size_t len, int oneline, size_t max)
+{
+	const unsigned char	*p = (const unsigned char *)s;
+	size_t			 i, n, j = 0;
+	uint32_t		 c;
+	char			*out = xmalloc(len * 4 + 8), *e;	/* 1 byte -> 4 at most */
+
+	for (i = 0; i < len; i += n) {
+		n = text_decode(p + i, len - i, &c);
+		if (max != 0 && j + 10 > max) {
+			memcpy(out + j, "...", 3);
+			j += 3;
+			break;
+		}
+		if (TEXT_IS_RAW(c))
+			c = 0xFFFD;
+		if (oneline && (c < 0x20 || c == 0x7F || (c >= 0x80 && c < 0xA0) ||
+		    c == 0x2028 || c == 0x2029)) {
+			j += (size_t)snprintf(out + j, 8, c < 0x100 ? "\\x%02x" : "\\u%04x",
+			    (unsigned)c);
+			continue;
+		}
+		e = text_encode(out + j, c);
+		j = (size_t)(e - out);
+	}
+	out[j] = '\0';
+	return out;
 }
 
 /* Count the code points of a valid UTF-8 string: the bytes that are not continuation bytes. */

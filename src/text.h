@@ -8,6 +8,7 @@
 
 /* text.c */
 int	 text_utf8_valid(const char *s, size_t len);	/* 1 valid (no overlongs, surrogates, > U+10FFFF), 0 not */
+char	*text_utf8_scrub(const char *s, size_t len, int oneline, size_t max); /* valid, one-line-safe copy */
 size_t	 text_utf8_len(const char *s);			/* code points in a valid UTF-8 string */
 char	*text_utf16be_to_utf8(const unsigned char *p, size_t len, char **cause); /* NULL + cause: odd length, lone surrogate, U+0000 */
 char	*text_utf8_to_utf16be(const char *s, size_t *outlen);	/* valid UTF-8 in; bytes out (not NUL-terminated) */
