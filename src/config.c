@@ -32,6 +32,8 @@ static const struct cfg_key cfg_keys[] = {
 	I("listen.max_body", max_body, 65536, 1024, 16 << 20),
 	I("listen.max_headers", max_headers, 8192, 1024, 1 << 20),
 	I("listen.timeout", request_timeout, 10, 1, 3600),
+	I("listen.max_connections", max_connections, 4096, 16, 1000000),
+	A("listen.allow", listen_allow),
 	S("redis.url", redis_url, "redis://127.0.0.1:6379/0"),
 	S("redis.prefix", redis_prefix, "dvcgw:"),
 	I("redis.timeout_ms", redis_timeout_ms, 2000, 10, 600000),
@@ -214,14 +216,23 @@ config_check(struct config *cfg, json_t *errors)
 			if (!json_is_string(v))
 				config_error(errors, "config: flows.vars.%s: must be a string", key);
 	}
+	json_array_foreach(cfg->listen_allow, i, t) {
+		unsigned char a[16];
+		int bits, v4;
+
+		if (!json_is_string(t) || auth_cidr_parse(json_string_value(t), a, &bits, &v4) != 0)
+			config_error(errors, "config: listen.allow[%zu]: must be an address or a CIDR "
+			    "network such as \"203.0.113.0/24\"", i);
+	}
 	json_array_foreach(cfg->api_tokens, i, t) {
 		role = json_string_value(json_object_get(t, "role"));
 		hex = json_string_value(json_object_get(t, "sha256"));
 		if (!json_is_object(t) || !json_is_string(json_object_get(t, "name")) ||
-		    role == NULL || (strcmp(role, "staff") != 0 && strcmp(role, "portal") != 0) ||
+		    role == NULL || auth_role(role) < 0 ||
 		    hex == NULL || strlen(hex) != 64 || strspn(hex, "0123456789abcdef") != 64)
-			config_error(errors, "config: api.tokens[%zu]: needs name, role \"staff\" or "
-			    "\"portal\" and sha256 (64 lower-case hex digits)", i);
+			config_error(errors, "config: api.tokens[%zu]: needs name, role (\"provider\", "
+			    "\"portal\", \"staff\" or \"onestop\") and sha256 (64 lower-case hex "
+			    "digits)", i);
 		else if (json_object_size(t) != 3)
 			config_error(errors, "config: api.tokens[%zu]: only name, role and sha256 are "
 			    "allowed", i);
@@ -252,6 +263,7 @@ config_load(const char *path, json_t **errors)
 			*(int *)(base + k->off) = (int)k->dint;
 	}
 	cfg->api_tokens = json_array();
+	cfg->listen_allow = json_array();
 
 	if ((root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr)) == NULL)
 		config_error(*errors, "%s: line %d: %s", path, jerr.line, jerr.text);

@@ -19,10 +19,24 @@
 #define printflike(a, b) __attribute__((__format__(__printf__, a, b)))
 
 struct event_base;
-struct evhttp_request;
+struct sockaddr;
+struct http_req;
 struct redisReply;
 struct redisContext;
 struct config;
+
+/* auth.c */
+#define AUTH_ANYONE	0
+#define AUTH_PROVIDER	1	/* Kannel, an SMS aggregator, a USSD gateway */
+#define AUTH_PORTAL	2	/* a public-service portal asking for OTPs */
+#define AUTH_STAFF	3	/* hotline staff, integrations */
+#define AUTH_ONESTOP	4	/* the provincial one-stop system */
+int		 auth_init(const struct config *, char **);
+int		 auth_role(const char *);
+const char	*auth_role_name(int);
+int		 auth_check(struct http_req *, int, char **);
+int		 auth_cidr_parse(const char *, unsigned char *, int *, int *);
+void		 auth_free(void);
 
 /* channel.c */
 #define ZALO_MAX_CHARS 2000
@@ -50,7 +64,8 @@ struct config {
 	int	 zalo_refresh_ahead_s;
 	char	*zalo_app_id, *zalo_oa_secret, *zalo_app_secret, *zalo_api_base, *zalo_oauth_base;
 	char	*zalo_access_token, *zalo_refresh_token;
-	json_t	*api_tokens;
+	json_t	*api_tokens, *listen_allow;
+	int	 max_connections;
 };
 struct config	*config_load(const char *, json_t **);
 void		 config_free(struct config *);
@@ -93,28 +108,48 @@ int		 fetch_active(void);
 char		*fetch_escape(const char *, size_t);
 
 /* http.c */
-struct evhttp_request;
+struct http_req;
+#define HTTP_GET	0x01
+#define HTTP_POST	0x02
+#define HTTP_PUT	0x04
+#define HTTP_DELETE	0x08
+#define HTTP_HEAD	0x10
+#define HTTP_PATCH	0x20
+#define HTTP_OPTIONS	0x40
+#define HTTP_OTHER	0x80	/* a method token we do not serve */
 #define HTTP_QUERY_MAX 32
 struct http_query {
 	int	 n;
-	char	*key[HTTP_QUERY_MAX];
+	char	*key[HTTP_QUERY_MAX];	/* valid UTF-8, no NUL */
 	char	*val[HTTP_QUERY_MAX];	/* NUL-terminated, but may hold NULs: see len */
 	size_t	 len[HTTP_QUERY_MAX];
 };
+typedef void http_fn(struct http_req *, void *);
+void		 http_init(struct event_base *, const struct config *);
 int		 http_start(struct event_base *, const struct config *);
+void		 http_conn_new(int, const struct sockaddr *);
 void		 http_stop_accepting(void);
 void		 http_free(void);
-void		 http_json(struct evhttp_request *, int, json_t *);
-void		 http_error(struct evhttp_request *, int, const char *, const char *, ...)
+int		 http_parse(char *, struct http_req *, char **);
+void		 http_send(struct http_req *, int, const char *, const char *, size_t);
+void		 http_json(struct http_req *, int, json_t *);
+void		 http_error(struct http_req *, int, const char *, const char *, ...)
 		    printflike(4, 5);
-void		 http_text(struct evhttp_request *, int, const char *);
-char		*http_body(struct evhttp_request *, size_t *);
-int		 http_body_too_large(struct evhttp_request *);
-int		 http_content_type_is(struct evhttp_request *, const char *);
+void		 http_text(struct http_req *, int, const char *);
+void		 http_add_header(struct http_req *, const char *, const char *);
+char		*http_body(struct http_req *, size_t *);
+int		 http_body_too_large(struct http_req *);
+int		 http_content_type_is(struct http_req *, const char *);
+const char	*http_header(struct http_req *, const char *);
+int		 http_method(struct http_req *);
+const char	*http_path(struct http_req *);
+const char	*http_peer(struct http_req *);
+int		 http_peer_loopback(struct http_req *);
 int		 http_query_parse(const char *, size_t, struct http_query *, char **);
 const char	*http_query_get(const struct http_query *, const char *, size_t *);
 void		 http_query_free(struct http_query *);
-const char	*http_query_string(struct evhttp_request *);
+char		*http_query_value(const char *, const char *);
+const char	*http_query_string(struct http_req *);
 void		 http_hold(void);
 void		 http_release(void);
 int		 http_inflight(void);
@@ -164,9 +199,7 @@ struct redisContext *rds_connect_sync(const char *, int, char **);
 int		 rds_evalsha(int, rds_cb *, void *, int, int, const char **, const size_t *);
 
 /* sms.c */
-void		 sms_kannel(struct evhttp_request *, void *);
-void		 sms_inbound(struct evhttp_request *, void *);
-void		 sms_dlr(struct evhttp_request *, void *);
+http_fn		 sms_kannel, sms_inbound, sms_dlr;
 
 /* store.c */
 /* rc 0 found (dossier borrowed), 1 not found, -1 the store failed (err says why). */
@@ -177,8 +210,7 @@ int		 store_lookup(const char *, store_cb *, void *);
 
 /* ussd.c */
 void		 ussd_init(struct event_base *, const struct config *);
-void		 ussd_callback(struct evhttp_request *, void *);
-void		 ussd_end(struct evhttp_request *, void *);
+http_fn		 ussd_callback, ussd_end;
 
 /* xmalloc.c */
 void	*xmalloc(size_t);
@@ -192,7 +224,7 @@ char	*xvasprintf(const char *, va_list) printflike(1, 0);
 /* zalo.c */
 void		 zalo_init(struct event_base *, const struct config *);
 void		 zalo_stop(void);
-void		 zalo_webhook(struct evhttp_request *, void *);
+http_fn		 zalo_webhook;
 void		 zalo_send(struct obx_msg *, const char *);
 void		 zalo_mac(const char *, const char *, size_t, const char *, const char *, char *);
 char		*zalo_json_number(const char *, size_t, const char *);

@@ -1,131 +1,341 @@
-/* http.c: the HTTP server: the route table, size limits and timeouts, JSON error answers, query
- * parsing that keeps NUL bytes (UCS-2 text from Kannel), and graceful stop. */
+/* http.c: the HTTP/1.1 server: connections on bufferevents, a strict request parser, the route table
+ * with each route's caller check, JSON error answers that are valid whatever bytes came in, query
+ * parsing that keeps NUL bytes (UCS-2 text from Kannel), and graceful stop. Every connection is
+ * bounded: one request handled at a time, pipelined input capped (reading stops at the cap), output
+ * capped (no new request is read while an answer waits for the client), a deadline for each request
+ * from its first byte and for idle keep-alive, a cap on connections, and a pause in accepting at the
+ * file descriptor limit. */
 #include <sys/socket.h>
+#include <sys/queue.h>
 
+#include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <event2/util.h>
 
 #include "dvcgw.h"
 
-/* libevent answers bodies beyond this itself (status 413, its own HTML body); bodies between
- * listen.max_body and this get our JSON 413. */
-#define HTTP_HARD_BODY_FACTOR 4
+#define HTTP_MAX_FIELDS		64		/* header fields per request */
+#define HTTP_OUT_HIGH		(256 * 1024)	/* answers buffered before reading pauses */
+#define HTTP_ACCEPT_PAUSE_MS	500		/* at the fd limit, stop accepting this long */
+#define HTTP_CLOSE_GRACE_S	2		/* a last answer (408, 413) waits this long to leave */
 
-static void	http_healthz(struct evhttp_request *, void *);
-static void	http_livez(struct evhttp_request *, void *);
+/* One request, from its parsed head to its answer. It outlives its connection when the client hangs
+ * up while a handler is still working: conn is then NULL and the answer is dropped. */
+struct http_req {
+	struct http_conn	*conn;
+	int			 method;	/* HTTP_* */
+	int			 minor;		/* HTTP/1.minor */
+	int			 keepalive;
+	char			*head;		/* the head, split in place */
+	const char		*target;	/* as sent: path[?query] */
+	char			*path;		/* up to '?', xmalloc'd */
+	const char		*query;		/* after '?', or "" */
+	int			 nfields;
+	const char		*name[HTTP_MAX_FIELDS];
+	const char		*value[HTTP_MAX_FIELDS];
+	size_t			 clen;		/* Content-Length */
+	int			 expect_continue;
+	char			*body;		/* clen bytes + NUL */
+	char			*out;		/* extra answer header lines, "Name: value\r\n"... */
+	char			 peer[INET6_ADDRSTRLEN];
+	int			 loopback;
+};
+
+struct http_conn {
+	struct bufferevent	*bev;
+	struct event		*timer;
+	struct http_req		*req;		/* being read or handled: one at a time */
+	int			 state;
+#define HC_IDLE		0	/* between requests (keep-alive) */
+#define HC_HEAD		1	/* reading a head */
+#define HC_BODY		2	/* reading a body */
+#define HC_HANDLING	3	/* a handler has the request */
+#define HC_CLOSING	4	/* the last answer is leaving; then close */
+	int			 eof, advancing;
+	size_t			 scanned;	/* head bytes already searched for its end */
+	char			 peer[INET6_ADDRSTRLEN];
+	int			 loopback;
+	LIST_ENTRY(http_conn)	 entry;
+};
+
+static void	http_healthz(struct http_req *, void *);
+static void	http_livez(struct http_req *, void *);
 static json_t	*http_counters(void);
+static void	http_advance(struct http_conn *);
+static void	http_conn_free(struct http_conn *);
 
 static const struct http_route {
 	const char	*path;
-	int		 methods;	/* EVHTTP_REQ_* bits */
-	void		(*fn)(struct evhttp_request *, void *);
+	int		 methods;	/* HTTP_* bits */
+	int		 role;		/* AUTH_*: who may call (auth.c), AUTH_ANYONE for all */
+	void		(*fn)(struct http_req *, void *);
 } http_routes[] = {
-	{ "/healthz", EVHTTP_REQ_GET, http_healthz },
-	{ "/livez", EVHTTP_REQ_GET, http_livez },
-	{ "/sms/kannel", EVHTTP_REQ_GET | EVHTTP_REQ_POST, sms_kannel },
-	{ "/sms/inbound", EVHTTP_REQ_POST, sms_inbound },
-	{ "/sms/dlr", EVHTTP_REQ_GET | EVHTTP_REQ_POST, sms_dlr },
-	{ "/zalo/webhook", EVHTTP_REQ_POST, zalo_webhook },
-	{ "/ussd", EVHTTP_REQ_POST, ussd_callback },
-	{ "/ussd/end", EVHTTP_REQ_POST, ussd_end },
+	{ "/healthz", HTTP_GET, AUTH_ANYONE, http_healthz },
+	{ "/livez", HTTP_GET, AUTH_ANYONE, http_livez },
+	{ "/sms/kannel", HTTP_GET | HTTP_POST, AUTH_PROVIDER, sms_kannel },
+	{ "/sms/inbound", HTTP_POST, AUTH_PROVIDER, sms_inbound },
+	{ "/sms/dlr", HTTP_GET | HTTP_POST, AUTH_PROVIDER, sms_dlr },
+	{ "/zalo/webhook", HTTP_POST, AUTH_ANYONE, zalo_webhook },	/* signed: zalo.c checks */
+	{ "/ussd", HTTP_POST, AUTH_PROVIDER, ussd_callback },
+	{ "/ussd/end", HTTP_POST, AUTH_PROVIDER, ussd_end },
+};
+
+static const struct {
+	const char	*name;
+	int		 bit;
+} http_methods[] = {
+	{ "GET", HTTP_GET }, { "POST", HTTP_POST }, { "PUT", HTTP_PUT },
+	{ "DELETE", HTTP_DELETE }, { "HEAD", HTTP_HEAD }, { "PATCH", HTTP_PATCH },
+	{ "OPTIONS", HTTP_OPTIONS },
 };
 
 static struct {
-	struct evhttp			*http;
-	struct evhttp_bound_socket	*bound;
-	const struct config		*cfg;
-	int				 inflight;
+	struct event_base	*base;
+	struct evconnlistener	*listener;
+	struct event		*resume;	/* re-enables accepting after a pause */
+	const struct config	*cfg;
+	struct timeval		 timeout;	/* listen.timeout, a common timeout */
+	struct timeval		 grace;
+	LIST_HEAD(, http_conn)	 conns;
+	int			 nconns, paused, stopping;
+	int			 inflight;	/* requests held for a later answer */
+	size_t			 in_high;	/* input buffered per connection */
+	unsigned long long	 refused_conns;
 } http;
 
-/* Answer with a JSON body; takes ownership of body. */
-void
-http_json(struct evhttp_request *req, int status, json_t *body)
-{
-	struct evbuffer *buf = evbuffer_new();
-	char *s;
+/* ---- answers -------------------------------------------------------------------------------- */
 
-	s = json_dumps(body, JSON_COMPACT);
-	json_decref(body);
-	evbuffer_add(buf, s, strlen(s));
-	evbuffer_add(buf, "\n", 1);
-	free(s);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-	    "application/json; charset=utf-8");
-	evhttp_send_reply(req, status, NULL, buf);
-	evbuffer_free(buf);
+static const char *
+http_reason(int status)
+{
+	switch (status) {
+	case 100: return "Continue";
+	case 200: return "OK";
+	case 201: return "Created";
+	case 202: return "Accepted";
+	case 204: return "No Content";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 411: return "Length Required";
+	case 413: return "Content Too Large";
+	case 415: return "Unsupported Media Type";
+	case 417: return "Expectation Failed";
+	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 503: return "Service Unavailable";
+	case 505: return "HTTP Version Not Supported";
+	default: return "Status";
+	}
 }
 
-/* Answer with the contract's error shape: {"error": code, "message": sentence}. */
+static void
+http_req_free(struct http_req *req)
+{
+	if (req == NULL)
+		return;
+	free(req->head);
+	free(req->path);
+	free(req->body);
+	free(req->out);
+	free(req);
+}
+
+/* Add a header line to the answer (before http_send). Values are the daemon's own, never a
+ * client's bytes; CR and LF are refused all the same. */
 void
-http_error(struct evhttp_request *req, int status, const char *code, const char *fmt, ...)
+http_add_header(struct http_req *req, const char *name, const char *value)
+{
+	char *line;
+
+	if (strpbrk(name, "\r\n:") != NULL || strpbrk(value, "\r\n") != NULL) {
+		log_error("http: header %s not sent: it holds a CR or LF", name);
+		return;
+	}
+	line = xasprintf("%s%s: %s\r\n", req->out ? req->out : "", name, value);
+	free(req->out);
+	req->out = line;
+}
+
+/* Answer req with status and body (len bytes of type ctype) and free req. The connection then reads
+ * its next request, or closes when it must. */
+void
+http_send(struct http_req *req, int status, const char *ctype, const char *body, size_t len)
+{
+	struct http_conn *c = req->conn;
+	struct evbuffer *out;
+	int closing;
+
+	if (c == NULL) {	/* the client hung up meanwhile */
+		http_req_free(req);
+		return;
+	}
+	closing = !req->keepalive || c->eof || http.stopping || status == 408 || status == 413 ||
+	    status == 431 || (status == 400 && c->state != HC_HANDLING);
+	out = bufferevent_get_output(c->bev);
+	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+	    "%s%s\r\n", status, http_reason(status), ctype, len, req->out ? req->out : "",
+	    closing ? "Connection: close\r\n" : "");
+	if (req->method != HTTP_HEAD && len > 0)
+		evbuffer_add(out, body, len);
+	c->req = NULL;
+	http_req_free(req);
+	if (closing) {
+		c->state = HC_CLOSING;
+		bufferevent_disable(c->bev, EV_READ);
+		evtimer_add(c->timer, &http.grace);
+		return;
+	}
+	c->state = HC_IDLE;
+	evtimer_add(c->timer, &http.timeout);
+	if (!c->advancing)
+		http_advance(c);
+}
+
+/* Answer with a JSON body; takes ownership of body. A NULL body (jansson refused something) is an
+ * internal error, answered as such rather than crashing. */
+void
+http_json(struct http_req *req, int status, json_t *body)
+{
+	char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+
+	json_decref(body);
+	if (s == NULL) {
+		log_error("http: an answer could not be encoded as JSON (status %d)", status);
+		s = xstrdup("{\"error\":\"internal\",\"message\":\"The answer could not be encoded.\"}");
+		status = 500;
+	}
+	s = xrealloc(s, strlen(s) + 2);
+	strcat(s, "\n");
+	http_send(req, status, "application/json; charset=utf-8", s, strlen(s));
+	free(s);
+}
+
+/* Answer with the contract's error shape: {"error": code, "message": sentence}. The sentence may
+ * quote what the client sent: it is made valid UTF-8 first, so this cannot fail. */
+void
+http_error(struct http_req *req, int status, const char *code, const char *fmt, ...)
 {
 	va_list ap;
-	char *msg;
+	char *raw, *msg;
 
 	va_start(ap, fmt);
-	msg = xvasprintf(fmt, ap);
+	raw = xvasprintf(fmt, ap);
 	va_end(ap);
+	msg = text_utf8_scrub(raw, strlen(raw), 0, 1024);
+	free(raw);
 	if (status >= 500)
-		log_warn("http %d %s: %s", status, evhttp_request_get_uri(req), msg);
+		log_warn_limited("http %d %s: %s", status, req->path ? req->path : "-", msg);
 	else
-		log_debug("http %d %s: %s", status, evhttp_request_get_uri(req), msg);
+		log_debug("http %d %s: %s", status, req->path ? req->path : "-", msg);
 	http_json(req, status, json_pack("{s:s, s:s}", "error", code, "message", msg));
 	free(msg);
 }
 
 /* Answer with a plain text body (USSD, Kannel). */
 void
-http_text(struct evhttp_request *req, int status, const char *text)
+http_text(struct http_req *req, int status, const char *text)
 {
-	struct evbuffer *buf = evbuffer_new();
-
-	evbuffer_add(buf, text, strlen(text));
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-	    "text/plain; charset=utf-8");
-	evhttp_send_reply(req, status, NULL, buf);
-	evbuffer_free(buf);
+	http_send(req, status, "text/plain; charset=utf-8", text, strlen(text));
 }
+
+/* ---- the request, for handlers -------------------------------------------------------------- */
 
 /* The request body as a NUL-terminated copy (it may itself contain NULs; *len tells). */
 char *
-http_body(struct evhttp_request *req, size_t *len)
+http_body(struct http_req *req, size_t *len)
 {
-	struct evbuffer *in = evhttp_request_get_input_buffer(req);
-	size_t n = evbuffer_get_length(in);
-	char *p = xmalloc(n + 1);
+	char *p = xmalloc(req->clen + 1);
 
-	evbuffer_copyout(in, p, n);
-	p[n] = '\0';
+	if (req->clen > 0)
+		memcpy(p, req->body, req->clen);
+	p[req->clen] = '\0';
 	if (len != NULL)
-		*len = n;
+		*len = req->clen;
 	return p;
 }
 
-/* 1 when the body is larger than listen.max_body (the caller answers 413). */
-int
-http_body_too_large(struct evhttp_request *req)
+/* The value of a header field (the first; http_parse refuses repeats of the ones that matter). */
+const char *
+http_header(struct http_req *req, const char *name)
 {
-	return evbuffer_get_length(evhttp_request_get_input_buffer(req)) > (size_t)http.cfg->max_body;
+	int i;
+
+	for (i = 0; i < req->nfields; i++)
+		if (strcasecmp(req->name[i], name) == 0)
+			return req->value[i];
+	return NULL;
+}
+
+int
+http_method(struct http_req *req)
+{
+	return req->method;
+}
+
+const char *
+http_path(struct http_req *req)
+{
+	return req->path;
+}
+
+/* The raw query string of a request ("" when none). */
+const char *
+http_query_string(struct http_req *req)
+{
+	return req->query;
+}
+
+/* The client's address, as text. */
+const char *
+http_peer(struct http_req *req)
+{
+	return req->peer;
+}
+
+/* 1 when the client is on this machine. */
+int
+http_peer_loopback(struct http_req *req)
+{
+	return req->loopback;
+}
+
+/* 1 when the body is larger than listen.max_body (never: such bodies are refused before reading;
+ * kept for handlers with their own smaller limit). */
+int
+http_body_too_large(struct http_req *req)
+{
+	return req->clen > (size_t)http.cfg->max_body;
 }
 
 /* 1 when the Content-Type header's media type is type (parameters ignored). */
 int
-http_content_type_is(struct evhttp_request *req, const char *type)
+http_content_type_is(struct http_req *req, const char *type)
 {
-	const char *ct;
+	const char *ct = http_header(req, "Content-Type");
 	size_t n = strlen(type);
 
-	ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
 	return ct != NULL && strncasecmp(ct, type, n) == 0 && (ct[n] == '\0' || ct[n] == ';' ||
 	    ct[n] == ' ');
 }
+
+/* ---- query strings -------------------------------------------------------------------------- */
 
 static int
 http_hexval(int c)
@@ -193,6 +403,11 @@ http_query_parse(const char *s, size_t n, struct http_query *q, char **cause)
 			*cause = xstrdup("a parameter name has a malformed %-escape");
 			goto fail;
 		}
+		if (memchr(k, '\0', klen) != NULL || !text_utf8_valid(k, klen)) {
+			free(k);
+			*cause = xstrdup("a parameter name is not valid UTF-8");
+			goto fail;
+		}
 		if (http_unescape(eq < amp ? eq + 1 : amp, eq < amp ? (size_t)(amp - eq - 1) : 0,
 		    &v, &vlen) != 0) {
 			*cause = xasprintf("parameter \"%s\" has a malformed %%-escape", k);
@@ -245,14 +460,502 @@ http_query_free(struct http_query *q)
 	q->n = 0;
 }
 
-/* The raw query string of a request ("" when none). */
-const char *
-http_query_string(struct evhttp_request *req)
+/* One parameter of a raw query string, decoded (NULL when absent or malformed); xmalloc'd. */
+char *
+http_query_value(const char *qs, const char *key)
 {
-	const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+	struct http_query q;
+	char *cause = NULL, *v = NULL;
+	const char *p;
+	size_t len;
 
-	return q ? q : "";
+	if (http_query_parse(qs, strlen(qs), &q, &cause) != 0) {
+		free(cause);
+		return NULL;
+	}
+	if ((p = http_query_get(&q, key, &len)) != NULL && memchr(p, '\0', len) == NULL)
+		v = xstrdup(p);
+	http_query_free(&q);
+	return v;
 }
+
+/* ---- parsing -------------------------------------------------------------------------------- */
+
+static int
+http_tchar(int c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	    (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* Cut the next line of the head at *p (CRLF or LF); NULL when a bare CR is in it. */
+static char *
+http_line(char **p)
+{
+	char *s = *p, *nl = strchr(s, '\n');
+
+	if (nl == NULL)
+		return NULL;
+	*p = nl + 1;
+	if (nl > s && nl[-1] == '\r')
+		nl--;
+	*nl = '\0';
+	if (strchr(s, '\r') != NULL)
+		return NULL;
+	return s;
+}
+
+/* Parse a request head (NUL-terminated, the empty line included) into req. 0, or the HTTP status
+ * to answer with and *cause (a sentence). Pure: the fuzz target calls it directly. */
+int
+http_parse(char *head, struct http_req *req, char **cause)
+{
+	char *p = head, *line, *sp, *name, *v, *e, *q;
+	const char *te = NULL;
+	size_t i, ml;
+	int have_clen = 0, conn_close = 0, conn_keep = 0;
+	unsigned long long n;
+
+	req->method = 0;
+	do {	/* RFC 9112 2.2: ignore empty lines before the request line */
+		if ((line = http_line(&p)) == NULL)
+			goto bad_line;
+	} while (*line == '\0' && *p != '\0');
+	if ((sp = strchr(line, ' ')) == NULL)
+		goto bad_line;
+	ml = (size_t)(sp - line);
+	for (i = 0; i < sizeof http_methods / sizeof http_methods[0]; i++)
+		if (strlen(http_methods[i].name) == ml && strncmp(line, http_methods[i].name, ml) == 0)
+			req->method = http_methods[i].bit;
+	for (i = 0; i < ml; i++)
+		if (!http_tchar((unsigned char)line[i]))
+			goto bad_line;
+	if (ml == 0 || ml > 16)
+		goto bad_line;
+	if (req->method == 0)
+		req->method = HTTP_OTHER;
+	req->target = sp + 1;
+	if ((sp = strchr(sp + 1, ' ')) == NULL)
+		goto bad_line;
+	*sp = '\0';
+	if (strncmp(sp + 1, "HTTP/1.", 7) != 0 || sp[8] < '0' || sp[8] > '9' || sp[9] != '\0') {
+		if (strncmp(sp + 1, "HTTP/", 5) == 0 && sp[6] >= '2' && sp[6] <= '9') {
+			*cause = xstrdup("Only HTTP/1.0 and HTTP/1.1 are spoken here.");
+			return 505;
+		}
+		goto bad_line;
+	}
+	req->minor = sp[8] - '0';
+	if (req->target[0] != '/') {
+		*cause = xstrdup("The request target must be a path starting with /.");
+		return 400;
+	}
+	for (q = (char *)req->target; *q != '\0'; q++)
+		if ((unsigned char)*q <= 0x20 || (unsigned char)*q >= 0x7F) {
+			*cause = xstrdup("The request target may hold only visible ASCII characters; "
+			    "percent-encode the others.");
+			return 400;
+		}
+	q = strchr(req->target, '?');
+	req->path = q ? xstrndup(req->target, (size_t)(q - req->target)) : xstrdup(req->target);
+	req->query = q ? q + 1 : "";
+
+	req->nfields = 0;
+	for (;;) {
+		if ((line = http_line(&p)) == NULL) {
+			*cause = xstrdup("A header line has a bare CR or no end.");
+			return 400;
+		}
+		if (*line == '\0')
+			break;
+		if (*line == ' ' || *line == '\t') {
+			*cause = xstrdup("Folded header lines are not accepted.");
+			return 400;
+		}
+		if ((v = strchr(line, ':')) == NULL || v == line) {
+			*cause = xstrdup("A header line has no name or no colon.");
+			return 400;
+		}
+		name = line;
+		*v++ = '\0';
+		for (q = name; *q != '\0'; q++)
+			if (!http_tchar((unsigned char)*q)) {
+				*cause = xstrdup("A header name holds a character that is not allowed.");
+				return 400;
+			}
+		while (*v == ' ' || *v == '\t')
+			v++;
+		e = v + strlen(v);
+		while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
+			*--e = '\0';
+		for (q = v; *q != '\0'; q++)
+			if ((unsigned char)*q < 0x20 && *q != '\t') {
+				*cause = xstrdup("A header value holds a control character.");
+				return 400;
+			}
+		if (req->nfields == HTTP_MAX_FIELDS) {
+			*cause = xasprintf("More than %d header fields.", HTTP_MAX_FIELDS);
+			return 431;
+		}
+		if (strcasecmp(name, "Content-Length") == 0) {
+			if (have_clen) {
+				*cause = xstrdup("Content-Length is given more than once.");
+				return 400;
+			}
+			have_clen = 1;
+			if (*v == '\0' || strspn(v, "0123456789") != strlen(v) || strlen(v) > 12) {
+				*cause = xstrdup("Content-Length must be a number of bytes.");
+				return 400;
+			}
+			n = strtoull(v, NULL, 10);
+			req->clen = (size_t)n;
+		} else if (strcasecmp(name, "Transfer-Encoding") == 0)
+			te = v;
+		else if (strcasecmp(name, "Connection") == 0) {
+			if (strcasestr(v, "close") != NULL)
+				conn_close = 1;
+			if (strcasestr(v, "keep-alive") != NULL)
+				conn_keep = 1;
+		} else if (strcasecmp(name, "Expect") == 0) {
+			if (strcasecmp(v, "100-continue") != 0) {
+				*cause = xstrdup("Only \"Expect: 100-continue\" is understood.");
+				return 417;
+			}
+			req->expect_continue = req->minor >= 1;
+		}
+		req->name[req->nfields] = name;
+		req->value[req->nfields] = v;
+		req->nfields++;
+	}
+	if (te != NULL) {
+		*cause = xstrdup("Send the body with a Content-Length header; Transfer-Encoding is not "
+		    "accepted.");
+		return 411;
+	}
+	req->keepalive = req->minor >= 1 ? !conn_close : conn_keep && !conn_close;
+	return 0;
+bad_line:
+	*cause = xstrdup("The request line is not \"METHOD /path HTTP/1.1\".");
+	return 400;
+}
+
+/* ---- connections ---------------------------------------------------------------------------- */
+
+/* Hand a complete request to its route: method, size, caller, then the handler. */
+static void
+http_dispatch(struct http_req *req)
+{
+	const struct http_route *r = NULL;
+	size_t i;
+	int status;
+	char allow[64], *cause = NULL;
+
+	for (i = 0; i < sizeof http_routes / sizeof http_routes[0]; i++)
+		if (strcmp(http_routes[i].path, req->path) == 0) {
+			r = &http_routes[i];
+			break;
+		}
+	if (r == NULL) {
+		http_error(req, 404, "not_found", "There is nothing at %s.", req->path);
+		return;
+	}
+	if ((r->methods & req->method) == 0 &&
+	    !(req->method == HTTP_HEAD && (r->methods & HTTP_GET))) {
+		allow[0] = '\0';
+		for (i = 0; i < sizeof http_methods / sizeof http_methods[0]; i++)
+			if (r->methods & http_methods[i].bit) {
+				if (allow[0] != '\0')
+					strcat(allow, ", ");
+				strcat(allow, http_methods[i].name);
+			}
+		http_add_header(req, "Allow", allow);
+		http_error(req, 405, "method_not_allowed", "%s does not accept this method; use %s.",
+		    req->path, allow);
+		return;
+	}
+	if ((status = auth_check(req, r->role, &cause)) != 0) {
+		if (status == 401)
+			http_add_header(req, "WWW-Authenticate", "Bearer realm=\"dvcgw\"");
+		http_error(req, status, status == 401 ? "unauthorized" : "forbidden", "%s", cause);
+		free(cause);
+		return;
+	}
+	r->fn(req, NULL);
+}
+
+/* Answer a request that could not be read whole, and close. */
+static void
+http_refuse(struct http_conn *c, int status, const char *code, const char *cause)
+{
+	struct http_req *req = c->req;
+
+	if (req == NULL) {
+		req = xcalloc(1, sizeof *req);
+		req->conn = c;
+		c->req = req;
+	}
+	req->keepalive = 0;
+	log_info_limited("http: %s: %d %s", c->peer, status, cause);
+	http_error(req, status, code, "%s", cause);
+}
+
+/* Read what the connection has buffered: the next head, a body, then the handler; again while
+ * pipelined requests are waiting and the client reads its answers. */
+static void
+http_advance(struct http_conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct http_req *req;
+	unsigned char *p;
+	size_t n, lim, i, end;
+	int status;
+	char *cause = NULL;
+
+	c->advancing = 1;
+	while (c->state != HC_HANDLING && c->state != HC_CLOSING) {
+		n = evbuffer_get_length(in);
+		if (c->state == HC_IDLE) {
+			if (n == 0 || evbuffer_get_length(bufferevent_get_output(c->bev)) >
+			    HTTP_OUT_HIGH)
+				break;
+			c->state = HC_HEAD;
+			c->scanned = 0;
+			evtimer_add(c->timer, &http.timeout);	/* the whole request from here */
+		}
+		if (c->state == HC_HEAD) {
+			lim = n < (size_t)http.cfg->max_headers + 2 ? n :
+			    (size_t)http.cfg->max_headers + 2;
+			p = evbuffer_pullup(in, (ev_ssize_t)lim);
+			end = 0;
+			for (i = c->scanned; i < lim && end == 0; i++)
+				if (p[i] == '\n' && i > 0 && (p[i - 1] == '\n' ||
+				    (p[i - 1] == '\r' && i > 1 && p[i - 2] == '\n')))
+					end = i + 1;
+			if (end == 0) {
+				if (lim > (size_t)http.cfg->max_headers) {
+					http_refuse(c, 431, "headers_too_large", "The request head is "
+					    "larger than the limit.");
+					break;
+				}
+				c->scanned = lim;
+				break;
+			}
+			if (memchr(p, '\0', end) != NULL) {
+				evbuffer_drain(in, end);
+				http_refuse(c, 400, "bad_request", "The request head holds a NUL "
+				    "byte.");
+				break;
+			}
+			req = xcalloc(1, sizeof *req);
+			req->conn = c;
+			memcpy(req->peer, c->peer, sizeof req->peer);
+			req->loopback = c->loopback;
+			c->req = req;
+			req->head = xmalloc(end + 1);
+			evbuffer_remove(in, req->head, end);
+			req->head[end] = '\0';
+			if ((status = http_parse(req->head, req, &cause)) != 0) {
+				http_refuse(c, status, status == 411 ? "length_required" :
+				    status == 431 ? "headers_too_large" : status == 505 ?
+				    "version_not_supported" : "bad_request", cause);
+				free(cause);
+				break;
+			}
+			if (req->clen > (size_t)http.cfg->max_body) {
+				cause = xasprintf("The request body is larger than %d bytes.",
+				    http.cfg->max_body);
+				http_refuse(c, 413, "body_too_large", cause);
+				free(cause);
+				break;
+			}
+			c->state = HC_BODY;
+			if (req->expect_continue && req->clen > evbuffer_get_length(in))
+				evbuffer_add_printf(bufferevent_get_output(c->bev),
+				    "HTTP/1.1 100 Continue\r\n\r\n");
+			n = evbuffer_get_length(in);
+		}
+		if (c->state == HC_BODY) {
+			req = c->req;
+			if (n < req->clen)
+				break;
+			req->body = xmalloc(req->clen + 1);
+			evbuffer_remove(in, req->body, req->clen);
+			req->body[req->clen] = '\0';
+			c->state = HC_HANDLING;
+			evtimer_del(c->timer);
+			http_dispatch(req);	/* may answer at once: the loop goes on */
+		}
+	}
+	c->advancing = 0;
+	if (c->eof && (c->state == HC_IDLE || c->state == HC_HEAD || c->state == HC_BODY)) {
+		/* Nothing more will come: close once the answers already queued have left. */
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+			http_conn_free(c);
+			return;
+		}
+		c->state = HC_CLOSING;
+		evtimer_add(c->timer, &http.grace);
+	}
+}
+
+static void
+http_read_cb(struct bufferevent *bev, void *arg)
+{
+	http_advance(arg);
+}
+
+/* The output drained: close after a last answer, or read what waits. */
+static void
+http_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct http_conn *c = arg;
+
+	if (c->state == HC_CLOSING)
+		http_conn_free(c);
+	else if (c->state == HC_IDLE && !c->advancing)
+		http_advance(c);
+}
+
+static void
+http_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct http_conn *c = arg;
+
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR)) {
+		/* The client finished sending (it may still read): answer what it sent, then close. */
+		c->eof = 1;
+		bufferevent_disable(bev, EV_READ);
+		if (c->state != HC_CLOSING && !c->advancing)
+			http_advance(c);
+		return;
+	}
+	http_conn_free(c);
+}
+
+/* A deadline passed: a request not read in time gets 408; an idle or stuck connection closes. */
+static void
+http_timer_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct http_conn *c = arg;
+
+	if (c->state == HC_HEAD || c->state == HC_BODY) {
+		http_refuse(c, 408, "request_timeout", "The request was not received in time.");
+		return;
+	}
+	http_conn_free(c);
+}
+
+static void
+http_conn_free(struct http_conn *c)
+{
+	if (c->req != NULL) {
+		if (c->state == HC_HANDLING)
+			c->req->conn = NULL;	/* the handler answers into the void */
+		else
+			http_req_free(c->req);
+	}
+	LIST_REMOVE(c, entry);
+	event_free(c->timer);
+	bufferevent_free(c->bev);
+	free(c);
+	http.nconns--;
+	if (http.paused == 2 && http.listener != NULL && !http.stopping) {
+		http.paused = 0;
+		evconnlistener_enable(http.listener);
+	}
+}
+
+static int
+http_is_loopback(const struct sockaddr *sa)
+{
+	const struct sockaddr_in6 *s6;
+
+	if (sa->sa_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+	if (sa->sa_family == AF_INET6) {
+		s6 = (const struct sockaddr_in6 *)sa;
+		if (IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr))
+			return 1;
+		return IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr) && s6->sin6_addr.s6_addr[12] == 127;
+	}
+	return sa->sa_family == AF_UNIX;
+}
+
+/* Start serving a new connection. */
+void
+http_conn_new(evutil_socket_t fd, const struct sockaddr *sa)
+{
+	struct http_conn *c = xcalloc(1, sizeof *c);
+
+	c->bev = bufferevent_socket_new(http.base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL) {
+		evutil_closesocket(fd);
+		free(c);
+		return;
+	}
+	c->timer = evtimer_new(http.base, http_timer_cb, c);
+	c->loopback = sa ? http_is_loopback(sa) : 0;
+	if (sa && sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->peer,
+		    sizeof c->peer);
+	else if (sa && sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->peer,
+		    sizeof c->peer);
+	else
+		strcpy(c->peer, "local");
+	bufferevent_setcb(c->bev, http_read_cb, http_write_cb, http_event_cb, c);
+	/* Reading pauses while this much is buffered: one head and one body, and some pipelining. */
+	bufferevent_setwatermark(c->bev, EV_READ, 0, http.in_high);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	evtimer_add(c->timer, &http.timeout);
+	LIST_INSERT_HEAD(&http.conns, c, entry);
+	http.nconns++;
+	if (http.nconns >= http.cfg->max_connections && http.listener != NULL) {
+		evconnlistener_disable(http.listener);
+		if (http.paused == 0)
+			log_warn_limited("http: %d connections open (listen.max_connections); not "
+			    "accepting more until one closes", http.nconns);
+		http.paused = 2;
+	}
+}
+
+static void
+http_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+    void *arg)
+{
+	http_conn_new(fd, sa);
+}
+
+static void
+http_resume_cb(evutil_socket_t fd, short events, void *arg)
+{
+	if (http.listener != NULL && !http.stopping && http.nconns < http.cfg->max_connections) {
+		http.paused = 0;
+		evconnlistener_enable(http.listener);
+	} else if (http.nconns >= http.cfg->max_connections)
+		http.paused = 2;
+}
+
+/* accept() failed: at the descriptor limit (or out of memory), pause instead of spinning. */
+static void
+http_accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	int err = EVUTIL_SOCKET_ERROR();
+	struct timeval tv = { 0, HTTP_ACCEPT_PAUSE_MS * 1000 };
+
+	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+		evconnlistener_disable(l);
+		http.paused = 1;
+		http.refused_conns++;
+		evtimer_add(http.resume, &tv);
+		log_warn_limited("http: cannot accept connections (%s, %d open); pausing %d ms",
+		    evutil_socket_error_to_string(err), http.nconns, HTTP_ACCEPT_PAUSE_MS);
+		return;
+	}
+	log_warn_limited("http: accept: %s", evutil_socket_error_to_string(err));
+}
+
+/* ---- health --------------------------------------------------------------------------------- */
 
 /* Count a request whose answer comes later (drain on stop). */
 void
@@ -278,7 +981,7 @@ http_inflight(void)
 static void
 http_healthz_cb(struct redisReply *reply, void *arg, const char *err)
 {
-	struct evhttp_request *req = arg;
+	struct http_req *req = arg;
 
 	if (reply == NULL || err != NULL)
 		http_json(req, 503, json_pack("{s:s, s:s, s:s}", "status", "unavailable", "redis",
@@ -297,15 +1000,16 @@ http_counters(void)
 
 	conv_stats(&turns, &conflicts);
 	outbox_stats(&sent, &retried, &dead);
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:i}", "turns", (json_int_t)turns,
-	    "conflicts", (json_int_t)conflicts, "replies_sent", (json_int_t)sent,
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:I}", "turns",
+	    (json_int_t)turns, "conflicts", (json_int_t)conflicts, "replies_sent", (json_int_t)sent,
 	    "replies_retried", (json_int_t)retried, "replies_dead", (json_int_t)dead,
-	    "redis_commands", (json_int_t)rds_ncommands(), "outbox_inflight", outbox_inflight());
+	    "redis_commands", (json_int_t)rds_ncommands(), "outbox_inflight", outbox_inflight(),
+	    "connections", http.nconns, "accept_pauses", (json_int_t)http.refused_conns);
 }
 
 /* GET /healthz: 200 when Redis answers a PING now, 503 and why otherwise. */
 static void
-http_healthz(struct evhttp_request *req, void *arg)
+http_healthz(struct http_req *req, void *arg)
 {
 	if (!rds_ready() || rds_command(http_healthz_cb, req, "PING") != 0) {
 		http_json(req, 503, json_pack("{s:s, s:s, s:s}", "status", "unavailable", "redis",
@@ -317,110 +1021,93 @@ http_healthz(struct evhttp_request *req, void *arg)
 
 /* GET /livez: the process answers; no Redis work (also the benchmark's bare route). */
 static void
-http_livez(struct evhttp_request *req, void *arg)
+http_livez(struct http_req *req, void *arg)
 {
 	http_text(req, 200, "ok\n");
 }
 
-static const char *
-http_method_name(int m)
-{
-	switch (m) {
-	case EVHTTP_REQ_GET: return "GET";
-	case EVHTTP_REQ_POST: return "POST";
-	case EVHTTP_REQ_PUT: return "PUT";
-	case EVHTTP_REQ_DELETE: return "DELETE";
-	case EVHTTP_REQ_HEAD: return "HEAD";
-	case EVHTTP_REQ_PATCH: return "PATCH";
-	case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-	default: return "this method";
-	}
-}
+/* ---- start and stop ------------------------------------------------------------------------- */
 
-/* Every request: find the route by path, check the method, the body size, then dispatch. */
-static void
-http_dispatch_cb(struct evhttp_request *req, void *arg)
+/* Set up the server without listening (the fuzz target feeds connections by http_conn_new). */
+void
+http_init(struct event_base *base, const struct config *cfg)
 {
-	const char *path;
-	const struct http_route *r = NULL;
-	size_t i;
-	int m = evhttp_request_get_command(req);
-	char allow[64];
+	const struct timeval *tv;
+	struct timeval t;
 
-	path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
-	if (path == NULL)
-		path = "/";
-	for (i = 0; i < sizeof http_routes / sizeof http_routes[0]; i++)
-		if (strcmp(http_routes[i].path, path) == 0) {
-			r = &http_routes[i];
-			break;
-		}
-	if (r == NULL) {
-		http_error(req, 404, "not_found", "There is nothing at %s.", path);
-		return;
-	}
-	if ((r->methods & m) == 0) {
-		allow[0] = '\0';
-		if (r->methods & EVHTTP_REQ_GET)
-			strcat(allow, "GET");
-		if (r->methods & EVHTTP_REQ_POST)
-			strcat(allow, *allow ? ", POST" : "POST");
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
-		http_error(req, 405, "method_not_allowed", "%s does not accept %s; use %s.", path,
-		    http_method_name(m), allow);
-		return;
-	}
-	if (http_body_too_large(req)) {
-		http_error(req, 413, "body_too_large", "The request body is larger than %d bytes.",
-		    http.cfg->max_body);
-		return;
-	}
-	r->fn(req, NULL);
+	http.base = base;
+	http.cfg = cfg;
+	LIST_INIT(&http.conns);
+	t.tv_sec = cfg->request_timeout;
+	t.tv_usec = 0;
+	tv = event_base_init_common_timeout(base, &t);
+	http.timeout = tv ? *tv : t;
+	t.tv_sec = HTTP_CLOSE_GRACE_S;
+	tv = event_base_init_common_timeout(base, &t);
+	http.grace = tv ? *tv : t;
+	http.in_high = (size_t)cfg->max_headers + (size_t)cfg->max_body + 4096;
+	http.resume = evtimer_new(base, http_resume_cb, NULL);
 }
 
 /* Bind and start serving. fatal on failure (start-up). Returns the bound port. */
 int
 http_start(struct event_base *base, const struct config *cfg)
 {
-	struct evhttp_bound_socket *bound;
+	struct evutil_addrinfo hints, *ai = NULL;
 	struct sockaddr_storage ss;
-	ev_socklen_t sl = sizeof ss;
-	int port;
+	socklen_t sl = sizeof ss;
+	char port[16];
+	int rc;
 
-	http.cfg = cfg;
-	if ((http.http = evhttp_new(base)) == NULL)
-		fatalx("evhttp_new failed");
-	evhttp_set_max_body_size(http.http, (ev_ssize_t)cfg->max_body * HTTP_HARD_BODY_FACTOR);
-	evhttp_set_max_headers_size(http.http, cfg->max_headers);
-	evhttp_set_timeout(http.http, cfg->request_timeout);
-	evhttp_set_allowed_methods(http.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-	    EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD | EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
-	evhttp_set_gencb(http.http, http_dispatch_cb, NULL);
-	bound = evhttp_bind_socket_with_handle(http.http, cfg->listen_host,
-	    (ev_uint16_t)cfg->listen_port);
-	if (bound == NULL)
+	http_init(base, cfg);
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_ADDRCONFIG;
+	snprintf(port, sizeof port, "%d", cfg->listen_port);
+	if ((rc = evutil_getaddrinfo(cfg->listen_host, port, &hints, &ai)) != 0)
+		fatalx("cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
+		    evutil_gai_strerror(rc));
+	http.listener = evconnlistener_new_bind(base, http_accept_cb, NULL, LEV_OPT_CLOSE_ON_FREE |
+	    LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024, ai->ai_addr, (int)ai->ai_addrlen);
+	evutil_freeaddrinfo(ai);
+	if (http.listener == NULL)
 		fatal("cannot listen on %s:%d", cfg->listen_host, cfg->listen_port);
-	http.bound = bound;
-	getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&ss, &sl);
-	port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port :
+	evconnlistener_set_error_cb(http.listener, http_accept_error_cb);
+	getsockname(evconnlistener_get_fd(http.listener), (struct sockaddr *)&ss, &sl);
+	return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port :
 	    ((struct sockaddr_in *)&ss)->sin_port);
-	return port;
 }
 
-/* Stop accepting new connections; requests already read still get their answers. */
+/* Stop accepting new connections and close the idle ones; requests already read still get their
+ * answers, each with Connection: close. */
 void
 http_stop_accepting(void)
 {
-	if (http.bound != NULL)
-		evhttp_del_accept_socket(http.http, http.bound);
-	http.bound = NULL;
+	struct http_conn *c, *next;
+
+	http.stopping = 1;
+	if (http.listener != NULL)
+		evconnlistener_free(http.listener);
+	http.listener = NULL;
+	for (c = LIST_FIRST(&http.conns); c != NULL; c = next) {
+		next = LIST_NEXT(c, entry);
+		if (c->state == HC_IDLE && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
+		    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+			http_conn_free(c);
+	}
 }
 
 /* Free the server (after draining). */
 void
 http_free(void)
 {
-	if (http.http != NULL)
-		evhttp_free(http.http);
-	http.http = NULL;
+	while (!LIST_EMPTY(&http.conns))
+		http_conn_free(LIST_FIRST(&http.conns));
+	if (http.listener != NULL)
+		evconnlistener_free(http.listener);
+	http.listener = NULL;
+	if (http.resume != NULL)
+		event_free(http.resume);
+	http.resume = NULL;
 }

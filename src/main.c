@@ -1,5 +1,6 @@
 /* main.c: the commands — the daemon (default), check, chat and import — and the daemon's life:
  * start-up, SIGHUP reload, and SIGTERM/SIGINT drain. */
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -14,6 +15,7 @@
 
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
+#include <sodium.h>
 
 #include "dvcgw.h"
 
@@ -37,7 +39,9 @@ usage(void)
 	    "                                             talk to the flows from the terminal\n"
 	    "       dvcgw import -c FILE PATH             load dossiers from JSON or CSV\n"
 	    "       dvcgw outbox -c FILE [status|dead|requeue [ID...]]\n"
-	    "                                             reply queue depth and dead letters\n");
+	    "                                             reply queue depth and dead letters\n"
+	    "       dvcgw token new -c FILE NAME ROLE     a new API token (provider, portal, staff,\n"
+	    "                                             onestop) and its api.tokens entry\n");
 	exit(2);
 }
 
@@ -149,11 +153,32 @@ gw_stop_cb(evutil_socket_t sig, short events, void *arg)
 	event_add(gw.drain, &tv);
 }
 
-/* SIGHUP: reload the flows; keep the old set unless the whole new one validates. */
+/* SIGHUP: reload the API tokens and allowed networks from the config file, and the flows; keep the
+ * current ones unless the new ones validate. */
 static void
 gw_reload_cb(evutil_socket_t sig, short events, void *arg)
 {
 	struct flowset *fs;
+	struct config *ncfg;
+	json_t *errors = NULL, *e;
+	char *cause = NULL;
+	size_t i;
+
+	if ((ncfg = config_load(gw.cfg->path, &errors)) == NULL) {
+		json_array_foreach(errors, i, e)
+			log_error("reload: %s", json_string_value(e));
+		json_decref(errors);
+		log_error("reload: the config has errors; keeping the current tokens");
+	} else {
+		if (auth_init(ncfg, &cause) != 0) {
+			log_error("reload: %s", cause);
+			free(cause);
+			auth_init(gw.cfg, &cause);
+		} else
+			log_info("reload: %zu API tokens, %zu allowed networks",
+			    json_array_size(ncfg->api_tokens), json_array_size(ncfg->listen_allow));
+		config_free(ncfg);
+	}
 
 	if ((fs = load_flows(gw.cfg)) == NULL) {
 		log_error("reload: the new flows have errors (above); keeping the current ones");
@@ -197,8 +222,30 @@ cmd_run(struct config *cfg)
 	struct flowset *fs;
 	int port;
 
+	struct rlimit rl;
+	char *cause = NULL;
+	int has_provider = 0;
+	size_t i;
+	json_t *t;
+
 	if ((fs = load_flows(cfg)) == NULL)
 		return 1;
+	if (auth_init(cfg, &cause) != 0)
+		fatalx("config: %s", cause);
+	/* Connections are capped by listen.max_connections, not by a low default descriptor limit. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	json_array_foreach(cfg->api_tokens, i, t)
+		if (auth_role(json_string_value(json_object_get(t, "role"))) == AUTH_PROVIDER)
+			has_provider = 1;
+	if (!has_provider && json_array_size(cfg->listen_allow) == 0 &&
+	    strncmp(cfg->listen_host, "127.", 4) != 0 && strcmp(cfg->listen_host, "::1") != 0 &&
+	    strcmp(cfg->listen_host, "localhost") != 0)
+		log_warn("listening on %s without a provider token: the SMS and USSD endpoints "
+		    "will refuse every caller not on this machine (add a provider token to "
+		    "api.tokens: dvcgw token new)", cfg->listen_host);
 	gw_setup(cfg, fs);
 	port = http_start(gw.base, cfg);
 	gw.sigterm = evsignal_new(gw.base, SIGTERM, gw_stop_cb, NULL);
@@ -211,6 +258,40 @@ cmd_run(struct config *cfg)
 	    cfg->listen_host, port, cfg->sms_driver, flowset_nstates(fs));
 	event_base_dispatch(gw.base);
 	event_base_free(gw.base);
+	auth_free();
+	return 0;
+}
+
+/* dvcgw token new NAME ROLE: a new random API token, printed once with the api.tokens entry that
+ * accepts it (only its SHA-256 is ever stored). */
+static int
+cmd_token(struct config *cfg, int argc, char **argv)
+{
+	unsigned char raw[24], h[crypto_hash_sha256_BYTES];
+	char tok[sizeof raw * 2 + 8], hex[sizeof h * 2 + 1];
+	json_t *entry;
+	char *line;
+
+	if (argc != 3 || strcmp(argv[0], "new") != 0 || auth_role(argv[2]) < 0) {
+		fprintf(stderr, "usage: dvcgw token new -c FILE NAME provider|portal|staff|onestop\n");
+		return 1;
+	}
+	randombytes_buf(raw, sizeof raw);
+	memcpy(tok, "dvcgw_", 6);
+	sodium_bin2hex(tok + 6, sizeof tok - 6, raw, sizeof raw);
+	crypto_hash_sha256(h, (const unsigned char *)tok, strlen(tok));
+	sodium_bin2hex(hex, sizeof hex, h, sizeof h);
+	entry = json_pack("{s:s, s:s, s:s}", "name", argv[1], "role", argv[2], "sha256", hex);
+	if (entry == NULL || (line = json_dumps(entry, JSON_COMPACT)) == NULL) {
+		fprintf(stderr, "dvcgw: the name must be valid UTF-8\n");
+		json_decref(entry);
+		return 1;
+	}
+	printf("token: %s\n(shown once; give it to the caller)\nadd to \"api.tokens\" in %s:\n"
+	    "  %s\n", tok, cfg->path, line);
+	free(line);
+	json_decref(entry);
+	sodium_memzero(tok, sizeof tok);
 	return 0;
 }
 
@@ -537,11 +618,13 @@ main(int argc, char **argv)
 		{ "user", required_argument, NULL, 'u' },
 		{ NULL, 0, NULL, 0 },
 	};
-	enum { CMD_RUN, CMD_CHECK, CMD_CHAT, CMD_IMPORT, CMD_OUTBOX } fn;
+	enum { CMD_RUN, CMD_CHECK, CMD_CHAT, CMD_IMPORT, CMD_OUTBOX, CMD_TOKEN } fn;
 	const char *cmd = "run", *conf = "config/dvcgw.json", *channel = NULL, *user = NULL;
 	struct config *cfg;
 	int ch, rc;
 
+	if (sodium_init() < 0)
+		fatalx("libsodium cannot start");
 	if (argc > 1 && argv[1][0] != '-') {
 		cmd = argv[1];
 		argc--;
@@ -567,6 +650,8 @@ main(int argc, char **argv)
 		fn = CMD_IMPORT;
 	else if (strcmp(cmd, "outbox") == 0)
 		fn = CMD_OUTBOX;
+	else if (strcmp(cmd, "token") == 0)
+		fn = CMD_TOKEN;
 	else
 		usage();
 	cfg = load_config(conf);
@@ -575,6 +660,7 @@ main(int argc, char **argv)
 	case CMD_CHECK: rc = cmd_check(cfg); break;
 	case CMD_CHAT: rc = cmd_chat(cfg, channel, user); break;
 	case CMD_IMPORT: rc = cmd_import(cfg, argv[0]); break;
+	case CMD_TOKEN: rc = cmd_token(cfg, argc, argv); break;
 	default: rc = outbox_cli(cfg, argc, argv); break;
 	}
 	config_free(cfg);

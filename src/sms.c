@@ -5,15 +5,13 @@
 #include <string.h>
 #include <strings.h>
 
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 
 #include "dvcgw.h"
 
 #define SMS_MAX_TEXT 2000	/* bytes of UTF-8; a 10-part UCS-2 SMS is 670 characters */
 
 struct sms_req {
-	struct evhttp_request	*req;
+	struct http_req	*req;
 	int			 kannel;	/* answer 200 empty (Kannel) or 202 JSON */
 	char			*id;
 };
@@ -49,7 +47,7 @@ sms_done_cb(int status, json_t *replies, int end, const char *cause, void *arg)
 /* Common path of every inbound SMS: check, normalise, hand to the conversation. The text is
  * already UTF-8 (len bytes, may hold NULs which are refused). */
 static void
-sms_accept(struct evhttp_request *req, int kannel, const char *from, const char *to,
+sms_accept(struct http_req *req, int kannel, const char *from, const char *to,
     const char *text, size_t len, const char *id)
 {
 	char user[PHONE_MAX], *cause = NULL, *clean;
@@ -105,7 +103,7 @@ sms_accept(struct evhttp_request *req, int kannel, const char *from, const char 
  * form-encoded body; with post-url the body is the text itself. coding=2 or charset=UTF-16BE means
  * the text is UTF-16BE bytes. */
 void
-sms_kannel(struct evhttp_request *req, void *arg)
+sms_kannel(struct http_req *req, void *arg)
 {
 	struct http_query q, qb;
 	const char *qs = http_query_string(req), *text, *coding, *charset, *from, *id;
@@ -119,7 +117,7 @@ sms_kannel(struct evhttp_request *req, void *arg)
 		return;
 	}
 	memset(&qb, 0, sizeof qb);
-	if (evhttp_request_get_command(req) == EVHTTP_REQ_POST) {
+	if (http_method(req) == HTTP_POST) {
 		body = http_body(req, &blen);
 		if (http_content_type_is(req, "application/x-www-form-urlencoded")) {
 			if (http_query_parse(body, blen, &qb, &cause) != 0) {
@@ -139,7 +137,7 @@ sms_kannel(struct evhttp_request *req, void *arg)
 		text = KPARAM("text", &len);
 	from = KPARAM("from", &flen);
 	if (from == NULL)	/* post-url puts the sender in a header */
-		from = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Kannel-From");
+		from = http_header(req, "X-Kannel-From");
 	else if (memchr(from, '\0', flen) != NULL) {
 		http_error(req, 400, "invalid_sender", "The sender (from) contains a NUL byte.");
 		goto out;
@@ -169,7 +167,7 @@ out:
 
 /* POST /sms/inbound: {"from","to","text","id"} from an aggregator's webhook. */
 void
-sms_inbound(struct evhttp_request *req, void *arg)
+sms_inbound(struct http_req *req, void *arg)
 {
 	char *body;
 	size_t len;
@@ -215,7 +213,7 @@ sms_inbound(struct evhttp_request *req, void *arg)
 static void
 sms_dlr_cb(struct redisReply *r, void *arg, const char *err)
 {
-	struct evhttp_request *req = arg;
+	struct http_req *req = arg;
 
 	if (r == NULL || err != NULL)
 		http_error(req, 503, "unavailable", "The delivery report could not be stored; "
@@ -228,7 +226,7 @@ sms_dlr_cb(struct redisReply *r, void *arg, const char *err)
 /* GET /sms/dlr?id=&status=: Kannel's delivery report for a reply we sent (dlr-mask bits: 1 delivered,
  * 2 undelivered, 4 buffered, 8 accepted by the SMSC, 16 rejected by the SMSC). Kept for 7 days. */
 void
-sms_dlr(struct evhttp_request *req, void *arg)
+sms_dlr(struct http_req *req, void *arg)
 {
 	struct http_query q;
 	const char *qs = http_query_string(req), *id, *st;

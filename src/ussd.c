@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include <event2/event.h>
-#include <event2/http.h>
 #include <hiredis/hiredis.h>
 
 #include "dvcgw.h"
@@ -73,7 +72,7 @@ static struct {
 struct ussd_req {
 	int			 refs;
 	int			 dead;
-	struct evhttp_request	*req;
+	struct http_req	*req;
 	struct event		*timer;
 	struct timeval		 t0;
 	char			*sid, *user, *text, *key;
@@ -87,7 +86,7 @@ struct ussd_pages {
 
 /* The pending DELs of one POST /ussd/end. */
 struct ussd_endreq {
-	struct evhttp_request	*req;
+	struct http_req	*req;
 	int			 pending, failed;
 	long long		 deleted;
 };
@@ -505,7 +504,7 @@ done:
 
 /* Parse a form-encoded body into q, answering 415 or 400 itself on failure (-1). */
 static int
-ussd_form(struct evhttp_request *req, struct http_query *q)
+ussd_form(struct http_req *req, struct http_query *q)
 {
 	char *body, *cause = NULL;
 	size_t len;
@@ -553,7 +552,7 @@ ussd_sid_valid(const char *sid)
 /* POST /ussd: one screen of a USSD session. Form fields sessionId, serviceCode, phoneNumber,
  * networkCode, text (every input so far joined by '*', empty on the first request). */
 void
-ussd_callback(struct evhttp_request *req, void *arg)
+ussd_callback(struct http_req *req, void *arg)
 {
 	struct http_query q;
 	struct ussd_req *u;
@@ -662,7 +661,7 @@ ussd_end_cb(struct redisReply *r, void *arg, const char *err)
  * DEL in the user's slot, or, without a usable phoneNumber, one per slot it could be in (all in one
  * round trip). */
 void
-ussd_end(struct evhttp_request *req, void *arg)
+ussd_end(struct http_req *req, void *arg)
 {
 	struct http_query q;
 	struct ussd_endreq *er;

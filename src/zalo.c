@@ -10,8 +10,6 @@
 #include <time.h>
 
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <hiredis/hiredis.h>
 #include <sodium.h>
 
@@ -82,7 +80,7 @@ static const struct zalo_error {
 
 /* One webhook request; answered when every Redis call it started has come back. */
 struct zalo_req {
-	struct evhttp_request	*req;
+	struct http_req	*req;
 	int			 pending;
 	const char		*result;	/* 200 body's "status" */
 	int			 status;	/* 0, or the HTTP error to answer */
@@ -712,22 +710,16 @@ zalo_ev_ignore(struct zalo_req *zr, const struct zalo_event_in *ev)
 
 /* Log a refused webhook with where it came from (never the body). */
 static void
-zalo_refused(struct evhttp_request *req, const char *why)
+zalo_refused(struct http_req *req, const char *why)
 {
-	struct evhttp_connection *conn = evhttp_request_get_connection(req);
-	char *addr = NULL;
-	ev_uint16_t port = 0;
-
-	if (conn != NULL)
-		evhttp_connection_get_peer(conn, &addr, &port);
-	log_info("zalo: webhook from %s:%u refused: %s", addr ? addr : "?", (unsigned)port, why);
+	log_info("zalo: webhook from %s refused: %s", http_peer(req), why);
 }
 
 /* POST /zalo/webhook: verify the signature over the raw body, then handle the event. Nothing is
  * acted on before the signature checks out; the body is parsed first only because the signed
  * app_id and timestamp are inside it. */
 void
-zalo_webhook(struct evhttp_request *req, void *arg)
+zalo_webhook(struct http_req *req, void *arg)
 {
 	const struct config *cfg = zalo.cfg;
 	struct zalo_event_in ev;
@@ -761,7 +753,7 @@ zalo_webhook(struct evhttp_request *req, void *arg)
 		    "(zalo.app_id and zalo.oa_secret_key).");
 		goto out;
 	}
-	sig = evhttp_find_header(evhttp_request_get_input_headers(req), "X-ZEvent-Signature");
+	sig = http_header(req, "X-ZEvent-Signature");
 	if (sig == NULL || *sig == '\0') {
 		zalo_refused(req, "no signature");
 		http_error(req, 401, "missing_signature", "The X-ZEvent-Signature header is "

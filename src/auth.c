@@ -1,0 +1,252 @@
+/* auth.c: who may call an endpoint. API tokens (api.tokens: name, role, sha256 of the token) are
+ * checked by hashing what the caller presents and comparing in constant time with every token of
+ * the route's role; listen.allow narrows callers to networks. Provider endpoints without any
+ * provider token configured accept only clients on this machine (or in listen.allow). */
+#include <sys/socket.h>
+
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <sodium.h>
+
+#include "dvcgw.h"
+
+#define AUTH_MAX_TOKEN	512	/* bytes of a presented token */
+
+struct auth_token {
+	char		*name;
+	int		 role;
+	unsigned char	 hash[crypto_hash_sha256_BYTES];
+};
+
+struct auth_net {
+	unsigned char	 addr[16];	/* IPv4 as ::ffff:a.b.c.d */
+	int		 bits;		/* prefix length over the 128 bits */
+};
+
+static const char *auth_roles[] = { "anyone", "provider", "portal", "staff", "onestop" };
+
+static struct {
+	struct auth_token	*tokens;
+	size_t			 ntokens;
+	struct auth_net		*nets;
+	size_t			 nnets;
+} auth;
+
+/* The AUTH_* of a role name, or -1. */
+int
+auth_role(const char *name)
+{
+	size_t i;
+
+	for (i = 1; i < sizeof auth_roles / sizeof auth_roles[0]; i++)
+		if (strcmp(auth_roles[i], name) == 0)
+			return (int)i;
+	return -1;
+}
+
+const char *
+auth_role_name(int role)
+{
+	return role >= 0 && role < (int)(sizeof auth_roles / sizeof auth_roles[0]) ?
+	    auth_roles[role] : "?";
+}
+
+/* An address as 16 bytes (IPv4 mapped into IPv6). 0, or -1 when s is not an address. */
+static int
+auth_addr(const char *s, unsigned char *out, int *v4)
+{
+	struct in_addr a4;
+
+	if (inet_pton(AF_INET, s, &a4) == 1) {
+		memset(out, 0, 10);
+		out[10] = out[11] = 0xff;
+		memcpy(out + 12, &a4, 4);
+		*v4 = 1;
+		return 0;
+	}
+	*v4 = 0;
+	return inet_pton(AF_INET6, s, out) == 1 ? 0 : -1;
+}
+
+/* Parse "10.0.0.0/8", "2001:db8::/32" or a single address into addr (16 bytes) and a prefix length
+ * over 128 bits. 0, or -1 when it is not one. */
+int
+auth_cidr_parse(const char *s, unsigned char *addr, int *bits, int *v4)
+{
+	char buf[64], *slash, *end;
+	long n;
+
+	if (strlen(s) >= sizeof buf)
+		return -1;
+	strcpy(buf, s);
+	if ((slash = strchr(buf, '/')) != NULL)
+		*slash++ = '\0';
+	if (auth_addr(buf, addr, v4) != 0)
+		return -1;
+	if (slash == NULL)
+		n = *v4 ? 32 : 128;
+	else {
+		if (*slash == '\0' || strspn(slash, "0123456789") != strlen(slash))
+			return -1;
+		n = strtol(slash, &end, 10);
+		if (n < 0 || n > (*v4 ? 32 : 128))
+			return -1;
+	}
+	*bits = (int)n + (*v4 ? 96 : 0);
+	return 0;
+}
+
+static int
+auth_in_net(const unsigned char *a, const struct auth_net *net)
+{
+	int full = net->bits / 8, rest = net->bits % 8;
+
+	if (memcmp(a, net->addr, (size_t)full) != 0)
+		return 0;
+	return rest == 0 || ((a[full] ^ net->addr[full]) & (0xff << (8 - rest)) & 0xff) == 0;
+}
+
+/* Take the tokens and networks from the config (start-up and reload). 0, or -1 with *cause. */
+int
+auth_init(const struct config *cfg, char **cause)
+{
+	json_t *t;
+	size_t i, j;
+	const char *hex;
+	int v4;
+
+	auth_free();
+	auth.tokens = xcalloc(json_array_size(cfg->api_tokens) + 1, sizeof *auth.tokens);
+	json_array_foreach(cfg->api_tokens, i, t) {
+		struct auth_token *tk = &auth.tokens[auth.ntokens];
+
+		hex = json_string_value(json_object_get(t, "sha256"));
+		tk->role = auth_role(json_string_value(json_object_get(t, "role")) ?
+		    json_string_value(json_object_get(t, "role")) : "");
+		if (hex == NULL || tk->role < 0 || sodium_hex2bin(tk->hash, sizeof tk->hash, hex,
+		    strlen(hex), NULL, &j, NULL) != 0 || j != sizeof tk->hash) {
+			*cause = xasprintf("api.tokens[%zu] is not a valid token entry", i);
+			return -1;
+		}
+		tk->name = xstrdup(json_string_value(json_object_get(t, "name")));
+		auth.ntokens++;
+	}
+	auth.nets = xcalloc(json_array_size(cfg->listen_allow) + 1, sizeof *auth.nets);
+	json_array_foreach(cfg->listen_allow, i, t) {
+		if (!json_is_string(t) || auth_cidr_parse(json_string_value(t),
+		    auth.nets[auth.nnets].addr, &auth.nets[auth.nnets].bits, &v4) != 0) {
+			*cause = xasprintf("listen.allow[%zu] is not an address or CIDR network", i);
+			return -1;
+		}
+		auth.nnets++;
+	}
+	return 0;
+}
+
+/* 1 when some token of this role is configured. */
+static int
+auth_has_role(int role)
+{
+	size_t i;
+
+	for (i = 0; i < auth.ntokens; i++)
+		if (auth.tokens[i].role == role)
+			return 1;
+	return 0;
+}
+
+/* The token the caller presents: "Authorization: Bearer X", else a key=X query parameter.
+ * xmalloc'd, or NULL. */
+static char *
+auth_presented(struct http_req *req)
+{
+	const char *h = http_header(req, "Authorization");
+
+	if (h != NULL && strncasecmp(h, "Bearer ", 7) == 0) {
+		h += 7;
+		while (*h == ' ')
+			h++;
+		return xstrdup(h);
+	}
+	return http_query_value(http_query_string(req), "key");
+}
+
+/* May this request call a route for role? 0, or the HTTP status (401, 403) and *cause. */
+int
+auth_check(struct http_req *req, int role, char **cause)
+{
+	unsigned char a[16], h[crypto_hash_sha256_BYTES];
+	char *tok;
+	size_t i;
+	int v4, ok = 0, other = -1;
+
+	if (role == AUTH_ANYONE)
+		return 0;
+	if (auth.nnets > 0) {
+		if (auth_addr(http_peer(req), a, &v4) != 0)
+			ok = 0;
+		else
+			for (i = 0; i < auth.nnets; i++)
+				ok |= auth_in_net(a, &auth.nets[i]);
+		if (!ok) {
+			*cause = xasprintf("Calls from %s are not accepted: the address is not in "
+			    "listen.allow.", http_peer(req));
+			return 403;
+		}
+	}
+	if (!auth_has_role(role)) {
+		if (auth.nnets > 0 || http_peer_loopback(req))
+			return 0;
+		*cause = xasprintf("No %s token is configured, so this endpoint accepts calls only "
+		    "from this machine; add one to api.tokens (see dvcgw token new).",
+		    auth_role_name(role));
+		return 403;
+	}
+	if ((tok = auth_presented(req)) == NULL || *tok == '\0') {
+		free(tok);
+		*cause = xasprintf("This endpoint needs a %s token: send \"Authorization: Bearer "
+		    "<token>\" or add key=<token> to the URL.", auth_role_name(role));
+		return 401;
+	}
+	if (strlen(tok) > AUTH_MAX_TOKEN) {
+		free(tok);
+		*cause = xstrdup("The token is not valid.");
+		return 401;
+	}
+	crypto_hash_sha256(h, (const unsigned char *)tok, strlen(tok));
+	sodium_memzero(tok, strlen(tok));
+	free(tok);
+	ok = 0;
+	for (i = 0; i < auth.ntokens; i++)	/* every token, so timing tells nothing */
+		if (sodium_memcmp(h, auth.tokens[i].hash, sizeof h) == 0) {
+			if (auth.tokens[i].role == role)
+				ok = 1;
+			else
+				other = auth.tokens[i].role;
+		}
+	if (ok)
+		return 0;
+	if (other >= 0) {
+		*cause = xasprintf("A %s token may not call this endpoint; it needs a %s token.",
+		    auth_role_name(other), auth_role_name(role));
+		return 403;
+	}
+	*cause = xstrdup("The token is not valid.");
+	return 401;
+}
+
+/* Forget the tokens and networks. */
+void
+auth_free(void)
+{
+	size_t i;
+
+	for (i = 0; i < auth.ntokens; i++)
+		free(auth.tokens[i].name);
+	free(auth.tokens);
+	free(auth.nets);
+	memset(&auth, 0, sizeof auth);
+}
