@@ -9,6 +9,8 @@
 #include "dvcgw.h"
 
 #define SMS_MAX_TEXT 2000	/* bytes of UTF-8; a 10-part UCS-2 SMS is 670 characters */
+#define SMS_MAX_ID 128		/* bytes of a provider's message id */
+#define SMS_MAX_ADDR 32		/* bytes of a sender or recipient as sent */
 
 struct sms_req {
 	struct http_req	*req;
@@ -50,13 +52,38 @@ static void
 sms_accept(struct http_req *req, int kannel, const char *from, const char *to,
     const char *text, size_t len, const char *id)
 {
-	char user[PHONE_MAX], *cause = NULL, *clean;
+	char user[PHONE_MAX], ours[PHONE_MAX], *cause = NULL, *clean;
 	struct conv_msg m;
 	struct sms_req *sr;
+	size_t i;
 
 	if (from == NULL || *from == '\0') {
 		http_error(req, 400, "missing_parameter", "The sender (from) is missing.");
 		return;
+	}
+	if (strlen(from) > SMS_MAX_ADDR) {
+		http_error(req, 400, "invalid_sender", "The sender (from) is longer than %d "
+		    "characters; it must be a phone number.", SMS_MAX_ADDR);
+		return;
+	}
+	/* Our own number the citizen wrote to: a short code or a phone number, nothing else (it is
+	 * never the sender of our replies, but it is stored and shown to staff). */
+	if (to != NULL && *to != '\0' && (strlen(to) > SMS_MAX_ADDR ||
+	    phone_normalise(to, ours, &cause) < 0)) {
+		free(cause);
+		http_error(req, 400, "invalid_recipient", "The recipient (to) must be our short code "
+		    "or phone number.");
+		return;
+	}
+	if (id != NULL) {
+		for (i = 0; id[i] != '\0'; i++)
+			if ((unsigned char)id[i] <= 0x20 || (unsigned char)id[i] >= 0x7F)
+				break;
+		if (id[i] != '\0' || i > SMS_MAX_ID) {
+			http_error(req, 400, "invalid_id", "The message id must be 1 to %d visible "
+			    "ASCII characters.", SMS_MAX_ID);
+			return;
+		}
 	}
 	if (text == NULL) {
 		http_error(req, 400, "missing_parameter", "The message text (text) is missing.");
@@ -92,7 +119,7 @@ sms_accept(struct http_req *req, int kannel, const char *from, const char *to,
 	m.user = user;
 	m.text = clean;
 	m.msgid = id;
-	m.to = to;
+	m.to = to != NULL && *to != '\0' ? ours : NULL;
 	m.deliver = 1;
 	http_hold();
 	conv_handle(&m, sms_done_cb, sr);
@@ -106,7 +133,7 @@ void
 sms_kannel(struct http_req *req, void *arg)
 {
 	struct http_query q, qb;
-	const char *qs = http_query_string(req), *text, *coding, *charset, *from, *id;
+	const char *qs = http_query_string(req), *text, *coding, *charset, *from, *id, *to;
 	char *cause = NULL, *body = NULL, *utf8 = NULL;
 	size_t len = 0, blen, flen = 0;
 	int have_body = 0;
@@ -142,7 +169,14 @@ sms_kannel(struct http_req *req, void *arg)
 		http_error(req, 400, "invalid_sender", "The sender (from) contains a NUL byte.");
 		goto out;
 	}
-	id = KPARAM("id", NULL);
+	id = KPARAM("id", &flen);
+	if (id != NULL && (memchr(id, '\0', flen) != NULL || *id == '\0'))
+		id = NULL;
+	to = KPARAM("to", &flen);
+	if (to != NULL && memchr(to, '\0', flen) != NULL) {
+		http_error(req, 400, "invalid_recipient", "The recipient (to) contains a NUL byte.");
+		goto out;
+	}
 	coding = KPARAM("coding", NULL);
 	charset = KPARAM("charset", NULL);
 	if (text != NULL && ((coding != NULL && strcmp(coding, "2") == 0) ||
@@ -155,7 +189,7 @@ sms_kannel(struct http_req *req, void *arg)
 		text = utf8;
 		len = strlen(utf8);
 	}
-	sms_accept(req, 1, from, KPARAM("to", NULL), text, len, id);
+	sms_accept(req, 1, from, to, text, len, id);
 #undef KPARAM
 out:
 	free(cause);
@@ -201,6 +235,13 @@ sms_inbound(struct http_req *req, void *arg)
 	}
 	if (json_object_get(j, "from") != NULL && !json_is_string(json_object_get(j, "from"))) {
 		http_error(req, 400, "invalid_parameter", "\"from\" must be a string of digits.");
+		json_decref(j);
+		return;
+	}
+	if ((json_object_get(j, "to") != NULL && !json_is_string(json_object_get(j, "to"))) ||
+	    (json_object_get(j, "id") != NULL && !json_is_string(json_object_get(j, "id")) &&
+	    !json_is_null(json_object_get(j, "id")))) {
+		http_error(req, 400, "invalid_parameter", "\"to\" and \"id\" must be strings.");
 		json_decref(j);
 		return;
 	}

@@ -240,9 +240,9 @@ class Gateway:
         self.log = open(os.path.join(tmp, "dvcgw-%d.log" % self.port), "w+")
         self.proc = None
 
-    def start(self, wait_ready=True):
+    def start(self, wait_ready=True, preexec=None):
         self.proc = subprocess.Popen([DVCGW, "-c", self.config], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, preexec_fn=preexec)
         wait_until(lambda: self._up(), 5, "the daemon to listen")
         if wait_ready:
             wait_until(lambda: self.request("GET", "/healthz")[0] == 200, 5, "healthz 200")
@@ -272,6 +272,27 @@ class Gateway:
             return r.status, data, dict(r.getheaders())
         finally:
             c.close()
+
+    def raw(self, data, timeout=5, host="127.0.0.1", source=None):
+        """Send raw bytes on a new connection; return everything the daemon answers until it
+        closes the connection or `timeout` passes."""
+        s = socket.create_connection((host, self.port), timeout,
+                                     source_address=(source, 0) if source else None)
+        try:
+            s.sendall(data)
+            out = b""
+            end = time.time() + timeout
+            while time.time() < end:
+                try:
+                    chunk = s.recv(65536)
+                except socket.timeout:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            return out
+        finally:
+            s.close()
 
     def sms(self, frm, text, msgid, to="8077"):
         """Send an SMS through the aggregator webhook."""
