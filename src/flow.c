@@ -1537,14 +1537,14 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 	} else if ((kw = keyword_find(fs, fold)) != NULL) {
 		kind = kw->back ? STEP_BACK : STEP_GOTO;
 		target = kw->go;
-	} else if ((kw = keyword_find_arg(fs, trim, &value, &copy)) != NULL) {
-		kind = STEP_CAPTURE;
-		cap = kw->cap;
 	} else if ((kw = keyword_lookup(fs)) != NULL && dossier_code_guess(trim, guess)) {
 		/* A dossier code anywhere in the text is a lookup, at any state. */
 		kind = STEP_CAPTURE;
 		cap = kw->cap;
 		value = guess;
+	} else if ((kw = keyword_find_arg(fs, trim, &value, &copy)) != NULL) {
+		kind = STEP_CAPTURE;
+		cap = kw->cap;
 	} else if (st->cap != NULL && capture_value(st->cap, trim, &value, &copy)) {
 		kind = STEP_CAPTURE;
 		cap = st->cap;
