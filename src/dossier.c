@@ -1,5 +1,6 @@
 /* dossier.c: dossier codes (mã hồ sơ), national status texts, reply variables and checking and
  * parsing import rows. The compiled code pattern is the only state. */
+#include <ctype.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,20 +182,35 @@ bad:
 	return DCODE_BAD;
 }
 
-/* Find a code in a message after at most three leading words. */
+/* Find a code anywhere in a message: every run of up to DOSSIER_GUESS_WORDS words (a spaced code
+ * "h21 - 231125 - 0001" is five), with quotes, emoji and punctuation around it dropped. */
+#define DOSSIER_GUESS_WORDS 7
 int
 dossier_code_guess(const char *text, char *out)
 {
-	const char	*p = text;
+	char		 buf[DOSSIER_CODE_MAX * 2];
+	const char	*p, *e;
+	size_t		 n;
 	int		 words;
 
-	for (words = 0; words <= 3; words++) {
+	for (p = text; *p != '\0'; p += strcspn(p, " \t\r\n")) {
 		p += strspn(p, " \t\r\n");
-		if (*p == '\0')
-			break;
-		if (dossier_code_normalise(p, out, NULL) == DCODE_OK)
-			return 1;
-		p += strcspn(p, " \t\r\n");
+		while (*p != '\0' && strchr(" \t\r\n", *p) == NULL && !isalnum((unsigned char)*p))
+			p++;
+		if (*p == '\0' || !isalnum((unsigned char)*p))
+			continue;
+		for (e = p, words = 0; *e != '\0' && words < DOSSIER_GUESS_WORDS; words++) {
+			e += strcspn(e, " \t\r\n");
+			for (n = e - p; n > 0 && !isalnum((unsigned char)p[n - 1]); n--)
+				continue;
+			if (n < sizeof buf) {
+				memcpy(buf, p, n);
+				buf[n] = '\0';
+				if (dossier_code_normalise(buf, out, NULL) == DCODE_OK)
+					return 1;
+			}
+			e += strspn(e, " \t\r\n");
+		}
 	}
 	out[0] = '\0';
 	return 0;

@@ -1397,6 +1397,19 @@ flow_text(const struct flowset *fs, int t, const json_t *const *chain, size_t nc
 	return s != NULL ? s : json_string("");
 }
 
+/* The first keyword whose capture runs lookup_dossier (the flows say which), or NULL. */
+static const struct keyword *
+keyword_lookup(const struct flowset *fs)
+{
+	size_t	i;
+
+	for (i = 0; i < fs->nkws; i++)
+		if (fs->kws[i].cap != NULL && fs->kws[i].cap->action != NULL &&
+		    fs->kws[i].cap->action->fn == action_lookup_dossier)
+			return &fs->kws[i];
+	return NULL;
+}
+
 /* lookup_dossier: normalise the code and describe the prefetched dossier, or ask for it. */
 static int
 action_lookup_dossier(const struct flowset *fs, const struct flow_input *in, const char *value,
@@ -1502,7 +1515,7 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 	enum step_kind		 kind;
 	struct buf		 b = { NULL, 0, 0 };
 	json_t			*svars, *avars = NULL, *v, *reply;
-	char			*trim, *fold, *copy = NULL;
+	char			*trim, *fold, *copy = NULL, guess[DOSSIER_CODE_MAX];
 	int			 cur, target = -1, fresh, o, rc = 0;
 
 	memset(res, 0, sizeof *res);
@@ -1524,6 +1537,11 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 	} else if ((kw = keyword_find(fs, fold)) != NULL) {
 		kind = kw->back ? STEP_BACK : STEP_GOTO;
 		target = kw->go;
+	} else if ((kw = keyword_lookup(fs)) != NULL && dossier_code_guess(trim, guess)) {
+		/* A dossier code anywhere in the text is a lookup, at any state. */
+		kind = STEP_CAPTURE;
+		cap = kw->cap;
+		value = guess;
 	} else if ((kw = keyword_find_arg(fs, trim, &value, &copy)) != NULL) {
 		kind = STEP_CAPTURE;
 		cap = kw->cap;

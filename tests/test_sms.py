@@ -83,6 +83,17 @@ def test_lookup_variants_normalised(env):
     wait_reply(p, "84922222222", CODE)
 
 
+def test_lookup_code_anywhere_in_the_text(env):
+    # Issue 8 item 1: a code among words, quotes or emoji is a lookup, from the menu too.
+    p, g = setup(env)
+    assert g.sms("0911111111", CODE, "a")[0] == 202
+    wait_reply(p, "84911111111", "Dang xu ly")
+    assert g.sms("0922222222", "Mã hồ sơ: \u201c" + CODE.lower() + "\u201d ạ? \U0001F64F", "b")[0] == 202
+    wait_reply(p, "84922222222", "Dang xu ly")
+    assert g.sms("0933333333", "ho so cua toi " + CODE + " cam on", "c")[0] == 202
+    wait_reply(p, "84933333333", "Dang xu ly")
+
+
 def test_lookup_overdue(env):
     p, g = setup(env)
     g.sms(OTHER, "HS " + OVERDUE, "m1")

@@ -360,6 +360,14 @@ test_lookups(void)
 		  "2023-12-01", FOUND("Nguyễn Văn An", " quá hạn"), NULL },
 		{ "not overdue before the due date", "{}", "HS " CODE, CODE, 1, "84987654321",
 		  "2023-11-26", FOUND("Nguyễn V** A**", ""), NULL },
+		{ "bare code at the menu", "{}", CODE, CODE, 1, NULL, "2023-11-26",
+		  FOUND("Nguyễn V** A**", ""), NULL },
+		{ "code in words and quotes at lookup_ask", "{\"s\": \"lookup_ask\", "
+		  "\"t\": 1700000000}", "ho so cua toi \u201c" CODE "\u201d \u1ea1?", CODE, 1, NULL,
+		  "2023-11-26", FOUND("Nguyễn V** A**", ""), NULL },
+		{ "Mã hồ sơ: <code>? from a deep state", "{\"s\": \"proc_birth\", "
+		  "\"t\": 1700000000}", "Mã hồ sơ: 000.00.20.h21 - 231125 - 0001? 🙏", CODE, 1,
+		  NULL, "2023-11-26", FOUND("Nguyễn V** A**", ""), NULL },
 		{ "not found", "{}", "HS " CODE, CODE, 0, NULL, NULL,
 		  "Không tìm thấy hồ sơ " CODE ". Gọi 1800 0000." AGAIN, NULL },
 		{ "not a code after HS", "{}", "HS abc", NULL, 0, NULL, NULL,
