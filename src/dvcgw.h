@@ -24,6 +24,7 @@ struct http_req;
 struct redisReply;
 struct redisContext;
 struct config;
+typedef void rds_cb(struct redisReply *, void *, const char *);	/* rds.c */
 
 /* auth.c */
 #define AUTH_ANYONE	0
@@ -183,9 +184,10 @@ void		 outbox_release_leases(void);
 int		 outbox_cli(const struct config *, int, char **);
 void		 outbox_free(void);
 void		 outbox_stats(unsigned long long *, unsigned long long *, unsigned long long *);
+void		 outbox_recoveries(unsigned long long *, unsigned long long *);
+int		 outbox_dlr(const char *, const char *, rds_cb *, void *, char **);
 
 /* rds.c */
-typedef void rds_cb(struct redisReply *, void *, const char *);
 int		 rds_script_add(const char *, const char *);
 int		 rds_start(struct event_base *, const char *, int, char **);
 void		 rds_stop(void);

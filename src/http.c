@@ -996,15 +996,18 @@ http_healthz_cb(struct redisReply *reply, void *arg, const char *err)
 static json_t *
 http_counters(void)
 {
-	unsigned long long turns, conflicts, sent, retried, dead;
+	unsigned long long turns, conflicts, sent, retried, dead, reclaimed, recreated;
 
 	conv_stats(&turns, &conflicts);
 	outbox_stats(&sent, &retried, &dead);
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:I}", "turns",
+	outbox_recoveries(&reclaimed, &recreated);
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:I, s:I, s:I}", "turns",
 	    (json_int_t)turns, "conflicts", (json_int_t)conflicts, "replies_sent", (json_int_t)sent,
 	    "replies_retried", (json_int_t)retried, "replies_dead", (json_int_t)dead,
 	    "redis_commands", (json_int_t)rds_ncommands(), "outbox_inflight", outbox_inflight(),
-	    "connections", http.nconns, "accept_pauses", (json_int_t)http.refused_conns);
+	    "connections", http.nconns, "accept_pauses", (json_int_t)http.refused_conns,
+	    "outbox_reclaimed", (json_int_t)reclaimed, "outbox_groups_recreated",
+	    (json_int_t)recreated);
 }
 
 /* GET /healthz: 200 when Redis answers a PING now, 503 and why otherwise. */

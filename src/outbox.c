@@ -30,6 +30,10 @@
 #define OUTBOX_TICK_MS		1000
 #define OUTBOX_SENT_KEEP_MS	(24 * 3600 * 1000LL)
 #define OUTBOX_TAKE_MAX		256
+#define OUTBOX_SETTLE_RETRY_MS	250
+#define OUTBOX_RECLAIM_IDLE_MS	2000	/* own pending entries idle this long may be stranded */
+#define OUTBOX_RECLAIM_S	30	/* and are looked for this often anyway */
+#define OUTBOX_MAX_TEXT		16384	/* bytes of one queued reply */
 
 /* KEYS: lease. ARGV: me, ttl ms, mode (1 keep or take, 0 give up). -> 1 held, 0 not. */
 static const char outbox_lease_lua[] =
@@ -41,11 +45,14 @@ static const char outbox_lease_lua[] =
 	"if owner or ARGV[3] == '0' then return 0 end\n"
 	"redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1\n";
 
-/* KEYS: stream, sent set. ARGV: group, me, count, first (1 after taking the lease over), now ms.
- * Returns {more, entries}: entries [id, uid, ch, to, from, text, att] that still need sending. After
- * a take-over, the entries other consumers (dead holders) left pending come first, claimed a page at
- * a time; more = 1 while some remain. Only then new entries. Entries already sent are settled here,
- * and consumers with nothing pending are removed. */
+/* KEYS: stream, sent set. ARGV: group, me, count, mode, now ms, shard, min idle ms. Returns {flag,
+ * entries}: entries [id, uid, ch, to, from, text, att] that still need sending; uid, the id
+ * providers and delivery reports see, is "<shard>-<entry id>", unique across shards. Mode 1 (after
+ * taking the lease over): the entries other consumers (dead holders) left pending come first,
+ * claimed a page at a time; flag 1 while some remain. Mode 2: our own pending entries idle for
+ * min idle ms (a lost reply left them there; the caller skips those it still holds); flag 3.
+ * Otherwise new entries. Entries already sent are settled here, and consumers with nothing pending
+ * are removed. A missing consumer group (Redis came back empty) is created again: flag 2. */
 static const char outbox_take_lua[] =
 	"local out, n = {}, tonumber(ARGV[3])\n"
 	"local function take(entries)\n"
@@ -53,7 +60,7 @@ static const char outbox_take_lua[] =
 	"    local f, h = e[2], {}\n"
 	"    if f then\n"
 	"      for i = 1, #f, 2 do h[f[i]] = f[i + 1] end\n"
-	"      local uid = h.uid or e[1]\n"
+	"      local uid = h.uid or (ARGV[6] .. '-' .. e[1])\n"
 	"      if redis.call('ZSCORE', KEYS[2], uid) then\n"
 	"        redis.call('XACK', KEYS[1], ARGV[1], e[1]) redis.call('XDEL', KEYS[1], e[1])\n"
 	"      else\n"
@@ -62,6 +69,21 @@ static const char outbox_take_lua[] =
 	"      end\n"
 	"    end\n"
 	"  end\n"
+	"end\n"
+	"local function nogroup(err)\n"
+	"  local m = tostring(type(err) == 'table' and err.err or err)\n"
+	"  if not m:find('NOGROUP') then return redis.error_reply(m) end\n"
+	"  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')\n"
+	"  return {2, out}\n"
+	"end\n"
+	"if ARGV[4] == '2' then\n"
+	"  local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[7], '-', '+', n,"
+	" ARGV[2])\n"
+	"  if not ok then return nogroup(p) end\n"
+	"  local ids = {}\n"
+	"  for _, e in ipairs(p) do ids[#ids + 1] = e[1] end\n"
+	"  if #ids > 0 then take(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids))) end\n"
+	"  return {3, out}\n"
 	"end\n"
 	"if ARGV[4] == '1' then\n"
 	"  pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')\n"
@@ -84,10 +106,20 @@ static const char outbox_take_lua[] =
 	"    end\n"
 	"  end\n"
 	"end\n"
-	"local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', n - #out,"
+	"local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', n - #out,"
 	" 'STREAMS', KEYS[1], '>')\n"
+	"if not ok then return nogroup(r) end\n"
 	"if r then take(r[1][2]) end\n"
 	"return {0, out}\n";
+
+/* KEYS: stream, sent set, dlr key. ARGV: stream entry id, uid, status. Stores a delivery report only
+ * for a reply we queued: still in the stream, or in the sent set. */
+static const char outbox_dlr_lua[] =
+	"if redis.call('ZSCORE', KEYS[2], ARGV[2]) or"
+	" #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) > 0 then\n"
+	"  redis.call('SET', KEYS[3], ARGV[3], 'EX', 604800) return 1\n"
+	"end\n"
+	"return 0\n";
 
 /* KEYS: stream, sent set. ARGV: group, now ms, n, then n ids, then n uids. */
 static const char outbox_settle_lua[] =
@@ -126,6 +158,7 @@ static const char outbox_rate_lua[] =
 	"return got\n";
 
 static int outbox_lease_script, outbox_take_script, outbox_settle_script, outbox_fail_script;
+static int outbox_dlr_script;
 static int outbox_rate_script;
 
 /* The outbox's bookkeeping for one message. */
@@ -168,6 +201,8 @@ struct obx_rate {
 struct obx_shard {
 	char			*k_stream, *k_dead, *k_sent, *k_lease;
 	int			 owned, fresh;	/* fresh: taken over, reclaim pending entries first */
+	int			 reclaim;	/* look for our own stranded pending entries */
+	int			 mode;		/* of the take in flight: 0 new, 1 take-over, 2 own */
 	unsigned		 epoch;
 	int			 reading, renewing;
 	/* settled entries waiting for the batched acknowledgement */
@@ -178,7 +213,7 @@ struct obx_shard {
 static struct {
 	const struct config		*cfg;
 	const struct outbox_driver	*sms, *zalo;
-	struct event			*poll, *pollev, *tick, *flush;
+	struct event			*poll, *pollev, *tick, *flush, *resettle;
 	char				 me[96];
 	struct obx_shard		 shards[CONV_SHARDS];
 	struct obx_rate			 rates[2];
@@ -188,17 +223,20 @@ static struct {
 	int				 settling;	/* settle and fail scripts in flight */
 	int				 stopping;
 	FILE				*file;
-	unsigned long long		 sent, retried, dead;
+	unsigned long long		 sent, retried, dead, reclaimed, groups_recreated;
+	unsigned			 ticks;
 } obx;
 
 static void	outbox_start(struct obx_msg *);
+static const char *outbox_entry_problem(const struct obx_msg *);
+static size_t	outbox_unsettled(void);
 static void	outbox_send_part(struct obx_msg *);
 
 /* Messages being sent or settled (drain on stop); retries waiting for their timer do not count. */
 int
 outbox_inflight(void)
 {
-	return obx.sending + obx.settling;
+	return obx.sending + obx.settling + (int)outbox_unsettled();
 }
 
 static long long
@@ -243,13 +281,86 @@ outbox_msg_free(struct obx_msg *m)
 	free(m);
 }
 
+/* Remember a sent entry until its acknowledgement lands (takes id and uid). */
+static void
+outbox_settle_later(struct obx_shard *s, char *id, char *uid)
+{
+	if (s->ndone == s->capdone) {
+		s->capdone = s->capdone ? s->capdone * 2 : 64;
+		s->done_id = xrealloc(s->done_id, s->capdone * sizeof *s->done_id);
+		s->done_uid = xrealloc(s->done_uid, s->capdone * sizeof *s->done_uid);
+	}
+	s->done_id[s->ndone] = id;
+	s->done_uid[s->ndone] = uid;
+	s->ndone++;
+}
+
+/* One settle call in flight: what it acknowledges, kept to retry if it does not land. */
+struct obx_settle {
+	int	 shard;
+	size_t	 n;
+	char	**id, **uid;
+};
+
+static void
+outbox_settle_retry(void)
+{
+	struct timeval tv = { 0, OUTBOX_SETTLE_RETRY_MS * 1000 };
+
+	if (!evtimer_pending(obx.resettle, NULL))
+		evtimer_add(obx.resettle, &tv);
+}
+
 static void
 outbox_settled_cb(struct redisReply *r, void *arg, const char *err)
 {
+	struct obx_settle *st = arg;
+	size_t i;
+
+	obx.settling--;
+	if (r == NULL || err != NULL || r->type == REDIS_REPLY_ERROR) {
+		/* A sent entry must not be sent again: keep it until the acknowledgement lands. */
+		log_warn_limited("outbox: settling %zu sent entries failed (%s); retrying", st->n,
+		    err ? err : r && r->str ? r->str : "no answer");
+		for (i = 0; i < st->n; i++)
+			outbox_settle_later(&obx.shards[st->shard], st->id[i], st->uid[i]);
+		outbox_settle_retry();
+	} else
+		for (i = 0; i < st->n; i++) {
+			free(st->id[i]);
+			free(st->uid[i]);
+		}
+	free(st->id);
+	free(st->uid);
+	free(st);
+}
+
+/* A dead-letter or lease release landed (or not: the entry stays pending, the lease lapses). */
+static void
+outbox_failed_cb(struct redisReply *r, void *arg, const char *err)
+{
 	obx.settling--;
 	if (r == NULL || err != NULL)
-		log_warn("outbox: settling failed (%s); the entries will be sent again after a "
-		    "take-over", err ? err : "no answer");
+		log_warn_limited("outbox: a dead letter or lease release did not land (%s)",
+		    err ? err : "no answer");
+}
+
+static void
+outbox_resettle_cb(evutil_socket_t fd, short events, void *arg)
+{
+	event_active(obx.flush, EV_TIMEOUT, 0);
+}
+
+/* Sent entries whose acknowledgement has not landed yet. */
+static size_t
+outbox_unsettled(void)
+{
+	size_t n = 0;
+	int sh;
+
+	for (sh = 0; sh < CONV_SHARDS; sh++)
+		n += obx.shards[sh].ndone;
+	return n;
 }
 
 /* Once per loop pass: flush the file driver, then acknowledge every settled entry, one script call
@@ -263,6 +374,8 @@ outbox_flush_cb(evutil_socket_t fd, short events, void *arg)
 	size_t i, k;
 	int sh;
 
+	struct obx_settle *st;
+
 	if (obx.file != NULL)
 		fflush(obx.file);
 	fflush(stdout);
@@ -271,6 +384,10 @@ outbox_flush_cb(evutil_socket_t fd, short events, void *arg)
 		s = &obx.shards[sh];
 		if (s->ndone == 0)
 			continue;
+		if (!rds_ready()) {
+			outbox_settle_retry();
+			continue;
+		}
 		v = xcalloc(5 + 2 * s->ndone, sizeof *v);
 		k = 0;
 		v[k++] = s->k_stream;
@@ -283,17 +400,23 @@ outbox_flush_cb(evutil_socket_t fd, short events, void *arg)
 			v[k++] = s->done_id[i];
 		for (i = 0; i < s->ndone; i++)
 			v[k++] = s->done_uid[i];
+		st = xcalloc(1, sizeof *st);
+		st->shard = sh;
+		st->n = s->ndone;
+		st->id = xcalloc(s->ndone, sizeof *st->id);
+		st->uid = xcalloc(s->ndone, sizeof *st->uid);
+		memcpy(st->id, s->done_id, s->ndone * sizeof *st->id);
+		memcpy(st->uid, s->done_uid, s->ndone * sizeof *st->uid);
 		obx.settling++;
-		if (rds_evalsha(outbox_settle_script, outbox_settled_cb, NULL, 2, (int)k - 2, v,
+		if (rds_evalsha(outbox_settle_script, outbox_settled_cb, st, 2, (int)k - 2, v,
 		    NULL) != 0) {
 			obx.settling--;
-			log_warn("outbox: cannot settle %zu sent entries now (%s); they will be "
-			    "recognised as sent or sent again after a take-over", s->ndone,
-			    rds_error());
-		}
-		for (i = 0; i < s->ndone; i++) {
-			free(s->done_id[i]);
-			free(s->done_uid[i]);
+			free(st->id);
+			free(st->uid);
+			free(st);
+			outbox_settle_retry();	/* keep them in done_* */
+			free(v);
+			continue;
 		}
 		s->ndone = 0;
 		free(v);
@@ -363,7 +486,7 @@ outbox_fail(struct obx_msg *m, const char *why, const char *fallback)
 		    m->att + 1, why);
 	}
 	obx.settling++;
-	if (rds_evalsha(outbox_fail_script, outbox_settled_cb, NULL, 3, 11, v, NULL) != 0) {
+	if (rds_evalsha(outbox_fail_script, outbox_failed_cb, NULL, 3, 11, v, NULL) != 0) {
 		obx.settling--;
 		log_warn("outbox: cannot record the failure of %s now; it will be retried after a "
 		    "take-over", m->uid);
@@ -405,14 +528,7 @@ outbox_done(struct obx_msg *m, int result, const char *why)
 			return;
 		}
 		obx.sent++;
-		if (s->ndone == s->capdone) {
-			s->capdone = s->capdone ? s->capdone * 2 : 64;
-			s->done_id = xrealloc(s->done_id, s->capdone * sizeof *s->done_id);
-			s->done_uid = xrealloc(s->done_uid, s->capdone * sizeof *s->done_uid);
-		}
-		s->done_id[s->ndone] = m->id;
-		s->done_uid[s->ndone] = m->uid;
-		s->ndone++;
+		outbox_settle_later(s, m->id, m->uid);
 		m->id = m->uid = NULL;
 		event_active(obx.flush, EV_TIMEOUT, 0);
 		outbox_release(m);
@@ -537,8 +653,15 @@ outbox_rate_ask(struct obx_rate *rt)
 static void
 outbox_start(struct obx_msg *m)
 {
-	struct obx_rate *rt = outbox_rate_for(m->ch);
+	struct obx_rate *rt;
+	const char *bad;
 
+	if ((bad = outbox_entry_problem(m)) != NULL) {
+		obx.sending++;
+		outbox_done(m, OBX_FAIL, bad);
+		return;
+	}
+	rt = outbox_rate_for(m->ch);
 	if (m->priv->parts == NULL) {
 		m->priv->nparts = channel_render(m->ch, m->text, &m->priv->parts);
 		if (m->priv->nparts == 0) {
@@ -584,6 +707,67 @@ outbox_dispatch(struct obx_msg *m)
 	outbox_start(m);
 }
 
+/* 1 when this process holds the stream entry id: being sent, waiting to retry, waiting for a rate
+ * slot, or sent and waiting for its acknowledgement. */
+static int
+outbox_holding(const char *id)
+{
+	struct obx_msg *m, *c;
+	size_t i;
+	int r, sh;
+
+	for (r = 0; r < 3; r++) {
+		struct obx_msgs *q = r == 0 ? &obx.heads : &obx.rates[r - 1].waiting;
+
+		TAILQ_FOREACH(m, q, priv->entry)
+			for (c = m; c != NULL; c = c->priv->next)
+				if (c->id != NULL && strcmp(c->id, id) == 0)
+					return 1;
+	}
+	for (sh = 0; sh < CONV_SHARDS; sh++)
+		for (i = 0; i < obx.shards[sh].ndone; i++)
+			if (strcmp(obx.shards[sh].done_id[i], id) == 0)
+				return 1;
+	return 0;
+}
+
+/* A string element of a reply as a new NUL-terminated copy; "" for anything else. */
+static char *
+outbox_field(redisReply *e)
+{
+	if (e == NULL || (e->type != REDIS_REPLY_STRING && e->type != REDIS_REPLY_STATUS) ||
+	    e->str == NULL)
+		return xstrdup("");
+	return xstrndup(e->str, e->len);
+}
+
+static const char *
+outbox_field_str(redisReply *e)
+{
+	return e != NULL && e->type == REDIS_REPLY_STRING && e->str != NULL ? e->str : "0";
+}
+
+/* Why an entry cannot be sent as it is (NULL when it can): every field is checked before a driver
+ * builds a URL or a JSON body from it. */
+static const char *
+outbox_entry_problem(const struct obx_msg *m)
+{
+	size_t n = strlen(m->to), tl = strlen(m->text), i;
+
+	if (outbox_driver_for(m->ch) == NULL)
+		return "unknown channel";
+	if (n == 0 || n > 32 || strspn(m->to, "0123456789") != n)
+		return "the recipient is not a number or a Zalo user id";
+	if (tl == 0 || tl > OUTBOX_MAX_TEXT || !text_utf8_valid(m->text, tl))
+		return "the text is empty, too long or not valid UTF-8";
+	for (i = 0; m->uid[i] != '\0'; i++)
+		if ((unsigned char)m->uid[i] <= 0x20 || (unsigned char)m->uid[i] >= 0x7F)
+			return "the reply id is not visible ASCII";
+	if (i == 0 || i > 128)
+		return "the reply id is missing or too long";
+	return NULL;
+}
+
 static void
 outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 {
@@ -591,16 +775,30 @@ outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 	struct obx_msg *m;
 	redisReply *e;
 	size_t i;
+	long long flag;
 
 	s->reading = 0;
 	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
 	    r->element[1]->type != REDIS_REPLY_ARRAY) {
-		if (err != NULL)
-			log_warn("outbox: reading shard %d: %s", (int)(s - obx.shards), err);
+		/* The answer is lost or refused: the script may have run and left entries in our
+		 * own pending list that we do not hold. Look for them once Redis answers again. */
+		s->reclaim = 1;
+		log_warn_limited("outbox: reading shard %d: %s", (int)(s - obx.shards),
+		    err ? err : r && r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
 		return;
 	}
-	if (r->element[0]->integer == 0)
+	flag = r->element[0]->integer;
+	if (flag == 2) {
+		obx.groups_recreated++;
+		log_warn_limited("outbox: shard %d had no consumer group (Redis lost its data?); "
+		    "created it again", (int)(s - obx.shards));
+		outbox_kick(-1);
+		return;
+	}
+	if (s->mode == 1 && flag == 0)
 		s->fresh = 0;	/* nothing left that a previous holder took and did not settle */
+	if (flag == 3)
+		s->reclaim = 0;
 	r = r->element[1];
 	for (i = 0; i < r->elements; i++) {
 		e = r->element[i];
@@ -610,13 +808,24 @@ outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 		m->priv = xcalloc(1, sizeof *m->priv);
 		m->priv->epoch = s->epoch;
 		m->shard = (int)(s - obx.shards);
-		m->id = xstrdup(e->element[0]->str);
-		m->uid = xstrdup(e->element[1]->str);
-		m->ch = xstrdup(e->element[2]->str);
-		m->to = xstrdup(e->element[3]->str);
-		m->from = xstrdup(e->element[4]->str);
-		m->text = xstrndup(e->element[5]->str, e->element[5]->len);
-		m->att = atoi(e->element[6]->str);
+		/* Whatever is in the stream (an old version's entry, a hand-made one) is checked:
+		 * a missing field is empty here and outbox_start dead-letters the entry. */
+		m->id = outbox_field(e->element[0]);
+		m->uid = outbox_field(e->element[1]);
+		m->ch = outbox_field(e->element[2]);
+		m->to = outbox_field(e->element[3]);
+		m->from = outbox_field(e->element[4]);
+		m->text = outbox_field(e->element[5]);
+		m->att = atoi(outbox_field_str(e->element[6]));
+		if (*m->id == '\0' || (flag == 3 && outbox_holding(m->id))) {
+			outbox_msg_free(m);	/* unusable, or ours already in flight */
+			continue;
+		}
+		if (flag == 3) {
+			obx.reclaimed++;
+			log_warn_limited("outbox: reclaimed reply %s left pending by a lost answer",
+			    m->uid);
+		}
 		obx.taken++;
 		outbox_dispatch(m);
 	}
@@ -629,12 +838,13 @@ static void
 outbox_poll_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct obx_shard *s;
-	char count[16], now[24];
+	char count[16], now[24], shard[8], idle[16];
 	int sh, room;
 
 	if (!rds_ready() || obx.stopping)
 		return;
 	snprintf(now, sizeof now, "%lld", outbox_now_ms());
+	snprintf(idle, sizeof idle, "%d", OUTBOX_RECLAIM_IDLE_MS);
 	for (sh = 0; sh < CONV_SHARDS; sh++) {
 		s = &obx.shards[sh];
 		room = obx.cfg->outbox_concurrency - obx.taken;
@@ -643,11 +853,15 @@ outbox_poll_cb(evutil_socket_t fd, short events, void *arg)
 		if (!s->owned || s->reading)
 			continue;
 		snprintf(count, sizeof count, "%d", room < OUTBOX_TAKE_MAX ? room : OUTBOX_TAKE_MAX);
+		snprintf(shard, sizeof shard, "%d", sh);
+		/* Our own stranded entries only while no settle is in flight: an entry sent and being
+		 * acknowledged is still pending but must not be sent again. */
+		s->mode = s->fresh ? 1 : s->reclaim && obx.settling == 0 ? 2 : 0;
 		{
 			const char *v[] = { s->k_stream, s->k_sent, OUTBOX_GROUP, obx.me, count,
-			    s->fresh ? "1" : "0", now };
+			    s->mode == 1 ? "1" : s->mode == 2 ? "2" : "0", now, shard, idle };
 
-			if (rds_evalsha(outbox_take_script, outbox_take_cb, s, 2, 5, v, NULL) == 0)
+			if (rds_evalsha(outbox_take_script, outbox_take_cb, s, 2, 7, v, NULL) == 0)
 				s->reading = 1;
 		}
 	}
@@ -698,6 +912,11 @@ outbox_tick_cb(evutil_socket_t fd, short events, void *arg)
 				s->renewing = 1;
 		}
 	}
+	/* Now and then, look for own entries a lost answer stranded in our pending list. */
+	if (++obx.ticks % OUTBOX_RECLAIM_S == 0)
+		for (sh = 0; sh < CONV_SHARDS; sh++)
+			if (obx.shards[sh].owned)
+				obx.shards[sh].reclaim = 1;
 	/* Forget sent ids older than a day, a shard per tick. */
 	{
 		static int next;
@@ -764,10 +983,12 @@ outbox_init(struct event_base *base, const struct config *cfg)
 	}
 	outbox_lease_script = rds_script_add("outbox_lease", outbox_lease_lua);
 	outbox_take_script = rds_script_add("outbox_take", outbox_take_lua);
+	outbox_dlr_script = rds_script_add("outbox_dlr", outbox_dlr_lua);
 	outbox_settle_script = rds_script_add("outbox_settle", outbox_settle_lua);
 	outbox_fail_script = rds_script_add("outbox_fail", outbox_fail_lua);
 	outbox_rate_script = rds_script_add("outbox_rate", outbox_rate_lua);
 	obx.flush = event_new(base, -1, 0, outbox_flush_cb, NULL);
+	obx.resettle = evtimer_new(base, outbox_resettle_cb, NULL);
 	obx.poll = event_new(base, -1, 0, outbox_poll_cb, NULL);
 	obx.tick = event_new(base, -1, EV_PERSIST, outbox_tick_cb, NULL);
 	event_add(obx.tick, &tick);
@@ -822,7 +1043,7 @@ outbox_release_leases(void)
 			const char *v[] = { s->k_lease, obx.me, ttl, "0" };
 
 			obx.settling++;
-			if (rds_evalsha(outbox_lease_script, outbox_settled_cb, NULL, 1, 3, v,
+			if (rds_evalsha(outbox_lease_script, outbox_failed_cb, NULL, 1, 3, v,
 			    NULL) != 0)
 				obx.settling--;
 		}
@@ -862,6 +1083,7 @@ outbox_free(void)
 		event_free(obx.pollev);
 		event_free(obx.tick);
 		event_free(obx.flush);
+		event_free(obx.resettle);
 		obx.poll = NULL;
 	}
 	for (sh = 0; sh < CONV_SHARDS; sh++) {
@@ -894,6 +1116,60 @@ outbox_stats(unsigned long long *sent, unsigned long long *retried, unsigned lon
 	*dead = obx.dead;
 }
 
+/* Recoveries since start, for /healthz: own stranded entries reclaimed, consumer groups that were
+ * missing (Redis came back empty) and created again. */
+void
+outbox_recoveries(unsigned long long *reclaimed, unsigned long long *recreated)
+{
+	*reclaimed = obx.reclaimed;
+	*recreated = obx.groups_recreated;
+}
+
+
+
+/* Record a delivery report for id ("<shard>-<ms>-<seq>", with ".<part>" for a part of a long
+ * reply): -1 and *cause for an id we cannot have sent; else one script call that stores it only
+ * when we did send it (cb gets 1 stored, 0 unknown). */
+int
+outbox_dlr(const char *id, const char *status, rds_cb *cb, void *arg, char **cause)
+{
+	char uid[64], sid[64], *key;
+	const char *p = id, *dot;
+	size_t n = strlen(id);
+	int sh, rc;
+
+	if (n < 5 || n > 60 || id[0] < '0' || id[0] >= '0' + CONV_SHARDS || id[1] != '-' ||
+	    strspn(id, "0123456789-.") != n)
+		goto bad;
+	sh = id[0] - '0';
+	dot = strchr(id, '.');
+	if (dot != NULL && (strchr(dot + 1, '.') != NULL || dot[1] == '\0' ||
+	    strchr(dot, '-') != NULL))
+		goto bad;
+	snprintf(uid, sizeof uid, "%.*s", (int)(dot ? (size_t)(dot - id) : n), id);
+	p = uid + 2;
+	if (strchr(p, '-') == NULL || strchr(strchr(p, '-') + 1, '-') != NULL || *p == '-' ||
+	    p[strlen(p) - 1] == '-')
+		goto bad;
+	snprintf(sid, sizeof sid, "%s", p);
+	key = xasprintf("%s{%d}:dlr:%s", conv_prefix(), sh, id);
+	{
+		const char *v[] = { obx.shards[sh].k_stream, obx.shards[sh].k_sent, key, sid, uid,
+		    status };
+
+		rc = rds_evalsha(outbox_dlr_script, cb, arg, 3, 3, v, NULL);
+	}
+	free(key);
+	if (rc != 0) {
+		*cause = xstrdup("Redis is unavailable");
+		return -2;
+	}
+	return 0;
+bad:
+	*cause = xstrdup("The id is not one of this gateway's message ids.");
+	return -1;
+}
+
 /* Driver "file": append one JSON line per part to sms.file.path and show it on stdout, for
  * `make run` and for trying flows without a carrier. Flushed once per loop pass. */
 static void
@@ -911,8 +1187,12 @@ outbox_driver_file(struct obx_msg *m, const char *part)
 	gmtime_r(&now, &tm);
 	strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
 	line = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "ts", ts, "ch", m->ch, "to", m->to,
-	    "from", m->from, "id", m->uid, "text", part);
-	s = json_dumps(line, JSON_COMPACT);
+	    "from", strcmp(m->ch, "sms") == 0 ? obx.cfg->kannel_from : "", "id", m->uid, "text", part);
+	if (line == NULL || (s = json_dumps(line, JSON_COMPACT)) == NULL) {
+		json_decref(line);
+		outbox_done(m, OBX_FAIL, "the reply cannot be encoded as JSON");
+		return;
+	}
 	json_decref(line);
 	fprintf(obx.file, "%s\n", s);
 	free(s);
@@ -962,8 +1242,7 @@ outbox_driver_kannel(struct obx_msg *m, const char *part)
 
 	user = fetch_escape(cfg->kannel_user, strlen(cfg->kannel_user));
 	pass = fetch_escape(cfg->kannel_pass, strlen(cfg->kannel_pass));
-	from = *m->from ? fetch_escape(m->from, strlen(m->from)) :
-	    fetch_escape(cfg->kannel_from, strlen(cfg->kannel_from));
+	from = fetch_escape(cfg->kannel_from, strlen(cfg->kannel_from));	/* always ours */
 	to = fetch_escape(m->to, strlen(m->to));
 	if (ucs2) {
 		u16 = text_utf8_to_utf16be(part, &n);
@@ -980,8 +1259,9 @@ outbox_driver_kannel(struct obx_msg *m, const char *part)
 		dlr = fetch_escape(d, strlen(d));
 		free(d);
 	}
-	url = xasprintf("%s%susername=%s&password=%s&from=%s&to=%s&text=%s%s%s%s",
-	    cfg->kannel_url, strchr(cfg->kannel_url, '?') ? "&" : "?", user, pass, from, to, text,
+	url = xasprintf("%s%susername=%s&password=%s%s%s&to=%s&text=%s%s%s%s",
+	    cfg->kannel_url, strchr(cfg->kannel_url, '?') ? "&" : "?", user, pass,
+	    *from ? "&from=" : "", from, to, text,
 	    ucs2 ? "&coding=2&charset=UTF-16BE" : "", dlr ? "&dlr-mask=3&dlr-url=" : "",
 	    dlr ? dlr : "");
 	fetch_start(url, NULL, 0, NULL, cfg->outbox_send_timeout_ms, outbox_fetch_cb, m);
@@ -1008,9 +1288,13 @@ outbox_driver_http(struct obx_msg *m, const char *part)
 		snprintf(id, sizeof id, "%s.%zu", m->uid, m->priv->part + 1);
 	else
 		snprintf(id, sizeof id, "%s", m->uid);
-	j = json_pack("{s:s, s:s, s:s, s:s}", "to", m->to, "from", *m->from ? m->from :
-	    cfg->kannel_from, "text", part, "id", id);
-	body = json_dumps(j, JSON_COMPACT);
+	j = json_pack("{s:s, s:s, s:s, s:s}", "to", m->to, "from", cfg->kannel_from, "text", part,
+	    "id", id);
+	if (j == NULL || (body = json_dumps(j, JSON_COMPACT)) == NULL) {
+		json_decref(j);
+		outbox_done(m, OBX_FAIL, "the reply cannot be encoded as JSON");
+		return;
+	}
 	json_decref(j);
 	if (cfg->sms_http_token != NULL) {
 		auth = xasprintf("Authorization: Bearer %s", cfg->sms_http_token);

@@ -72,11 +72,13 @@ static void
 rds_set_error(const char *fmt, ...)
 {
 	va_list ap;
+	char *old = rds.last_error;
 
-	free(rds.last_error);
+	/* Format first: an argument may point into the old sentence (err comes from rds_error()). */
 	va_start(ap, fmt);
 	rds.last_error = xvasprintf(fmt, ap);
 	va_end(ap);
+	free(old);
 }
 
 /* Say why Redis is not usable, for /healthz and logs. */

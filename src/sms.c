@@ -256,6 +256,7 @@ sms_dlr_cb(struct redisReply *r, void *arg, const char *err)
 {
 	struct http_req *req = arg;
 
+	/* A report for an id we never sent is dropped, but answered 200 so Kannel stops retrying. */
 	if (r == NULL || err != NULL)
 		http_error(req, 503, "unavailable", "The delivery report could not be stored; "
 		    "please retry later.");
@@ -265,17 +266,18 @@ sms_dlr_cb(struct redisReply *r, void *arg, const char *err)
 }
 
 /* GET /sms/dlr?id=&status=: Kannel's delivery report for a reply we sent (dlr-mask bits: 1 delivered,
- * 2 undelivered, 4 buffered, 8 accepted by the SMSC, 16 rejected by the SMSC). Kept for 7 days. */
+ * 2 undelivered, 4 buffered, 8 accepted by the SMSC, 16 rejected by the SMSC). Kept for 7 days,
+ * only for ids the outbox really sent. */
 void
 sms_dlr(struct http_req *req, void *arg)
 {
 	struct http_query q;
 	const char *qs = http_query_string(req), *id, *st;
-	char *cause = NULL, *key;
+	char *cause = NULL;
 	static const char *names[] = { "delivered", "undelivered", "buffered", "smsc_accepted",
 	    "smsc_rejected" };
 	const char *name = NULL;
-	int bit, i;
+	int bit, i, rc;
 
 	if (http_query_parse(qs, strlen(qs), &q, &cause) != 0) {
 		http_error(req, 400, "malformed_query", "The query string is malformed: %s.", cause);
@@ -284,7 +286,8 @@ sms_dlr(struct http_req *req, void *arg)
 	}
 	id = http_query_get(&q, "id", NULL);
 	st = http_query_get(&q, "status", NULL);
-	if (id == NULL || *id == '\0' || st == NULL || (bit = atoi(st)) <= 0) {
+	if (id == NULL || *id == '\0' || st == NULL || strlen(st) > 3 ||
+	    strspn(st, "0123456789") != strlen(st) || (bit = atoi(st)) <= 0) {
 		http_error(req, 400, "missing_parameter", "A delivery report needs id and a numeric "
 		    "status.");
 		goto out;
@@ -297,13 +300,18 @@ sms_dlr(struct http_req *req, void *arg)
 		    "4, 8 or 16).", bit);
 		goto out;
 	}
-	key = xasprintf("%sdlr:%s", conv_prefix(), id);
-	if (!rds_ready() || rds_command(sms_dlr_cb, req, "SET %s %s EX 604800", key, name) != 0)
+	if (!rds_ready())
+		rc = -2;
+	else
+		rc = outbox_dlr(id, name, sms_dlr_cb, req, &cause);
+	if (rc == -1)
+		http_error(req, 400, "invalid_id", "%s", cause);
+	else if (rc != 0)
 		http_error(req, 503, "unavailable", "The delivery report could not be stored; "
 		    "please retry later.");
 	else
 		http_hold();
-	free(key);
+	free(cause);
 out:
 	http_query_free(&q);
 }

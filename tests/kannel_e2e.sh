@@ -421,11 +421,11 @@ fi
 
 # Delivery reports: fake SMSC reports every message as delivered; smsbox calls sms.kannel.dlr_url.
 dlr_states() {	# e.g. "6 delivered"
-	rcli --scan --pattern 'dvcgw:dlr:*' | while read -r k; do rcli get "$k"; done | sort | uniq -c |
+	rcli --scan --pattern 'dvcgw:{?}:dlr:*' | while read -r k; do rcli get "$k"; done | sort | uniq -c |
 	    awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 }'
 }
 nparts=$(python3 -c 'import json,sys; print(sum(r["parts"] for r in json.loads(sys.argv[1] or "{}").values()))' "$J")
-dlr_done() { [ "$(rcli --scan --pattern 'dvcgw:dlr:*' | wc -l)" -ge "${nparts:-1}" ]; }
+dlr_done() { [ "$(rcli --scan --pattern 'dvcgw:{?}:dlr:*' | wc -l)" -ge "${nparts:-1}" ]; }
 wait_for 5 "delivery reports" dlr_done
 st=$(dlr_states)
 if dlr_done && [[ "$st" =~ ^[0-9]+\ delivered$ ]]; then

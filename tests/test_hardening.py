@@ -297,6 +297,78 @@ def test_log_lines_cannot_be_forged(env):
     assert not any(l.startswith("FORGED") for l in g.logs().splitlines())
 
 
+def test_forged_delivery_reports_write_nothing(env):
+    p = env.fake_kannel()
+    g = env.gateway(sms__kannel={"sendsms_url": p.url(), "username": "gw", "password": "s3cret",
+                                 "from": "8077", "dlr_url": "http://127.0.0.1:1/sms/dlr"})
+    assert g.sms("0912345678", "menu", "d1")[0] == 202
+    wait_until(lambda: p.accepted(), 5, "the reply")
+    q = p.accepted()[0]["query"]
+    real = urllib.parse.parse_qs(urllib.parse.urlparse(q["dlr-url"][0]).query)["id"][0]
+    time.sleep(0.3)
+    keys = env.redis.cli("DBSIZE")
+    for i in range(200):
+        st = g.request("GET", "/sms/dlr?id=%s&status=1" % ("x" * 4096))[0]
+        assert st == 400
+        st = g.request("GET", "/sms/dlr?id=%d-%d-0&status=1" % (i % 8, 1700000000000 + i))[0]
+        assert st == 200
+    assert env.redis.cli("DBSIZE") == keys, "forged reports must not be stored"
+    assert g.request("GET", "/sms/dlr?id=%s&status=1" % urllib.parse.quote(real))[0] == 200
+    assert env.redis.cli("GET", "t:{%s}:dlr:%s" % (real[0], real)) == "delivered"
+
+
+def test_provider_ids_unique_across_shards(env):
+    g = env.gateway()
+    users = ["849876%05d" % i for i in range(160)]
+    for u in users:
+        assert g.sms(u, "menu", "u-" + u)[0] == 202
+    wait_until(lambda: len(g.file_messages()) >= len(users), 10, "every reply")
+    per_user = {}
+    for m in g.file_messages():     # the parts of one reply share its id
+        per_user.setdefault(m["to"], set()).add(m["id"])
+    ids = [i for s in per_user.values() for i in s]
+    assert len(per_user) == len(users) and len(set(ids)) == len(ids) == len(users), \
+        "%d distinct ids for %d replies to %d users" % (len(set(ids)), len(ids), len(per_user))
+
+
+def test_reply_sender_is_always_ours(env):
+    p = env.fake_kannel()
+    g = env.gateway()
+    assert g.kannel("from=0912345678&to=8077&text=menu&id=s1")[0] == 200
+    assert g.kannel("from=0912345678&to=VCB-BANK&text=menu&id=s2")[0] == 400
+    wait_until(lambda: p.accepted(), 5, "the reply")
+    p.settle()
+    assert {m["from"] for m in p.accepted()} == {"8077"}, p.accepted()
+
+
+def test_poison_entries_are_dead_lettered(env):
+    """Entries in the stream that no inbound path writes any more (an older version, a hand-made
+    XADD): invalid UTF-8, a sender name as recipient, missing fields. The daemon survives, dead-
+    letters them, and keeps sending the good ones."""
+    p = env.fake_kannel()
+    g = env.gateway(sms__driver="http", sms__http={"url": p.url()})
+    r = env.redis
+    r.cli("XADD", "t:{0}:outbox", "*", "ch", "sms", "to", "84912345678", "from", "\xff",
+          "text", "ok")
+    subprocess.run(["redis-cli", "-p", str(r.port), "XADD", "t:{1}:outbox", "*", "ch", "sms",
+                    "to", "VCB-BANK", "from", "x", "text", "hi"], capture_output=True)
+    subprocess.run(["redis-cli", "-p", str(r.port), "XADD", "t:{2}:outbox", "*", "ch", "sms"],
+                   capture_output=True)
+    raw = subprocess.run(["redis-cli", "-p", str(r.port), "-x", "XADD", "t:{3}:outbox", "*", "ch",
+                          "sms", "to", "84912345679", "from", "8077", "text"],
+                         input=b"bad \xff\xfe utf8", capture_output=True)
+    assert raw.returncode == 0, raw
+    assert g.sms("0912345678", "menu", "p1")[0] == 202
+    wait_until(lambda: p.requests, 5, "the good reply")
+    wait_until(lambda: sum(int(r.cli("XLEN", "t:{%d}:dead" % i) or 0) for i in range(8)) >= 3, 5,
+               "the poison entries dead-lettered")
+    time.sleep(1.5)
+    alive(g)
+    bodies = [json.loads(x["body"]) for x in p.requests]
+    assert all(b["from"] == "8077" for b in bodies), bodies
+    assert not any(b["to"] == "VCB-BANK" for b in bodies), bodies
+
+
 def test_pipelined_requests_answered_in_order(env):
     g = env.gateway()
     out = g.raw(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n" * 3 +
