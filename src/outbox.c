@@ -32,7 +32,7 @@
 #define OUTBOX_TAKE_MAX		256
 #define OUTBOX_SETTLE_RETRY_MS	250
 #define OUTBOX_RECLAIM_IDLE_MS	2000	/* own pending entries idle this long may be stranded */
-#define OUTBOX_RECLAIM_S	30	/* and are looked for this often anyway */
+#define OUTBOX_RECLAIM_S	5	/* and are looked for this often anyway */
 #define OUTBOX_MAX_TEXT		16384	/* bytes of one queued reply */
 
 /* KEYS: lease. ARGV: me, ttl ms, mode (1 keep or take, 0 give up). -> 1 held, 0 not. */
@@ -516,22 +516,25 @@ outbox_done(struct obx_msg *m, int result, const char *why)
 	struct timeval tv;
 
 	obx.sending--;
-	if (p->epoch != s->epoch || !s->owned) {
-		/* We lost the shard while sending: the new owner settles or resends it. */
-		outbox_release(m);
-		return;
-	}
-	switch (result) {
-	case OBX_OK:
-		if (++p->part < p->nparts) {
-			outbox_start(m);	/* the next part, through the rate limit */
-			return;
-		}
+	if (result == OBX_OK && p->part + 1 == p->nparts) {
+		/* The whole reply went out: record it as sent even if the shard changed hands
+		 * meanwhile, so its new owner does not send it again. */
 		obx.sent++;
 		outbox_settle_later(s, m->id, m->uid);
 		m->id = m->uid = NULL;
 		event_active(obx.flush, EV_TIMEOUT, 0);
 		outbox_release(m);
+		return;
+	}
+	if (p->epoch != s->epoch || !s->owned) {
+		/* We lost the shard while sending: the new owner resends it. */
+		outbox_release(m);
+		return;
+	}
+	switch (result) {
+	case OBX_OK:
+		++p->part;
+		outbox_start(m);	/* the next part, through the rate limit */
 		return;
 	case OBX_FALLBACK:
 		if (m->fallback_to != NULL && strcmp(m->ch, "sms") != 0) {
