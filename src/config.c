@@ -66,6 +66,7 @@ static const struct cfg_key cfg_keys[] = {
 	I("ussd.budget_ms", ussd_budget_ms, 4000, 100, 9000),
 	I("ussd.session_ttl", ussd_session_ttl, 300, 30, 3600),
 	I("zalo.refresh_ahead_s", zalo_refresh_ahead_s, 3600, 0, 86400),
+	I("zalo.max_event_age_s", zalo_max_event_age_s, 86400, 60, 30 * 86400),
 	S("zalo.app_id", zalo_app_id, NULL),
 	S("zalo.oa_secret_key", zalo_oa_secret, NULL),
 	S("zalo.app_secret_key", zalo_app_secret, NULL),
@@ -216,6 +217,10 @@ config_check(struct config *cfg, json_t *errors)
 			if (!json_is_string(v))
 				config_error(errors, "config: flows.vars.%s: must be a string", key);
 	}
+	if (cfg->dedupe_ttl < cfg->zalo_max_event_age_s)
+		config_error(errors, "config: redis.dedupe_ttl (%d s) must be at least "
+		    "zalo.max_event_age_s (%d s), or a replayed event could be handled twice",
+		    cfg->dedupe_ttl, cfg->zalo_max_event_age_s);
 	json_array_foreach(cfg->listen_allow, i, t) {
 		unsigned char a[16];
 		int bits, v4;

@@ -62,7 +62,7 @@ struct config {
 	int	 outbox_send_timeout_ms, outbox_concurrency, outbox_sms_rate, outbox_zalo_rate;
 	int	 outbox_lease_ms;
 	int	 ussd_budget_ms, ussd_session_ttl;
-	int	 zalo_refresh_ahead_s;
+	int	 zalo_refresh_ahead_s, zalo_max_event_age_s;
 	char	*zalo_app_id, *zalo_oa_secret, *zalo_app_secret, *zalo_api_base, *zalo_oauth_base;
 	char	*zalo_access_token, *zalo_refresh_token;
 	json_t	*api_tokens, *listen_allow;

@@ -17,6 +17,8 @@
 
 #define ZALO_MAX_TEXT		8192	/* bytes of one inbound text */
 #define ZALO_ID_MAX		128
+#define ZALO_MAX_BODY		32768	/* bytes of one webhook event, checked before hashing */
+#define ZALO_MAX_SKEW_MS	300000	/* an event's timestamp may be this far in the future */
 #define ZALO_STATUS_TTL		604800	/* delivery status kept 7 days */
 #define ZALO_MAX_STATUS_IDS	100
 #define ZALO_TICK_MS		250
@@ -300,10 +302,12 @@ zalo_json_key_is(const char *k, const char *ke, const char *key)
 	return match;
 }
 
-/* The exact text of a top-level number member of the JSON object in buf (the timestamp is signed as
- * sent, so it must not go through a double); NULL when absent or not a number. */
-char *
-zalo_json_number(const char *buf, size_t len, const char *key)
+/* The exact text of a top-level scalar member of the JSON object in buf: a number (strings=0), or a
+ * number or a string without escapes (strings=1, the string's content). The timestamp is signed as
+ * sent, so it must not go through a double. NULL when absent or of another kind. A light scanner:
+ * the signature is checked with what it finds before anything parses the body. */
+static char *
+zalo_json_scalar(const char *buf, size_t len, const char *key, int strings)
 {
 	const char *p, *end = buf + len, *k, *ke, *v;
 
@@ -323,8 +327,13 @@ zalo_json_number(const char *buf, size_t len, const char *key)
 		v = p = zalo_json_ws(p, end);
 		if ((p = zalo_json_value(p, end)) == NULL || p == v)
 			return NULL;
-		if ((*v == '-' || (*v >= '0' && *v <= '9')) && zalo_json_key_is(k, ke, key))
-			return xstrndup(v, (size_t)(p - v));
+		if (zalo_json_key_is(k, ke, key)) {
+			if (*v == '-' || (*v >= '0' && *v <= '9'))
+				return xstrndup(v, (size_t)(p - v));
+			if (strings && *v == '"' && memchr(v, '\\', (size_t)(p - v)) == NULL)
+				return xstrndup(v + 1, (size_t)(p - v - 2));
+			return NULL;
+		}
 		p = zalo_json_ws(p, end);
 		if (p == end || *p != ',')
 			return NULL;
@@ -332,18 +341,14 @@ zalo_json_number(const char *buf, size_t len, const char *key)
 	}
 }
 
-/* A top-level member as the text Zalo signed: a string's value, a number's exact token. */
-static char *
-zalo_member_text(const char *body, size_t len, json_t *j, const char *key)
+/* The exact text of a top-level number member (NULL when absent or not a number). */
+char *
+zalo_json_number(const char *buf, size_t len, const char *key)
 {
-	json_t *v = json_object_get(j, key);
-
-	if (json_is_string(v))
-		return xstrdup(json_string_value(v));
-	if (json_is_number(v))
-		return zalo_json_number(body, len, key);
-	return NULL;
+	return zalo_json_scalar(buf, len, key, 0);
 }
+
+/* A top-level member as the text Zalo signed: a string's value, a number's exact token. */
 
 /* How long to wait, from now_ms, for the end of Zalo's night window (22:00-06:00 in the
  * deployment's time zone, TZ): until the next 06:00 at night; if our clock says it is day the two
@@ -708,11 +713,25 @@ zalo_ev_ignore(struct zalo_req *zr, const struct zalo_event_in *ev)
 	zr->result = "ignored";
 }
 
+/* 1 when the body is "{}" (whitespace allowed): the console's unsigned ping. */
+static int
+zalo_empty_object(const char *body, size_t len)
+{
+	const char *p = zalo_json_ws(body, body + len);
+
+	if (p == body + len || *p++ != '{')
+		return 0;
+	p = zalo_json_ws(p, body + len);
+	if (p == body + len || *p++ != '}')
+		return 0;
+	return zalo_json_ws(p, body + len) == body + len;
+}
+
 /* Log a refused webhook with where it came from (never the body). */
 static void
 zalo_refused(struct http_req *req, const char *why)
 {
-	log_info("zalo: webhook from %s refused: %s", http_peer(req), why);
+	log_info_limited("zalo: webhook from %s refused: %s", http_peer(req), why);
 }
 
 /* POST /zalo/webhook: verify the signature over the raw body, then handle the event. Nothing is
@@ -729,21 +748,20 @@ zalo_webhook(struct http_req *req, void *arg)
 	char *body, *app = NULL, *ts = NULL, mac[2 * crypto_hash_sha256_BYTES + 1];
 	const char *sig, *name;
 	size_t len, i;
+	long long age;
+	double tsv;
+	char *tend;
 
 	body = http_body(req, &len);
-	if (memchr(body, '\0', len) != NULL || !text_utf8_valid(body, len)) {
-		http_error(req, 400, "invalid_json", "The body is not valid UTF-8.");
+	/* Nothing parses the body before its signature checks out: app_id and timestamp come from
+	 * the light scanner, the size is capped first. */
+	if (len > ZALO_MAX_BODY) {
+		zalo_refused(req, "body too large");
+		http_error(req, 413, "body_too_large", "A Zalo event is at most %d bytes.",
+		    ZALO_MAX_BODY);
 		goto out;
 	}
-	if ((j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr)) == NULL) {
-		http_error(req, 400, "invalid_json", "The body is not JSON: %s.", jerr.text);
-		goto out;
-	}
-	if (!json_is_object(j)) {
-		http_error(req, 400, "invalid_json", "The body is not a JSON object.");
-		goto out;
-	}
-	if (json_object_size(j) == 0) {
+	if (zalo_empty_object(body, len)) {
 		/* The console's check when the URL is saved: unsigned, nothing to do, wants 200. */
 		http_json(req, 200, json_pack("{s:s}", "status", "ignored"));
 		goto out;
@@ -766,9 +784,9 @@ zalo_webhook(struct http_req *req, void *arg)
 		    "the hex SHA-256 of the event.");
 		goto out;
 	}
-	app = zalo_member_text(body, len, j, "app_id");
-	ts = zalo_member_text(body, len, j, "timestamp");
-	if (app == NULL || ts == NULL) {
+	app = zalo_json_scalar(body, len, "app_id", 1);
+	ts = zalo_json_scalar(body, len, "timestamp", 1);
+	if (app == NULL || ts == NULL || strlen(app) > 64 || strlen(ts) > 20) {
 		zalo_refused(req, "no app_id or timestamp");
 		http_error(req, 401, "invalid_signature", "The event has no app_id or timestamp, "
 		    "so its signature cannot be verified.");
@@ -787,6 +805,29 @@ zalo_webhook(struct http_req *req, void *arg)
 		zalo_refused(req, "wrong signature");
 		http_error(req, 401, "invalid_signature", "The signature does not match the "
 		    "event.");
+		goto out;
+	}
+	/* A captured event must not replay once its de-duplication mark is gone. */
+	tsv = strtod(ts, &tend);
+	if (*tend != '\0' || !(tsv > 0 && tsv < 1e15) ||
+	    (age = zalo_now_ms() - (long long)tsv) > (long long)cfg->zalo_max_event_age_s * 1000 ||
+	    age < -ZALO_MAX_SKEW_MS) {
+		zalo_refused(req, "timestamp outside the accepted window");
+		http_error(req, 403, "stale_event", "The event's timestamp is more than %d s old or "
+		    "in the future; it is not accepted (zalo.max_event_age_s).",
+		    cfg->zalo_max_event_age_s);
+		goto out;
+	}
+	if (memchr(body, '\0', len) != NULL || !text_utf8_valid(body, len)) {
+		http_error(req, 400, "invalid_json", "The body is not valid UTF-8.");
+		goto out;
+	}
+	if ((j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr)) == NULL) {
+		http_error(req, 400, "invalid_json", "The body is not JSON: %s.", jerr.text);
+		goto out;
+	}
+	if (!json_is_object(j)) {
+		http_error(req, 400, "invalid_json", "The body is not a JSON object.");
 		goto out;
 	}
 

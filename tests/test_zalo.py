@@ -3,13 +3,14 @@ OAuth) and, for the SMS fallback, the fake Kannel."""
 import hashlib
 import hmac
 import json
+import subprocess
 import os
 import signal
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ROOT, run, wait_until  # noqa: E402
+from harness import DVCGW, ROOT, run, wait_until  # noqa: E402
 from zalo_fake import APP_ID, APP_SECRET, OA_ID, OA_SECRET, FakeZalo, mac  # noqa: E402
 
 CODE = "000.00.20.H21-231125-0001"
@@ -149,10 +150,13 @@ def test_signature_vectors(env, z):
     oraw = json.dumps(other).encode()
     refused(403, "unknown_app", raw=oraw, sig=mac("999", oraw, ts, "their-secret"))
     # broken bodies
-    refused(400, "invalid_json", raw=b'{"app_id": "1", "timestamp": ', sig=good)
-    refused(400, "invalid_json", raw=b'[1, 2]', sig=good)
-    refused(400, "invalid_json", raw=b'"x"', sig=False)
-    refused(400, "invalid_json", raw=b'{"app_id":"1","app_id":"2"}', sig=good)
+    # nothing parses an unverified body: a truncated one cannot even be checked
+    refused(401, "invalid_signature", raw=b'{"app_id": "1", "timestamp": ', sig=good)
+    refused(401, "invalid_signature", raw=b'[1, 2]', sig=good)
+    refused(401, "missing_signature", raw=b'"x"', sig=False)
+    # signed, but a key given twice: refused once the signature is checked
+    draw = ('{"app_id":"%s","timestamp":"%s","app_id":"%s"}' % (APP_ID, ts, APP_ID)).encode()
+    refused(400, "invalid_json", raw=draw, sig=mac(APP_ID, draw, ts))
 
     time.sleep(0.5)
     assert z.texts_to(USER) and all(MENU in t for t in z.texts_to(USER)), z.delivered()
@@ -172,11 +176,12 @@ def test_timestamp_as_number_is_signed_as_sent(env, z):
     assert st == 200 and j["status"] == "accepted", (st, j)
     wait_text(z, USER, MENU)
     # app_id as a number too, and a float timestamp: the mac uses the exact text
-    raw = ('{"timestamp" : 1.7000000000005e12, "app_id":%s,"event_name":"oa_send_text"}'
-           % APP_ID).encode()
-    st, j = status_of(post(g, raw=raw, ts="1.7000000000005e12"))
+    fts = "%.13e" % (int(now_ms()) + 0.5)
+    raw = ('{"timestamp" : %s, "app_id":%s,"event_name":"oa_send_text"}'
+           % (fts, APP_ID)).encode()
+    st, j = status_of(post(g, raw=raw, ts=fts))
     assert st == 200 and j["status"] == "ignored", (st, j)
-    st, j = error_of(post(g, raw=raw, ts="1700000000000.5"))
+    st, j = error_of(post(g, raw=raw, ts="%.1f" % float(fts)))
     assert st == 401, j
 
 
@@ -635,6 +640,45 @@ def test_redis_down_503(env, z):
     wait_until(lambda: g.request("GET", "/healthz")[0] == 200, 10, "healthz back to 200")
     assert post(g, text_ev(USER, "menu", "rd1"))[0] == 200     # Zalo's retry
     wait_text(z, USER, MENU)
+
+
+@with_zalo
+def test_stale_and_future_events_refused(env, z):
+    """A captured event replays once its de-duplication mark is gone: events outside
+    zalo.max_event_age_s (or from the future) are refused even when correctly signed."""
+    g = setup(env, z)
+    for when in ("1577836800000", "4102444800000",            # 2020-01-01, 2100-01-01
+                 str(int(time.time() * 1000) - 90000 * 1000)):   # 25 h ago
+        st, j = error_of(post(g, text_ev(USER, "menu", "old-" + when), ts=when))
+        assert st == 403 and j["error"] == "stale_event", (when, st, j)
+    assert handled(env) == 0
+    st, j = status_of(post(g, text_ev(USER, "menu", "fresh")))
+    assert st == 200 and j["status"] == "accepted", j
+    # the de-duplication mark must outlive the window: a config saying otherwise is refused
+    cfg = json.load(open(g.config))
+    cfg["zalo"]["max_event_age_s"] = 3 * 86400
+    bad = os.path.join(env.tmp, "stale.json")
+    json.dump(cfg, open(bad, "w"))
+    out = subprocess.run([DVCGW, "check", "-c", bad], capture_output=True, text=True)
+    assert out.returncode == 1 and "max_event_age_s" in out.stdout + out.stderr, out
+
+
+@with_zalo
+def test_unsigned_bodies_are_not_parsed(env, z):
+    """The signature is checked on the raw bytes before any JSON parse: a large unsigned body that is
+    not JSON at all gets 401 (not a parse error), one over the event size 413, and a flood of them
+    is logged a few lines at a time with the source address."""
+    g = setup(env, z)
+    junk = b'{"app_id":"%s","timestamp":"%s","x":"' % (APP_ID.encode(), now_ms().encode()) + \
+        b"\xff" * 20000
+    st, j = error_of(post(g, raw=junk, sig="mac=" + "0" * 64))
+    assert st == 401 and j["error"] == "invalid_signature", j
+    st, j = error_of(post(g, raw=b"[" * 60000, sig="mac=" + "0" * 64))
+    assert st == 413, j
+    for i in range(200):
+        assert post(g, raw=junk, sig="mac=" + "1" * 64)[0] == 401
+    lines = [l for l in g.logs().splitlines() if "webhook from" in l and "refused" in l]
+    assert 1 <= len(lines) <= 12 and "127.0.0.1" in lines[0], lines
 
 
 if __name__ == "__main__":
