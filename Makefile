@@ -88,6 +88,19 @@ $(B)/fuzz_%: tests/fuzz_%.c tests/fuzz_main.c tests/fuzz.h $(LIBOBJS) $(wildcard
 	$(CC) $(WARN) $(CFLAGS) $(PKGCFLAGS) -Isrc -o $@ $< tests/fuzz_main.c $(LIBOBJS) $(LDFLAGS) \
 	    $(PKGLIBS) -lm
 
+# fuzz_http drives the real server and handlers with Redis stubbed (tests/rds_stub.c).
+HTTP_FUZZ_OBJS := $(filter-out $(B)/rds.o,$(LIBOBJS))
+$(B)/fuzz_http: tests/fuzz_http.c tests/rds_stub.c tests/rds_stub.h tests/fuzz_main.c tests/fuzz.h \
+    $(HTTP_FUZZ_OBJS) $(wildcard src/*.h) $(FLAGS_STAMP)
+	$(CC) $(WARN) $(CFLAGS) $(PKGCFLAGS) -Isrc -o $@ tests/fuzz_http.c tests/rds_stub.c \
+	    tests/fuzz_main.c $(HTTP_FUZZ_OBJS) $(LDFLAGS) $(PKGLIBS) -lm
+
+$(FUZZ_B)/fuzz_http: tests/fuzz_http.c tests/rds_stub.c tests/fuzz.h \
+    $(filter-out $(FUZZ_B)/obj/rds.o,$(FUZZ_OBJS))
+	$(FUZZ_CC) $(WARN) $(FUZZ_CFLAGS) -fsanitize=fuzzer,$(FUZZ_SAN) $(PKGCFLAGS) -Isrc -o $@ \
+	    tests/fuzz_http.c tests/rds_stub.c $(filter-out $(FUZZ_B)/obj/rds.o,$(FUZZ_OBJS)) \
+	    $(PKGLIBS) -lm
+
 $(FUZZ_B)/obj/%.o: src/%.c $(wildcard src/*.h)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(WARN) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,$(FUZZ_SAN) $(PKGCFLAGS) -c $< -o $@
