@@ -78,8 +78,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	segs = count_segments(data, size);
 	if (rc != 0) {
 		CHECK(rc == -1 && cause != NULL && *cause != '\0' && q.n == 0);
-		/* Without '%' only too many parameters is an error. */
-		CHECK(memchr(data, '%', size) != NULL || segs > HTTP_QUERY_MAX);
+		/* Without '%' only too many parameters or a name that is not UTF-8 is an error. */
+		CHECK(memchr(data, '%', size) != NULL || segs > HTTP_QUERY_MAX ||
+		    !text_utf8_valid((const char *)data, size) || memchr(data, '\0', size) != NULL);
 		free(cause);
 		return 0;
 	}
