@@ -1255,9 +1255,12 @@ outbox_driver_kannel(struct obx_msg *m, const char *part)
 		text = fetch_escape(part, strlen(part));
 	if (cfg->kannel_dlr_url != NULL) {
 		/* one report per part: the part number rides with our id */
+		/* dlr_url may carry the provider token already (…/sms/dlr?key=…) */
+		const char *sep = strchr(cfg->kannel_dlr_url, '?') ? "&" : "?";
 		char *d = m->priv->nparts > 1 ?
-		    xasprintf("%s?id=%s.%zu&status=%%d", cfg->kannel_dlr_url, m->uid, m->priv->part + 1) :
-		    xasprintf("%s?id=%s&status=%%d", cfg->kannel_dlr_url, m->uid);
+		    xasprintf("%s%sid=%s.%zu&status=%%d", cfg->kannel_dlr_url, sep, m->uid,
+		    m->priv->part + 1) :
+		    xasprintf("%s%sid=%s&status=%%d", cfg->kannel_dlr_url, sep, m->uid);
 
 		dlr = fetch_escape(d, strlen(d));
 		free(d);

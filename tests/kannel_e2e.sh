@@ -155,12 +155,15 @@ print(" ".join(str(s.getsockname()[1]) for s in ss))')
 [ -n "${FAKE:-}" ] || bail "could not pick free ports"
 
 # ---- test kannel.conf, derived from the sample ----
+# dvcgw gets a provider token, so Kannel must present it (key= in get-url and in the dlr-url).
+PTOKEN="e2e-provider-$$-$RANDOM"
 
 sed -e "s|^admin-port = .*|admin-port = $ADMIN|" \
     -e "s|^smsbox-port = .*|smsbox-port = $BOXPORT|" \
     -e "s|^sendsms-port = .*|sendsms-port = $SENDSMS|" \
     -e "s|^port = .*|port = $FAKE|" \
     -e "s|127\.0\.0\.1:8080/|127.0.0.1:$GW/|g" \
+    -e "s|/sms/kannel?from=|/sms/kannel?key=$PTOKEN\&from=|" \
     -e "s|^log-file = \"/var/log/kannel/\(.*\)\"|log-file = \"$T/\1\"|" \
     -e "s|^access-log = \"/var/log/kannel/\(.*\)\"|access-log = \"$T/\1\"|" \
     -e "s|^store-location = .*|store-location = \"$T/kannel.store\"|" \
@@ -204,8 +207,8 @@ redis_up() { [ "$(rcli ping 2>/dev/null)" = PONG ]; }
 wait_for 5 redis redis_up || bail "private redis-server did not start"
 
 T="$T" ROOT="$ROOT" GW="$GW" SENDSMS="$SENDSMS" KUSER="$KUSER" KPASS="$KPASS" SHORT="$SHORT" \
-    python3 -c '
-import json, os
+    PTOKEN="$PTOKEN" python3 -c '
+import hashlib, json, os
 e = os.environ
 cfg = {
     "listen": {"host": "127.0.0.1", "port": int(e["GW"])},
@@ -216,9 +219,11 @@ cfg = {
         "kannel": {
             "sendsms_url": "http://127.0.0.1:%s/cgi-bin/sendsms" % e["SENDSMS"],
             "username": e["KUSER"], "password": e["KPASS"], "from": e["SHORT"],
-            "dlr_url": "http://127.0.0.1:%s/sms/dlr" % e["GW"],
+            "dlr_url": "http://127.0.0.1:%s/sms/dlr?key=%s" % (e["GW"], e["PTOKEN"]),
         },
     },
+    "api": {"tokens": [{"name": "kannel", "role": "provider",
+                        "sha256": hashlib.sha256(e["PTOKEN"].encode()).hexdigest()}]},
     "outbox": {"retry_base_ms": 200, "retry_max_ms": 1000, "send_timeout_ms": 3000},
     "log": {"level": "debug"},
 }
