@@ -25,6 +25,8 @@ dvcgw is starting on http://127.0.0.1:8080 — replies appear below and in var/s
 Try, from another terminal:
   curl 'http://127.0.0.1:8080/sms/kannel?from=0912345678&to=8077&text=HS+000.00.20.H21-231125-0001&id=demo-1'
   build/dvcgw chat -c config/dvcgw.json --channel sms --user 0912345678
+Provider endpoints (/sms/*, /ussd) answer only this machine until a provider token is configured:
+  build/dvcgw token new -c config/dvcgw.json kannel provider   (then add key=TOKEN to Kannel's URLs)
 
 MSG
 build/dvcgw -c config/dvcgw.json &
