@@ -1,23 +1,19 @@
-/* channel.c: the table of channels and how each renders a reply for the wire. */
+/* channel.c: the table of channels, lookups in it, and the render cache in front of the renderers. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dvcgw.h"
 
-static size_t	channel_render_sms(const char *, char ***);
-static size_t	channel_render_zalo(const char *, char ***);
-
-static const struct channel {
-	const char	*name;
-	size_t		(*render)(const char *, char ***);	/* NULL: replies go back in the response */
-} channels[] = {
-	{ "sms", channel_render_sms },
-	{ "zalo", channel_render_zalo },
-	{ "ussd", NULL },
+/* The channels, one entry each, defined in the channel's own file (the entry says how a reply is
+ * rendered and sent, its rate, its limits and its fallback). Adding a channel is its file plus a
+ * line here. Nothing outside a channel's file compares a channel name: it asks this table. */
+static struct channel *channels[] = {
+	&channel_sms,
+	&channel_zalo,
+	&channel_ussd,
 };
-
-static const struct config *channel_cfg;
+#define CHANNEL_N (sizeof channels / sizeof channels[0])
 
 /* Rendering (unaccenting, segmenting) costs more than anything else per reply, and most replies are
  * the same menu texts: keep the last renderings, direct-mapped by a hash of channel and text. */
@@ -30,55 +26,58 @@ static struct channel_cached {
 	size_t			 nparts;
 } channel_cache[CHANNEL_CACHE_SLOTS];
 
-/* Remember the config the renderers need. */
+/* Set every channel up from the config: its driver, rate, limits and sender address. */
 void
-channel_init(const struct config *cfg)
+channel_init(struct event_base *base, const struct config *cfg)
 {
-	channel_cfg = cfg;
-}
+	size_t i;
 
-/* SMS: unaccented when sms.unaccented is on, then split into at most sms.max_parts segments. */
-static size_t
-channel_render_sms(const char *text, char ***parts)
-{
-	char *plain;
-	size_t n;
-
-	if (!channel_cfg->sms_unaccented)
-		return text_sms_split(text, (size_t)channel_cfg->sms_max_parts, parts);
-	plain = text_unaccent(text);
-	n = text_sms_split(plain, (size_t)channel_cfg->sms_max_parts, parts);
-	free(plain);
-	return n;
-}
-
-/* Zalo: diacritics kept; split into messages of at most ZALO_MAX_CHARS characters, at a newline or
- * space when there is one in the second half of the window. */
-static size_t
-channel_render_zalo(const char *text, char ***parts)
-{
-	const char *p = text, *cut, *brk, *q;
-	size_t n = 0, chars;
-
-	*parts = NULL;
-	while (*p != '\0') {
-		chars = 0;
-		brk = NULL;
-		for (q = p; *q != '\0' && chars < ZALO_MAX_CHARS; chars++) {
-			q++;
-			while ((*q & 0xC0) == 0x80)
-				q++;
-			if ((*q == ' ' || *q == '\n') && chars >= ZALO_MAX_CHARS / 2)
-				brk = q;
-		}
-		cut = (*q == '\0' || brk == NULL) ? q : brk;
-		*parts = xrealloc(*parts, (n + 1) * sizeof **parts);
-		(*parts)[n++] = xstrndup(p, (size_t)(cut - p));
-		p = cut;
-		while (*p == ' ' || *p == '\n')
-			p++;
+	for (i = 0; i < CHANNEL_N; i++) {
+		channels[i]->id = (int)i;
+		if (channels[i]->setup != NULL)
+			channels[i]->setup(channels[i], base, cfg);
+		if (channels[i]->from == NULL)
+			channels[i]->from = "";
 	}
-	return n;
+}
+
+/* Add each channel's config problems (a driver's missing keys) to errors. */
+void
+channel_check(const struct config *cfg, json_t *errors)
+{
+	size_t i;
+	char *why;
+
+	for (i = 0; i < CHANNEL_N; i++)
+		if (channels[i]->check != NULL && (why = channels[i]->check(cfg)) != NULL) {
+			json_array_append_new(errors, json_string(why));
+			free(why);
+		}
+}
+
+/* The channel called name, or NULL. */
+const struct channel *
+channel_find(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < CHANNEL_N; i++)
+		if (strcmp(channels[i]->name, name) == 0)
+			return channels[i];
+	return NULL;
+}
+
+/* The i-th channel (0 .. channel_count() - 1). */
+const struct channel *
+channel_at(size_t i)
+{
+	return i < CHANNEL_N ? channels[i] : NULL;
+}
+
+size_t
+channel_count(void)
+{
+	return CHANNEL_N;
 }
 
 static char **
@@ -121,18 +120,15 @@ channel_render_cached(const struct channel *c, const char *text, char ***parts)
 	return n;
 }
 
-/* Render one reply for channel into *parts (xmalloc'd array of xmalloc'd strings); returns the count,
- * 0 for channels that answer in the HTTP response instead. */
+/* Render one reply for channel c into *parts (xmalloc'd array of xmalloc'd strings); returns the
+ * count, 0 for channels that answer in the HTTP response instead. */
 size_t
-channel_render(const char *channel, const char *text, char ***parts)
+channel_render(const struct channel *c, const char *text, char ***parts)
 {
-	size_t i;
-
 	*parts = NULL;
-	for (i = 0; i < sizeof channels / sizeof channels[0]; i++)
-		if (strcmp(channels[i].name, channel) == 0 && channels[i].render != NULL)
-			return channel_render_cached(&channels[i], text, parts);
-	return 0;
+	if (c == NULL || c->render == NULL)
+		return 0;
+	return channel_render_cached(c, text, parts);
 }
 
 /* Drop the render cache (config reload, shutdown). */

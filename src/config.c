@@ -197,13 +197,7 @@ config_check(struct config *cfg, json_t *errors)
 	size_t i;
 	const char *role, *hex;
 
-	if (strcmp(cfg->sms_driver, "kannel") != 0 && strcmp(cfg->sms_driver, "file") != 0 &&
-	    strcmp(cfg->sms_driver, "http") != 0)
-		config_error(errors, "config: sms.driver: must be \"kannel\", \"http\" or \"file\"");
-	if (strcmp(cfg->sms_driver, "kannel") == 0 && cfg->kannel_url == NULL)
-		config_error(errors, "config: sms.kannel.sendsms_url: required when sms.driver is \"kannel\"");
-	if (strcmp(cfg->sms_driver, "http") == 0 && cfg->sms_http_url == NULL)
-		config_error(errors, "config: sms.http.url: required when sms.driver is \"http\"");
+	channel_check(cfg, errors);	/* each channel's driver and the keys it needs */
 	if (strncmp(cfg->redis_url, "redis://", 8) != 0 && strncmp(cfg->redis_url, "unix://", 7) != 0)
 		config_error(errors, "config: redis.url: must start with redis:// or unix://");
 	if (strcmp(cfg->log_level, "debug") != 0 && strcmp(cfg->log_level, "info") != 0 &&

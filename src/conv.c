@@ -319,7 +319,7 @@ conv_save_cb(struct redisReply *r, void *arg, const char *err)
 	} else if (strcmp(r->str, "OK") == 0) {
 		conv.turns++;
 		if (c->deliver)
-			outbox_kick(c->shard);
+			outbox_kick();
 		conv_finish(c, CONV_OK);
 	} else if (strcmp(r->str, "DUP") == 0)
 		conv_finish(c, CONV_DUP);
@@ -479,7 +479,7 @@ conv_send_cb(struct redisReply *r, void *arg, const char *err)
 	else if (strcmp(r->str, "DUP") == 0)
 		sr->cb(CONV_DUP, NULL, 0, NULL, sr->arg);
 	else {
-		outbox_kick(sr->shard);
+		outbox_kick();
 		sr->cb(CONV_OK, NULL, 0, NULL, sr->arg);
 	}
 	free(sr);

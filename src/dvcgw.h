@@ -40,9 +40,39 @@ int		 auth_cidr_parse(const char *, unsigned char *, int *, int *);
 void		 auth_free(void);
 
 /* channel.c */
-#define ZALO_MAX_CHARS 2000
-void		 channel_init(const struct config *);
-size_t		 channel_render(const char *, const char *, char ***);
+struct obx_msg;
+/* Send one rendered part of m; the driver calls outbox_done(m, ...) exactly once. */
+typedef void channel_send_fn(struct obx_msg *m, const char *part);
+/* Everything about one channel. Each channel's file defines its entry; channel.c lists them. */
+struct channel {
+	const char	*name;		/* in session keys, the outbox stream, logs: "sms", "zalo" */
+	/* Reply text -> parts for the wire (xmalloc'd array of xmalloc'd strings), returns the count;
+	 * NULL: replies go back in the provider's HTTP response (USSD), never through the outbox. */
+	size_t		(*render)(const char *, char ***);
+	/* Config checks beyond the key table (a driver's required keys): a sentence, or NULL. */
+	char		*(*check)(const struct config *);
+	/* At start-up: choose the driver and fill send, rate, max_chars and from from the config. */
+	void		(*setup)(struct channel *, struct event_base *, const struct config *);
+	/* A user id for this channel from what an operator typed (`chat --user`): 0 with out
+	 * filled, or -1 and *cause. */
+	int		(*user)(const char *, char *, size_t, char **);
+	const char	*fallback;	/* channel to resend through when this one cannot reach the
+					 * user (the driver says OBX_FALLBACK), or NULL */
+	int		 sessions_end;	/* a terminal flow state ends the session (USSD END) */
+	/* Filled by setup: */
+	channel_send_fn	*send;		/* NULL: nothing is queued for this channel */
+	int		 rate;		/* messages per second across instances, 0 unlimited */
+	size_t		 max_chars;	/* longest message a flow may send on it, 0 no limit */
+	const char	*from;		/* our sender address on its replies ("" none) */
+	int		 id;		/* position in the table, 0 .. channel_count() - 1 */
+};
+extern struct channel channel_sms, channel_ussd, channel_zalo;
+void		 channel_init(struct event_base *, const struct config *);
+void		 channel_check(const struct config *, json_t *);
+const struct channel *channel_find(const char *);
+const struct channel *channel_at(size_t);
+size_t		 channel_count(void);
+size_t		 channel_render(const struct channel *, const char *, char ***);
 void		 channel_flush(void);
 
 /* config.c */
@@ -156,17 +186,19 @@ void		 http_release(void);
 int		 http_inflight(void);
 
 /* outbox.c */
-/* One queued reply, handed to a channel's driver one part at a time (see outbox_done). */
+/* One queued reply, handed to its channel's driver one part at a time (see outbox_done). */
 struct obx_msg {
 	int	 shard;
 	char	*id;		/* stream entry id */
 	char	*uid;		/* stable id across retries: idempotency key, our DLR / tracking id */
 	char	*ch, *to, *from, *text;
+	const struct channel *chan;	/* the channel named by ch (NULL: unknown, dead-lettered) */
+	size_t	 part, nparts;	/* the part being sent (0-based) and how many the reply has */
 	int	 att;		/* attempts before this one */
 	/* Set by a driver before outbox_done() when it needs to: */
 	int	 retry_after_ms;	/* with OBX_RETRY: wait at least this long (0: usual backoff) */
-	char	*fallback_to;	/* with OBX_FALLBACK: phone (84...) to send the text to by SMS;
-				 * xmalloc'd, the outbox frees it */
+	char	*fallback_to;	/* with OBX_FALLBACK: the user's address on the channel's fallback
+				 * (a phone for SMS); xmalloc'd, the outbox frees it */
 	struct obx_priv	*priv;	/* the outbox's own bookkeeping */
 };
 #define OBX_OK		0	/* the provider accepted the part */
@@ -174,7 +206,7 @@ struct obx_msg {
 #define OBX_FAIL	2	/* refused for good: dead-letter with the reason */
 #define OBX_FALLBACK	3	/* this channel cannot reach the user: resend by SMS to fallback_to */
 void		 outbox_init(struct event_base *, const struct config *);
-void		 outbox_kick(int);
+void		 outbox_kick(void);
 /* A driver finished one part of m: result OBX_*, why a short reason on failure. Call exactly once
  * per driver send, possibly from inside the send itself. */
 void		 outbox_done(struct obx_msg *, int, const char *);
@@ -203,6 +235,11 @@ int		 rds_evalsha(int, rds_cb *, void *, int, int, const char **, const size_t *
 /* sms.c */
 http_fn		 sms_kannel, sms_inbound, sms_dlr;
 
+/* smsout.c */
+char		*smsout_check(const struct config *);
+channel_send_fn	*smsout_init(struct event_base *, const struct config *);
+void		 smsout_free(void);
+
 /* store.c */
 /* rc 0 found (dossier borrowed), 1 not found, -1 the store failed (err says why). */
 typedef void store_cb(int rc, json_t *dossier, const char *err, void *arg);
@@ -224,6 +261,7 @@ char	*xasprintf(const char *, ...) printflike(1, 2);
 char	*xvasprintf(const char *, va_list) printflike(1, 0);
 
 /* zalo.c */
+#define ZALO_MAX_CHARS 2000	/* longest OA text message */
 void		 zalo_init(struct event_base *, const struct config *);
 void		 zalo_stop(void);
 http_fn		 zalo_webhook;

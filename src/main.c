@@ -81,9 +81,9 @@ load_flows(const struct config *cfg)
 	json_t *errors, *e;
 	size_t i;
 
-	/* Unaccented replies are GSM-7 (153 per part); with diacritics they are UCS-2 (67). */
-	lim.sms_chars = (size_t)cfg->sms_max_parts * (cfg->sms_unaccented ? 153 : 67);
-	lim.zalo_chars = 2000;
+	channel_init(NULL, cfg);	/* the limits; gw_setup sets the drivers up */
+	lim.sms_chars = channel_sms.max_chars;
+	lim.zalo_chars = channel_zalo.max_chars;
 	if ((fs = flowset_load(cfg->flows_dir, cfg->flows_vars, &lim, &errors)) == NULL) {
 		json_array_foreach(errors, i, e)
 			fprintf(stderr, "%s\n", json_string_value(e));
@@ -98,6 +98,7 @@ gw_teardown(void)
 	http_free();
 	zalo_stop();
 	outbox_free();
+	smsout_free();
 	channel_flush();
 	fetch_stop();
 	rds_stop();
@@ -205,7 +206,7 @@ gw_setup(struct config *cfg, struct flowset *fs)
 	if (gw.base == NULL)
 		fatalx("event_base_new failed");
 	gw.cfg = cfg;
-	channel_init(cfg);
+	channel_init(gw.base, cfg);
 	store_init(cfg);
 	conv_init(cfg, fs);
 	ussd_init(gw.base, cfg);
@@ -310,7 +311,7 @@ cmd_check(struct config *cfg)
 /* The terminal simulator: one line in, the replies out, through the same conversation code and
  * Redis state as the daemon, but replies are printed instead of queued. */
 static struct {
-	const char	*channel;
+	const struct channel *channel;
 	char		 user[128];
 	char		 buf[4096];
 	size_t		 len;
@@ -337,6 +338,7 @@ chat_quit(void)
 	event_free(chat.wait);
 	fetch_stop();
 	outbox_free();
+	smsout_free();
 	channel_flush();
 	rds_stop();
 	conv_shutdown();
@@ -364,7 +366,7 @@ chat_reply_cb(int status, json_t *replies, int end, const char *cause, void *arg
 		text_free_parts(parts, n);
 		printf("\n");
 	}
-	if (end && strcmp(chat.channel, "ussd") == 0)
+	if (end && chat.channel->sessions_end)
 		printf("(session ended)\n");
 	fflush(stdout);
 	chat_next();
@@ -402,7 +404,7 @@ chat_next(void)
 		return;
 	}
 	memset(&m, 0, sizeof m);
-	m.channel = chat.channel;
+	m.channel = chat.channel->name;
 	m.user = chat.user;
 	m.text = line;
 	chat.busy = 1;
@@ -457,27 +459,23 @@ cmd_chat(struct config *cfg, const char *channel, const char *user)
 
 	if (channel == NULL || user == NULL)
 		usage();
-	if (strcmp(channel, "sms") != 0 && strcmp(channel, "ussd") != 0 &&
-	    strcmp(channel, "zalo") != 0) {
-		fprintf(stderr, "dvcgw chat: --channel must be sms, ussd or zalo\n");
+	if ((chat.channel = channel_find(channel)) == NULL) {
+		char names[128] = "";
+		size_t i;
+
+		for (i = 0; i < channel_count(); i++)
+			snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
+			    i ? ", " : "", channel_at(i)->name);
+		fprintf(stderr, "dvcgw chat: --channel must be one of %s\n", names);
 		return 2;
 	}
-	if (strcmp(channel, "zalo") == 0) {
-		/* a Zalo user id (digits), as the webhook's sender.id */
-		if (*user == '\0' || strlen(user) >= sizeof chat.user ||
-		    strspn(user, "0123456789") != strlen(user)) {
-			fprintf(stderr, "dvcgw chat: --user: a Zalo user id is digits only\n");
-			return 2;
-		}
-		snprintf(chat.user, sizeof chat.user, "%s", user);
-	} else if (phone_normalise(user, chat.user, &cause) < 0) {
+	if (chat.channel->user(user, chat.user, sizeof chat.user, &cause) != 0) {
 		fprintf(stderr, "dvcgw chat: --user: %s\n", cause);
 		free(cause);
 		return 2;
 	}
 	if ((fs = load_flows(cfg)) == NULL)
 		return 1;
-	chat.channel = channel;
 	chat.tty = isatty(0);
 	gw_setup(cfg, fs);
 	chat.ev = event_new(gw.base, 0, EV_READ | EV_PERSIST, chat_read_cb, NULL);

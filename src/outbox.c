@@ -132,13 +132,14 @@ static const char outbox_settle_lua[] =
 	"return n\n";
 
 /* KEYS: stream, dead stream, sent set. ARGV: group, id, uid, now ms, reason, ch, to, from, text,
- * attempts, fallback phone ("" none). Dead-letters the entry, or requeues its text by SMS. */
+ * attempts, fallback address ("" none), fallback channel. Dead-letters the entry, or requeues its
+ * text to the fallback address on the fallback channel. */
 static const char outbox_fail_lua[] =
 	"redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
 	"redis.call('XDEL', KEYS[1], ARGV[2])\n"
 	"redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])\n"
 	"if ARGV[11] ~= '' then\n"
-	"  redis.call('XADD', KEYS[1], '*', 'ch', 'sms', 'to', ARGV[11], 'from', '', 'text', ARGV[9],"
+	"  redis.call('XADD', KEYS[1], '*', 'ch', ARGV[12], 'to', ARGV[11], 'from', '', 'text', ARGV[9],"
 	" 'att', '0', 'via', ARGV[6])\n"
 	"  return 'FALLBACK'\n"
 	"end\n"
@@ -167,29 +168,14 @@ struct obx_priv {
 	char			**parts;	/* rendered for the channel at first send */
 	size_t			 nparts, part;	/* next part to send */
 	unsigned		 epoch;		/* shard ownership it was taken under */
-	int			 retry_refresh;	/* already retried once after a token refresh */
 	struct event		*retry;		/* pending retry timer */
 	TAILQ_ENTRY(obx_msg)	 entry;		/* in obx.heads (chain heads) or a wait queue */
 };
 TAILQ_HEAD(obx_msgs, obx_msg);
 
-static void	outbox_driver_file(struct obx_msg *, const char *);
-static void	outbox_driver_kannel(struct obx_msg *, const char *);
-static void	outbox_driver_http(struct obx_msg *, const char *);
-
-static const struct outbox_driver {
-	const char	*name;
-	void		(*send)(struct obx_msg *, const char *);
-} outbox_drivers[] = {
-	{ "file", outbox_driver_file },
-	{ "kannel", outbox_driver_kannel },
-	{ "http", outbox_driver_http },
-	{ "zalo", zalo_send },
-};
-
 /* Per-channel send slots, shared by all instances through a one-second window in Redis. */
 struct obx_rate {
-	const char		*ch;
+	const struct channel	*chan;
 	int			 limit;		/* messages per second, 0: unlimited */
 	int			 tokens;	/* granted and not used yet in this window */
 	long long		 window;	/* unix second the tokens belong to */
@@ -212,17 +198,16 @@ struct obx_shard {
 
 static struct {
 	const struct config		*cfg;
-	const struct outbox_driver	*sms, *zalo;
 	struct event			*poll, *pollev, *tick, *flush, *resettle;
 	char				 me[96];
 	struct obx_shard		 shards[CONV_SHARDS];
-	struct obx_rate			 rates[2];
+	struct obx_rate			*rates;		/* one per channel, by channel id */
+	size_t				 nrates;
 	struct obx_msgs			 heads;		/* chain heads being sent or retried */
 	int				 taken;		/* messages taken and not settled */
 	int				 sending;	/* driver calls in flight */
 	int				 settling;	/* settle and fail scripts in flight */
 	int				 stopping;
-	FILE				*file;
 	unsigned long long		 sent, retried, dead, reclaimed, groups_recreated;
 	unsigned			 ticks;
 } obx;
@@ -248,20 +233,10 @@ outbox_now_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static const struct outbox_driver *
-outbox_driver_for(const char *ch)
-{
-	if (strcmp(ch, "sms") == 0)
-		return obx.sms;
-	if (strcmp(ch, "zalo") == 0)
-		return obx.zalo;
-	return NULL;
-}
-
 static struct obx_rate *
-outbox_rate_for(const char *ch)
+outbox_rate_for(const struct obx_msg *m)
 {
-	return strcmp(ch, "zalo") == 0 ? &obx.rates[1] : &obx.rates[0];
+	return &obx.rates[m->chan->id];
 }
 
 static void
@@ -363,8 +338,7 @@ outbox_unsettled(void)
 	return n;
 }
 
-/* Once per loop pass: flush the file driver, then acknowledge every settled entry, one script call
- * per shard. */
+/* Once per loop pass: acknowledge every settled entry, one script call per shard. */
 static void
 outbox_flush_cb(evutil_socket_t fd, short events, void *arg)
 {
@@ -376,9 +350,6 @@ outbox_flush_cb(evutil_socket_t fd, short events, void *arg)
 
 	struct obx_settle *st;
 
-	if (obx.file != NULL)
-		fflush(obx.file);
-	fflush(stdout);
 	snprintf(now, sizeof now, "%lld", outbox_now_ms());
 	for (sh = 0; sh < CONV_SHARDS; sh++) {
 		s = &obx.shards[sh];
@@ -460,7 +431,7 @@ outbox_release(struct obx_msg *m)
 	outbox_msg_free(m);
 	obx.taken--;
 	if (!obx.stopping)
-		outbox_kick(-1);
+		outbox_kick();
 }
 
 /* Dead-letter m with why, or, with fallback, queue its text by SMS instead. */
@@ -469,7 +440,7 @@ outbox_fail(struct obx_msg *m, const char *why, const char *fallback)
 {
 	struct obx_shard *s = &obx.shards[m->shard];
 	char now[24], att[16];
-	const char *v[14];
+	const char *v[15];
 
 	snprintf(now, sizeof now, "%lld", outbox_now_ms());
 	snprintf(att, sizeof att, "%d", m->att + 1);
@@ -477,16 +448,17 @@ outbox_fail(struct obx_msg *m, const char *why, const char *fallback)
 	v[3] = OUTBOX_GROUP; v[4] = m->id; v[5] = m->uid; v[6] = now; v[7] = why;
 	v[8] = m->ch; v[9] = m->to; v[10] = m->from; v[11] = m->text; v[12] = att;
 	v[13] = fallback ? fallback : "";
+	v[14] = fallback ? m->chan->fallback : "";
 	if (fallback != NULL)
-		log_info("outbox: %s reply %s cannot reach its user (%s); sending it by SMS", m->ch,
-		    m->uid, why);
+		log_info("outbox: %s reply %s cannot reach its user (%s); sending it by %s", m->ch,
+		    m->uid, why, m->chan->fallback);
 	else {
 		obx.dead++;
 		log_warn("outbox: %s reply %s dead-lettered after %d attempts: %s", m->ch, m->uid,
 		    m->att + 1, why);
 	}
 	obx.settling++;
-	if (rds_evalsha(outbox_fail_script, outbox_failed_cb, NULL, 3, 11, v, NULL) != 0) {
+	if (rds_evalsha(outbox_fail_script, outbox_failed_cb, NULL, 3, 12, v, NULL) != 0) {
 		obx.settling--;
 		log_warn("outbox: cannot record the failure of %s now; it will be retried after a "
 		    "take-over", m->uid);
@@ -534,10 +506,12 @@ outbox_done(struct obx_msg *m, int result, const char *why)
 	switch (result) {
 	case OBX_OK:
 		++p->part;
+		++m->part;
 		outbox_start(m);	/* the next part, through the rate limit */
 		return;
 	case OBX_FALLBACK:
-		if (m->fallback_to != NULL && strcmp(m->ch, "sms") != 0) {
+		if (m->fallback_to != NULL && m->chan->fallback != NULL &&
+		    channel_find(m->chan->fallback) != NULL) {
 			outbox_fail(m, why ? why : "cannot reach the user", m->fallback_to);
 			return;
 		}
@@ -570,18 +544,12 @@ outbox_done(struct obx_msg *m, int result, const char *why)
 	evtimer_add(p->retry, &tv);
 }
 
-/* Hand the current part to the driver. */
+/* Hand the current part to the channel's driver. */
 static void
 outbox_send_part(struct obx_msg *m)
 {
-	const struct outbox_driver *d = outbox_driver_for(m->ch);
-
 	obx.sending++;
-	if (d == NULL) {
-		outbox_done(m, OBX_FAIL, "no driver for this channel");
-		return;
-	}
-	d->send(m, m->priv->parts[m->priv->part]);
+	m->chan->send(m, m->priv->parts[m->priv->part]);
 }
 
 static void	outbox_rate_ask(struct obx_rate *);
@@ -634,7 +602,8 @@ outbox_rate_ask(struct obx_rate *rt)
 		return;
 	if (n > rt->limit)
 		n = rt->limit;
-	key = xasprintf("%srate:%s:%lld", obx.cfg->redis_prefix, rt->ch, outbox_now_ms() / 1000);
+	key = xasprintf("%srate:%s:%lld", obx.cfg->redis_prefix, rt->chan->name,
+	    outbox_now_ms() / 1000);
 	snprintf(want, sizeof want, "%d", n);
 	snprintf(limit, sizeof limit, "%d", rt->limit);
 	{
@@ -664,9 +633,10 @@ outbox_start(struct obx_msg *m)
 		outbox_done(m, OBX_FAIL, bad);
 		return;
 	}
-	rt = outbox_rate_for(m->ch);
+	rt = outbox_rate_for(m);
 	if (m->priv->parts == NULL) {
-		m->priv->nparts = channel_render(m->ch, m->text, &m->priv->parts);
+		m->priv->nparts = channel_render(m->chan, m->text, &m->priv->parts);
+		m->nparts = m->priv->nparts;
 		if (m->priv->nparts == 0) {
 			obx.sending++;
 			outbox_done(m, OBX_FAIL, "nothing to send (empty text or unknown channel)");
@@ -694,8 +664,8 @@ outbox_dispatch(struct obx_msg *m)
 	struct obx_msg *o;
 	int r;
 
-	for (r = 0; r < 2; r++) {
-		struct obx_msgs *q = r == 0 ? &obx.heads : &outbox_rate_for(m->ch)->waiting;
+	for (r = 0; r < (m->chan != NULL ? 2 : 1); r++) {
+		struct obx_msgs *q = r == 0 ? &obx.heads : &outbox_rate_for(m)->waiting;
 
 		TAILQ_FOREACH(o, q, priv->entry) {
 			if (strcmp(o->to, m->to) == 0 && strcmp(o->ch, m->ch) == 0) {
@@ -716,10 +686,10 @@ static int
 outbox_holding(const char *id)
 {
 	struct obx_msg *m, *c;
-	size_t i;
-	int r, sh;
+	size_t i, r;
+	int sh;
 
-	for (r = 0; r < 3; r++) {
+	for (r = 0; r <= obx.nrates; r++) {
 		struct obx_msgs *q = r == 0 ? &obx.heads : &obx.rates[r - 1].waiting;
 
 		TAILQ_FOREACH(m, q, priv->entry)
@@ -757,8 +727,10 @@ outbox_entry_problem(const struct obx_msg *m)
 {
 	size_t n = strlen(m->to), tl = strlen(m->text), i;
 
-	if (outbox_driver_for(m->ch) == NULL)
+	if (m->chan == NULL)
 		return "unknown channel";
+	if (m->chan->send == NULL)
+		return "this channel answers in the response: nothing is queued for it";
 	if (n == 0 || n > 32 || strspn(m->to, "0123456789") != n)
 		return "the recipient is not a number or a Zalo user id";
 	if (tl == 0 || tl > OUTBOX_MAX_TEXT || !text_utf8_valid(m->text, tl))
@@ -795,7 +767,7 @@ outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 		obx.groups_recreated++;
 		log_warn_limited("outbox: shard %d had no consumer group (Redis lost its data?); "
 		    "created it again", (int)(s - obx.shards));
-		outbox_kick(-1);
+		outbox_kick();
 		return;
 	}
 	if (s->mode == 1 && flag == 0)
@@ -816,6 +788,7 @@ outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 		m->id = outbox_field(e->element[0]);
 		m->uid = outbox_field(e->element[1]);
 		m->ch = outbox_field(e->element[2]);
+		m->chan = channel_find(m->ch);
 		m->to = outbox_field(e->element[3]);
 		m->from = outbox_field(e->element[4]);
 		m->text = outbox_field(e->element[5]);
@@ -833,7 +806,7 @@ outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 		outbox_dispatch(m);
 	}
 	if (r->elements > 0)
-		outbox_kick(-1);	/* there may be more */
+		outbox_kick();	/* there may be more */
 }
 
 /* Read what there is room for from every shard we hold. */
@@ -885,7 +858,7 @@ outbox_lease_cb(struct redisReply *r, void *arg, const char *err)
 		s->fresh = 1;
 		s->epoch++;
 		log_info("outbox: now sending shard %d", (int)(s - obx.shards));
-		outbox_kick(-1);
+		outbox_kick();
 	} else if (!held && s->owned) {
 		s->owned = 0;
 		s->epoch++;	/* messages taken under the old epoch are dropped, not settled */
@@ -933,7 +906,7 @@ outbox_tick_cb(evutil_socket_t fd, short events, void *arg)
 
 /* New replies were queued: read soon rather than at the next poll. */
 void
-outbox_kick(int shard)
+outbox_kick(void)
 {
 	struct timeval tv = { 0, 0 };
 
@@ -955,14 +928,6 @@ outbox_init(struct event_base *base, const struct config *cfg)
 
 	obx.cfg = cfg;
 	TAILQ_INIT(&obx.heads);
-	for (i = 0; i < sizeof outbox_drivers / sizeof outbox_drivers[0]; i++) {
-		if (strcmp(outbox_drivers[i].name, cfg->sms_driver) == 0)
-			obx.sms = &outbox_drivers[i];
-		if (strcmp(outbox_drivers[i].name, "zalo") == 0)
-			obx.zalo = &outbox_drivers[i];
-	}
-	if (obx.sms == NULL)
-		fatalx("sms.driver \"%s\" is unknown", cfg->sms_driver);
 	if (gethostname(host, sizeof host) != 0)
 		strcpy(host, "host");
 	host[sizeof host - 1] = '\0';
@@ -976,11 +941,13 @@ outbox_init(struct event_base *base, const struct config *cfg)
 		s->k_sent = xasprintf("%s{%d}:sent", cfg->redis_prefix, sh);
 		s->k_lease = xasprintf("%s{%d}:lease", cfg->redis_prefix, sh);
 	}
-	for (i = 0; i < 2; i++) {
+	obx.nrates = channel_count();
+	obx.rates = xcalloc(obx.nrates, sizeof *obx.rates);
+	for (i = 0; i < obx.nrates; i++) {
 		struct obx_rate *rt = &obx.rates[i];
 
-		rt->ch = i == 0 ? "sms" : "zalo";
-		rt->limit = i == 0 ? cfg->outbox_sms_rate : cfg->outbox_zalo_rate;
+		rt->chan = channel_at(i);
+		rt->limit = rt->chan->rate;
 		TAILQ_INIT(&rt->waiting);
 		rt->later = evtimer_new(base, outbox_rate_later_cb, rt);
 	}
@@ -1011,7 +978,7 @@ void
 outbox_stop_taking(void)
 {
 	struct obx_msg *m, *t;
-	int i;
+	size_t i;
 
 	obx.stopping = 1;
 	/* Chains held for a retry stay pending in Redis for the next owner. */
@@ -1020,7 +987,7 @@ outbox_stop_taking(void)
 		if (m->priv->retry != NULL && evtimer_pending(m->priv->retry, NULL))
 			outbox_release(m);
 	}
-	for (i = 0; i < 2; i++)
+	for (i = 0; i < obx.nrates; i++)
 		while ((m = TAILQ_FIRST(&obx.rates[i].waiting)) != NULL) {
 			TAILQ_REMOVE(&obx.rates[i].waiting, m, priv->entry);
 			TAILQ_INSERT_TAIL(&obx.heads, m, priv->entry);
@@ -1059,7 +1026,8 @@ void
 outbox_free(void)
 {
 	struct obx_msg *m, *next;
-	int i, sh;
+	size_t i;
+	int sh;
 
 	obx.stopping = 1;
 	while ((m = TAILQ_FIRST(&obx.heads)) != NULL) {
@@ -1069,7 +1037,7 @@ outbox_free(void)
 			outbox_msg_free(m);
 		}
 	}
-	for (i = 0; i < 2; i++) {
+	for (i = 0; i < obx.nrates; i++) {
 		while ((m = TAILQ_FIRST(&obx.rates[i].waiting)) != NULL) {
 			TAILQ_REMOVE(&obx.rates[i].waiting, m, priv->entry);
 			for (; m != NULL; m = next) {
@@ -1081,6 +1049,9 @@ outbox_free(void)
 			event_free(obx.rates[i].later);
 		obx.rates[i].later = NULL;
 	}
+	free(obx.rates);
+	obx.rates = NULL;
+	obx.nrates = 0;
 	if (obx.poll != NULL) {
 		event_free(obx.poll);
 		event_free(obx.pollev);
@@ -1105,9 +1076,6 @@ outbox_free(void)
 		free(s->k_lease);
 		memset(s, 0, sizeof *s);
 	}
-	if (obx.file != NULL)
-		fclose(obx.file);
-	obx.file = NULL;
 }
 
 /* Counters for logs and the benchmark. */
@@ -1171,145 +1139,6 @@ outbox_dlr(const char *id, const char *status, rds_cb *cb, void *arg, char **cau
 bad:
 	*cause = xstrdup("The id is not one of this gateway's message ids.");
 	return -1;
-}
-
-/* Driver "file": append one JSON line per part to sms.file.path and show it on stdout, for
- * `make run` and for trying flows without a carrier. Flushed once per loop pass. */
-static void
-outbox_driver_file(struct obx_msg *m, const char *part)
-{
-	json_t *line;
-	char *s, ts[32];
-	time_t now = time(NULL);
-	struct tm tm;
-
-	if (obx.file == NULL && (obx.file = fopen(obx.cfg->sms_file, "a")) == NULL) {
-		outbox_done(m, OBX_RETRY, "cannot open sms.file.path for appending");
-		return;
-	}
-	gmtime_r(&now, &tm);
-	strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-	line = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "ts", ts, "ch", m->ch, "to", m->to,
-	    "from", strcmp(m->ch, "sms") == 0 ? obx.cfg->kannel_from : "", "id", m->uid, "text", part);
-	if (line == NULL || (s = json_dumps(line, JSON_COMPACT)) == NULL) {
-		json_decref(line);
-		outbox_done(m, OBX_FAIL, "the reply cannot be encoded as JSON");
-		return;
-	}
-	json_decref(line);
-	fprintf(obx.file, "%s\n", s);
-	free(s);
-	if (ferror(obx.file)) {
-		clearerr(obx.file);
-		outbox_done(m, OBX_RETRY, "writing sms.file.path failed");
-		return;
-	}
-	printf("--- %s to %s ---\n%s\n", m->ch, m->to, part);
-	outbox_done(m, OBX_OK, NULL);
-}
-
-/* How a provider's HTTP answer settles a part: 2xx sent, 4xx refused for good (but 408 and 429 are
- * worth another try), anything else (5xx, no answer) retried. */
-static int
-outbox_classify(long status)
-{
-	if (status >= 200 && status < 300)
-		return OBX_OK;
-	if (status >= 400 && status < 500 && status != 408 && status != 429)
-		return OBX_FAIL;
-	return OBX_RETRY;
-}
-
-static void
-outbox_fetch_cb(long status, const char *body, size_t len, const char *err, void *arg)
-{
-	struct obx_msg *m = arg;
-	char why[160];
-
-	if (status == 0)
-		snprintf(why, sizeof why, "%s", err ? err : "no answer");
-	else
-		snprintf(why, sizeof why, "HTTP %ld: %.100s", status, body);
-	outbox_done(m, outbox_classify(status), status >= 200 && status < 300 ? NULL : why);
-}
-
-/* Driver "kannel": GET sendsms. GSM-7 text goes as UTF-8; anything else as UCS-2 (coding=2,
- * charset=UTF-16BE, the text as URL-encoded UTF-16BE bytes). Our id rides in the dlr-url. */
-static void
-outbox_driver_kannel(struct obx_msg *m, const char *part)
-{
-	const struct config *cfg = obx.cfg;
-	char *user, *pass, *from, *to, *text, *dlr = NULL, *url, *u16;
-	size_t n;
-	int ucs2 = !text_is_gsm7(part);
-
-	user = fetch_escape(cfg->kannel_user, strlen(cfg->kannel_user));
-	pass = fetch_escape(cfg->kannel_pass, strlen(cfg->kannel_pass));
-	from = fetch_escape(cfg->kannel_from, strlen(cfg->kannel_from));	/* always ours */
-	to = fetch_escape(m->to, strlen(m->to));
-	if (ucs2) {
-		u16 = text_utf8_to_utf16be(part, &n);
-		text = fetch_escape(u16, n);
-		free(u16);
-	} else
-		text = fetch_escape(part, strlen(part));
-	if (cfg->kannel_dlr_url != NULL) {
-		/* one report per part: the part number rides with our id */
-		/* dlr_url may carry the provider token already (…/sms/dlr?key=…) */
-		const char *sep = strchr(cfg->kannel_dlr_url, '?') ? "&" : "?";
-		char *d = m->priv->nparts > 1 ?
-		    xasprintf("%s%sid=%s.%zu&status=%%d", cfg->kannel_dlr_url, sep, m->uid,
-		    m->priv->part + 1) :
-		    xasprintf("%s%sid=%s&status=%%d", cfg->kannel_dlr_url, sep, m->uid);
-
-		dlr = fetch_escape(d, strlen(d));
-		free(d);
-	}
-	url = xasprintf("%s%susername=%s&password=%s%s%s&to=%s&text=%s%s%s%s",
-	    cfg->kannel_url, strchr(cfg->kannel_url, '?') ? "&" : "?", user, pass,
-	    *from ? "&from=" : "", from, to, text,
-	    ucs2 ? "&coding=2&charset=UTF-16BE" : "", dlr ? "&dlr-mask=3&dlr-url=" : "",
-	    dlr ? dlr : "");
-	fetch_start(url, NULL, 0, NULL, cfg->outbox_send_timeout_ms, outbox_fetch_cb, m);
-	free(url);
-	free(user);
-	free(pass);
-	free(from);
-	free(to);
-	free(text);
-	free(dlr);
-}
-
-/* Driver "http": POST {"to","from","text","id"} as JSON to sms.http.url (an aggregator's API); the
- * id (with the part number for long replies) lets the aggregator recognise a resend. */
-static void
-outbox_driver_http(struct obx_msg *m, const char *part)
-{
-	const struct config *cfg = obx.cfg;
-	json_t *j;
-	char *body, *auth = NULL, id[128];
-	const char *headers[3] = { "Content-Type: application/json", NULL, NULL };
-
-	if (m->priv->nparts > 1)
-		snprintf(id, sizeof id, "%s.%zu", m->uid, m->priv->part + 1);
-	else
-		snprintf(id, sizeof id, "%s", m->uid);
-	j = json_pack("{s:s, s:s, s:s, s:s}", "to", m->to, "from", cfg->kannel_from, "text", part,
-	    "id", id);
-	if (j == NULL || (body = json_dumps(j, JSON_COMPACT)) == NULL) {
-		json_decref(j);
-		outbox_done(m, OBX_FAIL, "the reply cannot be encoded as JSON");
-		return;
-	}
-	json_decref(j);
-	if (cfg->sms_http_token != NULL) {
-		auth = xasprintf("Authorization: Bearer %s", cfg->sms_http_token);
-		headers[1] = auth;
-	}
-	fetch_start(cfg->sms_http_url, body, strlen(body), headers, cfg->outbox_send_timeout_ms,
-	    outbox_fetch_cb, m);
-	free(body);
-	free(auth);
 }
 
 static redisReply *

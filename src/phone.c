@@ -1,4 +1,5 @@
 /* phone.c: Vietnamese mobile numbers to the canonical "84" + 9 digits, and masking them for logs. */
+#include <stdio.h>
 #include <string.h>
 
 #include "dvcgw.h"
@@ -86,4 +87,17 @@ phone_mask(const char *in, char *out)
 	out[len] = '\0';
 	if (len > 8)
 		memset(out + 5, '*', len - 8);
+}
+
+/* A channel's user id from a phone number as an operator types it (`chat --user`): 0 with the
+ * canonical number in out, or -1 and *cause. */
+int
+phone_user(const char *in, char *out, size_t len, char **cause)
+{
+	char phone[PHONE_MAX];
+
+	if (phone_normalise(in, phone, cause) < 0)
+		return -1;
+	snprintf(out, len, "%s", phone);
+	return 0;
 }

@@ -1,16 +1,19 @@
-/* sms.c: the SMS channel's HTTP endpoints: Kannel's sms-service callback (GET or POST, UCS-2 text as
- * UTF-16BE), the JSON inbound webhook for other aggregators, and Kannel's delivery reports. Each
- * answers only once the message is durably handled in Redis. */
+/* sms.c: the SMS channel: its table entry (rendering, driver choice from sms.driver, rate, limits)
+ * and its HTTP endpoints: Kannel's sms-service callback (GET or POST, UCS-2 text as UTF-16BE), the
+ * JSON inbound webhook for other aggregators, and Kannel's delivery reports. Each answers only once
+ * the message is durably handled in Redis. The send drivers are in smsout.c. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
 
 #include "dvcgw.h"
 
 #define SMS_MAX_TEXT 2000	/* bytes of UTF-8; a 10-part UCS-2 SMS is 670 characters */
 #define SMS_MAX_ID 128		/* bytes of a provider's message id */
 #define SMS_MAX_ADDR 32		/* bytes of a sender or recipient as sent */
+
+static const struct config *sms_cfg;
 
 struct sms_req {
 	struct http_req	*req;
@@ -115,7 +118,7 @@ sms_accept(struct http_req *req, int kannel, const char *from, const char *to,
 	sr->kannel = kannel;
 	sr->id = id && *id ? xstrdup(id) : NULL;
 	memset(&m, 0, sizeof m);
-	m.channel = "sms";
+	m.channel = channel_sms.name;
 	m.user = user;
 	m.text = clean;
 	m.msgid = id;
@@ -315,3 +318,40 @@ sms_dlr(struct http_req *req, void *arg)
 out:
 	http_query_free(&q);
 }
+
+/* SMS replies: unaccented when sms.unaccented is on, then split into at most sms.max_parts
+ * segments. */
+static size_t
+sms_render(const char *text, char ***parts)
+{
+	const struct config *cfg = sms_cfg;
+	char *plain;
+	size_t n;
+
+	if (!cfg->sms_unaccented)
+		return text_sms_split(text, (size_t)cfg->sms_max_parts, parts);
+	plain = text_unaccent(text);
+	n = text_sms_split(plain, (size_t)cfg->sms_max_parts, parts);
+	free(plain);
+	return n;
+}
+
+/* The SMS driver sms.driver names, its rate, and the longest text a flow may send: unaccented
+ * replies are GSM-7 (153 characters a part), with diacritics UCS-2 (67). */
+static void
+sms_setup(struct channel *c, struct event_base *base, const struct config *cfg)
+{
+	sms_cfg = cfg;
+	c->send = smsout_init(base, cfg);
+	c->rate = cfg->outbox_sms_rate;
+	c->max_chars = (size_t)cfg->sms_max_parts * (cfg->sms_unaccented ? 153 : 67);
+	c->from = cfg->kannel_from;
+}
+
+struct channel channel_sms = {
+	.name = "sms",
+	.render = sms_render,
+	.check = smsout_check,
+	.setup = sms_setup,
+	.user = phone_user,
+};

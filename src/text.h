@@ -38,6 +38,7 @@ void	 text_free_parts(char **parts, size_t n);
  * (3-6 digits, copied unchanged), -1 with *cause (xmalloc'd, a sentence a person understands) for
  * anything else, including old 11-digit numbers (01xx...). */
 int	 phone_normalise(const char *in, char *out, char **cause);
+int	 phone_user(const char *in, char *out, size_t len, char **cause);
 /* Mask a canonical number for logs: "84912345678" -> "84912***678". out is PHONE_MAX bytes. */
 void	 phone_mask(const char *in, char *out);
 

@@ -724,3 +724,10 @@ ussd_end(struct http_req *req, void *arg)
 out:
 	http_query_free(&q);
 }
+
+/* USSD answers in the gateway's HTTP response: nothing is rendered for or queued in the outbox. */
+struct channel channel_ussd = {
+	.name = "ussd",
+	.user = phone_user,
+	.sessions_end = 1,
+};

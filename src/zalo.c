@@ -1609,3 +1609,60 @@ zalo_stop(void)
 	zalo.bad = zalo.failed_why = zalo.api_base = zalo.oauth_base = NULL;
 	zalo.k_token = zalo.k_lock = NULL;
 }
+
+/* Zalo replies: diacritics kept; split into messages of at most ZALO_MAX_CHARS characters, at a
+ * newline or space when there is one in the second half of the window. */
+static size_t
+zalo_render(const char *text, char ***parts)
+{
+	const char *p = text, *cut, *brk, *q;
+	size_t n = 0, chars;
+
+	*parts = NULL;
+	while (*p != '\0') {
+		chars = 0;
+		brk = NULL;
+		for (q = p; *q != '\0' && chars < ZALO_MAX_CHARS; chars++) {
+			q++;
+			while ((*q & 0xC0) == 0x80)
+				q++;
+			if ((*q == ' ' || *q == '\n') && chars >= ZALO_MAX_CHARS / 2)
+				brk = q;
+		}
+		cut = (*q == '\0' || brk == NULL) ? q : brk;
+		*parts = xrealloc(*parts, (n + 1) * sizeof **parts);
+		(*parts)[n++] = xstrndup(p, (size_t)(cut - p));
+		p = cut;
+		while (*p == ' ' || *p == '\n')
+			p++;
+	}
+	return n;
+}
+
+static void
+zalo_setup(struct channel *c, struct event_base *base, const struct config *cfg)
+{
+	c->send = zalo_send;
+	c->rate = cfg->outbox_zalo_rate;
+	c->max_chars = ZALO_MAX_CHARS;
+}
+
+/* A Zalo user id (digits), as the webhook's sender.id. */
+static int
+zalo_user(const char *in, char *out, size_t len, char **cause)
+{
+	if (*in == '\0' || strlen(in) >= len || strspn(in, "0123456789") != strlen(in)) {
+		*cause = xstrdup("a Zalo user id is digits only");
+		return -1;
+	}
+	snprintf(out, len, "%s", in);
+	return 0;
+}
+
+struct channel channel_zalo = {
+	.name = "zalo",
+	.render = zalo_render,
+	.setup = zalo_setup,
+	.user = zalo_user,
+	.fallback = "sms",	/* a follower who shared a phone, when Zalo cannot reach them */
+};

@@ -53,7 +53,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	if (dossier_set_pattern(cfg->code_pattern, NULL) != 0)
 		abort();
 	base = event_base_new();
-	channel_init(cfg);
+	channel_init(base, cfg);
 	store_init(cfg);
 	conv_init(cfg, fs);
 	ussd_init(base, cfg);
