@@ -131,13 +131,6 @@ conv_shutdown(void)
 	conv.flows = NULL;
 }
 
-/* The Redis key prefix. */
-const char *
-conv_prefix(void)
-{
-	return conv.cfg->redis_prefix;
-}
-
 /* Conversations in flight (drain on stop). */
 int
 conv_inflight(void)
@@ -430,7 +423,6 @@ void
 conv_handle(const struct conv_msg *m, conv_cb *cb, void *arg)
 {
 	struct conv *c = xcalloc(1, sizeof *c);
-	const char *pfx = conv.cfg->redis_prefix;
 	char code[DOSSIER_CODE_MAX];
 
 	c->cb = cb;
@@ -444,10 +436,9 @@ conv_handle(const struct conv_msg *m, conv_cb *cb, void *arg)
 	c->to = m->to ? xstrdup(m->to) : NULL;
 	c->deliver = m->deliver;
 	c->shard = conv_shard(m->channel, m->user);
-	c->k_session = xasprintf("%s{%d}:sess:%s:%s", pfx, c->shard, m->channel, m->user);
-	c->k_seen = xasprintf("%s{%d}:seen:%s:%s", pfx, c->shard, m->channel,
-	    c->msgid ? c->msgid : "-");
-	c->k_outbox = xasprintf("%s{%d}:outbox", pfx, c->shard);
+	c->k_session = rkey_session(c->shard, m->channel, m->user);
+	c->k_seen = rkey_seen(c->shard, m->channel, c->msgid ? c->msgid : "-");
+	c->k_outbox = rkey_outbox(c->shard);
 	conv.inflight++;
 
 	if (!rds_ready()) {
@@ -490,15 +481,13 @@ void
 conv_send(const struct conv_msg *m, const char *text, conv_cb *cb, void *arg)
 {
 	struct conv_sendreq *sr = xcalloc(1, sizeof *sr);
-	const char *pfx = conv.cfg->redis_prefix;
 	char *k_seen, *k_outbox, ttl[16];
 
 	sr->cb = cb;
 	sr->arg = arg;
 	sr->shard = conv_shard(m->channel, m->user);
-	k_seen = xasprintf("%s{%d}:seen:%s:%s", pfx, sr->shard, m->channel,
-	    m->msgid && *m->msgid ? m->msgid : "-");
-	k_outbox = xasprintf("%s{%d}:outbox", pfx, sr->shard);
+	k_seen = rkey_seen(sr->shard, m->channel, m->msgid && *m->msgid ? m->msgid : "-");
+	k_outbox = rkey_outbox(sr->shard);
 	snprintf(ttl, sizeof ttl, "%d", conv.cfg->dedupe_ttl);
 	{
 		const char *v[] = { k_seen, k_outbox, m->msgid ? m->msgid : "", ttl, m->channel,

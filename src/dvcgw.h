@@ -126,7 +126,6 @@ void		 conv_handle(const struct conv_msg *, conv_cb *, void *);
 void		 conv_send(const struct conv_msg *, const char *, conv_cb *, void *);
 int		 conv_inflight(void);
 int		 conv_shard(const char *, const char *);
-const char	*conv_prefix(void);
 void		 conv_stats(unsigned long long *, unsigned long long *);
 
 /* fetch.c */
@@ -186,6 +185,7 @@ void		 http_release(void);
 int		 http_inflight(void);
 
 /* outbox.c */
+#define OUTBOX_GROUP	"gw"	/* the consumer group of every outbox stream */
 /* One queued reply, handed to its channel's driver one part at a time (see outbox_done). */
 struct obx_msg {
 	int	 shard;
@@ -232,6 +232,21 @@ int		 rds_command(rds_cb *, void *, const char *, ...);
 struct redisContext *rds_connect_sync(const char *, int, char **);
 int		 rds_evalsha(int, rds_cb *, void *, int, int, const char **, const size_t *);
 
+/* rkey.c */
+void		 rkey_init(const char *);
+void		 rkey_free(void);
+char		*rkey_session(int, const char *, const char *);
+char		*rkey_seen(int, const char *, const char *);
+char		*rkey_ussd(int, const char *);
+char		*rkey_outbox(int);
+char		*rkey_dead(int);
+char		*rkey_sent(int);
+char		*rkey_lease(int);
+char		*rkey_dlr(int, const char *);
+char		*rkey_rate(const char *, long long);
+char		*rkey_dossier(const char *);
+char		*rkey_zalo(const char *, const char *);
+
 /* sms.c */
 http_fn		 sms_kannel, sms_inbound, sms_dlr;
 
@@ -244,7 +259,7 @@ void		 smsout_free(void);
 /* rc 0 found (dossier borrowed), 1 not found, -1 the store failed (err says why). */
 typedef void store_cb(int rc, json_t *dossier, const char *err, void *arg);
 void		 store_init(const struct config *);
-char		*store_key(const char *, const char *);
+int		 store_import(const struct config *, const char *);
 int		 store_lookup(const char *, store_cb *, void *);
 
 /* ussd.c */

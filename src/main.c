@@ -1,5 +1,5 @@
-/* main.c: the commands — the daemon (default), check, chat and import — and the daemon's life:
- * start-up, SIGHUP reload, and SIGTERM/SIGINT drain. */
+/* main.c: the command table (run, check, chat, import, outbox, token) and the daemon's life:
+ * start-up, SIGHUP reload, and SIGTERM/SIGINT drain; the terminal chat simulator. */
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -29,19 +29,46 @@ static struct {
 	int			 stopping, released;
 } gw;
 
+static int	cmd_run(struct config *, int, char **);
+static int	cmd_check(struct config *, int, char **);
+static int	cmd_chat(struct config *, int, char **);
+static int	cmd_import(struct config *, int, char **);
+static int	cmd_outbox(struct config *, int, char **);
+static int	cmd_token(struct config *, int, char **);
+
+/* The commands: dvcgw NAME [-c FILE] [options] ARGS. One entry each; usage() is made from it. */
+static const struct cmd_entry {
+	const char	*name;
+	const char	*args;		/* after -c FILE, for usage() */
+	const char	*help;
+	int		 min, max;	/* how many arguments after the options (-1: any) */
+	int		(*fn)(struct config *, int, char **);
+} cmd_table[] = {
+	{ "run", "", "run the gateway (the default command)", 0, 0, cmd_run },
+	{ "check", "", "validate the config and every flow", 0, 0, cmd_check },
+	{ "chat", "--channel CHANNEL --user ID", "talk to the flows from the terminal", 0, 0,
+	  cmd_chat },
+	{ "import", "PATH", "load dossiers from JSON or CSV", 1, 1, cmd_import },
+	{ "outbox", "[status|dead|requeue [ID...]]", "reply queue depth and dead letters", 0, -1,
+	  cmd_outbox },
+	{ "token", "new NAME ROLE", "a new API token (provider, portal, staff, onestop) and its "
+	  "api.tokens entry", 0, -1, cmd_token },
+};
+
+/* Options some commands read (chat). */
+static struct {
+	const char	*channel, *user;
+} opt;
+
 static __dead void
 usage(void)
 {
-	fprintf(stderr,
-	    "usage: dvcgw [-c FILE]                       run the gateway\n"
-	    "       dvcgw check -c FILE                   validate the config and every flow\n"
-	    "       dvcgw chat -c FILE --channel sms|ussd|zalo --user ID\n"
-	    "                                             talk to the flows from the terminal\n"
-	    "       dvcgw import -c FILE PATH             load dossiers from JSON or CSV\n"
-	    "       dvcgw outbox -c FILE [status|dead|requeue [ID...]]\n"
-	    "                                             reply queue depth and dead letters\n"
-	    "       dvcgw token new -c FILE NAME ROLE     a new API token (provider, portal, staff,\n"
-	    "                                             onestop) and its api.tokens entry\n");
+	size_t i;
+
+	for (i = 0; i < sizeof cmd_table / sizeof cmd_table[0]; i++)
+		fprintf(stderr, "%s dvcgw %s -c FILE%s%s\n%*s%s\n", i == 0 ? "usage:" : "      ",
+		    cmd_table[i].name, *cmd_table[i].args ? " " : "", cmd_table[i].args, 10, "",
+		    cmd_table[i].help);
 	exit(2);
 }
 
@@ -60,6 +87,7 @@ load_config(const char *path)
 		json_decref(errors);
 		exit(1);
 	}
+	rkey_init(cfg->redis_prefix);
 	setenv("TZ", cfg->time_zone, 1);
 	tzset();
 	log_set_level(strcmp(cfg->log_level, "debug") == 0 ? LOG_DEBUG :
@@ -218,7 +246,7 @@ gw_setup(struct config *cfg, struct flowset *fs)
 }
 
 static int
-cmd_run(struct config *cfg)
+cmd_run(struct config *cfg, int argc, char **argv)
 {
 	struct flowset *fs;
 	int port;
@@ -297,7 +325,7 @@ cmd_token(struct config *cfg, int argc, char **argv)
 }
 
 static int
-cmd_check(struct config *cfg)
+cmd_check(struct config *cfg, int argc, char **argv)
 {
 	struct flowset *fs;
 
@@ -451,8 +479,9 @@ chat_wait_cb(evutil_socket_t fd, short events, void *arg)
 }
 
 static int
-cmd_chat(struct config *cfg, const char *channel, const char *user)
+cmd_chat(struct config *cfg, int argc, char **argv)
 {
+	const char *channel = opt.channel, *user = opt.user;
 	struct flowset *fs;
 	char *cause = NULL;
 	struct timeval tv = { 0, 0 };
@@ -490,121 +519,16 @@ cmd_chat(struct config *cfg, const char *channel, const char *user)
 	return 0;
 }
 
-/* Read a whole file; NULL with errno on failure. */
-static char *
-read_file(const char *path, size_t *len)
+static int
+cmd_import(struct config *cfg, int argc, char **argv)
 {
-	FILE *f;
-	char *p = NULL;
-	size_t n = 0, cap = 0, r;
-
-	if ((f = fopen(path, "rb")) == NULL)
-		return NULL;
-	do {
-		if (cap - n < 65536)
-			p = xrealloc(p, (cap = cap * 2 + 65536) + 1);
-		r = fread(p + n, 1, cap - n, f);
-		n += r;
-	} while (r > 0);
-	fclose(f);
-	p[n] = '\0';
-	*len = n;
-	return p;
+	return store_import(cfg, argv[0]);
 }
 
 static int
-cmd_import(struct config *cfg, const char *path)
+cmd_outbox(struct config *cfg, int argc, char **argv)
 {
-	char *data, *cause = NULL, *key, *s;
-	size_t len, i, ok = 0, bad = 0, pending = 0;
-	json_t *rows, *errors = NULL, *lines = NULL, *row, *d, *e;
-	json_error_t jerr;
-	redisContext *rc;
-	redisReply *reply;
-	const char *p;
-	int csv;
-
-	if ((data = read_file(path, &len)) == NULL) {
-		fprintf(stderr, "dvcgw import: %s: %s\n", path, strerror(errno));
-		return 1;
-	}
-	for (p = data; *p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'; p++)
-		;
-	csv = *p != '[';
-	if (csv)
-		rows = dossier_parse_csv(data, &errors, &lines, &cause);
-	else if ((rows = json_loadb(data, len, 0, &jerr)) == NULL)
-		cause = xasprintf("line %d: %s", jerr.line, jerr.text);
-	else if (!json_is_array(rows)) {
-		cause = xstrdup("a JSON import file holds an array of dossier objects");
-		json_decref(rows);
-		rows = NULL;
-	}
-	free(data);
-	if (rows == NULL) {
-		fprintf(stderr, "dvcgw import: %s: %s\n", path, cause);
-		free(cause);
-		json_decref(errors);
-		return 1;
-	}
-	json_array_foreach(errors, i, e) {
-		fprintf(stderr, "%s: %s\n", path, json_string_value(e));
-		bad++;
-	}
-	if ((rc = rds_connect_sync(cfg->redis_url, cfg->redis_timeout_ms, &cause)) == NULL) {
-		fprintf(stderr, "dvcgw import: %s\n", cause);
-		free(cause);
-		json_decref(rows);
-		json_decref(errors);
-		json_decref(lines);
-		return 1;
-	}
-	json_array_foreach(rows, i, row) {
-		if ((d = dossier_check(row, &cause)) == NULL) {
-			/* CSV: the row's line in the file; JSON: the entry's place in the array. */
-			if (csv)
-				fprintf(stderr, "%s: line %lld: %s\n", path, (long long)
-				    json_integer_value(json_array_get(lines, i)), cause);
-			else
-				fprintf(stderr, "%s: entry %zu: %s\n", path, i + 1, cause);
-			free(cause);
-			cause = NULL;
-			bad++;
-			continue;
-		}
-		s = json_dumps(d, JSON_COMPACT);
-		key = store_key(cfg->redis_prefix, json_string_value(json_object_get(d, "code")));
-		redisAppendCommand(rc, "SET %s %s", key, s);
-		pending++;
-		free(key);
-		if (json_is_string(json_object_get(d, "national_code"))) {
-			key = store_key(cfg->redis_prefix,
-			    json_string_value(json_object_get(d, "national_code")));
-			redisAppendCommand(rc, "SET %s %s", key, s);
-			pending++;
-			free(key);
-		}
-		free(s);
-		json_decref(d);
-		ok++;
-	}
-	for (i = 0; i < pending; i++) {
-		if (redisGetReply(rc, (void **)&reply) != REDIS_OK) {
-			fprintf(stderr, "dvcgw import: Redis: %s\n", rc->errstr);
-			redisFree(rc);
-			json_decref(rows);
-			json_decref(errors);
-			json_decref(lines);
-			return 1;
-		}
-		freeReplyObject(reply);
-	}
-	redisFree(rc);
-	json_decref(rows);
-	json_decref(errors);
-	json_decref(lines);
-	printf("%s: %zu imported, %zu rejected\n", path, ok, bad);
-	return bad > 0 ? 1 : 0;
+	return outbox_cli(cfg, argc, argv);
 }
 
 int
@@ -616,51 +540,38 @@ main(int argc, char **argv)
 		{ "user", required_argument, NULL, 'u' },
 		{ NULL, 0, NULL, 0 },
 	};
-	enum { CMD_RUN, CMD_CHECK, CMD_CHAT, CMD_IMPORT, CMD_OUTBOX, CMD_TOKEN } fn;
-	const char *cmd = "run", *conf = "config/dvcgw.json", *channel = NULL, *user = NULL;
+	const struct cmd_entry *cmd = &cmd_table[0];
+	const char *conf = "config/dvcgw.json";
 	struct config *cfg;
+	size_t i;
 	int ch, rc;
 
 	if (sodium_init() < 0)
 		fatalx("libsodium cannot start");
 	if (argc > 1 && argv[1][0] != '-') {
-		cmd = argv[1];
+		for (cmd = NULL, i = 0; i < sizeof cmd_table / sizeof cmd_table[0]; i++)
+			if (strcmp(cmd_table[i].name, argv[1]) == 0)
+				cmd = &cmd_table[i];
+		if (cmd == NULL)
+			usage();
 		argc--;
 		argv++;
 	}
 	while ((ch = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': conf = optarg; break;
-		case 'C': channel = optarg; break;
-		case 'u': user = optarg; break;
+		case 'C': opt.channel = optarg; break;
+		case 'u': opt.user = optarg; break;
 		default: usage();
 		}
 	}
 	argc -= optind;
 	argv += optind;
-	if (strcmp(cmd, "run") == 0 && argc == 0)
-		fn = CMD_RUN;
-	else if (strcmp(cmd, "check") == 0 && argc == 0)
-		fn = CMD_CHECK;
-	else if (strcmp(cmd, "chat") == 0 && argc == 0)
-		fn = CMD_CHAT;
-	else if (strcmp(cmd, "import") == 0 && argc == 1)
-		fn = CMD_IMPORT;
-	else if (strcmp(cmd, "outbox") == 0)
-		fn = CMD_OUTBOX;
-	else if (strcmp(cmd, "token") == 0)
-		fn = CMD_TOKEN;
-	else
+	if (argc < cmd->min || (cmd->max >= 0 && argc > cmd->max))
 		usage();
 	cfg = load_config(conf);
-	switch (fn) {
-	case CMD_RUN: rc = cmd_run(cfg); break;
-	case CMD_CHECK: rc = cmd_check(cfg); break;
-	case CMD_CHAT: rc = cmd_chat(cfg, channel, user); break;
-	case CMD_IMPORT: rc = cmd_import(cfg, argv[0]); break;
-	case CMD_TOKEN: rc = cmd_token(cfg, argc, argv); break;
-	default: rc = outbox_cli(cfg, argc, argv); break;
-	}
+	rc = cmd->fn(cfg, argc, argv);
+	rkey_free();
 	config_free(cfg);
 	return rc;
 }

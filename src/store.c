@@ -1,5 +1,8 @@
 /* store.c: where dossiers come from. A table of backends; "redis" (the default) keeps each dossier as
- * a JSON string under its code and under its national portal code, written by `dvcgw import`. */
+ * a JSON string under its code and under its national portal code, written by `dvcgw import`, which
+ * is here too. */
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,7 +26,6 @@ static const struct store_backend {
 
 static struct {
 	const struct store_backend	*backend;
-	const char			*prefix;
 } store;
 
 /* Pick the backend. */
@@ -31,14 +33,6 @@ void
 store_init(const struct config *cfg)
 {
 	store.backend = &store_backends[0];
-	store.prefix = cfg->redis_prefix;
-}
-
-/* The Redis key of a dossier code (canonical or national). */
-char *
-store_key(const char *prefix, const char *code)
-{
-	return xasprintf("%sdossier:%s", prefix, code);
 }
 
 /* Look a normalised code up; cb gets 0 and the dossier (borrowed), 1 when there is none, -1 and a
@@ -75,7 +69,7 @@ static int
 store_redis_lookup(const char *code, store_cb *cb, void *arg)
 {
 	struct store_req *sr = xmalloc(sizeof *sr);
-	char *key = store_key(store.prefix, code);
+	char *key = rkey_dossier(code);
 	const char *v[2] = { "GET", key };
 	int rc;
 
@@ -86,4 +80,123 @@ store_redis_lookup(const char *code, store_cb *cb, void *arg)
 		free(sr);
 	free(key);
 	return rc;
+}
+
+/* Read a whole file; NULL with errno on failure. */
+static char *
+store_read_file(const char *path, size_t *len)
+{
+	FILE *f;
+	char *p = NULL;
+	size_t n = 0, cap = 0, r;
+
+	if ((f = fopen(path, "rb")) == NULL)
+		return NULL;
+	do {
+		if (cap - n < 65536)
+			p = xrealloc(p, (cap = cap * 2 + 65536) + 1);
+		r = fread(p + n, 1, cap - n, f);
+		n += r;
+	} while (r > 0);
+	fclose(f);
+	p[n] = '\0';
+	*len = n;
+	return p;
+}
+
+/* `dvcgw import -c FILE PATH`: validate every dossier in a JSON array or a CSV file and store the
+ * good ones under their code and national code, pipelined over one blocking connection. Exit status
+ * 1 when any row was rejected or Redis failed. */
+int
+store_import(const struct config *cfg, const char *path)
+{
+	char *data, *cause = NULL, *key, *s;
+	size_t len, i, ok = 0, bad = 0, pending = 0;
+	json_t *rows, *errors = NULL, *lines = NULL, *row, *d, *e;
+	json_error_t jerr;
+	redisContext *rc;
+	redisReply *reply;
+	const char *p;
+	int csv;
+
+	if ((data = store_read_file(path, &len)) == NULL) {
+		fprintf(stderr, "dvcgw import: %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	for (p = data; *p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'; p++)
+		;
+	csv = *p != '[';
+	if (csv)
+		rows = dossier_parse_csv(data, &errors, &lines, &cause);
+	else if ((rows = json_loadb(data, len, 0, &jerr)) == NULL)
+		cause = xasprintf("line %d: %s", jerr.line, jerr.text);
+	else if (!json_is_array(rows)) {
+		cause = xstrdup("a JSON import file holds an array of dossier objects");
+		json_decref(rows);
+		rows = NULL;
+	}
+	free(data);
+	if (rows == NULL) {
+		fprintf(stderr, "dvcgw import: %s: %s\n", path, cause);
+		free(cause);
+		json_decref(errors);
+		return 1;
+	}
+	json_array_foreach(errors, i, e) {
+		fprintf(stderr, "%s: %s\n", path, json_string_value(e));
+		bad++;
+	}
+	if ((rc = rds_connect_sync(cfg->redis_url, cfg->redis_timeout_ms, &cause)) == NULL) {
+		fprintf(stderr, "dvcgw import: %s\n", cause);
+		free(cause);
+		json_decref(rows);
+		json_decref(errors);
+		json_decref(lines);
+		return 1;
+	}
+	json_array_foreach(rows, i, row) {
+		if ((d = dossier_check(row, &cause)) == NULL) {
+			/* CSV: the row's line in the file; JSON: the entry's place in the array. */
+			if (csv)
+				fprintf(stderr, "%s: line %lld: %s\n", path, (long long)
+				    json_integer_value(json_array_get(lines, i)), cause);
+			else
+				fprintf(stderr, "%s: entry %zu: %s\n", path, i + 1, cause);
+			free(cause);
+			cause = NULL;
+			bad++;
+			continue;
+		}
+		s = json_dumps(d, JSON_COMPACT);
+		key = rkey_dossier(json_string_value(json_object_get(d, "code")));
+		redisAppendCommand(rc, "SET %s %s", key, s);
+		pending++;
+		free(key);
+		if (json_is_string(json_object_get(d, "national_code"))) {
+			key = rkey_dossier(json_string_value(json_object_get(d, "national_code")));
+			redisAppendCommand(rc, "SET %s %s", key, s);
+			pending++;
+			free(key);
+		}
+		free(s);
+		json_decref(d);
+		ok++;
+	}
+	for (i = 0; i < pending; i++) {
+		if (redisGetReply(rc, (void **)&reply) != REDIS_OK) {
+			fprintf(stderr, "dvcgw import: Redis: %s\n", rc->errstr);
+			redisFree(rc);
+			json_decref(rows);
+			json_decref(errors);
+			json_decref(lines);
+			return 1;
+		}
+		freeReplyObject(reply);
+	}
+	redisFree(rc);
+	json_decref(rows);
+	json_decref(errors);
+	json_decref(lines);
+	printf("%s: %zu imported, %zu rejected\n", path, ok, bad);
+	return bad > 0 ? 1 : 0;
 }

@@ -112,7 +112,7 @@ ussd_say(const char *s)
 static char *
 ussd_key(const char *user, const char *sid)
 {
-	return xasprintf("%s{%d}:ussd:%s", conv_prefix(), conv_shard("ussd", user), sid);
+	return rkey_ussd(conv_shard(channel_ussd.name, user), sid);
 }
 
 /* Milliseconds since t0 (logs). */
@@ -457,7 +457,7 @@ ussd_run(struct ussd_req *u, const char *input)
 	struct conv_msg m;
 
 	memset(&m, 0, sizeof m);
-	m.channel = "ussd";
+	m.channel = channel_ussd.name;
 	m.user = u->user;
 	m.text = input;
 	m.deliver = 0;
@@ -704,7 +704,7 @@ ussd_end(struct http_req *req, void *arg)
 		if (known)
 			key = ussd_key(user, sid);
 		else
-			key = xasprintf("%s{%d}:ussd:%s", conv_prefix(), shard, sid);
+			key = rkey_ussd(shard, sid);
 		v[1] = key;
 		if (rds_commandv(ussd_end_cb, er, 2, v, NULL) == 0)
 			er->pending++;

@@ -1,0 +1,135 @@
+/* outbox_cli.c: `dvcgw outbox`, the operator's view of the reply queue over a plain (blocking)
+ * Redis connection: depth and holders per shard, the dead letters, and requeueing them. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+
+#include "dvcgw.h"
+
+static redisReply *
+outbox_cli_cmd(redisContext *c, const char *fmt, ...)
+{
+	va_list ap;
+	redisReply *r;
+
+	va_start(ap, fmt);
+	r = redisvCommand(c, fmt, ap);
+	va_end(ap);
+	if (r == NULL)
+		fatalx("Redis: %s", c->errstr);
+	if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOGROUP", 7) != 0)
+		fatalx("Redis: %s", r->str);
+	return r;
+}
+
+static const char *
+outbox_cli_field(redisReply *f, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i + 1 < f->elements; i += 2)
+		if (strcmp(f->element[i]->str, name) == 0)
+			return f->element[i + 1]->str;
+	return "";
+}
+
+/* `dvcgw outbox -c FILE [status | dead | requeue [ID...]]`: queue depth, entries taken and not yet
+ * settled, who sends each shard; the dead letters with their last error; put dead letters back into
+ * their queue (all, or the given ids) with a fresh attempt count. */
+int
+outbox_cli(const struct config *cfg, int argc, char **argv)
+{
+	redisContext *c;
+	redisReply *r, *p, *e;
+	char *cause = NULL, *stream, *dead, *lease;
+	const char *what = argc > 0 ? argv[0] : "status";
+	long long depth = 0, pending = 0, ndead = 0, moved = 0;
+	size_t i;
+	int sh, a, want;
+
+	if (strcmp(what, "status") != 0 && strcmp(what, "dead") != 0 &&
+	    strcmp(what, "requeue") != 0) {
+		fprintf(stderr, "dvcgw outbox: unknown action \"%s\" (status, dead, requeue)\n", what);
+		return 2;
+	}
+	if ((c = rds_connect_sync(cfg->redis_url, cfg->redis_timeout_ms, &cause)) == NULL) {
+		fprintf(stderr, "dvcgw outbox: %s\n", cause);
+		free(cause);
+		return 1;
+	}
+	if (strcmp(what, "status") == 0)
+		printf("%-5s %8s %8s %6s  %s\n", "shard", "queued", "pending", "dead", "sender");
+	for (sh = 0; sh < CONV_SHARDS; sh++) {
+		stream = rkey_outbox(sh);
+		dead = rkey_dead(sh);
+		lease = rkey_lease(sh);
+		if (strcmp(what, "status") == 0) {
+			long long q, pe, d;
+
+			r = outbox_cli_cmd(c, "XLEN %s", stream);
+			q = r->integer;
+			freeReplyObject(r);
+			r = outbox_cli_cmd(c, "XPENDING %s %s", stream, OUTBOX_GROUP);
+			pe = r->type == REDIS_REPLY_ARRAY && r->elements > 0 ?
+			    r->element[0]->integer : 0;
+			freeReplyObject(r);
+			r = outbox_cli_cmd(c, "XLEN %s", dead);
+			d = r->integer;
+			freeReplyObject(r);
+			p = outbox_cli_cmd(c, "GET %s", lease);
+			printf("%-5d %8lld %8lld %6lld  %s\n", sh, q, pe, d,
+			    p->type == REDIS_REPLY_STRING ? p->str : "-");
+			freeReplyObject(p);
+			depth += q;
+			pending += pe;
+			ndead += d;
+		} else {
+			r = outbox_cli_cmd(c, "XRANGE %s - +", dead);
+			for (i = 0; i < r->elements; i++) {
+				e = r->element[i];
+				if (strcmp(what, "dead") == 0) {
+					printf("%s %s to %s after %s attempts: %s\n  %s\n",
+					    e->element[0]->str,
+					    outbox_cli_field(e->element[1], "ch"),
+					    outbox_cli_field(e->element[1], "to"),
+					    outbox_cli_field(e->element[1], "att"),
+					    outbox_cli_field(e->element[1], "error"),
+					    outbox_cli_field(e->element[1], "text"));
+					ndead++;
+					continue;
+				}
+				want = argc <= 1;
+				for (a = 1; a < argc; a++)
+					if (strcmp(argv[a], e->element[0]->str) == 0)
+						want = 1;
+				if (!want)
+					continue;
+				p = outbox_cli_cmd(c, "XADD %s * ch %s to %s from %s text %s att 0",
+				    stream, outbox_cli_field(e->element[1], "ch"),
+				    outbox_cli_field(e->element[1], "to"),
+				    outbox_cli_field(e->element[1], "from"),
+				    outbox_cli_field(e->element[1], "text"));
+				freeReplyObject(p);
+				p = outbox_cli_cmd(c, "XDEL %s %s", dead, e->element[0]->str);
+				freeReplyObject(p);
+				moved++;
+			}
+			freeReplyObject(r);
+		}
+		free(stream);
+		free(dead);
+		free(lease);
+	}
+	if (strcmp(what, "status") == 0)
+		printf("total: %lld queued, %lld being sent or retried, %lld dead\n", depth, pending,
+		    ndead);
+	else if (strcmp(what, "dead") == 0)
+		printf("%lld dead letters\n", ndead);
+	else
+		printf("%lld dead letters requeued\n", moved);
+	redisFree(c);
+	return 0;
+}

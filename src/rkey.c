@@ -1,0 +1,108 @@
+/* rkey.c: every Redis key name the gateway uses, built in one place. README.md ("Redis keys") lists
+ * them with what each holds and how long it lives: change both together. Keys of one user carry the
+ * hash tag {N} of their shard, shared with the outbox stream their replies go to, so each script
+ * touches one Redis Cluster slot. Every function returns a new string (xmalloc'd). */
+#include <stdlib.h>
+
+#include "dvcgw.h"
+
+static char *rkey_pfx;
+
+/* Set the prefix (redis.prefix) every key starts with. */
+void
+rkey_init(const char *prefix)
+{
+	free(rkey_pfx);
+	rkey_pfx = xstrdup(prefix);
+}
+
+void
+rkey_free(void)
+{
+	free(rkey_pfx);
+	rkey_pfx = NULL;
+}
+
+static const char *
+rkey_prefix(void)
+{
+	return rkey_pfx != NULL ? rkey_pfx : "dvcgw:";
+}
+
+/* A conversation's state: JSON, expires after redis.session_ttl. */
+char *
+rkey_session(int shard, const char *channel, const char *user)
+{
+	return xasprintf("%s{%d}:sess:%s:%s", rkey_prefix(), shard, channel, user);
+}
+
+/* A provider's message id already handled: expires after redis.dedupe_ttl. */
+char *
+rkey_seen(int shard, const char *channel, const char *msgid)
+{
+	return xasprintf("%s{%d}:seen:%s:%s", rkey_prefix(), shard, channel, msgid);
+}
+
+/* A USSD session's screens: expires after ussd.session_ttl. */
+char *
+rkey_ussd(int shard, const char *session_id)
+{
+	return xasprintf("%s{%d}:ussd:%s", rkey_prefix(), shard, session_id);
+}
+
+/* The shard's reply stream, its dead letters, the ids it has sent (a sorted set by time, a day
+ * kept), and the lease naming the instance that sends it. */
+char *
+rkey_outbox(int shard)
+{
+	return xasprintf("%s{%d}:outbox", rkey_prefix(), shard);
+}
+
+char *
+rkey_dead(int shard)
+{
+	return xasprintf("%s{%d}:dead", rkey_prefix(), shard);
+}
+
+char *
+rkey_sent(int shard)
+{
+	return xasprintf("%s{%d}:sent", rkey_prefix(), shard);
+}
+
+char *
+rkey_lease(int shard)
+{
+	return xasprintf("%s{%d}:lease", rkey_prefix(), shard);
+}
+
+/* A delivery report for one of our message ids: kept 7 days. */
+char *
+rkey_dlr(int shard, const char *id)
+{
+	return xasprintf("%s{%d}:dlr:%s", rkey_prefix(), shard, id);
+}
+
+/* The sends granted on a channel in one unix second, shared by all instances: 2 s. */
+char *
+rkey_rate(const char *channel, long long second)
+{
+	return xasprintf("%srate:%s:%lld", rkey_prefix(), channel, second);
+}
+
+/* A dossier by its code (imported, no expiry). */
+char *
+rkey_dossier(const char *code)
+{
+	return xasprintf("%sdossier:%s", rkey_prefix(), code);
+}
+
+/* Zalo: the OA token pair and the lock of its single-flight refresh; per user, the phone a
+ * follower shared and whether they follow; per sent message, its delivery status. */
+char *
+rkey_zalo(const char *what, const char *id)
+{
+	if (id == NULL)
+		return xasprintf("%szalo:%s", rkey_prefix(), what);
+	return xasprintf("%szalo:%s:%s", rkey_prefix(), what, id);
+}
