@@ -32,6 +32,9 @@ struct flow_loader {
 	size_t				*kwfile;
 	json_t				*runtime;	/* names filled at run time */
 	json_t				*kwseen;	/* folded global keyword -> file */
+	json_t				*declared;	/* names in some file's "vars" */
+	json_t				*used;		/* names some template has a {{ }} for */
+	int				 unread;	/* some file is not a readable object */
 	int				 startfile;
 	const char			*start;
 	int				 textfile[TEXT_COUNT];
@@ -134,7 +137,7 @@ load_tmpl(struct flow_loader *l, struct flow_tmpl *t, const char *src, const cha
 	size_t	 i;
 
 	problems = json_array();
-	flow_tmpl_compile(t, src, extra, l->runtime, l->fs->vars, NULL, problems);
+	flow_tmpl_compile(t, src, extra, l->runtime, l->fs->vars, l->used, problems);
 	json_array_foreach(problems, i, p)
 		load_error(l, file, where, "%s", json_string_value(p));
 	json_decref(problems);
@@ -287,11 +290,13 @@ load_file(struct flow_loader *l, size_t fi, const char *dir)
 	free(path);
 	if (root == NULL) {
 		load_error(l, file, NULL, "not valid JSON: line %d: %s", jerr.line, jerr.text);
+		l->unread = 1;
 		return;
 	}
 	l->roots[fi] = root;
 	if (!json_is_object(root)) {
 		load_error(l, file, NULL, "not a JSON object");
+		l->unread = 1;
 		return;
 	}
 	load_keys(l, root, top_keys, file, NULL);
@@ -408,6 +413,7 @@ load_vars(struct flow_loader *l, const json_t *config)
 		}
 		json_object_foreach(v, key, val) {
 			where = xasprintf("vars.%s", key);
+			json_object_set_new(l->declared, key, json_true());
 			if (!json_is_string(val))
 				load_error(l, file, where, "must be a string");
 			else if (!flow_tmpl_var_name(key))
@@ -447,6 +453,25 @@ load_vars(struct flow_loader *l, const json_t *config)
 			free(nfc);
 		}
 		free(where);
+	}
+}
+
+/* Name every config var that no file declares and no template uses: a misspelling ("provinc" for
+ * "province") would otherwise leave the flows' own value in place without a word. Run after every
+ * template is compiled; skipped when a file could not be read (its names are unknown). */
+static void
+load_config_vars(struct flow_loader *l, const json_t *config)
+{
+	const char	*key;
+	json_t		*val;
+
+	if (!json_is_object(config) || l->unread)
+		return;
+	json_object_foreach((json_t *)config, key, val) {
+		if (json_object_get(l->declared, key) == NULL &&
+		    json_object_get(l->used, key) == NULL)
+			load_error(l, "config", "flows.vars", "unknown variable \"%s\" (no flow file "
+			    "declares or uses it)", key);
 	}
 }
 
@@ -762,6 +787,8 @@ flowset_load(const char *dir, const json_t *vars, const struct flow_limits *lim,
 	l.names = json_object();
 	l.runtime = json_object();
 	l.kwseen = json_object();
+	l.declared = json_object();
+	l.used = json_object();
 	*errors = NULL;
 
 	if (load_list(&l, dir) != 0)
@@ -804,6 +831,7 @@ flowset_load(const char *dir, const json_t *vars, const struct flow_limits *lim,
 	for (i = 0; i < fs->nstates; i++)
 		load_state(&l, i, &needtexts);
 	load_keywords(&l, &needtexts);
+	load_config_vars(&l, vars);
 	for (t = 0; t < TEXT_COUNT; t++) {
 		if ((needtexts & (1U << t)) == 0 || fs->have[t])
 			continue;
@@ -837,6 +865,8 @@ done:
 	json_decref(l.names);
 	json_decref(l.runtime);
 	json_decref(l.kwseen);
+	json_decref(l.declared);
+	json_decref(l.used);
 	if (json_array_size(l.errors) > 0) {
 		*errors = l.errors;
 		flowset_free(fs);

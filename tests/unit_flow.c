@@ -159,6 +159,50 @@ test_validation(void)
 	flowset_free(set);
 }
 
+/* A config var that no flow file declares or uses is a misspelling, named by flowset_load; one that
+ * only a message uses, or that only a file declares, is fine. */
+static void
+test_config_vars(void)
+{
+	struct flowset	*set;
+	json_t		*errors = NULL;
+
+	set = load("good", "{\"hotline\": \"1800 0000\", \"provinc\": \"Gia Lai\"}", 480, 2000,
+	    &errors);
+	CHECK(set == NULL, "good with config var provinc: loaded");
+	CHECK(json_array_size(errors) == 1 && strcmp(json_string_value(json_array_get(errors, 0)),
+	    "config: flows.vars: unknown variable \"provinc\" (no flow file declares or uses it)") ==
+	    0, "config var provinc: no error naming it");
+	if (json_array_size(errors) != 1)
+		dump_errors("good", errors);
+	json_decref(errors);
+	flowset_free(set);
+
+	/* Several misspellings: each is named. */
+	errors = NULL;
+	set = load("good", "{\"provinc\": \"x\", \"hotlin\": \"y\"}", 480, 2000, &errors);
+	CHECK(set == NULL && json_array_size(errors) == 2, "two unknown config vars: %zu errors",
+	    json_array_size(errors));
+	json_decref(errors);
+	flowset_free(set);
+
+	/* Declared by a file only (portal), or used by a message only (hotlien): loads. */
+	errors = NULL;
+	set = load("good", "{\"portal\": \"dvc.example.vn\"}", 480, 2000, &errors);
+	CHECK(set != NULL && errors == NULL, "good with config var portal: not loaded");
+	if (errors != NULL)
+		dump_errors("good", errors);
+	json_decref(errors);
+	flowset_free(set);
+	errors = NULL;
+	set = load("bad-unknown-var", "{\"hotlien\": \"1900 5678\"}", 480, 2000, &errors);
+	CHECK(set != NULL && errors == NULL, "bad-unknown-var with config var hotlien: not loaded");
+	if (errors != NULL)
+		dump_errors("bad-unknown-var", errors);
+	json_decref(errors);
+	flowset_free(set);
+}
+
 /* The good set loads, with its start state and every state of both files. */
 static void
 test_good(void)
@@ -485,6 +529,7 @@ int
 main(void)
 {
 	test_validation();
+	test_config_vars();
 	test_good();
 	if (fs == NULL)
 		UNIT_END();
