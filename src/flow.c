@@ -18,6 +18,12 @@
 #define FLOW_STACK_MAX	10		/* states remembered for "back" */
 #define FLOW_PREFIX_MAX	256		/* longest folded keyword prefix tried for an argument */
 
+/* A dossier code is the key of its FLOW_DATA_DOSSIER request. */
+_Static_assert(DOSSIER_CODE_MAX <= FLOW_DATA_KEY_MAX, "a dossier code must fit a data key");
+
+/* The actions a capture may run, by name. One that needs outside data looks in in->data
+ * (flow_data_find) and, when it is not there, asks for it (flow_need) and returns 1; the caller
+ * fetches it (conv.c's conv_sources[] says how, per kind) and runs the step again. */
 static int	action_lookup_dossier(const struct flowset *, const struct flow_input *,
 		    const char *, const json_t *, json_t *, struct flow_result *);
 
@@ -257,12 +263,39 @@ keyword_lookup(const struct flowset *fs)
 	return NULL;
 }
 
+/* The data the caller fetched of this kind and key: 1 with *value (NULL: it does not exist), or 0
+ * when it was not fetched. */
+static int
+flow_data_find(const struct flow_input *in, enum flow_data_kind kind, const char *key,
+    const json_t **value)
+{
+	size_t	i;
+
+	for (i = 0; i < in->ndata; i++) {
+		if (in->data[i].kind == kind && in->data[i].key != NULL &&
+		    strcmp(in->data[i].key, key) == 0) {
+			*value = in->data[i].value;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Ask the caller for data: an action returns 1 after this. A key too long is cut short, never
+ * overrun (the caller then refuses the second request for the same cut key). */
+static void
+flow_need(struct flow_result *res, enum flow_data_kind kind, const char *key)
+{
+	res->need.kind = kind;
+	snprintf(res->need.key, sizeof res->need.key, "%s", key);
+}
+
 /* lookup_dossier: normalise the code and describe the prefetched dossier, or ask for it. */
 static int
 action_lookup_dossier(const struct flowset *fs, const struct flow_input *in, const char *value,
     const json_t *svars, json_t *out, struct flow_result *res)
 {
-	const json_t	*chain[3];
+	const json_t	*chain[3], *dossier;
 	char		 code[DOSSIER_CODE_MAX], *cause = NULL;
 	json_t		*local;
 	int		 t;
@@ -271,16 +304,16 @@ action_lookup_dossier(const struct flowset *fs, const struct flow_input *in, con
 		local = json_object();
 		json_object_set_new(local, "input", json_string(value));
 		t = TEXT_DOSSIER_INVALID;
-	} else if (in->lookup_code == NULL || strcmp(in->lookup_code, code) != 0) {
-		snprintf(res->need_lookup, sizeof res->need_lookup, "%s", code);
+	} else if (!flow_data_find(in, FLOW_DATA_DOSSIER, code, &dossier)) {
+		flow_need(res, FLOW_DATA_DOSSIER, code);
 		free(cause);
 		return 1;
-	} else if (in->lookup_dossier == NULL) {
+	} else if (dossier == NULL) {
 		local = json_object();
 		json_object_set_new(local, "code", json_string(code));
 		t = TEXT_DOSSIER_NOT_FOUND;
 	} else {
-		local = dossier_vars(in->lookup_dossier, in->user, in->today);
+		local = dossier_vars(dossier, in->user, in->today);
 		t = TEXT_DOSSIER_FOUND;
 	}
 	free(cause);
@@ -398,7 +431,7 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 	} else
 		kind = fresh ? STEP_SHOW : STEP_INVALID;
 
-	/* Run the action first: when it needs a lookup the session is left alone. */
+	/* Run the action first: when it needs data (res->need) the session is left alone. */
 	if (kind == STEP_CAPTURE) {
 		target = cap->next;
 		if (cap->action != NULL) {
@@ -473,5 +506,6 @@ flow_result_clear(struct flow_result *res)
 	json_decref(res->replies);
 	res->replies = NULL;
 	res->end = 0;
-	res->need_lookup[0] = '\0';
+	res->need.kind = FLOW_DATA_NONE;
+	res->need.key[0] = '\0';
 }

@@ -111,7 +111,7 @@ struct flowset {
 };
 
 /* An action run on a captured value (the table is in flow.c). Returns 0 with its variables in out,
- * or 1 when the caller must fetch something first (res->need_lookup). */
+ * or 1 after flow_need when the caller must fetch something first (res->need). */
 struct flow_action {
 	const char	*name;
 	const char	*output;	/* the variable it sets */
