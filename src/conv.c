@@ -1,7 +1,8 @@
 /* conv.c: one inbound message through its conversation: de-duplicate and load the session (one
- * script, with the dossier the text names fetched in the same round trip), run the pure flow engine,
- * then save the session if nobody changed it meanwhile and enqueue the replies (one script). On a
- * conflict the step is re-run on the fresh session. */
+ * script, with the data the text names, a dossier code, fetched in the same round trip), run the pure
+ * flow engine, fetch whatever data it asks for and run it again, then save the session if nobody
+ * changed it meanwhile and enqueue the replies (one script). On a conflict the step is re-run on the
+ * fresh session. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -48,6 +49,25 @@ static const char conv_send_lua[] =
 
 static int conv_load_script, conv_save_script, conv_send_script;
 
+/* How a fetch function answers, once: rc 0 and the value (borrowed for the call), rc 1 when it does
+ * not exist, or rc -1 and err. The same shape as store_cb, so store_lookup fits as it is. */
+typedef void conv_data_cb(int rc, json_t *value, const char *err, void *arg);
+
+/* Where each kind of data the flows may ask for (struct flow_need) comes from. fetch(key, cb, arg)
+ * returns 0 and calls cb exactly once later, or returns -1 without calling it. guess (may be NULL)
+ * says which key a message's text is likely to need (1 and key filled, FLOW_DATA_KEY_MAX bytes), so
+ * it is fetched with the session in the same round trip. A new kind is one entry here. */
+static const struct conv_source {
+	enum flow_data_kind	 kind;
+	const char		*name;
+	int			(*fetch)(const char *, conv_data_cb *, void *);
+	int			(*guess)(const char *, char *);
+} conv_sources[] = {
+	{ FLOW_DATA_DOSSIER, "dossier", store_lookup, dossier_code_guess },
+};
+
+_Static_assert(DOSSIER_CODE_MAX <= FLOW_DATA_KEY_MAX, "a guessed dossier code must fit a data key");
+
 /* The flow set in use, shared by every conversation in flight; a reload swaps it. */
 struct conv_flows {
 	int		 refs;
@@ -61,6 +81,15 @@ static struct {
 	unsigned long long	 turns, conflicts;
 } conv;
 
+/* One piece of data fetched for a conversation (a slot of conv.data). */
+struct conv_data {
+	struct conv		*c;
+	enum flow_data_kind	 kind;
+	char			 key[FLOW_DATA_KEY_MAX];
+	int			 done;		/* answered */
+	json_t			*value;		/* NULL: does not exist */
+};
+
 struct conv {
 	struct conv_flows	*flows;
 	char			*channel, *user, *text, *msgid, *to;
@@ -72,9 +101,8 @@ struct conv {
 	int			 failed;
 	char			*cause;
 
-	char			 code[DOSSIER_CODE_MAX];	/* prefetched code, "" none */
-	int			 have_dossier;
-	json_t			*dossier;	/* NULL: not found */
+	struct conv_data	 data[FLOW_DATA_MAX];	/* fetched this turn, kept across retries */
+	size_t			 ndata;
 
 	int			 loaded, dup;
 	char			*version;
@@ -172,9 +200,12 @@ conv_today(char *out, size_t len, time_t now)
 	strftime(out, len, "%Y-%m-%d", &tm);
 }
 
+/* Free a conversation and what it holds. */
 static void
 conv_free(struct conv *c)
 {
+	size_t i;
+
 	conv_flows_unref(c->flows);
 	free(c->channel);
 	free(c->user);
@@ -186,7 +217,8 @@ conv_free(struct conv *c)
 	free(c->k_outbox);
 	free(c->cause);
 	free(c->version);
-	json_decref(c->dossier);
+	for (i = 0; i < c->ndata; i++)
+		json_decref(c->data[i].value);
 	json_decref(c->session);
 	json_decref(c->replies);
 	free(c);
@@ -229,29 +261,59 @@ conv_next(struct conv *c)
 	conv_step(c);
 }
 
+/* A fetch function's answer: keep the value in its slot and go on. */
 static void
-conv_dossier_cb(int rc, json_t *dossier, const char *err, void *arg)
+conv_data_done_cb(int rc, json_t *value, const char *err, void *arg)
 {
-	struct conv *c = arg;
+	struct conv_data *d = arg;
 
 	if (rc < 0)
-		conv_fail(c, err);
+		conv_fail(d->c, err);
 	else {
-		json_decref(c->dossier);
-		c->dossier = rc == 0 ? json_incref(dossier) : NULL;
-		c->have_dossier = 1;
+		d->value = rc == 0 ? json_incref(value) : NULL;
+		d->done = 1;
 	}
-	conv_next(c);
+	conv_next(d->c);
 }
 
-/* Fetch a dossier alongside whatever else is pending (pipelined on the one connection). */
-static void
-conv_fetch(struct conv *c, const char *code)
+/* The source of a kind of data, or NULL. */
+static const struct conv_source *
+conv_source_find(enum flow_data_kind kind)
 {
-	snprintf(c->code, sizeof c->code, "%s", code);
-	c->have_dossier = 0;
+	size_t i;
+
+	for (i = 0; i < sizeof conv_sources / sizeof conv_sources[0]; i++) {
+		if (conv_sources[i].kind == kind)
+			return &conv_sources[i];
+	}
+	return NULL;
+}
+
+/* Has this turn already fetched (or started fetching) key of this kind? */
+static int
+conv_data_have(const struct conv *c, enum flow_data_kind kind, const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < c->ndata; i++) {
+		if (c->data[i].kind == kind && strcmp(c->data[i].key, key) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Fetch one piece of data into the next slot, alongside whatever else is pending (pipelined on the
+ * one connection). The caller has checked that a slot is free. */
+static void
+conv_fetch(struct conv *c, const struct conv_source *src, const char *key)
+{
+	struct conv_data *d = &c->data[c->ndata++];
+
+	d->c = c;
+	d->kind = src->kind;
+	snprintf(d->key, sizeof d->key, "%s", key);
 	c->pending++;
-	if (store_lookup(code, conv_dossier_cb, c) != 0) {
+	if (src->fetch(d->key, conv_data_done_cb, d) != 0) {
 		c->pending--;
 		conv_fail(c, NULL);
 	}
@@ -373,14 +435,17 @@ conv_save(struct conv *c)
 	free(sess);
 }
 
-/* Run the engine on the loaded session; fetch a dossier first if it asks for one. */
+/* Run the engine on the loaded session; fetch the data it asks for first, if any. */
 static void
 conv_step(struct conv *c)
 {
+	const struct conv_source *src;
+	struct flow_data data[FLOW_DATA_MAX];
 	struct flow_input in;
 	struct flow_result res;
-	char today[16], *cause = NULL;
+	char today[16], *cause = NULL, *why = NULL;
 	time_t now = time(NULL);
+	size_t i;
 
 	conv_today(today, sizeof today, now);
 	memset(&in, 0, sizeof in);
@@ -389,9 +454,13 @@ conv_step(struct conv *c)
 	in.user = c->user;
 	in.now = now;
 	in.today = today;
-	if (c->have_dossier) {
-		in.lookup_code = c->code;
-		in.lookup_dossier = c->dossier;
+	in.data = data;
+	for (i = 0; i < c->ndata; i++) {
+		if (!c->data[i].done)
+			continue;
+		data[in.ndata].kind = c->data[i].kind;
+		data[in.ndata].key = c->data[i].key;
+		data[in.ndata++].value = c->data[i].value;
 	}
 	memset(&res, 0, sizeof res);
 	if (flow_step(c->flows->fs, c->session, &in, &res, &cause) != 0) {
@@ -400,15 +469,27 @@ conv_step(struct conv *c)
 		conv_finish(c, CONV_ERROR);
 		return;
 	}
-	if (res.need_lookup[0] != '\0') {
-		if (c->have_dossier && strcmp(res.need_lookup, c->code) == 0) {
-			/* Cannot happen with a correct engine; never loop. */
-			c->cause = xstrdup("the flow engine asked twice for the same dossier");
+	if (res.need.kind != FLOW_DATA_NONE) {
+		/* The first two cannot happen with a correct engine; the bound keeps a flow that asks
+		 * for one thing after another from looping. */
+		if ((src = conv_source_find(res.need.kind)) == NULL)
+			why = xasprintf("the flow engine asked for data of unknown kind %d",
+			    (int)res.need.kind);
+		else if (conv_data_have(c, res.need.kind, res.need.key))
+			why = xasprintf("the flow engine asked twice for %s \"%s\"", src->name,
+			    res.need.key);
+		else if (c->ndata == FLOW_DATA_MAX)
+			why = xasprintf("the flows asked for more than %d pieces of data in one "
+			    "turn (last: %s \"%s\")", FLOW_DATA_MAX, src->name, res.need.key);
+		if (why != NULL) {
+			log_error("flow: %s", why);
+			free(c->cause);
+			c->cause = why;
 			conv_finish(c, CONV_ERROR);
 			return;
 		}
 		c->pending = 1;
-		conv_fetch(c, res.need_lookup);
+		conv_fetch(c, src, res.need.key);
 		conv_next(c);
 		return;
 	}
@@ -423,7 +504,8 @@ void
 conv_handle(const struct conv_msg *m, conv_cb *cb, void *arg)
 {
 	struct conv *c = xcalloc(1, sizeof *c);
-	char code[DOSSIER_CODE_MAX];
+	char key[FLOW_DATA_KEY_MAX];
+	size_t i;
 
 	c->cb = cb;
 	c->arg = arg;
@@ -445,11 +527,14 @@ conv_handle(const struct conv_msg *m, conv_cb *cb, void *arg)
 		conv_finish(c, CONV_UNAVAILABLE);
 		return;
 	}
-	/* One round trip: the load script and, when the text names a dossier, its lookup. */
+	/* One round trip: the load script and whatever data the text names (a dossier code). */
 	c->pending = 1;
 	conv_load(c);
-	if (dossier_code_guess(c->text, code))
-		conv_fetch(c, code);
+	for (i = 0; i < sizeof conv_sources / sizeof conv_sources[0]; i++) {
+		if (conv_sources[i].guess != NULL && c->ndata < FLOW_DATA_MAX &&
+		    conv_sources[i].guess(c->text, key))
+			conv_fetch(c, &conv_sources[i], key);
+	}
 	conv_next(c);
 }
 

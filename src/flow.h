@@ -1,5 +1,11 @@
 /* flow.h: the conversation engine. Pure: (flow set, session, input) -> (session, replies, need).
- * No I/O apart from reading the flow files in flowset_load. The schema is in flows/README.md. */
+ * No I/O apart from reading the flow files in flowset_load. The schema is in flows/README.md.
+ *
+ * Data from outside (a dossier today; later OTP state, subscriptions, a backend answer) is never
+ * fetched by the engine: an action that needs it sets result.need {kind, key} and leaves the session
+ * alone; the caller fetches it and runs the same step again with it in input.data, repeating until
+ * need.kind is FLOW_DATA_NONE, at most FLOW_DATA_MAX fetches per turn. A new kind is one enum entry
+ * here, its action in flow.c and one entry (with its fetch function) in conv.c's conv_sources[]. */
 #ifndef DVCGW_FLOW_H
 #define DVCGW_FLOW_H
 
@@ -13,7 +19,8 @@ struct flow_limits {
 	size_t	zalo_chars;		/* longest Zalo message (2000) */
 };
 
-/* Load and validate every *.json file in dir. vars (may be NULL, borrowed) overrides the files' "vars".
+/* Load and validate every *.json file in dir. vars (may be NULL, borrowed) overrides the files' "vars";
+ * each of its names must be declared in some file's "vars" or used by some message (else an error).
  * On success returns the set and *errors is NULL. On any problem returns NULL and *errors is a new JSON
  * array of strings "FILE: STATE: problem" (or "FILE: problem"), every problem found, not just the first. */
 struct flowset	*flowset_load(const char *dir, const json_t *vars, const struct flow_limits *lim,
@@ -22,25 +29,51 @@ void		 flowset_free(struct flowset *);
 const char	*flowset_start(const struct flowset *);	/* name of the start state */
 size_t		 flowset_nstates(const struct flowset *);
 
+/* What an action can ask the caller to fetch. */
+enum flow_data_kind {
+	FLOW_DATA_NONE,			/* nothing */
+	FLOW_DATA_DOSSIER,		/* key: normalised dossier code; value: the dossier object */
+};
+
+#define FLOW_DATA_KEY_MAX	64	/* bytes of a key, NUL included */
+#define FLOW_DATA_MAX		4	/* fetches one turn may do, so that a flow cannot loop */
+
+/* One piece of data the caller fetched for this turn. */
+struct flow_data {
+	enum flow_data_kind	 kind;
+	const char		*key;
+	const json_t		*value;		/* borrowed; NULL: it does not exist */
+};
+
+/* What the caller must fetch before the step can finish. */
+struct flow_need {
+	enum flow_data_kind	 kind;		/* FLOW_DATA_NONE: nothing */
+	char			 key[FLOW_DATA_KEY_MAX];
+};
+
 struct flow_input {
-	const char	*text;		/* valid UTF-8 as the user sent it */
-	const char	*channel;	/* "sms", "ussd", "zalo" */
-	const char	*user;		/* canonical phone (84...) or channel user id; NULL if unknown */
-	int64_t		 now;		/* unix seconds */
-	const char	*today;		/* "YYYY-MM-DD" in the deployment's time zone (for "quá hạn") */
-	/* Dossier prefetched by the caller: code is the normalised code that was looked up, dossier the
-	 * object (borrowed), or NULL with code set when it does not exist. code NULL: nothing fetched. */
-	const char	*lookup_code;
-	const json_t	*lookup_dossier;
+	const char		*text;		/* valid UTF-8 as the user sent it */
+	const char		*channel;	/* "sms", "ussd", "zalo" */
+	const char		*user;		/* canonical phone (84...) or channel user id; NULL
+						 * if unknown */
+	int64_t			 now;		/* unix seconds */
+	const char		*today;		/* "YYYY-MM-DD" in the deployment's time zone (for
+						 * "quá hạn") */
+	/* What the caller fetched so far this turn (asked for by result.need, or prefetched because
+	 * the text names it): ndata entries, borrowed, none when ndata is 0. */
+	const struct flow_data	*data;
+	size_t			 ndata;
 };
 
 struct flow_result {
-	json_t	*replies;		/* new array of reply strings (UTF-8 with diacritics) */
-	int	 end;			/* the conversation reached a terminal state (USSD answers END) */
-	/* Set when a lookup_dossier action needs a dossier the caller did not prefetch: the caller fetches
-	 * need_lookup (normalised code) and calls flow_step again with the same session and input. The
-	 * session is left unchanged and replies is NULL in that case. */
-	char	 need_lookup[64];
+	json_t			*replies;	/* new array of reply strings (UTF-8 with diacritics) */
+	int			 end;		/* the conversation reached a terminal state (USSD
+						 * answers END) */
+	/* Set (kind not FLOW_DATA_NONE) when an action needs data that is not in input.data: the
+	 * caller fetches need.key of need.kind, adds it to input.data (value NULL when it does not
+	 * exist) and calls flow_step again with the same session. The session is left unchanged and
+	 * replies is NULL in that case. */
+	struct flow_need	 need;
 };
 
 /* Run one input through the flows. session is a JSON object owned by the caller and updated in place

@@ -54,13 +54,16 @@ check_replies(const struct flow_result *res)
 	}
 }
 
-/* One message: a step, and when the engine asks for a dossier, the same step again with "not found". */
+/* One message: a step, and while the engine asks for data, the same step again with it "not found"
+ * (at most FLOW_DATA_MAX times, as conv.c allows). */
 static void
 step(json_t *session, const char *text, int64_t now)
 {
 	struct flow_input	 in;
 	struct flow_result	 res;
-	char			 code[sizeof res.need_lookup], *cause = NULL, *dump, *after;
+	struct flow_data	 data[FLOW_DATA_MAX];
+	char			 keys[FLOW_DATA_MAX][FLOW_DATA_KEY_MAX], *cause = NULL, *dump, *after;
+	size_t			 i;
 
 	memset(&in, 0, sizeof in);
 	in.text = text;
@@ -68,29 +71,34 @@ step(json_t *session, const char *text, int64_t now)
 	in.user = "84912345678";
 	in.now = now;
 	in.today = TODAY;
+	in.data = data;
 	dump = json_dumps(session, JSON_SORT_KEYS);
 	CHECK(dump != NULL);
 	if (flow_step(fs, session, &in, &res, &cause) != 0) {
 		fprintf(stderr, "flow_step: %s\n", cause);
 		CHECK(!"flow_step failed");
 	}
-	if (res.need_lookup[0] != '\0') {
-		/* The session is untouched and there are no replies until the lookup is done. */
+	while (res.need.kind != FLOW_DATA_NONE) {
+		/* The session is untouched and there are no replies until the data is there. */
+		CHECK(in.ndata < FLOW_DATA_MAX);
+		CHECK(res.need.kind == FLOW_DATA_DOSSIER);
 		CHECK(res.replies == NULL);
 		after = json_dumps(session, JSON_SORT_KEYS);
 		CHECK(after != NULL && strcmp(after, dump) == 0);
 		free(after);
-		CHECK(memchr(res.need_lookup, '\0', sizeof res.need_lookup) != NULL);
-		CHECK(text_utf8_valid(res.need_lookup, strlen(res.need_lookup)));
-		memcpy(code, res.need_lookup, sizeof code);
+		CHECK(memchr(res.need.key, '\0', sizeof res.need.key) != NULL);
+		CHECK(text_utf8_valid(res.need.key, strlen(res.need.key)));
+		for (i = 0; i < in.ndata; i++)
+			CHECK(strcmp(data[i].key, res.need.key) != 0);
+		memcpy(keys[in.ndata], res.need.key, sizeof keys[0]);
+		data[in.ndata].kind = res.need.kind;
+		data[in.ndata].key = keys[in.ndata];
+		data[in.ndata++].value = NULL;
 		flow_result_clear(&res);
-		in.lookup_code = code;
-		in.lookup_dossier = NULL;
 		if (flow_step(fs, session, &in, &res, &cause) != 0) {
-			fprintf(stderr, "flow_step (lookup %s): %s\n", code, cause);
+			fprintf(stderr, "flow_step (data %s): %s\n", keys[in.ndata - 1], cause);
 			CHECK(!"flow_step failed");
 		}
-		CHECK(res.need_lookup[0] == '\0');
 	}
 	free(dump);
 	check_replies(&res);

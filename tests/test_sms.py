@@ -508,6 +508,16 @@ def test_check_command(env):
     json.dump({"flows": {"dir": os.path.join(ROOT, "flows")}, "sms": {"max_parts": 1}}, open(cfg, "w"))
     bad = subprocess.run([DVCGW, "check", "-c", cfg], capture_output=True, text=True)
     assert bad.returncode == 1 and "main.json: menu: message too long" in bad.stderr, bad
+    # a misspelt flows.vars key would leave the flows' own value in place: check names it
+    json.dump({"flows": {"dir": os.path.join(ROOT, "flows"), "vars": {"provinc": "tỉnh Kon Tum"}}},
+              open(cfg, "w"))
+    bad = subprocess.run([DVCGW, "check", "-c", cfg], capture_output=True, text=True)
+    assert bad.returncode == 1 and \
+        'config: flows.vars: unknown variable "provinc"' in bad.stderr, bad
+    json.dump({"flows": {"dir": os.path.join(ROOT, "flows"), "vars": {"province": "tỉnh Kon Tum"}}},
+              open(cfg, "w"))
+    ok = subprocess.run([DVCGW, "check", "-c", cfg], capture_output=True, text=True)
+    assert ok.returncode == 0 and "states ok" in ok.stdout, ok
 
 
 def test_import_csv_reports_bad_rows(env):

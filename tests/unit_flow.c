@@ -159,6 +159,50 @@ test_validation(void)
 	flowset_free(set);
 }
 
+/* A config var that no flow file declares or uses is a misspelling, named by flowset_load; one that
+ * only a message uses, or that only a file declares, is fine. */
+static void
+test_config_vars(void)
+{
+	struct flowset	*set;
+	json_t		*errors = NULL;
+
+	set = load("good", "{\"hotline\": \"1800 0000\", \"provinc\": \"Gia Lai\"}", 480, 2000,
+	    &errors);
+	CHECK(set == NULL, "good with config var provinc: loaded");
+	CHECK(json_array_size(errors) == 1 && strcmp(json_string_value(json_array_get(errors, 0)),
+	    "config: flows.vars: unknown variable \"provinc\" (no flow file declares or uses it)") ==
+	    0, "config var provinc: no error naming it");
+	if (json_array_size(errors) != 1)
+		dump_errors("good", errors);
+	json_decref(errors);
+	flowset_free(set);
+
+	/* Several misspellings: each is named. */
+	errors = NULL;
+	set = load("good", "{\"provinc\": \"x\", \"hotlin\": \"y\"}", 480, 2000, &errors);
+	CHECK(set == NULL && json_array_size(errors) == 2, "two unknown config vars: %zu errors",
+	    json_array_size(errors));
+	json_decref(errors);
+	flowset_free(set);
+
+	/* Declared by a file only (portal), or used by a message only (hotlien): loads. */
+	errors = NULL;
+	set = load("good", "{\"portal\": \"dvc.example.vn\"}", 480, 2000, &errors);
+	CHECK(set != NULL && errors == NULL, "good with config var portal: not loaded");
+	if (errors != NULL)
+		dump_errors("good", errors);
+	json_decref(errors);
+	flowset_free(set);
+	errors = NULL;
+	set = load("bad-unknown-var", "{\"hotlien\": \"1900 5678\"}", 480, 2000, &errors);
+	CHECK(set != NULL && errors == NULL, "bad-unknown-var with config var hotlien: not loaded");
+	if (errors != NULL)
+		dump_errors("bad-unknown-var", errors);
+	json_decref(errors);
+	flowset_free(set);
+}
+
 /* The good set loads, with its start state and every state of both files. */
 static void
 test_good(void)
@@ -177,16 +221,17 @@ test_good(void)
 	CHECK(flowset_nstates(fs) == 10, "%zu states, want 10", flowset_nstates(fs));
 }
 
-/* Run one input; returns the reply ("" when there is none). */
+/* Run one input with the data the caller fetched (ndata entries); returns the reply ("" when there
+ * is none). */
 static const char *
-step(json_t *session, const char *text, const char *lookup_code, const json_t *d,
+step_data(json_t *session, const char *text, const struct flow_data *data, size_t ndata,
     const char *user, const char *today, struct flow_result *res)
 {
 	static char		 reply[4096];
 	struct flow_input	 in = {
 		.text = text, .channel = "sms", .user = user, .now = NOW,
 		.today = today != NULL ? today : "2023-12-01",
-		.lookup_code = lookup_code, .lookup_dossier = d,
+		.data = data, .ndata = ndata,
 	};
 	char			*cause = NULL;
 	int			 rc;
@@ -199,6 +244,17 @@ step(json_t *session, const char *text, const char *lookup_code, const json_t *d
 		snprintf(reply, sizeof reply, "%s",
 		    json_string_value(json_array_get(res->replies, 0)));
 	return reply;
+}
+
+/* Run one input with the dossier of code fetched (d NULL: it does not exist), or nothing fetched
+ * when code is NULL. */
+static const char *
+step(json_t *session, const char *text, const char *code, const json_t *d, const char *user,
+    const char *today, struct flow_result *res)
+{
+	struct flow_data	 data = { FLOW_DATA_DOSSIER, code, d };
+
+	return step_data(session, text, &data, code != NULL ? 1 : 0, user, today, res);
 }
 
 /* Conversations that need no dossier: start, options, keywords, back, menu, timeouts, end. */
@@ -312,7 +368,7 @@ test_walks(void)
 			    t[i].steps[j].want);
 			CHECK(res.end == t[i].steps[j].end, "%s, step %zu: end %d", t[i].name,
 			    j + 1, res.end);
-			CHECK(res.need_lookup[0] == '\0', "%s: need_lookup", t[i].name);
+			CHECK(res.need.kind == FLOW_DATA_NONE, "%s: need", t[i].name);
 			flow_result_clear(&res);
 		}
 		if (t[i].after != NULL) {
@@ -335,11 +391,11 @@ test_lookups(void)
 		const char	*name;
 		const char	*session;
 		const char	*in;
-		const char	*lookup_code;
+		const char	*lookup_code;	/* the dossier fetched, NULL none */
 		int		 have;		/* the prefetched dossier exists */
 		const char	*user;
 		const char	*today;
-		const char	*want;		/* NULL: need_lookup */
+		const char	*want;		/* NULL: need a dossier */
 		const char	*need;
 	} t[] = {
 		{ "code typed at lookup_ask", "{\"s\": \"lookup_ask\", \"b\": [\"menu\"], "
@@ -398,14 +454,16 @@ test_lookups(void)
 		if (t[i].want != NULL) {
 			CHECK(strcmp(got, t[i].want) == 0, "%s: got \"%s\", want \"%s\"",
 			    t[i].name, got, t[i].want);
-			CHECK(res.need_lookup[0] == '\0', "%s: need_lookup \"%s\"", t[i].name,
-			    res.need_lookup);
+			CHECK(res.need.kind == FLOW_DATA_NONE, "%s: need \"%s\"", t[i].name,
+			    res.need.key);
 			CHECK_STR(json_string_value(json_object_get(session, "s")),
 			    "lookup_result");
 		} else {
 			CHECK(res.replies == NULL, "%s: replies", t[i].name);
-			CHECK(strcmp(res.need_lookup, t[i].need) == 0, "%s: need_lookup \"%s\", "
-			    "want \"%s\"", t[i].name, res.need_lookup, t[i].need);
+			CHECK(res.need.kind == FLOW_DATA_DOSSIER, "%s: need kind %d", t[i].name,
+			    (int)res.need.kind);
+			CHECK(strcmp(res.need.key, t[i].need) == 0, "%s: need \"%s\", want \"%s\"",
+			    t[i].name, res.need.key, t[i].need);
 			dump = json_dumps(session, JSON_COMPACT);
 			CHECK(json_equal(session, before), "%s: session changed: %s", t[i].name,
 			    dump);
@@ -416,6 +474,48 @@ test_lookups(void)
 		json_decref(before);
 		json_decref(session);
 	}
+}
+
+/* The data array: the engine takes the entry of the right kind and key, wherever it is, and asks for
+ * what is missing; flow_result_clear forgets the request. */
+static void
+test_data(void)
+{
+	struct flow_data	 other[3] = {
+		{ FLOW_DATA_DOSSIER, "000.00.20.H21-231125-0002", NULL },
+		{ FLOW_DATA_NONE, CODE, NULL },		/* same key, not a dossier */
+		{ FLOW_DATA_DOSSIER, CODE, NULL },
+	};
+	struct flow_result	 res;
+	json_t			*session;
+	const char		*got;
+
+	other[2].value = dossier;
+	session = json_object();
+	got = step_data(session, "HS " CODE, other, 3, "84987654321", "2023-12-01", &res);
+	CHECK_STR(got, FOUND("Nguyễn V** A**", " quá hạn"));
+	CHECK(res.need.kind == FLOW_DATA_NONE, "found third: need %d", (int)res.need.kind);
+	flow_result_clear(&res);
+	json_decref(session);
+
+	/* Only the first two: neither is this dossier, so it is asked for. */
+	session = json_object();
+	got = step_data(session, "HS " CODE, other, 2, NULL, NULL, &res);
+	CHECK_STR(got, "");
+	CHECK(res.replies == NULL, "replies with a need");
+	CHECK(res.need.kind == FLOW_DATA_DOSSIER, "need kind %d", (int)res.need.kind);
+	CHECK_STR(res.need.key, CODE);
+	CHECK(json_object_size(session) == 0, "session changed while data is needed");
+	flow_result_clear(&res);
+	CHECK(res.need.kind == FLOW_DATA_NONE && res.need.key[0] == '\0', "cleared need");
+
+	/* Fetched and it does not exist (value NULL). */
+	other[2].value = NULL;
+	got = step_data(session, "HS " CODE, other, 3, NULL, NULL, &res);
+	CHECK_STR(got, "Không tìm thấy hồ sơ " CODE ". Gọi 1800 0000." AGAIN);
+	CHECK(res.need.kind == FLOW_DATA_NONE, "not found: need %d", (int)res.need.kind);
+	flow_result_clear(&res);
+	json_decref(session);
 }
 
 /* After a lookup the session remembers the code and the result: back and invalid input show it. */
@@ -434,7 +534,8 @@ test_lookup_session(void)
 
 	got = step(session, "HS" CODE, NULL, NULL, NULL, NULL, &res);
 	CHECK_STR(got, "");
-	CHECK_STR(res.need_lookup, CODE);
+	CHECK(res.need.kind == FLOW_DATA_DOSSIER, "need kind %d", (int)res.need.kind);
+	CHECK_STR(res.need.key, CODE);
 	flow_result_clear(&res);
 	got = step(session, "HS" CODE, CODE, dossier, NULL, NULL, &res);
 	CHECK_STR(got, FOUND("Nguyễn V** A**", " quá hạn"));
@@ -485,6 +586,7 @@ int
 main(void)
 {
 	test_validation();
+	test_config_vars();
 	test_good();
 	if (fs == NULL)
 		UNIT_END();
@@ -494,6 +596,7 @@ main(void)
 	    "due_at", "2023-11-28", "status", 4, "note", "");
 	test_walks();
 	test_lookups();
+	test_data();
 	test_lookup_session();
 	test_bad_session();
 	json_decref(dossier);

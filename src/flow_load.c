@@ -1,0 +1,929 @@
+/* flow_load.c: reading and validating the JSON flow set (flows/README.md is the schema). Every
+ * problem is reported, not just the first; a set that loads is immutable, ready for flow_step. */
+#include <sys/types.h>
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <regex.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "dvcgw.h"
+#include "flow_int.h"
+
+#define FLOW_IDLE	900		/* default idle_timeout */
+
+/* Load-time context. */
+struct flow_loader {
+	struct flowset			*fs;
+	const struct flow_limits	*lim;
+	json_t				*errors;
+	char				**files;
+	json_t				**roots;
+	size_t				 nfiles;
+	json_t				**sjs;		/* state i's JSON (borrowed from roots) */
+	json_t				*names;		/* state name -> index */
+	json_t				**kwjs;		/* keyword i's JSON */
+	size_t				*kwfile;
+	json_t				*runtime;	/* names filled at run time */
+	json_t				*kwseen;	/* folded global keyword -> file */
+	json_t				*declared;	/* names in some file's "vars" */
+	json_t				*used;		/* names some template has a {{ }} for */
+	int				 unread;	/* some file is not a readable object */
+	int				 startfile;
+	const char			*start;
+	int				 textfile[TEXT_COUNT];
+	const char			*textsrc[TEXT_COUNT];
+};
+
+static const char *const dossier_fields[] = {
+	"code", "procedure", "applicant", "agency", "received", "due", "status", "status_text",
+	"overdue", "note", NULL
+};
+static const char *const code_only[] = { "code", NULL };
+static const char *const input_only[] = { "input", NULL };
+
+static const struct {
+	const char		*name;
+	const char *const	*extra;		/* variables only this text has */
+} flow_texts[TEXT_COUNT] = {
+	[TEXT_INVALID_CHOICE] = { "invalid_choice", NULL },
+	[TEXT_FOOTER] = { "footer", NULL },
+	[TEXT_DOSSIER_FOUND] = { "dossier_found", dossier_fields },
+	[TEXT_DOSSIER_NOT_FOUND] = { "dossier_not_found", code_only },
+	[TEXT_DOSSIER_INVALID] = { "dossier_invalid", input_only },
+};
+
+static const char *const top_keys[] = {
+	"flow", "idle_timeout", "start", "vars", "texts", "keywords", "states", NULL
+};
+static const char *const state_keys[] = { "message", "options", "capture", "end", NULL };
+static const char *const option_keys[] = { "key", "label", "keywords", "next", NULL };
+static const char *const capture_keys[] = { "regex", "var", "action", "next", NULL };
+static const char *const keyword_keys[] = { "match", "goto", "back", "capture", NULL };
+
+/* Is s one of the NULL-terminated list? */
+static int
+flow_in_list(const char *const *list, const char *s)
+{
+	if (list == NULL)
+		return 0;
+	for (; *list != NULL; list++) {
+		if (strcmp(*list, s) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Record one load problem: "FILE: WHERE: problem" or "FILE: problem" when where is NULL. */
+static void printflike(4, 5)
+load_error(struct flow_loader *l, const char *file, const char *where, const char *fmt, ...)
+{
+	va_list	 ap;
+	char	*msg, *s;
+
+	va_start(ap, fmt);
+	msg = xvasprintf(fmt, ap);
+	va_end(ap);
+	if (where != NULL)
+		s = xasprintf("%s: %s: %s", file, where, msg);
+	else
+		s = xasprintf("%s: %s", file, msg);
+	json_array_append_new(l->errors, json_string(s));
+	free(s);
+	free(msg);
+}
+
+/* Report every key of obj that is not in the allowed list. */
+static void
+load_keys(struct flow_loader *l, const json_t *obj, const char *const *allowed, const char *file,
+    const char *where)
+{
+	const char	*key;
+	json_t		*v;
+
+	json_object_foreach((json_t *)obj, key, v) {
+		if (!flow_in_list(allowed, key))
+			load_error(l, file, where, "unknown key \"%s\"", key);
+	}
+}
+
+/* Fold a keyword for matching and remove its spaces. */
+static char *
+flow_fold_nospace(const char *s)
+{
+	char	*f, *p, *q;
+
+	f = text_fold(s);
+	for (p = q = f; *p != '\0'; p++) {
+		if (*p != ' ')
+			*q++ = *p;
+	}
+	*q = '\0';
+	return f;
+}
+
+/* Parse template source into t: set-only variables are substituted now, run-time ones kept. */
+static void
+load_tmpl(struct flow_loader *l, struct flow_tmpl *t, const char *src, const char *const *extra,
+    const char *file, const char *where)
+{
+	json_t	*problems, *p;
+	size_t	 i;
+
+	problems = json_array();
+	flow_tmpl_compile(t, src, extra, l->runtime, l->fs->vars, l->used, problems);
+	json_array_foreach(problems, i, p)
+		load_error(l, file, where, "%s", json_string_value(p));
+	json_decref(problems);
+}
+
+/* Find a state by name at load time: its index or -1. */
+static int
+load_state_index(struct flow_loader *l, const char *name)
+{
+	json_t	*v;
+
+	if ((v = json_object_get(l->names, name)) == NULL)
+		return -1;
+	return (int)json_integer_value(v);
+}
+
+/* Free a capture. */
+static void
+capture_free(struct flow_capture *cap)
+{
+	if (cap == NULL)
+		return;
+	if (cap->has_re)
+		regfree(&cap->re);
+	free(cap->var);
+	free(cap);
+}
+
+/* Parse a capture object (a state's or a keyword's). */
+static struct flow_capture *
+load_capture(struct flow_loader *l, const json_t *cj, const char *file, const char *where)
+{
+	struct flow_capture	*cap;
+	const json_t		*v;
+	char			 ebuf[256], *w;
+	int			 rc;
+
+	w = xasprintf("%s: capture", where);
+	cap = xcalloc(1, sizeof *cap);
+	cap->next = -1;
+	if (!json_is_object(cj)) {
+		load_error(l, file, w, "must be an object");
+		goto out;
+	}
+	load_keys(l, cj, capture_keys, file, w);
+
+	v = json_object_get(cj, "var");
+	if (!json_is_string(v) || !flow_tmpl_var_name(json_string_value(v)))
+		load_error(l, file, w, "\"var\" must be a variable name");
+	else
+		cap->var = xstrdup(json_string_value(v));
+
+	v = json_object_get(cj, "next");
+	if (!json_is_string(v))
+		load_error(l, file, w, "\"next\" must name a state");
+	else if ((cap->next = load_state_index(l, json_string_value(v))) == -1)
+		load_error(l, file, w, "unknown target state \"%s\"", json_string_value(v));
+
+	if ((v = json_object_get(cj, "regex")) != NULL) {
+		if (!json_is_string(v))
+			load_error(l, file, w, "\"regex\" must be a string");
+		else if ((rc = regcomp(&cap->re, json_string_value(v),
+		    REG_EXTENDED|REG_ICASE)) != 0) {
+			regerror(rc, &cap->re, ebuf, sizeof ebuf);
+			load_error(l, file, w, "regex \"%s\" does not compile: %s",
+			    json_string_value(v), ebuf);
+		} else
+			cap->has_re = 1;
+	}
+
+	if ((v = json_object_get(cj, "action")) != NULL) {
+		if (!json_is_string(v))
+			load_error(l, file, w, "\"action\" must be a string");
+		else if ((cap->action = flow_action_find(json_string_value(v))) == NULL)
+			load_error(l, file, w, "unknown action \"%s\"", json_string_value(v));
+	}
+out:
+	free(w);
+	return cap;
+}
+
+/* Note the variable names a capture object fills at run time (before templates are parsed). */
+static void
+load_runtime_names(struct flow_loader *l, const json_t *cj)
+{
+	const struct flow_action	*act;
+	const char			*s;
+
+	if (!json_is_object(cj))
+		return;
+	if ((s = json_string_value(json_object_get(cj, "var"))) != NULL)
+		json_object_set_new(l->runtime, s, json_true());
+	if ((s = json_string_value(json_object_get(cj, "action"))) != NULL &&
+	    (act = flow_action_find(s)) != NULL)
+		json_object_set_new(l->runtime, act->output, json_true());
+}
+
+/* qsort comparison of two strings (by byte value, not locale). */
+static int
+flow_cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Read the list of *.json files in dir, sorted. */
+static int
+load_list(struct flow_loader *l, const char *dir)
+{
+	DIR		*d;
+	struct dirent	*de;
+	size_t		 len;
+
+	if ((d = opendir(dir)) == NULL) {
+		load_error(l, dir, NULL, "cannot open: %s", strerror(errno));
+		return -1;
+	}
+	while ((de = readdir(d)) != NULL) {
+		len = strlen(de->d_name);
+		if (de->d_name[0] == '.' || len <= 5 ||
+		    strcmp(de->d_name + len - 5, ".json") != 0)
+			continue;
+		l->files = xrealloc(l->files, (l->nfiles + 1) * sizeof *l->files);
+		l->files[l->nfiles++] = xstrdup(de->d_name);
+	}
+	closedir(d);
+	if (l->nfiles == 0) {
+		load_error(l, dir, NULL, "no *.json flow files");
+		return -1;
+	}
+	qsort(l->files, l->nfiles, sizeof *l->files, flow_cmp_str);
+	return 0;
+}
+
+/* Parse one file's top level (flow, idle_timeout, start, texts) and collect its states and keywords. */
+static void
+load_file(struct flow_loader *l, size_t fi, const char *dir)
+{
+	struct flowset	*fs = l->fs;
+	struct flow_def	*fd = &fs->flows[fi];
+	const char	*file = l->files[fi], *key, *name;
+	char		*path, *where;
+	json_t		*root, *v, *sj;
+	json_error_t	 jerr;
+	size_t		 i, t;
+	int		 idx;
+
+	fd->idle = FLOW_IDLE;
+	path = xasprintf("%s/%s", dir, file);
+	root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+	free(path);
+	if (root == NULL) {
+		load_error(l, file, NULL, "not valid JSON: line %d: %s", jerr.line, jerr.text);
+		l->unread = 1;
+		return;
+	}
+	l->roots[fi] = root;
+	if (!json_is_object(root)) {
+		load_error(l, file, NULL, "not a JSON object");
+		l->unread = 1;
+		return;
+	}
+	load_keys(l, root, top_keys, file, NULL);
+
+	v = json_object_get(root, "flow");
+	if (!json_is_string(v) || *json_string_value(v) == '\0')
+		load_error(l, file, NULL, "\"flow\" must be a non-empty string");
+	else {
+		for (i = 0; i < fi; i++) {
+			if (fs->flows[i].name != NULL &&
+			    strcmp(fs->flows[i].name, json_string_value(v)) == 0)
+				load_error(l, file, NULL, "duplicate flow \"%s\" (also in %s)",
+				    json_string_value(v), l->files[i]);
+		}
+		fd->name = xstrdup(json_string_value(v));
+	}
+
+	if ((v = json_object_get(root, "idle_timeout")) != NULL) {
+		if (!json_is_integer(v) || json_integer_value(v) <= 0)
+			load_error(l, file, NULL, "\"idle_timeout\" must be a positive number of "
+			    "seconds");
+		else
+			fd->idle = json_integer_value(v);
+	}
+
+	if ((v = json_object_get(root, "start")) != NULL) {
+		if (!json_is_string(v))
+			load_error(l, file, NULL, "\"start\" must name a state");
+		else if (l->start != NULL)
+			load_error(l, file, NULL, "second \"start\" (%s already has start \"%s\")",
+			    l->files[l->startfile], l->start);
+		else {
+			l->start = json_string_value(v);
+			l->startfile = (int)fi;
+		}
+	}
+
+	if ((v = json_object_get(root, "texts")) != NULL) {
+		if (!json_is_object(v))
+			load_error(l, file, NULL, "\"texts\" must be an object");
+		json_object_foreach(v, key, sj) {
+			where = xasprintf("texts.%s", key);
+			for (t = 0; t < TEXT_COUNT; t++) {
+				if (strcmp(flow_texts[t].name, key) == 0)
+					break;
+			}
+			if (t == TEXT_COUNT)
+				load_error(l, file, "texts", "unknown text \"%s\"", key);
+			else if (!json_is_string(sj))
+				load_error(l, file, where, "must be a string");
+			else if (l->textsrc[t] != NULL)
+				load_error(l, file, where, "already defined in %s",
+				    l->files[l->textfile[t]]);
+			else {
+				l->textsrc[t] = json_string_value(sj);
+				l->textfile[t] = (int)fi;
+			}
+			free(where);
+		}
+	}
+
+	if ((v = json_object_get(root, "keywords")) != NULL) {
+		if (!json_is_array(v))
+			load_error(l, file, NULL, "\"keywords\" must be an array");
+		json_array_foreach(v, i, sj) {
+			l->kwjs = xrealloc(l->kwjs, (fs->nkws + 1) * sizeof *l->kwjs);
+			l->kwfile = xrealloc(l->kwfile, (fs->nkws + 1) * sizeof *l->kwfile);
+			l->kwjs[fs->nkws] = sj;
+			l->kwfile[fs->nkws++] = fi;
+		}
+	}
+
+	v = json_object_get(root, "states");
+	if (!json_is_object(v) || json_object_size(v) == 0) {
+		load_error(l, file, NULL, "\"states\" must be an object with at least one state");
+		return;
+	}
+	json_object_foreach(v, name, sj) {
+		if ((idx = load_state_index(l, name)) != -1) {
+			load_error(l, file, name, "duplicate state (also in %s)",
+			    l->files[fs->states[idx].flow]);
+			continue;
+		}
+		fs->states = xrealloc(fs->states, (fs->nstates + 1) * sizeof *fs->states);
+		l->sjs = xrealloc(l->sjs, (fs->nstates + 1) * sizeof *l->sjs);
+		memset(&fs->states[fs->nstates], 0, sizeof *fs->states);
+		fs->states[fs->nstates].name = xstrdup(name);
+		fs->states[fs->nstates].flow = fi;
+		l->sjs[fs->nstates] = sj;
+		json_object_set_new(l->names, name, json_integer(fs->nstates));
+		fs->nstates++;
+	}
+}
+
+/* Merge the files' vars (they must agree) and put the configuration's on top. */
+static void
+load_vars(struct flow_loader *l, const json_t *config)
+{
+	struct flowset	*fs = l->fs;
+	const char	*key, *file;
+	char		*where, *nfc;
+	json_t		*v, *val, *old, *from;
+	size_t		 fi;
+
+	from = json_object();
+	for (fi = 0; fi < l->nfiles; fi++) {
+		file = l->files[fi];
+		if (!json_is_object(l->roots[fi]) ||
+		    (v = json_object_get(l->roots[fi], "vars")) == NULL)
+			continue;
+		if (!json_is_object(v)) {
+			load_error(l, file, NULL, "\"vars\" must be an object");
+			continue;
+		}
+		json_object_foreach(v, key, val) {
+			where = xasprintf("vars.%s", key);
+			json_object_set_new(l->declared, key, json_true());
+			if (!json_is_string(val))
+				load_error(l, file, where, "must be a string");
+			else if (!flow_tmpl_var_name(key))
+				load_error(l, file, where, "bad variable name");
+			else if (json_is_string(json_object_get(config, key)))
+				;
+			else if ((old = json_object_get(fs->vars, key)) != NULL) {
+				if (strcmp(json_string_value(old), json_string_value(val)) != 0)
+					load_error(l, file, where, "\"%s\" differs from \"%s\" in %s",
+					    json_string_value(val), json_string_value(old),
+					    l->files[json_integer_value(json_object_get(from,
+					    key))]);
+			} else {
+				nfc = text_nfc(json_string_value(val));
+				json_object_set_new(fs->vars, key, json_string(nfc));
+				json_object_set_new(from, key, json_integer(fi));
+				free(nfc);
+			}
+			free(where);
+		}
+	}
+	json_decref(from);
+
+	if (config == NULL)
+		return;
+	if (!json_is_object(config)) {
+		load_error(l, "config", "vars", "must be an object");
+		return;
+	}
+	json_object_foreach((json_t *)config, key, val) {
+		where = xasprintf("vars.%s", key);
+		if (!json_is_string(val))
+			load_error(l, "config", where, "must be a string");
+		else {
+			nfc = text_nfc(json_string_value(val));
+			json_object_set_new(fs->vars, key, json_string(nfc));
+			free(nfc);
+		}
+		free(where);
+	}
+}
+
+/* Name every config var that no file declares and no template uses: a misspelling ("provinc" for
+ * "province") would otherwise leave the flows' own value in place without a word. Run after every
+ * template is compiled; skipped when a file could not be read (its names are unknown). */
+static void
+load_config_vars(struct flow_loader *l, const json_t *config)
+{
+	const char	*key;
+	json_t		*val;
+
+	if (!json_is_object(config) || l->unread)
+		return;
+	json_object_foreach((json_t *)config, key, val) {
+		if (json_object_get(l->declared, key) == NULL &&
+		    json_object_get(l->used, key) == NULL)
+			load_error(l, "config", "flows.vars", "unknown variable \"%s\" (no flow file "
+			    "declares or uses it)", key);
+	}
+}
+
+/* Parse one state: options, capture, end, and build its reply template. */
+static void
+load_state(struct flow_loader *l, size_t si, unsigned *needtexts)
+{
+	struct flowset		*fs = l->fs;
+	struct flow_state	*st = &fs->states[si];
+	struct flow_option	*o;
+	const char		*file = l->files[st->flow], *msg = NULL, *key;
+	json_t			*sj = l->sjs[si], *v, *opts, *oj, *kj, *seen;
+	char			*trimmed, *where, *ns;
+	size_t			 i, j;
+
+	if (!json_is_object(sj)) {
+		load_error(l, file, st->name, "must be an object");
+		return;
+	}
+	load_keys(l, sj, state_keys, file, st->name);
+
+	v = json_object_get(sj, "message");
+	if (v == NULL)
+		load_error(l, file, st->name, "missing \"message\"");
+	else if (!json_is_string(v))
+		load_error(l, file, st->name, "\"message\" must be a string");
+	else {
+		trimmed = text_trim(json_string_value(v));
+		if (*trimmed == '\0')
+			load_error(l, file, st->name, "empty message");
+		else
+			msg = json_string_value(v);
+		free(trimmed);
+	}
+
+	if ((v = json_object_get(sj, "end")) != NULL) {
+		if (!json_is_boolean(v))
+			load_error(l, file, st->name, "\"end\" must be true or false");
+		st->end = json_is_true(v);
+	}
+
+	if ((v = json_object_get(sj, "capture")) != NULL) {
+		st->cap = load_capture(l, v, file, st->name);
+		if (st->cap->action != NULL)
+			*needtexts |= st->cap->action->texts;
+	}
+
+	opts = json_object_get(sj, "options");
+	if (opts != NULL && !json_is_array(opts))
+		load_error(l, file, st->name, "\"options\" must be an array");
+	if (json_array_size(opts) > 0)
+		st->opts = xcalloc(json_array_size(opts), sizeof *st->opts);
+	seen = json_object();
+	json_array_foreach(opts, i, oj) {
+		o = &st->opts[st->nopts++];
+		o->next = -1;
+		where = xasprintf("%s: option %zu", st->name, i + 1);
+		if (!json_is_object(oj)) {
+			load_error(l, file, where, "must be an object");
+			free(where);
+			continue;
+		}
+		load_keys(l, oj, option_keys, file, where);
+
+		key = json_string_value(json_object_get(oj, "key"));
+		if (key == NULL || *key == '\0' || strspn(key, "0123456789") != strlen(key))
+			load_error(l, file, where, "\"key\" must be a string of digits");
+		else if (json_object_get(seen, key) != NULL)
+			load_error(l, file, where, "duplicate option key \"%s\"", key);
+		else {
+			o->key = xstrdup(key);
+			json_object_set_new(seen, key, json_true());
+		}
+
+		v = json_object_get(oj, "label");
+		if (!json_is_string(v) || json_string_length(v) == 0)
+			load_error(l, file, where, "\"label\" must be a non-empty string");
+
+		v = json_object_get(oj, "next");
+		if (!json_is_string(v))
+			load_error(l, file, where, "\"next\" must name a state");
+		else if ((o->next = load_state_index(l, json_string_value(v))) == -1)
+			load_error(l, file, where, "unknown target state \"%s\"",
+			    json_string_value(v));
+
+		if ((kj = json_object_get(oj, "keywords")) != NULL && !json_is_array(kj))
+			load_error(l, file, where, "\"keywords\" must be an array of strings");
+		json_array_foreach(kj, j, v) {
+			if (!json_is_string(v)) {
+				load_error(l, file, where, "\"keywords\" must be strings");
+				continue;
+			}
+			ns = flow_fold_nospace(json_string_value(v));
+			if (*ns == '\0')
+				load_error(l, file, where, "keyword \"%s\" has no letters or "
+				    "digits", json_string_value(v));
+			else if (json_object_get(seen, ns) != NULL)
+				load_error(l, file, where, "duplicate keyword \"%s\"",
+				    json_string_value(v));
+			else {
+				json_object_set_new(seen, ns, json_true());
+				st->words = xrealloc(st->words,
+				    (st->nwords + 1) * sizeof *st->words);
+				st->words[st->nwords].ns = ns;
+				st->words[st->nwords++].idx = i;
+				ns = NULL;
+			}
+			free(ns);
+		}
+		free(where);
+	}
+	json_decref(seen);
+
+	if (st->end && (st->nopts > 0 || st->cap != NULL))
+		load_error(l, file, st->name, "an end state cannot have options or a capture");
+
+	/* The reply: message, "N. Label" lines, footer. */
+	if (msg == NULL)
+		return;
+	load_tmpl(l, &st->reply, msg, NULL, file, st->name);
+	json_array_foreach(opts, i, oj) {
+		key = json_string_value(json_object_get(oj, "key"));
+		v = json_object_get(oj, "label");
+		if (key == NULL || !json_is_string(v))
+			continue;
+		where = xasprintf("%s: option %zu", st->name, i + 1);
+		flow_tmpl_literal(&st->reply, "\n", 1);
+		flow_tmpl_literal(&st->reply, key, strlen(key));
+		flow_tmpl_literal(&st->reply, ". ", 2);
+		load_tmpl(l, &st->reply, json_string_value(v), NULL, file, where);
+		free(where);
+	}
+	if (fs->have[TEXT_FOOTER] && (int)si != fs->start && !st->end) {
+		flow_tmpl_literal(&st->reply, "\n", 1);
+		flow_tmpl_append(&st->reply, &fs->texts[TEXT_FOOTER]);
+	}
+}
+
+/* Parse the global keywords: folded match words (unique in the set), goto or back, capture. */
+static void
+load_keywords(struct flow_loader *l, unsigned *needtexts)
+{
+	struct flowset			*fs = l->fs;
+	struct flow_global_keyword	*kw;
+	const char			*file, *prev;
+	json_t				*kj, *m, *v, *g, *b;
+	char				*ns;
+	size_t				 i, j;
+
+	if (fs->nkws > 0)
+		fs->kws = xcalloc(fs->nkws, sizeof *fs->kws);
+	for (i = 0; i < fs->nkws; i++) {
+		kw = &fs->kws[i];
+		kw->go = -1;
+		kj = l->kwjs[i];
+		file = l->files[l->kwfile[i]];
+		if (!json_is_object(kj)) {
+			load_error(l, file, "keywords", "each keyword must be an object");
+			continue;
+		}
+		load_keys(l, kj, keyword_keys, file, "keywords");
+
+		m = json_object_get(kj, "match");
+		if (!json_is_array(m) || json_array_size(m) == 0)
+			load_error(l, file, "keywords", "\"match\" must be a non-empty array of "
+			    "strings");
+		json_array_foreach(m, j, v) {
+			if (!json_is_string(v)) {
+				load_error(l, file, "keywords", "\"match\" must be strings");
+				continue;
+			}
+			ns = flow_fold_nospace(json_string_value(v));
+			if (*ns == '\0')
+				load_error(l, file, "keywords", "keyword \"%s\" has no letters or "
+				    "digits", json_string_value(v));
+			else if ((prev = json_string_value(json_object_get(l->kwseen, ns))) !=
+			    NULL)
+				load_error(l, file, "keywords", "duplicate keyword \"%s\" (also "
+				    "in %s)", json_string_value(v), prev);
+			else {
+				json_object_set_new(l->kwseen, ns, json_string(file));
+				fs->kwords = xrealloc(fs->kwords,
+				    (fs->nkwords + 1) * sizeof *fs->kwords);
+				fs->kwords[fs->nkwords].ns = ns;
+				fs->kwords[fs->nkwords++].idx = i;
+				ns = NULL;
+			}
+			free(ns);
+		}
+
+		g = json_object_get(kj, "goto");
+		b = json_object_get(kj, "back");
+		if (b != NULL && !json_is_boolean(b))
+			load_error(l, file, "keywords", "\"back\" must be true or false");
+		kw->back = json_is_true(b);
+		if (g != NULL) {
+			if (!json_is_string(g))
+				load_error(l, file, "keywords", "\"goto\" must name a state");
+			else if ((kw->go = load_state_index(l, json_string_value(g))) == -1)
+				load_error(l, file, "keywords", "unknown target state \"%s\"",
+				    json_string_value(g));
+		}
+		if (kw->back == (g != NULL))
+			load_error(l, file, "keywords", "a keyword needs either \"goto\" or "
+			    "\"back\": true");
+
+		if ((v = json_object_get(kj, "capture")) != NULL) {
+			if (kw->back)
+				load_error(l, file, "keywords", "a \"back\" keyword cannot "
+				    "capture");
+			kw->cap = load_capture(l, v, file, "keywords");
+			if (kw->cap->action != NULL)
+				*needtexts |= kw->cap->action->texts;
+			fs->argkw = 1;
+		}
+	}
+}
+
+/* Mark state x reached and queue it, once. */
+static void
+reach_mark(int x, char *seen, int *queue, size_t *tail)
+{
+	if (x < 0 || seen[x])
+		return;
+	seen[x] = 1;
+	queue[(*tail)++] = x;
+}
+
+/* Report every state that cannot be reached from the start state. */
+static void
+load_reach(struct flow_loader *l)
+{
+	struct flowset		*fs = l->fs;
+	const struct flow_state	*st;
+	char			*seen;
+	int			*queue;
+	size_t			 head = 0, tail = 0, i;
+
+	seen = xcalloc(fs->nstates, 1);
+	queue = xcalloc(fs->nstates, sizeof *queue);
+	reach_mark(fs->start, seen, queue, &tail);
+	for (i = 0; i < fs->nkws; i++) {
+		/* Global keywords work in every state, so their targets count as reached. */
+		reach_mark(fs->kws[i].go, seen, queue, &tail);
+		if (fs->kws[i].cap != NULL)
+			reach_mark(fs->kws[i].cap->next, seen, queue, &tail);
+	}
+	while (head < tail) {
+		st = &fs->states[queue[head++]];
+		for (i = 0; i < st->nopts; i++)
+			reach_mark(st->opts[i].next, seen, queue, &tail);
+		if (st->cap != NULL)
+			reach_mark(st->cap->next, seen, queue, &tail);
+	}
+	for (i = 0; i < fs->nstates; i++) {
+		if (!seen[i])
+			load_error(l, l->files[fs->states[i].flow], fs->states[i].name,
+			    "unreachable from the start state \"%s\"", l->start);
+	}
+	free(queue);
+	free(seen);
+}
+
+/* Check every state's full reply against the SMS and Zalo limits (run-time variables empty). */
+static void
+load_lengths(struct flow_loader *l)
+{
+	struct flowset		*fs = l->fs;
+	const struct flow_state	*st;
+	const json_t		*chain[1] = { fs->vars };
+	struct flow_buf		 b = { NULL, 0, 0 };
+	char			*u;
+	size_t			 i, n;
+
+	for (i = 0; i < fs->nstates; i++) {
+		st = &fs->states[i];
+		if (st->reply.n == 0)
+			continue;
+		b.len = 0;
+		flow_tmpl_buf_add(&b, "", 0);
+		flow_tmpl_render(&b, &st->reply, chain, 1);
+		u = text_unaccent(b.p);
+		n = text_utf8_len(u);
+		free(u);
+		if (l->lim->sms_chars > 0 && n > l->lim->sms_chars)
+			load_error(l, l->files[st->flow], st->name, "message too long for an SMS "
+			    "reply: %zu characters after unaccenting, with options and footer "
+			    "(limit %zu)", n, l->lim->sms_chars);
+		if (l->lim->zalo_chars > 0 && n > l->lim->zalo_chars)
+			load_error(l, l->files[st->flow], st->name, "message too long for a Zalo "
+			    "message: %zu characters (limit %zu)", n, l->lim->zalo_chars);
+	}
+	free(b.p);
+}
+
+/* Load and validate every *.json file in dir. */
+struct flowset *
+flowset_load(const char *dir, const json_t *vars, const struct flow_limits *lim, json_t **errors)
+{
+	struct flowset		*fs;
+	struct flow_loader	 l;
+	const char		*file;
+	unsigned		 needtexts = 0;
+	size_t			 i, t;
+	char			*where;
+
+	memset(&l, 0, sizeof l);
+	l.fs = fs = xcalloc(1, sizeof *fs);
+	fs->start = -1;
+	fs->vars = json_object();
+	l.lim = lim;
+	l.errors = json_array();
+	l.names = json_object();
+	l.runtime = json_object();
+	l.kwseen = json_object();
+	l.declared = json_object();
+	l.used = json_object();
+	*errors = NULL;
+
+	if (load_list(&l, dir) != 0)
+		goto done;
+	fs->nflows = l.nfiles;
+	fs->flows = xcalloc(l.nfiles, sizeof *fs->flows);
+	l.roots = xcalloc(l.nfiles, sizeof *l.roots);
+	for (i = 0; i < l.nfiles; i++)
+		load_file(&l, i, dir);
+	load_vars(&l, vars);
+
+	/* Names filled at run time: capture variables and action outputs. */
+	for (i = 0; i < fs->nstates; i++) {
+		if (json_is_object(l.sjs[i]))
+			load_runtime_names(&l, json_object_get(l.sjs[i], "capture"));
+	}
+	for (i = 0; i < fs->nkws; i++) {
+		if (json_is_object(l.kwjs[i]))
+			load_runtime_names(&l, json_object_get(l.kwjs[i], "capture"));
+	}
+
+	if (l.start == NULL)
+		load_error(&l, l.files[0], NULL, "no file has a \"start\" state");
+	else if ((fs->start = load_state_index(&l, l.start)) == -1)
+		load_error(&l, l.files[l.startfile], l.start, "start state does not exist");
+	file = l.files[l.start != NULL ? l.startfile : 0];
+
+	for (t = 0; t < TEXT_COUNT; t++) {
+		if (l.textsrc[t] == NULL)
+			continue;
+		where = xasprintf("texts.%s", flow_texts[t].name);
+		load_tmpl(&l, &fs->texts[t], l.textsrc[t], flow_texts[t].extra,
+		    l.files[l.textfile[t]], where);
+		fs->have[t] = 1;
+		free(where);
+	}
+	if (!fs->have[TEXT_INVALID_CHOICE])
+		load_error(&l, file, "texts.invalid_choice", "missing");
+
+	for (i = 0; i < fs->nstates; i++)
+		load_state(&l, i, &needtexts);
+	load_keywords(&l, &needtexts);
+	load_config_vars(&l, vars);
+	for (t = 0; t < TEXT_COUNT; t++) {
+		if ((needtexts & (1U << t)) == 0 || fs->have[t])
+			continue;
+		where = xasprintf("texts.%s", flow_texts[t].name);
+		load_error(&l, file, where, "missing (needed by action %s)",
+		    flow_action_needing(1U << t)->name);
+		free(where);
+	}
+	if (fs->start != -1)
+		load_reach(&l);
+	if (lim != NULL)
+		load_lengths(&l);
+
+	fs->byname = xcalloc(fs->nstates, sizeof *fs->byname);
+	for (i = 0; i < fs->nstates; i++) {
+		fs->byname[i].name = fs->states[i].name;
+		fs->byname[i].idx = (int)i;
+	}
+	qsort(fs->byname, fs->nstates, sizeof *fs->byname, flow_cmp_byname);
+
+done:
+	for (i = 0; i < l.nfiles; i++) {
+		json_decref(l.roots != NULL ? l.roots[i] : NULL);
+		free(l.files[i]);
+	}
+	free(l.files);
+	free(l.roots);
+	free(l.sjs);
+	free(l.kwjs);
+	free(l.kwfile);
+	json_decref(l.names);
+	json_decref(l.runtime);
+	json_decref(l.kwseen);
+	json_decref(l.declared);
+	json_decref(l.used);
+	if (json_array_size(l.errors) > 0) {
+		*errors = l.errors;
+		flowset_free(fs);
+		return NULL;
+	}
+	json_decref(l.errors);
+	return fs;
+}
+
+/* Free a flow set. */
+void
+flowset_free(struct flowset *fs)
+{
+	struct flow_state	*st;
+	size_t			 i, j;
+
+	if (fs == NULL)
+		return;
+	for (i = 0; i < fs->nstates; i++) {
+		st = &fs->states[i];
+		free(st->name);
+		flow_tmpl_clear(&st->reply);
+		for (j = 0; j < st->nopts; j++)
+			free(st->opts[j].key);
+		free(st->opts);
+		for (j = 0; j < st->nwords; j++)
+			free(st->words[j].ns);
+		free(st->words);
+		capture_free(st->cap);
+	}
+	free(fs->states);
+	free(fs->byname);
+	for (i = 0; i < fs->nkws; i++)
+		capture_free(fs->kws[i].cap);
+	free(fs->kws);
+	for (i = 0; i < fs->nkwords; i++)
+		free(fs->kwords[i].ns);
+	free(fs->kwords);
+	for (i = 0; i < fs->nflows; i++)
+		free(fs->flows[i].name);
+	free(fs->flows);
+	for (i = 0; i < TEXT_COUNT; i++)
+		flow_tmpl_clear(&fs->texts[i]);
+	json_decref(fs->vars);
+	free(fs);
+}
+
+/* The name of the start state. */
+const char *
+flowset_start(const struct flowset *fs)
+{
+	return fs->states[fs->start].name;
+}
+
+/* The number of states in the set. */
+size_t
+flowset_nstates(const struct flowset *fs)
+{
+	return fs->nstates;
+}
