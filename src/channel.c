@@ -1,4 +1,4 @@
-/* channel.c: the table of channels, lookups in it, and the render cache in front of the renderers. */
+/* channel.c: the table of channels, lookups in it, and a render cache in front of the renderers. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

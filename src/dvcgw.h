@@ -46,6 +46,7 @@ typedef void channel_send_fn(struct obx_msg *m, const char *part);
 /* Everything about one channel. Each channel's file defines its entry; channel.c lists them. */
 struct channel {
 	const char	*name;		/* in session keys, the outbox stream, logs: "sms", "zalo" */
+	const char	*what;		/* one of its messages, in sentences: "an SMS reply" */
 	/* Reply text -> parts for the wire (xmalloc'd array of xmalloc'd strings), returns the count;
 	 * NULL: replies go back in the provider's HTTP response (USSD), never through the outbox. */
 	size_t		(*render)(const char *, char ***);

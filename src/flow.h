@@ -14,9 +14,15 @@
 
 struct flowset;				/* opaque, immutable once loaded: share it freely */
 
+/* The longest message each channel can carry, from the channel table: every state's message,
+ * rendered with its options and footer and unaccented, must fit each of them. */
+#define FLOW_LIMITS_MAX 8
 struct flow_limits {
-	size_t	sms_chars;		/* longest message (after unaccenting) an SMS reply may carry */
-	size_t	zalo_chars;		/* longest Zalo message (2000) */
+	size_t	n;
+	struct {
+		const char	*what;		/* "an SMS reply", for the problem sentence */
+		size_t		 max_chars;
+	} lim[FLOW_LIMITS_MAX];
 };
 
 /* Load and validate every *.json file in dir. vars (may be NULL, borrowed) overrides the files' "vars";

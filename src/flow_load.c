@@ -744,7 +744,7 @@ load_lengths(struct flow_loader *l)
 	const json_t		*chain[1] = { fs->vars };
 	struct flow_buf		 b = { NULL, 0, 0 };
 	char			*u;
-	size_t			 i, n;
+	size_t			 i, k, n;
 
 	for (i = 0; i < fs->nstates; i++) {
 		st = &fs->states[i];
@@ -756,13 +756,11 @@ load_lengths(struct flow_loader *l)
 		u = text_unaccent(b.p);
 		n = text_utf8_len(u);
 		free(u);
-		if (l->lim->sms_chars > 0 && n > l->lim->sms_chars)
-			load_error(l, l->files[st->flow], st->name, "message too long for an SMS "
-			    "reply: %zu characters after unaccenting, with options and footer "
-			    "(limit %zu)", n, l->lim->sms_chars);
-		if (l->lim->zalo_chars > 0 && n > l->lim->zalo_chars)
-			load_error(l, l->files[st->flow], st->name, "message too long for a Zalo "
-			    "message: %zu characters (limit %zu)", n, l->lim->zalo_chars);
+		for (k = 0; k < l->lim->n && k < FLOW_LIMITS_MAX; k++)
+			if (l->lim->lim[k].max_chars > 0 && n > l->lim->lim[k].max_chars)
+				load_error(l, l->files[st->flow], st->name, "message too long for %s: "
+				    "%zu characters after unaccenting, with options and footer "
+				    "(limit %zu)", l->lim->lim[k].what, n, l->lim->lim[k].max_chars);
 	}
 	free(b.p);
 }

@@ -104,14 +104,18 @@ load_config(const char *path)
 static struct flowset *
 load_flows(const struct config *cfg)
 {
-	struct flow_limits lim;
+	struct flow_limits lim = { 0 };
+	const struct channel *c;
 	struct flowset *fs;
 	json_t *errors, *e;
 	size_t i;
 
 	channel_init(NULL, cfg);	/* the limits; gw_setup sets the drivers up */
-	lim.sms_chars = channel_sms.max_chars;
-	lim.zalo_chars = channel_zalo.max_chars;
+	for (i = 0; (c = channel_at(i)) != NULL && lim.n < FLOW_LIMITS_MAX; i++)
+		if (c->max_chars > 0) {
+			lim.lim[lim.n].what = c->what;
+			lim.lim[lim.n++].max_chars = c->max_chars;
+		}
 	if ((fs = flowset_load(cfg->flows_dir, cfg->flows_vars, &lim, &errors)) == NULL) {
 		json_array_foreach(errors, i, e)
 			fprintf(stderr, "%s\n", json_string_value(e));

@@ -350,6 +350,7 @@ sms_setup(struct channel *c, struct event_base *base, const struct config *cfg)
 
 struct channel channel_sms = {
 	.name = "sms",
+	.what = "an SMS reply",
 	.render = sms_render,
 	.check = smsout_check,
 	.setup = sms_setup,

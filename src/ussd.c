@@ -728,6 +728,7 @@ out:
 /* USSD answers in the gateway's HTTP response: nothing is rendered for or queued in the outbox. */
 struct channel channel_ussd = {
 	.name = "ussd",
+	.what = "a USSD screen",
 	.user = phone_user,
 	.sessions_end = 1,
 };

@@ -1661,6 +1661,7 @@ zalo_user(const char *in, char *out, size_t len, char **cause)
 
 struct channel channel_zalo = {
 	.name = "zalo",
+	.what = "a Zalo message",
 	.render = zalo_render,
 	.setup = zalo_setup,
 	.user = zalo_user,

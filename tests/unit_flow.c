@@ -32,7 +32,7 @@ static json_t		*dossier;
 static struct flowset *
 load(const char *dir, const char *vars, size_t sms, size_t zalo, json_t **errors)
 {
-	struct flow_limits	 lim = { sms, zalo };
+	struct flow_limits	 lim = { 2, { { "an SMS reply", sms }, { "a Zalo message", zalo } } };
 	struct flowset		*set;
 	json_t			*v = NULL;
 	char			*path;
@@ -84,8 +84,8 @@ test_validation(void)
 		  { "main.json: a: message too long for an SMS reply: 42 characters after "
 		    "unaccenting, with options and footer (limit 40)" }, 0 },
 		{ "bad-too-long", NULL, 0, 41,
-		  { "main.json: a: message too long for a Zalo message: 42 characters "
-		    "(limit 41)" }, 0 },
+		  { "main.json: a: message too long for a Zalo message: 42 characters after "
+		    "unaccenting, with options and footer (limit 41)" }, 0 },
 		{ "bad-unknown-action", NULL, 480, 2000,
 		  { "main.json: ask: capture: unknown action \"lookup_nothing\"" }, 0 },
 		{ "bad-regex", NULL, 480, 2000,
