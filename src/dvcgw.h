@@ -218,6 +218,7 @@ int		 outbox_cli(const struct config *, int, char **);
 void		 outbox_free(void);
 void		 outbox_stats(unsigned long long *, unsigned long long *, unsigned long long *);
 void		 outbox_recoveries(unsigned long long *, unsigned long long *);
+void		 outbox_shares(int *, int *);
 int		 outbox_dlr(const char *, const char *, rds_cb *, void *, char **);
 
 /* rds.c */
@@ -244,6 +245,7 @@ char		*rkey_dead(int);
 char		*rkey_sent(int);
 char		*rkey_lease(int);
 char		*rkey_dlr(int, const char *);
+char		*rkey_instances(void);
 char		*rkey_rate(const char *, long long);
 char		*rkey_dossier(const char *);
 char		*rkey_zalo(const char *, const char *);

@@ -34,15 +34,26 @@
 #define OUTBOX_RECLAIM_S	5	/* and are looked for this often anyway */
 #define OUTBOX_MAX_TEXT		16384	/* bytes of one queued reply */
 
-/* KEYS: lease. ARGV: me, ttl ms, mode (1 keep or take, 0 give up). -> 1 held, 0 not. */
+/* KEYS: lease. ARGV: me, ttl ms, mode (1 keep or take, 2 keep only, 0 give up). -> 1 held by us,
+ * 0 held by another instance, -1 free (mode 2 or 0). */
 static const char outbox_lease_lua[] =
 	"local owner = redis.call('GET', KEYS[1])\n"
 	"if owner == ARGV[1] then\n"
 	"  if ARGV[3] == '0' then redis.call('DEL', KEYS[1]) return 0 end\n"
 	"  redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1\n"
 	"end\n"
-	"if owner or ARGV[3] == '0' then return 0 end\n"
+	"if owner then return 0 end\n"
+	"if ARGV[3] ~= '1' then return -1 end\n"
 	"redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1\n";
+
+/* KEYS: instances. ARGV: me, now ms, ttl ms (0: leave). -> how many instances are alive: each one
+ * says so every tick, and one that has not for a lease period is gone (its leases lapse too). */
+static const char outbox_peers_lua[] =
+	"if ARGV[3] == '0' then redis.call('ZREM', KEYS[1], ARGV[1]) return 0 end\n"
+	"redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])\n"
+	"redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))\n"
+	"redis.call('PEXPIRE', KEYS[1], ARGV[3])\n"
+	"return redis.call('ZCARD', KEYS[1])\n";
 
 /* KEYS: stream, sent set. ARGV: group, me, count, mode, now ms, shard, min idle ms. Returns {flag,
  * entries}: entries [id, uid, ch, to, from, text, att] that still need sending; uid, the id
@@ -159,7 +170,7 @@ static const char outbox_rate_lua[] =
 
 static int outbox_lease_script, outbox_take_script, outbox_settle_script, outbox_fail_script;
 static int outbox_dlr_script;
-static int outbox_rate_script;
+static int outbox_rate_script, outbox_peers_script;
 
 /* The outbox's bookkeeping for one message. */
 struct obx_priv {
@@ -178,6 +189,7 @@ struct obx_rate {
 	int			 limit;		/* messages per second, 0: unlimited */
 	int			 tokens;	/* granted and not used yet in this window */
 	long long		 window;	/* unix second the tokens belong to */
+	long long		 asked;		/* unix second of the window asked for */
 	int			 asking;
 	struct obx_msgs		 waiting;	/* chain heads waiting for a slot */
 	struct event		*later;
@@ -190,6 +202,11 @@ struct obx_shard {
 	int			 mode;		/* of the take in flight: 0 new, 1 take-over, 2 own */
 	unsigned		 epoch;
 	int			 reading, renewing;
+	int			 releasing;	/* handing it to another instance once idle */
+	int			 taken_by_other;	/* the last lease answer named another holder */
+	int			 try_take;	/* this tick's lease call may take it */
+	int			 held;		/* messages taken from it and not released */
+	int			 settling;	/* its settle and fail scripts in flight */
 	/* settled entries waiting for the batched acknowledgement */
 	char			**done_id, **done_uid;
 	size_t			 ndone, capdone;
@@ -199,6 +216,8 @@ static struct {
 	const struct config		*cfg;
 	struct event			*poll, *pollev, *tick, *flush, *resettle;
 	char				 me[96];
+	char				*k_peers;
+	int				 peers;		/* instances alive, us included */
 	struct obx_shard		 shards[CONV_SHARDS];
 	struct obx_rate			*rates;		/* one per channel, by channel id */
 	size_t				 nrates;
@@ -292,6 +311,7 @@ outbox_settled_cb(struct redisReply *r, void *arg, const char *err)
 	size_t i;
 
 	obx.settling--;
+	obx.shards[st->shard].settling--;
 	if (r == NULL || err != NULL || r->type == REDIS_REPLY_ERROR) {
 		/* A sent entry must not be sent again: keep it until the acknowledgement lands. */
 		log_warn_limited("outbox: settling %zu sent entries failed (%s); retrying", st->n,
@@ -309,11 +329,16 @@ outbox_settled_cb(struct redisReply *r, void *arg, const char *err)
 	free(st);
 }
 
-/* A dead-letter or lease release landed (or not: the entry stays pending, the lease lapses). */
+/* A dead-letter (arg: its shard) or lease release landed (or not: the entry stays pending, the
+ * lease lapses). */
 static void
 outbox_failed_cb(struct redisReply *r, void *arg, const char *err)
 {
+	struct obx_shard *s = arg;
+
 	obx.settling--;
+	if (s != NULL)
+		s->settling--;
 	if (r == NULL || err != NULL)
 		log_warn_limited("outbox: a dead letter or lease release did not land (%s)",
 		    err ? err : "no answer");
@@ -378,9 +403,11 @@ outbox_flush_cb(evutil_socket_t fd, short events, void *arg)
 		memcpy(st->id, s->done_id, s->ndone * sizeof *st->id);
 		memcpy(st->uid, s->done_uid, s->ndone * sizeof *st->uid);
 		obx.settling++;
+		s->settling++;
 		if (rds_evalsha(outbox_settle_script, outbox_settled_cb, st, 2, (int)k - 2, v,
 		    NULL) != 0) {
 			obx.settling--;
+			s->settling--;
 			free(st->id);
 			free(st->uid);
 			free(st);
@@ -413,6 +440,7 @@ outbox_chain_next(struct obx_msg *m)
 	if (obx.stopping || next->priv->epoch != s->epoch || !s->owned) {
 		for (; next != NULL; next = t) {
 			t = next->priv->next;
+			obx.shards[next->shard].held--;
 			outbox_msg_free(next);
 			obx.taken--;
 		}
@@ -427,6 +455,7 @@ static void
 outbox_release(struct obx_msg *m)
 {
 	outbox_chain_next(m);
+	obx.shards[m->shard].held--;
 	outbox_msg_free(m);
 	obx.taken--;
 	if (!obx.stopping)
@@ -457,8 +486,10 @@ outbox_fail(struct obx_msg *m, const char *why, const char *fallback)
 		    m->att + 1, why);
 	}
 	obx.settling++;
-	if (rds_evalsha(outbox_fail_script, outbox_failed_cb, NULL, 3, 12, v, NULL) != 0) {
+	s->settling++;
+	if (rds_evalsha(outbox_fail_script, outbox_failed_cb, s, 3, 12, v, NULL) != 0) {
 		obx.settling--;
+		s->settling--;
 		log_warn("outbox: cannot record the failure of %s now; it will be retried after a "
 		    "take-over", m->uid);
 	}
@@ -568,9 +599,11 @@ outbox_rate_cb(struct redisReply *r, void *arg, const char *err)
 	long long now = outbox_now_ms();
 
 	rt->asking = 0;
+	/* Slots are good only in the second they were counted for: an answer that comes back in
+	 * the next one is dropped, or that second would carry two seconds' worth. */
 	if (r != NULL && err == NULL && r->type == REDIS_REPLY_INTEGER) {
-		rt->tokens = (int)r->integer;
-		rt->window = now / 1000;
+		rt->tokens = rt->asked == now / 1000 ? (int)r->integer : 0;
+		rt->window = rt->asked;
 	}
 	while (rt->tokens > 0 && (m = TAILQ_FIRST(&rt->waiting)) != NULL) {
 		TAILQ_REMOVE(&rt->waiting, m, priv->entry);
@@ -579,8 +612,9 @@ outbox_rate_cb(struct redisReply *r, void *arg, const char *err)
 		outbox_send_part(m);
 	}
 	if (!TAILQ_EMPTY(&rt->waiting)) {
-		/* This second's slots are gone: ask again at the next one. */
-		tv.tv_usec = (suseconds_t)(1000 - now % 1000) * 1000;
+		/* This second's slots are gone: ask again at the next one (now, if it has begun). */
+		if (rt->asked == now / 1000)
+			tv.tv_usec = (suseconds_t)(1000 - now % 1000) * 1000;
 		evtimer_add(rt->later, &tv);
 	}
 }
@@ -601,7 +635,8 @@ outbox_rate_ask(struct obx_rate *rt)
 		return;
 	if (n > rt->limit)
 		n = rt->limit;
-	key = rkey_rate(rt->chan->name, outbox_now_ms() / 1000);
+	rt->asked = outbox_now_ms() / 1000;
+	key = rkey_rate(rt->chan->name, rt->asked);
 	snprintf(want, sizeof want, "%d", n);
 	snprintf(limit, sizeof limit, "%d", rt->limit);
 	{
@@ -801,6 +836,7 @@ outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 			    m->uid);
 		}
 		obx.taken++;
+		s->held++;
 		outbox_dispatch(m);
 	}
 	if (r->elements > 0)
@@ -824,7 +860,7 @@ outbox_poll_cb(evutil_socket_t fd, short events, void *arg)
 		room = obx.cfg->outbox_concurrency - obx.taken;
 		if (room <= 0)
 			return;
-		if (!s->owned || s->reading)
+		if (!s->owned || s->reading || s->releasing)
 			continue;
 		snprintf(count, sizeof count, "%d", room < OUTBOX_TAKE_MAX ? room : OUTBOX_TAKE_MAX);
 		snprintf(shard, sizeof shard, "%d", sh);
@@ -851,6 +887,7 @@ outbox_lease_cb(struct redisReply *r, void *arg, const char *err)
 	if (r == NULL || err != NULL || r->type != REDIS_REPLY_INTEGER)
 		return;		/* unknown: keep what we think; the lease outlives a few misses */
 	held = r->integer == 1;
+	s->taken_by_other = r->integer == 0;
 	if (held && !s->owned) {
 		s->owned = 1;
 		s->fresh = 1;
@@ -859,28 +896,102 @@ outbox_lease_cb(struct redisReply *r, void *arg, const char *err)
 		outbox_kick();
 	} else if (!held && s->owned) {
 		s->owned = 0;
+		s->releasing = 0;
 		s->epoch++;	/* messages taken under the old epoch are dropped, not settled */
 		log_info("outbox: shard %d is sent by another instance now", (int)(s - obx.shards));
 	}
 }
 
-/* Every second: keep the leases we hold and take free ones. */
+static void
+outbox_peers_cb(struct redisReply *r, void *arg, const char *err)
+{
+	if (r != NULL && err == NULL && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+		obx.peers = (int)r->integer;
+}
+
+/* Give a shard we are handing over up once nothing taken from it is in flight or unsettled, so
+ * its next holder finds nothing of ours pending and sends nothing twice. */
+static void
+outbox_release_idle(struct obx_shard *s)
+{
+	char ttl[16];
+
+	if (s->held > 0 || s->ndone > 0 || s->settling > 0 || s->reading || s->renewing)
+		return;
+	snprintf(ttl, sizeof ttl, "%d", obx.cfg->outbox_lease_ms);
+	{
+		const char *v[] = { s->k_lease, obx.me, ttl, "0" };
+
+		obx.settling++;
+		if (rds_evalsha(outbox_lease_script, outbox_failed_cb, NULL, 1, 3, v, NULL) != 0) {
+			obx.settling--;
+			return;
+		}
+	}
+	s->owned = 0;
+	s->releasing = 0;
+	s->epoch++;
+	log_info("outbox: handed shard %d over (%d instances share the %d shards)",
+	    (int)(s - obx.shards), obx.peers, CONV_SHARDS);
+}
+
+/* Every tick: say we are alive, keep the leases we hold, and share the shards evenly: take free
+ * ones while we hold fewer than our share, hand one over (once idle) while we hold more. */
 static void
 outbox_tick_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct obx_shard *s;
-	char ttl[16];
-	int sh;
+	char ttl[16], now[24];
+	int sh, owned = 0, releasing = 0, share, take, pass;
 
 	if (!rds_ready() || obx.stopping)
 		return;
 	snprintf(ttl, sizeof ttl, "%d", obx.cfg->outbox_lease_ms);
+	snprintf(now, sizeof now, "%lld", outbox_now_ms());
+	{
+		const char *v[] = { obx.k_peers, obx.me, now, ttl };
+
+		rds_evalsha(outbox_peers_script, outbox_peers_cb, NULL, 1, 3, v, NULL);
+	}
+	for (sh = 0; sh < CONV_SHARDS; sh++) {
+		owned += obx.shards[sh].owned;
+		releasing += obx.shards[sh].releasing;
+	}
+	share = (CONV_SHARDS + obx.peers - 1) / (obx.peers > 0 ? obx.peers : 1);
+	take = share - owned;
+	for (sh = CONV_SHARDS - 1; sh >= 0 && owned - releasing > share; sh--)
+		if (obx.shards[sh].owned && !obx.shards[sh].releasing) {
+			obx.shards[sh].releasing = 1;
+			releasing++;
+		}
+	/* Our budget of takes goes to shards last seen free first, then to the others (their
+	 * holder may be gone). */
+	for (sh = 0; sh < CONV_SHARDS; sh++)
+		obx.shards[sh].try_take = 0;
+	for (pass = 0; pass < 2; pass++)
+		for (sh = 0; sh < CONV_SHARDS && take > 0; sh++) {
+			s = &obx.shards[sh];
+			if (!s->owned && !s->try_take && s->taken_by_other == pass) {
+				s->try_take = 1;
+				take--;
+			}
+		}
 	for (sh = 0; sh < CONV_SHARDS; sh++) {
 		s = &obx.shards[sh];
+		if (s->owned && s->releasing) {
+			if (owned - releasing < share)
+				s->releasing = 0;	/* an instance left: keep it after all */
+			else {
+				outbox_release_idle(s);
+				if (!s->owned)
+					continue;
+			}
+		}
 		if (s->renewing)
 			continue;
 		{
-			const char *v[] = { s->k_lease, obx.me, ttl, "1" };
+			const char *v[] = { s->k_lease, obx.me, ttl,
+			    s->owned || s->try_take ? "1" : "2" };
 
 			if (rds_evalsha(outbox_lease_script, outbox_lease_cb, s, 1, 3, v, NULL) == 0)
 				s->renewing = 1;
@@ -955,6 +1066,9 @@ outbox_init(struct event_base *base, const struct config *cfg)
 	outbox_settle_script = rds_script_add("outbox_settle", outbox_settle_lua);
 	outbox_fail_script = rds_script_add("outbox_fail", outbox_fail_lua);
 	outbox_rate_script = rds_script_add("outbox_rate", outbox_rate_lua);
+	outbox_peers_script = rds_script_add("outbox_peers", outbox_peers_lua);
+	obx.k_peers = rkey_instances();
+	obx.peers = 1;
 	obx.flush = event_new(base, -1, 0, outbox_flush_cb, NULL);
 	obx.resettle = evtimer_new(base, outbox_resettle_cb, NULL);
 	obx.poll = event_new(base, -1, 0, outbox_poll_cb, NULL);
@@ -1003,6 +1117,11 @@ outbox_release_leases(void)
 
 	outbox_flush_cb(-1, 0, NULL);
 	snprintf(ttl, sizeof ttl, "%d", obx.cfg->outbox_lease_ms);
+	{
+		const char *v[] = { obx.k_peers, obx.me, "0", "0" };
+
+		rds_evalsha(outbox_peers_script, outbox_noop_cb, NULL, 1, 3, v, NULL);
+	}
 	for (sh = 0; sh < CONV_SHARDS; sh++) {
 		s = &obx.shards[sh];
 		if (!s->owned)
@@ -1016,6 +1135,7 @@ outbox_release_leases(void)
 				obx.settling--;
 		}
 		s->owned = 0;
+		s->releasing = 0;
 	}
 }
 
@@ -1050,6 +1170,8 @@ outbox_free(void)
 	free(obx.rates);
 	obx.rates = NULL;
 	obx.nrates = 0;
+	free(obx.k_peers);
+	obx.k_peers = NULL;
 	if (obx.poll != NULL) {
 		event_free(obx.poll);
 		event_free(obx.pollev);
@@ -1083,6 +1205,18 @@ outbox_stats(unsigned long long *sent, unsigned long long *retried, unsigned lon
 	*sent = obx.sent;
 	*retried = obx.retried;
 	*dead = obx.dead;
+}
+
+/* How many shards this instance sends, and how many instances are alive, for /healthz. */
+void
+outbox_shares(int *held, int *instances)
+{
+	int sh;
+
+	*held = 0;
+	for (sh = 0; sh < CONV_SHARDS; sh++)
+		*held += obx.shards[sh].owned;
+	*instances = obx.peers;
 }
 
 /* Recoveries since start, for /healthz: own stranded entries reclaimed, consumer groups that were

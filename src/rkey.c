@@ -76,6 +76,13 @@ rkey_lease(int shard)
 	return xasprintf("%s{%d}:lease", rkey_prefix(), shard);
 }
 
+/* The instances alive (a sorted set by last tick), for sharing the shards evenly. */
+char *
+rkey_instances(void)
+{
+	return xasprintf("%sinstances", rkey_prefix());
+}
+
 /* A delivery report for one of our message ids: kept 7 days. */
 char *
 rkey_dlr(int shard, const char *id)
