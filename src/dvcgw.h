@@ -227,10 +227,22 @@ char	*xvasprintf(const char *, va_list) printflike(1, 0);
 void		 zalo_init(struct event_base *, const struct config *);
 void		 zalo_stop(void);
 http_fn		 zalo_webhook;
-void		 zalo_send(struct obx_msg *, const char *);
 void		 zalo_mac(const char *, const char *, size_t, const char *, const char *, char *);
 char		*zalo_json_number(const char *, size_t, const char *);
-long long	 zalo_night_wait_ms(long long);
+
+/* zalo_token.c */
+/* token: the OA access token, borrowed for the call; NULL with err saying why there is none. */
+typedef void zalo_token_cb(const char *token, const char *err, void *arg);
+void		 zalo_token_init(struct event_base *, const struct config *);
+void		 zalo_token_stop(void);
+void		 zalo_token_get(zalo_token_cb *, void *);
+void		 zalo_token_refused(const char *);
+
+/* zalo_send.c */
+void		 zalo_send_init(const struct config *);
+void		 zalo_send_stop(void);
+void		 zalo_send(struct obx_msg *, const char *);
+long long	 zalo_send_night_wait_ms(long long);
 
 /* log.c */
 #define LOG_DEBUG 0
