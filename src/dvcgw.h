@@ -52,6 +52,7 @@ struct config {
 	int	 listen_port, max_body, max_headers, request_timeout;
 	char	*redis_url, *redis_prefix;
 	int	 redis_timeout_ms, session_ttl, dedupe_ttl;
+	int	 redis_connect_timeout_ms;
 	char	*flows_dir;
 	json_t	*flows_vars;
 	char	*code_pattern, *time_zone, *log_level;
@@ -190,6 +191,7 @@ int		 outbox_dlr(const char *, const char *, rds_cb *, void *, char **);
 /* rds.c */
 int		 rds_script_add(const char *, const char *);
 int		 rds_start(struct event_base *, const char *, int, char **);
+void		 rds_set_connect_timeout(int);
 void		 rds_stop(void);
 int		 rds_ready(void);
 const char	*rds_error(void);

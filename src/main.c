@@ -212,6 +212,7 @@ gw_setup(struct config *cfg, struct flowset *fs)
 	fetch_init(gw.base);
 	outbox_init(gw.base, cfg);
 	zalo_init(gw.base, cfg);
+	rds_set_connect_timeout(cfg->redis_connect_timeout_ms);
 	if (rds_start(gw.base, cfg->redis_url, cfg->redis_timeout_ms, &cause) != 0)
 		fatalx("%s", cause);
 }
@@ -553,6 +554,7 @@ cmd_import(struct config *cfg, const char *path)
 		fprintf(stderr, "%s: %s\n", path, json_string_value(e));
 		bad++;
 	}
+	rds_set_connect_timeout(cfg->redis_connect_timeout_ms);
 	if ((rc = rds_connect_sync(cfg->redis_url, cfg->redis_timeout_ms, &cause)) == NULL) {
 		fprintf(stderr, "dvcgw import: %s\n", cause);
 		free(cause);
