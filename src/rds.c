@@ -460,6 +460,7 @@ rds_start(struct event_base *base, const char *url, int timeout_ms, char **cause
 	if (rds_parse_url(url, cause) != 0)
 		return -1;
 	rds.base = base;
+	rds.stopping = 0;
 	rds.timeout_ms = timeout_ms;
 	rds.backoff_ms = RDS_BACKOFF_MIN_MS;
 	TAILQ_INIT(&rds.pending);
