@@ -98,7 +98,7 @@ fill_backlog(int port, int *fds, int n)
 	usleep(200000);
 }
 
-/* What one callback saw. */
+/* What the last callback saw. */
 static struct {
 	int		 called;
 	int		 had_reply;
@@ -107,6 +107,7 @@ static struct {
 	long long	 at_ms;
 } got;
 
+/* Poll: stop the loop once Redis is ready. */
 static void
 ready_check_cb(evutil_socket_t fd, short events, void *arg)
 {
@@ -114,6 +115,7 @@ ready_check_cb(evutil_socket_t fd, short events, void *arg)
 		event_base_loopbreak(base);
 }
 
+/* The command's callback: record what it got and stop the loop. */
 static void
 rds_test_cb(struct redisReply *r, void *arg, const char *err)
 {
@@ -158,6 +160,7 @@ test_rds_command_deadline(void)
 	close(lfd);
 }
 
+/* Poll: stop the loop once Redis reports the connect timeout. */
 static void
 error_check_cb(evutil_socket_t fd, short events, void *arg)
 {
@@ -200,6 +203,7 @@ test_rds_connect_timeout(void)
 	close(lfd);
 }
 
+/* The transfer's callback: record what it got and stop the loop. */
 static void
 fetch_test_cb(long status, const char *body, size_t len, const char *err, void *arg)
 {
