@@ -37,6 +37,7 @@ static const struct cfg_key cfg_keys[] = {
 	S("redis.url", redis_url, "redis://127.0.0.1:6379/0"),
 	S("redis.prefix", redis_prefix, "dvcgw:"),
 	I("redis.timeout_ms", redis_timeout_ms, 2000, 10, 600000),
+	I("redis.connect_timeout_ms", redis_connect_timeout_ms, 2000, 10, 600000),
 	I("redis.session_ttl", session_ttl, 86400, 60, 90 * 86400),
 	I("redis.dedupe_ttl", dedupe_ttl, 172800, 60, 30 * 86400),
 	S("flows.dir", flows_dir, "flows"),

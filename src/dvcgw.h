@@ -83,6 +83,7 @@ struct config {
 	int	 listen_port, max_body, max_headers, request_timeout;
 	char	*redis_url, *redis_prefix;
 	int	 redis_timeout_ms, session_ttl, dedupe_ttl;
+	int	 redis_connect_timeout_ms;
 	char	*flows_dir;
 	json_t	*flows_vars;
 	char	*code_pattern, *time_zone, *log_level;
@@ -224,6 +225,7 @@ int		 outbox_dlr(const char *, const char *, rds_cb *, void *, char **);
 /* rds.c */
 int		 rds_script_add(const char *, const char *);
 int		 rds_start(struct event_base *, const char *, int, char **);
+void		 rds_set_connect_timeout(int);
 void		 rds_stop(void);
 int		 rds_ready(void);
 const char	*rds_error(void);
@@ -283,10 +285,22 @@ char	*xvasprintf(const char *, va_list) printflike(1, 0);
 void		 zalo_init(struct event_base *, const struct config *);
 void		 zalo_stop(void);
 http_fn		 zalo_webhook;
-void		 zalo_send(struct obx_msg *, const char *);
 void		 zalo_mac(const char *, const char *, size_t, const char *, const char *, char *);
 char		*zalo_json_number(const char *, size_t, const char *);
-long long	 zalo_night_wait_ms(long long);
+
+/* zalo_token.c */
+/* token: the OA access token, borrowed for the call; NULL with err saying why there is none. */
+typedef void zalo_token_cb(const char *token, const char *err, void *arg);
+void		 zalo_token_init(struct event_base *, const struct config *);
+void		 zalo_token_stop(void);
+void		 zalo_token_get(zalo_token_cb *, void *);
+void		 zalo_token_refused(const char *);
+
+/* zalo_send.c */
+void		 zalo_send_init(const struct config *);
+void		 zalo_send_stop(void);
+void		 zalo_send(struct obx_msg *, const char *);
+long long	 zalo_send_night_wait_ms(long long);
 
 /* log.c */
 #define LOG_DEBUG 0

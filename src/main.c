@@ -88,6 +88,7 @@ load_config(const char *path)
 		exit(1);
 	}
 	rkey_init(cfg->redis_prefix);
+	rds_set_connect_timeout(cfg->redis_connect_timeout_ms);
 	setenv("TZ", cfg->time_zone, 1);
 	tzset();
 	log_set_level(strcmp(cfg->log_level, "debug") == 0 ? LOG_DEBUG :

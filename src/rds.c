@@ -16,6 +16,7 @@
 #define RDS_BACKOFF_MIN_MS	100
 #define RDS_BACKOFF_MAX_MS	5000
 #define RDS_MAX_SCRIPTS		16
+#define RDS_CONNECT_TIMEOUT_MS	2000	/* until rds_set_connect_timeout (redis.connect_timeout_ms) */
 
 /* One command in flight. Freed by rds_reply_cb, the only place hiredis hands it back. */
 struct rds_pending {
@@ -37,14 +38,15 @@ static struct {
 	struct event_base	*base;
 	redisAsyncContext	*ac;
 	char			*host, *path;
-	int			 port, db, timeout_ms;
+	int			 port, db, timeout_ms, connect_timeout_ms;
 	int			 state;
 #define RDS_DOWN	0
 #define RDS_CONNECTING	1
 #define RDS_LOADING	2	/* connected, SELECT and SCRIPT LOAD in flight */
 #define RDS_READY	3
 	int			 backoff_ms, loading, stopping;
-	struct event		*retry, *sweep;
+	int			 load_left;	/* SELECT and SCRIPT LOADs not answered yet */
+	struct event		*retry, *sweep, *connect_timer;
 	struct rds_pendings	 pending;
 	struct rds_script	 scripts[RDS_MAX_SCRIPTS];
 	int			 nscripts;
@@ -53,6 +55,23 @@ static struct {
 } rds;
 
 static void	rds_connect(void);
+
+/* How long a connection attempt may take, async and sync (redis.connect_timeout_ms). */
+void
+rds_set_connect_timeout(int ms)
+{
+	rds.connect_timeout_ms = ms;
+}
+
+/* The connect timeout in effect, as a timeval. */
+static struct timeval
+rds_connect_tv(void)
+{
+	int ms = rds.connect_timeout_ms > 0 ? rds.connect_timeout_ms : RDS_CONNECT_TIMEOUT_MS;
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	return tv;
+}
 
 /* Register a Lua script; returns its handle for rds_evalsha. Before rds_start only. */
 int
@@ -269,6 +288,20 @@ rds_sweep_cb(evutil_socket_t fd, short events, void *arg)
 	rds.ac = NULL;
 }
 
+/* One of the commands sent on connect succeeded: ready once every one has. */
+static void
+rds_loading_done(void)
+{
+	if (--rds.load_left > 0 || rds.state != RDS_LOADING)
+		return;
+	rds.state = RDS_READY;
+	rds.backoff_ms = RDS_BACKOFF_MIN_MS;
+	free(rds.last_error);
+	rds.last_error = NULL;
+	log_info("redis: ready (%d scripts)", rds.nscripts);
+}
+
+/* A SCRIPT LOAD came back: keep the sha, or give up on this connection. */
 static void
 rds_loaded_cb(struct redisReply *reply, void *arg, const char *err)
 {
@@ -284,22 +317,24 @@ rds_loaded_cb(struct redisReply *reply, void *arg, const char *err)
 	}
 	memcpy(s->sha, reply->str, 40);
 	s->sha[40] = '\0';
-	if (s == &rds.scripts[rds.nscripts - 1] && rds.state == RDS_LOADING) {
-		rds.state = RDS_READY;
-		rds.backoff_ms = RDS_BACKOFF_MIN_MS;
-		free(rds.last_error);
-		rds.last_error = NULL;
-		log_info("redis: ready (%d scripts)", rds.nscripts);
-	}
+	rds_loading_done();
 }
 
+/* The SELECT of redis.url's database came back: a refusal (no such database) leaves Redis unusable,
+ * not quietly on database 0. */
 static void
 rds_select_cb(struct redisReply *reply, void *arg, const char *err)
 {
 	if (reply == NULL || err != NULL) {
 		log_error("redis: SELECT %d: %s", rds.db, err ? err : "no answer");
-		rds_set_error("SELECT %d failed: %s", rds.db, err ? err : "no answer");
+		rds_set_error("cannot select Redis database %d (redis.url): %s", rds.db,
+		    err ? err : "no answer");
+		if (rds.ac != NULL && rds.state != RDS_DOWN)
+			redisAsyncDisconnect(rds.ac);
+		rds.state = RDS_DOWN;
+		return;
 	}
+	rds_loading_done();
 }
 
 static void
@@ -307,6 +342,8 @@ rds_connect_cb(const redisAsyncContext *ac, int status)
 {
 	int i;
 
+	if (rds.connect_timer != NULL)
+		evtimer_del(rds.connect_timer);
 	if (status != REDIS_OK) {
 		/* hiredis frees the context after this callback. */
 		rds_set_error("cannot connect to Redis: %s", ac->errstr);
@@ -318,13 +355,34 @@ rds_connect_cb(const redisAsyncContext *ac, int status)
 	}
 	rds.state = RDS_LOADING;
 	rds.loading = 1;
-	if (rds.db != 0)
-		rds_command(rds_select_cb, NULL, "SELECT %d", rds.db);
+	rds.load_left = 1;	/* held until every command is sent */
+	if (rds.db != 0 && rds_command(rds_select_cb, NULL, "SELECT %d", rds.db) == 0)
+		rds.load_left++;
 	for (i = 0; i < rds.nscripts; i++)
-		rds_command(rds_loaded_cb, &rds.scripts[i], "SCRIPT LOAD %s", rds.scripts[i].src);
+		if (rds_command(rds_loaded_cb, &rds.scripts[i], "SCRIPT LOAD %s",
+		    rds.scripts[i].src) == 0)
+			rds.load_left++;
 	rds.loading = 0;
-	if (rds.nscripts == 0)
-		rds.state = RDS_READY;
+	rds_loading_done();
+}
+
+/* A connection attempt got no answer within redis.connect_timeout_ms (SYNs dropped, a peer that
+ * never accepts): give it up and retry with the backoff. hiredis does not call the connect callback
+ * for a context freed while connecting. */
+static void
+rds_connect_timeout_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct timeval tv = rds_connect_tv();
+
+	if (rds.state != RDS_CONNECTING || rds.ac == NULL)
+		return;
+	rds_set_error("cannot connect to Redis: no answer within %ld ms (redis.connect_timeout_ms)",
+	    (long)tv.tv_sec * 1000 + (long)tv.tv_usec / 1000);
+	log_warn("redis: %s; retrying in %d ms", rds_error(), rds.backoff_ms);
+	redisAsyncFree(rds.ac);
+	rds.ac = NULL;
+	rds.state = RDS_DOWN;
+	rds_schedule_retry();
 }
 
 static void
@@ -343,6 +401,7 @@ static void
 rds_connect(void)
 {
 	redisAsyncContext *ac;
+	struct timeval tv;
 
 	if (rds.path != NULL)
 		ac = redisAsyncConnectUnix(rds.path);
@@ -360,6 +419,8 @@ rds_connect(void)
 	redisLibeventAttach(ac, rds.base);
 	redisAsyncSetConnectCallback(ac, rds_connect_cb);
 	redisAsyncSetDisconnectCallback(ac, rds_disconnect_cb);
+	tv = rds_connect_tv();
+	evtimer_add(rds.connect_timer, &tv);
 }
 
 /* Parse "redis://HOST:PORT/DB" or "unix:///path". 0, or -1 with *cause. */
@@ -399,10 +460,12 @@ rds_start(struct event_base *base, const char *url, int timeout_ms, char **cause
 	if (rds_parse_url(url, cause) != 0)
 		return -1;
 	rds.base = base;
+	rds.stopping = 0;
 	rds.timeout_ms = timeout_ms;
 	rds.backoff_ms = RDS_BACKOFF_MIN_MS;
 	TAILQ_INIT(&rds.pending);
 	rds.retry = evtimer_new(base, rds_retry_cb, NULL);
+	rds.connect_timer = evtimer_new(base, rds_connect_timeout_cb, NULL);
 	rds.sweep = event_new(base, -1, EV_PERSIST, rds_sweep_cb, NULL);
 	evtimer_add(rds.sweep, &tv);
 	rds_connect();
@@ -434,7 +497,9 @@ rds_stop(void)
 		event_free(rds.retry);
 	if (rds.sweep != NULL)
 		event_free(rds.sweep);
-	rds.retry = rds.sweep = NULL;
+	if (rds.connect_timer != NULL)
+		event_free(rds.connect_timer);
+	rds.retry = rds.sweep = rds.connect_timer = NULL;
 	free(rds.host);
 	free(rds.path);
 	free(rds.last_error);
@@ -448,11 +513,12 @@ rds_connect_sync(const char *url, int timeout_ms, char **cause)
 	redisContext *c;
 	redisReply *r;
 	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+	struct timeval ctv = rds_connect_tv();
 
 	if (rds_parse_url(url, cause) != 0)
 		return NULL;
-	c = rds.path ? redisConnectUnixWithTimeout(rds.path, tv) :
-	    redisConnectWithTimeout(rds.host, rds.port, tv);
+	c = rds.path ? redisConnectUnixWithTimeout(rds.path, ctv) :
+	    redisConnectWithTimeout(rds.host, rds.port, ctv);
 	if (c == NULL || c->err) {
 		*cause = xasprintf("cannot connect to Redis at %s: %s", url,
 		    c ? c->errstr : "out of memory");
@@ -462,6 +528,13 @@ rds_connect_sync(const char *url, int timeout_ms, char **cause)
 	redisSetTimeout(c, tv);
 	if (rds.db != 0) {
 		r = redisCommand(c, "SELECT %d", rds.db);
+		if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+			*cause = xasprintf("cannot select database %d on Redis at %s: %s", rds.db,
+			    url, r ? r->str : c->errstr);
+			freeReplyObject(r);
+			redisFree(c);
+			return NULL;
+		}
 		freeReplyObject(r);
 	}
 	return c;

@@ -1,7 +1,7 @@
 /* fuzz_zalo.c: libFuzzer target for the pure helpers of the Zalo webhook, the input being a raw
  * webhook body: zalo_json_number gives the exact token of a top-level number (agreeing with jansson
  * wherever the webhook would parse the body), zalo_mac is the plain SHA-256 of app_id, body,
- * timestamp and secret (computed here independently), and zalo_night_wait_ms waits at most a day, to
+ * timestamp and secret (computed here independently), and zalo_send_night_wait_ms waits at most a day, to
  * the next 06:00 at night. Every property below aborts when it does not hold. */
 #include <stdint.h>
 #include <stdio.h>
@@ -109,7 +109,7 @@ check_mac(const char *app, const char *body, size_t len, const char *ts)
 	free(cat);
 }
 
-/* zalo_night_wait_ms(ms), ms >= 0: within [0, 24 h]; 5 minutes when the local time is day
+/* zalo_send_night_wait_ms(ms), ms >= 0: within [0, 24 h]; 5 minutes when the local time is day
  * (06:00-22:00), else exactly to the next 06:00:00.000 (the same day before 06:00, the next day
  * after 22:00). */
 static void
@@ -120,7 +120,7 @@ check_night(long long ms)
 	long long	 w;
 
 	CHECK(ms >= 0);
-	w = zalo_night_wait_ms(ms);
+	w = zalo_send_night_wait_ms(ms);
 	CHECK(w >= 0 && w <= DAY_MS);
 	t = (time_t)(ms / 1000);
 	CHECK(localtime_r(&t, &tm) != NULL);

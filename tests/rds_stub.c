@@ -36,6 +36,11 @@ rds_start(struct event_base *base, const char *url, int timeout_ms, char **cause
 }
 
 void
+rds_set_connect_timeout(int ms)
+{
+}
+
+void
 rds_stop(void)
 {
 }

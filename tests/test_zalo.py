@@ -664,6 +664,54 @@ def test_stale_and_future_events_refused(env, z):
 
 
 @with_zalo
+def test_stop_with_refresh_and_fallback_lookup_pending(env, z):
+    """SIGTERM while a token refresh waits for a slow OAuth server and an SMS-fallback phone lookup
+    waits for a stopped Redis: at the drain deadline the daemon frees everything, and the lookup's
+    late callback (rds_stop calls it) must not touch the freed send. Under the ASan build a use after
+    free is a report and a non-zero exit."""
+    z.plan = [("held", -213)]      # the first send: "not a follower", once released
+    g = setup(env, z, demo=False, redis__timeout_ms=60000)
+    post(g, text_ev(USERS[0], "menu", "stop1"))
+    wait_until(lambda: len(z.sends) == 1, 5, "the first send")
+    z.token = "acc-rotated"         # the second send's token is refused: a refresh starts
+    z.oauth_delay = 30
+    post(g, text_ev(USERS[1], "menu", "stop2"))
+    wait_until(lambda: len(z.oauth) == 1, 5, "the token refresh")
+    env.redis.pause()
+    try:
+        z.release.set()             # -213: the phone lookup goes to the stopped Redis
+        time.sleep(0.5)
+        rc = g.stop()
+    finally:
+        env.redis.resume()
+    logs = g.logs()
+    assert "still pending" in logs, logs[-3000:]   # the deadline came with both in flight
+    assert rc == 0 and "AddressSanitizer" not in logs and "runtime error" not in logs, \
+        (rc, logs[-6000:])
+
+
+@with_zalo
+def test_stop_with_token_store_pending(env, z):
+    """SIGTERM while the refreshed pair is being written to a stopped Redis: the store's late callback
+    (rds_stop calls it) must not touch the token state zalo_token_stop freed (its retry timer)."""
+    z.token = "acc-issued-elsewhere"    # the first send's token is refused: a refresh starts
+    z.oauth_delay = 1.0
+    g = setup(env, z, demo=False, redis__timeout_ms=60000)
+    post(g, text_ev(USER, "menu", "stop3"))
+    wait_until(lambda: len(z.oauth) == 1, 5, "the token refresh")
+    env.redis.pause()               # the OAuth answer comes in 1 s; its HSET waits
+    try:
+        time.sleep(1.5)
+        rc = g.stop()
+    finally:
+        env.redis.resume()
+    logs = g.logs()
+    assert "still pending" in logs, logs[-3000:]
+    assert rc == 0 and "AddressSanitizer" not in logs and "runtime error" not in logs, \
+        (rc, logs[-6000:])
+
+
+@with_zalo
 def test_unsigned_bodies_are_not_parsed(env, z):
     """The signature is checked on the raw bytes before any JSON parse: a large unsigned body that is
     not JSON at all gets 401 (not a parse error), one over the event size 413, and a flood of them

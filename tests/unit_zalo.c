@@ -70,7 +70,7 @@ test_json_number(void)
 	}
 }
 
-/* zalo_night_wait_ms in Asia/Ho_Chi_Minh (UTC+7, no DST). */
+/* zalo_send_night_wait_ms in Asia/Ho_Chi_Minh (UTC+7, no DST). */
 static void
 test_night_wait(void)
 {
@@ -93,12 +93,12 @@ test_night_wait(void)
 	setenv("TZ", "Asia/Ho_Chi_Minh", 1);
 	tzset();
 	for (i = 0; i < sizeof t / sizeof t[0]; i++) {
-		got = zalo_night_wait_ms(t[i].now * 1000);
+		got = zalo_send_night_wait_ms(t[i].now * 1000);
 		CHECK(got == t[i].want_ms, "%s: got %lld ms, want %lld", t[i].what, got,
 		    t[i].want_ms);
 	}
 	/* milliseconds count too */
-	got = zalo_night_wait_ms(1710086400LL * 1000 + 250);
+	got = zalo_send_night_wait_ms(1710086400LL * 1000 + 250);
 	CHECK(got == 7LL * 3600 * 1000 - 250, "23:00:00.250: got %lld", got);
 }
 

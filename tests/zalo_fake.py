@@ -33,7 +33,8 @@ def mac(app_id, body, timestamp, secret=OA_SECRET):
 class FakeZalo(harness.FakeServer):
     """Answers sends with success unless told otherwise: `plan` is a list of answers used one per send
     request, in order: ("error", code) (HTTP 200 with that error), ("http", status), ("hang", s)
-    (answer only after s seconds or release), ("garbage",). A send with another access_token than
+    (answer only after s seconds or release), ("held", code) (that error, once released),
+    ("garbage",). A send with another access_token than
     `token` gets -216, as Zalo does. OAuth refreshes rotate the pair; `oauth_plan` works the same
     way: ("error", code, name) with HTTP 200, ("http", status)."""
 
@@ -108,6 +109,9 @@ class FakeZalo(harness.FakeServer):
             self.release.wait(answer[1])
             answer = ("http", 503)
             rec["answer"] = answer
+        elif answer[0] == "held":
+            self.release.wait(30)
+            answer = ("error", answer[1])
         if answer[0] == "ok":
             h._answer(200, {"error": 0, "message": "Success",
                             "data": {"message_id": "mid-%d" % len(self.sends),
