@@ -1,10 +1,11 @@
 /* unit_async.c: the event-driven parts on a real event_base, each under a watchdog timer (hiredis
  * test.c shape): the Redis command deadline (rds.c's sweep), the Redis connect timeout, and a curl
  * transfer's timeout (fetch.c). The peers are sockets of this process that accept connections (the
- * kernel completes the handshake) and never answer. The outbox retry timer is not covered here: it
- * needs outbox.c's Redis streams and scripts. */
+ * kernel completes the handshake) and never answer. The outbox retry timer runs against a real
+ * redis-server started here and an HTTP provider of this process that refuses the first send. */
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -16,8 +17,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/listener.h>
 #include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
 
 #include "dvcgw.h"
 #include "unit.h"
@@ -239,6 +246,212 @@ test_fetch_timeout(void)
 	close(lfd);
 }
 
+
+/* The fake SMS provider: answers 503 to its first request and 200 to the others, noting when
+ * each arrived. */
+static struct {
+	int		 n;
+	long long	 at_ms[8];
+	char		 body[512];
+} prov;
+
+static void
+prov_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer_ptr end;
+	size_t hdr, clen = 0;
+	char *h, *cl;
+
+	end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+	if (end.pos < 0)
+		return;
+	hdr = (size_t)end.pos + 4;
+	h = xmalloc(hdr + 1);
+	evbuffer_copyout(in, h, hdr);
+	h[hdr] = '\0';
+	if ((cl = strcasestr(h, "\ncontent-length:")) != NULL)
+		clen = (size_t)strtoul(cl + 16, NULL, 10);
+	free(h);
+	if (evbuffer_get_length(in) < hdr + clen)
+		return;
+	evbuffer_drain(in, hdr);
+	if (clen < sizeof prov.body) {
+		evbuffer_remove(in, prov.body, clen);
+		prov.body[clen] = '\0';
+	} else
+		evbuffer_drain(in, clen);
+	if (prov.n < 8)
+		prov.at_ms[prov.n] = now_ms();
+	evbuffer_add_printf(bufferevent_get_output(bev), prov.n++ == 0 ?
+	    "HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy" :
+	    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+}
+
+static void
+prov_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+		bufferevent_free(bev);
+}
+
+static void
+prov_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+    void *arg)
+{
+	struct bufferevent *bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+
+	bufferevent_setcb(bev, prov_read_cb, NULL, prov_event_cb, NULL);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+/* A private redis-server on a free port; its pid. */
+static pid_t
+redis_start(int port)
+{
+	char ps[16], cmd[64];
+	redisContext *c;
+	pid_t pid;
+	int i;
+
+	snprintf(ps, sizeof ps, "%d", port);
+	if ((pid = fork()) == 0) {
+		int fd = open("/dev/null", O_WRONLY);
+
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execlp("redis-server", "redis-server", "--port", ps, "--bind", "127.0.0.1",
+		    "--save", "", "--appendonly", "no", (char *)NULL);
+		_exit(127);
+	}
+	for (i = 0; i < 100; i++) {
+		struct timeval tv = { 0, 100000 };
+
+		if ((c = redisConnectWithTimeout("127.0.0.1", port, tv)) != NULL && c->err == 0) {
+			redisReply *r = redisCommand(c, "PING");
+
+			freeReplyObject(r);
+			redisFree(c);
+			if (r != NULL)
+				return pid;
+		}
+		if (c != NULL)
+			redisFree(c);
+		usleep(50000);
+	}
+	snprintf(cmd, sizeof cmd, "redis-server did not start on %d", port);
+	CHECK(0, "%s", cmd);
+	return pid;
+}
+
+/* Poll: stop the loop once the queued reply is sent and settled (the stream is empty). */
+static redisContext *obx_sync;
+
+static void
+settled_check_cb(evutil_socket_t fd, short events, void *arg)
+{
+	redisReply *r;
+
+	if (prov.n < 2)
+		return;
+	r = redisCommand(obx_sync, "XLEN ut:{0}:outbox");
+	if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 0)
+		event_base_loopbreak(base);
+	freeReplyObject(r);
+}
+
+/* A reply the provider refuses with 503 is retried by the outbox's timer after the backoff
+ * (retry_base_ms 200: between 100 and 200 ms with jitter), sent once it is accepted, and
+ * settled. */
+static void
+test_outbox_retry_timer(void)
+{
+	char path[] = "/tmp/dvcgw-unit-async-XXXXXX", *cause = NULL, url[64];
+	struct evconnlistener *l;
+	struct sockaddr_in sin;
+	struct config *cfg;
+	struct event *poll;
+	struct timeval tv = { 0, 20000 };
+	unsigned long long sent, retried, dead;
+	json_t *errors = NULL;
+	redisReply *r;
+	socklen_t len = sizeof sin;
+	int rport, pport, lfd, fd, status;
+	pid_t pid;
+	FILE *f;
+
+	lfd = listener(16, &rport);	/* a free port for Redis */
+	close(lfd);
+	pid = redis_start(rport);
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	l = evconnlistener_new_bind(base, prov_accept_cb, NULL, LEV_OPT_CLOSE_ON_FREE |
+	    LEV_OPT_REUSEABLE, 16, (struct sockaddr *)&sin, sizeof sin);
+	CHECK(l != NULL, "no provider listener");
+	getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&sin, &len);
+	pport = ntohs(sin.sin_port);
+
+	if ((fd = mkstemp(path)) < 0 || (f = fdopen(fd, "w")) == NULL)
+		exit(2);
+	fprintf(f, "{\"redis\": {\"url\": \"redis://127.0.0.1:%d/0\", \"prefix\": \"ut:\"},"
+	    "\"sms\": {\"driver\": \"http\", \"http\": {\"url\": \"http://127.0.0.1:%d/send\"},"
+	    " \"kannel\": {\"from\": \"8077\"}},"
+	    "\"outbox\": {\"retry_base_ms\": 200, \"retry_max_ms\": 400, \"max_attempts\": 5,"
+	    " \"lease_ms\": 1500}}", rport, pport);
+	fclose(f);
+	cfg = config_load(path, &errors);
+	unlink(path);
+	CHECK(cfg != NULL, "config: %s", errors ? json_string_value(json_array_get(errors, 0)) :
+	    "");
+	if (cfg == NULL)
+		return;
+	rkey_init(cfg->redis_prefix);
+	snprintf(url, sizeof url, "%s", cfg->redis_url);
+	{
+		struct timeval ctv = { 1, 0 };
+
+		obx_sync = redisConnectWithTimeout("127.0.0.1", rport, ctv);
+	}
+	r = redisCommand(obx_sync, "XADD ut:{0}:outbox * ch sms to 84912345678 from x text %s att 0",
+	    "Ho so da tiep nhan");
+	CHECK(r != NULL && r->type == REDIS_REPLY_STRING, "XADD failed");
+	freeReplyObject(r);
+
+	fetch_init(base);
+	channel_init(base, cfg);
+	outbox_init(base, cfg);
+	CHECK(rds_start(base, url, 1000, &cause) == 0, "rds_start: %s", cause ? cause : "");
+	memset(&prov, 0, sizeof prov);
+	poll = event_new(base, -1, EV_PERSIST, settled_check_cb, NULL);
+	event_add(poll, &tv);
+	CHECK(run_loop() == 0, "the watchdog fired: %d sends, none settled within %d ms", prov.n,
+	    WATCHDOG_MS);
+	event_free(poll);
+	outbox_stats(&sent, &retried, &dead);
+	CHECK(prov.n == 2, "%d sends, want 2 (refused, then accepted)", prov.n);
+	CHECK(prov.n < 2 || (prov.at_ms[1] - prov.at_ms[0] >= 90 &&
+	    prov.at_ms[1] - prov.at_ms[0] < 1500), "retried after %lld ms, backoff 100-200",
+	    prov.at_ms[1] - prov.at_ms[0]);
+	CHECK(sent == 1 && retried == 1 && dead == 0, "sent %llu retried %llu dead %llu", sent,
+	    retried, dead);
+	CHECK(strstr(prov.body, "\"to\":\"84912345678\"") != NULL &&
+	    strstr(prov.body, "\"from\":\"8077\"") != NULL, "body %s", prov.body);
+
+	outbox_stop_taking();
+	outbox_free();
+	smsout_free();
+	channel_flush();
+	fetch_stop();
+	rds_stop();
+	rkey_free();
+	config_free(cfg);
+	evconnlistener_free(l);
+	redisFree(obx_sync);
+	kill(pid, SIGTERM);
+	waitpid(pid, &status, 0);
+}
+
 int
 main(void)
 {
@@ -248,6 +461,7 @@ main(void)
 	test_rds_command_deadline();
 	test_rds_connect_timeout();
 	test_fetch_timeout();
+	test_outbox_retry_timer();
 	event_base_free(base);
 	UNIT_END();
 }
