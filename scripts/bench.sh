@@ -253,9 +253,10 @@ check_run bare "$TMP/bare.out"
 # OA secret key), as Zalo signs them. Enough for twice the SMS rate, each msg_id unique.
 ZN=$(awk -v r="$(wrk_rps "$TMP/turns.out")" -v s="$SECS" 'BEGIN { printf "%d\n", r * s * 2 + 20000 }')
 python3 - "$TMP/zalo.signed" "$ZN" "$USERS" <<'PY' || die "signing the Zalo webhook bodies failed"
-import hashlib, json, sys
+import hashlib, json, sys, time
 path, n, users = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-app, secret, ts = "4370918234512345", "bench-oa-secret", "1764115200000"
+# now: events older than zalo.max_event_age_s are refused
+app, secret, ts = "4370918234512345", "bench-oa-secret", str(int(time.time() * 1000))
 texts = ["HS 000.00.20.H21-231125-0001", "1", "HS 000.00.20.H21-231125-0001", "MENU"]
 with open(path, "w") as f:
     for i in range(n):

@@ -10,6 +10,7 @@
 
 static regex_t	dossier_re;
 static int	dossier_re_set;
+static int	dossier_re_default;	/* the pattern is DOSSIER_DEFAULT_PATTERN */
 
 static const char *dossier_statuses[] = {
 	"Mới đăng ký",
@@ -53,6 +54,7 @@ dossier_set_pattern(const char *pattern, char **cause)
 		regfree(&dossier_re);
 	dossier_re = re;
 	dossier_re_set = 1;
+	dossier_re_default = strcmp(pattern, DOSSIER_DEFAULT_PATTERN) == 0;
 	return 0;
 }
 
@@ -137,6 +139,55 @@ dossier_dots(const char *s, char *out)
 	return 1;
 }
 
+/* Whether s (upper case, no spaces) is a provincial code typed wrong rather than another
+ * authority's code: it carries the receiving unit's marker (".H21-", ".H21" at its end) or three
+ * dots, which national portal codes ("G22.99-231125-0107") never do. */
+static int
+dossier_damaged(const char *s)
+{
+	const char	*p;
+	int		 dots = 0;
+
+	if (!dossier_re_default)
+		return 0;	/* an operator's own pattern: no guessing at its shape */
+	for (p = s; *p != '\0'; p++) {
+		dots += *p == '.';
+		if (p[0] == '.' && p[1] >= 'A' && p[1] <= 'Z' && isdigit((unsigned char)p[2]) &&
+		    isdigit((unsigned char)p[3]) && (p[4] == '-' || p[4] == '\0'))
+			return 1;
+	}
+	return dots >= 3;
+}
+
+/* Rebuild a code typed with its separators lost or swapped for spaces ("000 00 20 H21 231125
+ * 0001", "000.00.20.H21-2311250001"): digits and the unit's one letter alone, then the dashes
+ * before the last 4 and 10 characters (date and number) and the unit part's dots. */
+static int
+dossier_rebuild(const char *s, char *out)
+{
+	char	 bare[DOSSIER_CODE_MAX], try[DOSSIER_CODE_MAX];
+	size_t	 n = 0, letters = 0;
+
+	if (!isdigit((unsigned char)*s) || strspn(s, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ.-") !=
+	    strlen(s))
+		return 0;	/* "HS000..." is a keyword glued to a code; "#" is no separator */
+	for (; *s != '\0'; s++)
+		if (isalnum((unsigned char)*s)) {
+			letters += isalpha((unsigned char)*s) != 0;
+			bare[n++] = *s;
+		}
+	bare[n] = '\0';
+	if (n < 15 || n + 3 > sizeof try || letters != 1)
+		return 0;
+	snprintf(try, sizeof try, "%.*s-%.6s-%.4s", (int)(n - 10), bare, bare + n - 10,
+	    bare + n - 4);
+	if (dossier_match(try)) {
+		strcpy(out, try);
+		return 1;
+	}
+	return dossier_dots(try, out);
+}
+
 /* Normalise a dossier code typed by a citizen; cause may be NULL when the reason is not wanted. */
 int
 dossier_code_normalise(const char *in, char *out, char **cause)
@@ -170,9 +221,9 @@ dossier_code_normalise(const char *in, char *out, char **cause)
 		memcpy(out, s, n + 1);
 		return DCODE_OK;
 	}
-	if (dossier_dots(s, out))
+	if (dossier_dots(s, out) || dossier_rebuild(s, out))
 		return DCODE_OK;
-	if (dossier_other(s)) {
+	if (dossier_other(s) && !dossier_damaged(s)) {
 		memcpy(out, s, n + 1);
 		return DCODE_OTHER;
 	}
@@ -210,6 +261,35 @@ dossier_code_guess(const char *text, char *out)
 					return 1;
 			}
 			e += strspn(e, " \t\r\n");
+		}
+	}
+	out[0] = '\0';
+	return 0;
+}
+
+/* Find a word that is a provincial code typed wrong (see dossier_damaged): 1 and the word in out
+ * (DOSSIER_CODE_MAX), so the citizen is told the expected shape rather than nothing. */
+int
+dossier_code_suspect(const char *text, char *out)
+{
+	const char	*p, *e;
+	size_t		 n, i;
+
+	for (p = text; *p != '\0'; p = e) {
+		p += strspn(p, " \t\r\n");
+		e = p + strcspn(p, " \t\r\n");
+		while (p < e && !isalnum((unsigned char)*p))
+			p++;
+		for (n = (size_t)(e - p); n > 0 && !isalnum((unsigned char)p[n - 1]); n--)
+			continue;
+		if (n == 0 || n >= DOSSIER_CODE_MAX)
+			continue;
+		for (i = 0; i < n; i++)
+			out[i] = (char)toupper((unsigned char)p[i]);
+		out[n] = '\0';
+		if (dossier_damaged(out)) {
+			memcpy(out, p, n);
+			return 1;
 		}
 	}
 	out[0] = '\0';

@@ -17,13 +17,18 @@
 /* Compile the code pattern (POSIX extended regex). 0, or -1 with *cause. NULL restores the default. */
 int	 dossier_set_pattern(const char *pattern, char **cause);
 /* Normalise what a citizen typed: upper-case, spaces removed, unicode dashes to '-', trailing
- * punctuation dropped, missing dots in the unit part restored when exactly one placement matches.
+ * punctuation dropped, missing dots in the unit part restored when exactly one placement matches,
+ * separators lost or typed as spaces rebuilt (dashes before the last 10 and 4 characters). A
+ * string with the unit marker (".H21-") that still does not match is DCODE_BAD, not another code.
  * out has DOSSIER_CODE_MAX bytes. Returns DCODE_OK, DCODE_OTHER or DCODE_BAD. */
 int	 dossier_code_normalise(const char *in, char *out, char **cause);
 /* Find a code in a whole message ("HS 000.00.20.H21-231125-0001", "tra cứu 000...", or the code
  * alone): 1 and out filled (DOSSIER_CODE_MAX) when some suffix of the text after at most three
  * leading words normalises to DCODE_OK, else 0. Used to prefetch the dossier with the session. */
 int	 dossier_code_guess(const char *text, char *out);
+/* A word of the message that is a provincial code typed wrong (it has the unit marker ".H21" or
+ * three dots but does not normalise): 1 and the word in out (DOSSIER_CODE_MAX), else 0. */
+int	 dossier_code_suspect(const char *text, char *out);
 /* Status text for a national status code 1-10 (with diacritics), NULL when out of range. */
 const char *dossier_status_text(int status);
 /* "Nguyễn Văn An" -> "Nguyễn V** A**": first word kept, every later word its first letter + "**". */

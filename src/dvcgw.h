@@ -254,6 +254,7 @@ char		*rkey_zalo(const char *, const char *);
 
 /* sms.c */
 http_fn		 sms_kannel, sms_inbound, sms_dlr;
+unsigned long long sms_not_answered(void);
 
 /* smsout.c */
 char		*smsout_check(const struct config *);

@@ -153,6 +153,54 @@ keyword_find(const struct flowset *fs, const char *fold)
 	return NULL;
 }
 
+/* An "anywhere" keyword whose words appear together anywhere in the folded input ("cho em hoi
+ * cach nop ho so a"); the longest when several do ("chao ban, quen mat khau" is about the
+ * password), or NULL. */
+static const struct flow_global_keyword *
+keyword_find_anywhere(const struct flowset *fs, const char *fold)
+{
+	const struct flow_keyword	*best = NULL;
+	const char			*p;
+	size_t				 i, n, bestn = 0;
+
+	for (i = 0; i < fs->nkwords; i++) {
+		if (fs->kwords[i].sp == NULL || (n = strlen(fs->kwords[i].sp)) <= bestn)
+			continue;
+		for (p = fold; (p = strstr(p, fs->kwords[i].sp)) != NULL; p++)
+			if ((p == fold || p[-1] == ' ') && (p[n] == '\0' || p[n] == ' ')) {
+				best = &fs->kwords[i];
+				bestn = n;
+				break;
+			}
+	}
+	return best != NULL ? &fs->kws[best->idx] : NULL;
+}
+
+/* The folded input without the filler words at its end ("xin chao a", "1 nhe"), or NULL when it
+ * ends with none. */
+static char *
+flow_strip_fillers(const struct flowset *fs, const char *fold)
+{
+	char	*s = xstrdup(fold), *sp;
+	size_t	 i;
+	int	 cut = 0, again = 1;
+
+	while (again && (sp = strrchr(s, ' ')) != NULL) {
+		again = 0;
+		for (i = 0; i < fs->nfillers; i++)
+			if (strcmp(sp + 1, fs->fillers[i]) == 0) {
+				*sp = '\0';
+				cut = again = 1;
+				break;
+			}
+	}
+	if (!cut) {
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
 /* A capturing keyword the input starts with, followed by an argument: "HS <code>", "tra cứu <code>",
  * "tracuu <code>" (the first 1-3 words fold to the keyword) or glued "HS<code>" (the first word's fold
  * starts with the keyword followed by a digit). Fills *value (and *copy to free) from the argument. */
@@ -325,8 +373,8 @@ action_lookup_dossier(const struct flowset *fs, const struct flow_input *in, con
 	return 0;
 }
 
-/* The session's current state, or the start state (*fresh set) when there is none, it no longer
- * exists or the user was idle too long in its flow. */
+/* The session's current state, or the start state with *fresh set when there is none or it no
+ * longer exists (1), or the user was idle too long in its flow (2). */
 static int
 session_state(const struct flowset *fs, const json_t *session, int64_t now, int *fresh)
 {
@@ -340,8 +388,10 @@ session_state(const struct flowset *fs, const json_t *session, int64_t now, int 
 		return fs->start;
 	t = json_object_get(session, "t");
 	if (json_is_integer(t) &&
-	    now - json_integer_value(t) > fs->flows[fs->states[i].flow].idle)
+	    now - json_integer_value(t) > fs->flows[fs->states[i].flow].idle) {
+		*fresh = 2;
 		return fs->start;
+	}
 	*fresh = 0;
 	return i;
 }
@@ -395,7 +445,8 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 	enum step_kind				 kind;
 	struct flow_buf				 b = { NULL, 0, 0 };
 	json_t					*svars, *avars = NULL, *v, *reply;
-	char					*trim, *fold, *copy = NULL, guess[DOSSIER_CODE_MAX];
+	char					*trim, *fold, *core, *copy = NULL;
+	char					 guess[DOSSIER_CODE_MAX];
 	int					 cur, target = -1, fresh, o, rc = 0;
 
 	memset(res, 0, sizeof *res);
@@ -411,10 +462,13 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 
 	trim = text_trim(in->text != NULL ? in->text : "");
 	fold = text_fold(trim);
-	if ((o = state_option(st, fold)) != -1) {
+	core = flow_strip_fillers(fs, fold);
+	if ((o = state_option(st, fold)) != -1 ||
+	    (core != NULL && (o = state_option(st, core)) != -1)) {
 		kind = STEP_GOTO;
 		target = st->opts[o].next;
-	} else if ((kw = keyword_find(fs, fold)) != NULL) {
+	} else if ((kw = keyword_find(fs, fold)) != NULL ||
+	    (core != NULL && (kw = keyword_find(fs, core)) != NULL)) {
 		kind = kw->back ? STEP_BACK : STEP_GOTO;
 		target = kw->go;
 	} else if ((kw = keyword_lookup(fs)) != NULL && dossier_code_guess(trim, guess)) {
@@ -422,12 +476,21 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 		kind = STEP_CAPTURE;
 		cap = kw->cap;
 		value = guess;
+
 	} else if ((kw = keyword_find_arg(fs, trim, &value, &copy)) != NULL) {
 		kind = STEP_CAPTURE;
 		cap = kw->cap;
+	} else if ((kw = keyword_find_anywhere(fs, fold)) != NULL && kw->cap == NULL) {
+		/* A question asked in a sentence reaches its guide, even at a prompt. */
+		kind = kw->back ? STEP_BACK : STEP_GOTO;
+		target = kw->go;
 	} else if (st->cap != NULL && capture_value(st->cap, trim, &value, &copy)) {
 		kind = STEP_CAPTURE;
-		cap = st->cap;
+		cap = st->cap;	} else if ((kw = keyword_lookup(fs)) != NULL && dossier_code_suspect(trim, guess)) {
+		/* A code typed wrong is a lookup too: the reply gives the expected shape. */
+		kind = STEP_CAPTURE;
+		cap = kw->cap;
+		value = guess;
 	} else
 		kind = fresh ? STEP_SHOW : STEP_INVALID;
 
@@ -477,6 +540,11 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 		flow_tmpl_render(&b, &fs->texts[TEXT_INVALID_CHOICE], chain, 3);
 		flow_tmpl_buf_add(&b, "\n", 1);
 	}
+	/* After an idle restart a number means what it means at the start: say so. */
+	if (fresh == 2 && fs->have[TEXT_SESSION_EXPIRED] && (kind == STEP_SHOW || o != -1)) {
+		flow_tmpl_render(&b, &fs->texts[TEXT_SESSION_EXPIRED], chain, 3);
+		flow_tmpl_buf_add(&b, "\n", 1);
+	}
 	flow_tmpl_render(&b, &fs->states[target].reply, chain, 3);
 	if ((reply = json_stringn(b.p, b.len)) == NULL) {
 		*cause = xstrdup("flow reply is not valid UTF-8");
@@ -494,6 +562,7 @@ out:
 	json_decref(avars);
 	free(b.p);
 	free(copy);
+	free(core);
 	free(fold);
 	free(trim);
 	return rc;

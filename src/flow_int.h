@@ -50,6 +50,7 @@ struct flow_option {
 struct flow_keyword {
 	char	*ns;
 	size_t	 idx;
+	char	*sp;		/* "anywhere" keywords: the fold with its spaces, else NULL */
 };
 
 struct flow_state {
@@ -90,6 +91,7 @@ enum {
 	TEXT_DOSSIER_FOUND,
 	TEXT_DOSSIER_NOT_FOUND,
 	TEXT_DOSSIER_INVALID,
+	TEXT_SESSION_EXPIRED,	/* optional: first line after an idle restart */
 	TEXT_COUNT
 };
 
@@ -105,6 +107,8 @@ struct flowset {
 	struct flow_keyword		*kwords;	/* the global keywords' match words */
 	size_t				 nkwords;
 	int				 argkw;		/* some keyword takes an argument */
+	char				**fillers;	/* folded words ignored at the input's end */
+	size_t				 nfillers;
 	json_t				*vars;		/* set vars: files merged, config on top */
 	struct flow_tmpl		 texts[TEXT_COUNT];
 	int				 have[TEXT_COUNT];

@@ -57,15 +57,17 @@ static const struct {
 	[TEXT_DOSSIER_FOUND] = { "dossier_found", dossier_fields },
 	[TEXT_DOSSIER_NOT_FOUND] = { "dossier_not_found", code_only },
 	[TEXT_DOSSIER_INVALID] = { "dossier_invalid", input_only },
+	[TEXT_SESSION_EXPIRED] = { "session_expired", NULL },
 };
 
 static const char *const top_keys[] = {
-	"flow", "idle_timeout", "start", "vars", "texts", "keywords", "states", NULL
+	"flow", "idle_timeout", "start", "vars", "texts", "keywords", "fillers", "states", NULL
 };
 static const char *const state_keys[] = { "message", "options", "capture", "end", NULL };
 static const char *const option_keys[] = { "key", "label", "keywords", "next", NULL };
 static const char *const capture_keys[] = { "regex", "var", "action", "next", NULL };
-static const char *const keyword_keys[] = { "match", "goto", "back", "capture", NULL };
+static const char *const keyword_keys[] = { "match", "goto", "back", "capture", "anywhere",
+	NULL };
 
 /* Is s one of the NULL-terminated list? */
 static int
@@ -358,6 +360,22 @@ load_file(struct flow_loader *l, size_t fi, const char *dir)
 		}
 	}
 
+	if ((v = json_object_get(root, "fillers")) != NULL) {
+		if (!json_is_array(v))
+			load_error(l, file, NULL, "\"fillers\" must be an array of words");
+		json_array_foreach(v, i, sj) {
+			char *f = json_is_string(sj) ? text_fold(json_string_value(sj)) : NULL;
+
+			if (f == NULL || *f == '\0' || strchr(f, ' ') != NULL) {
+				load_error(l, file, "fillers", "each filler must be one word");
+				free(f);
+				continue;
+			}
+			fs->fillers = xrealloc(fs->fillers, (fs->nfillers + 1) * sizeof *fs->fillers);
+			fs->fillers[fs->nfillers++] = f;
+		}
+	}
+
 	if ((v = json_object_get(root, "keywords")) != NULL) {
 		if (!json_is_array(v))
 			load_error(l, file, NULL, "\"keywords\" must be an array");
@@ -617,7 +635,7 @@ load_keywords(struct flow_loader *l, unsigned *needtexts)
 	struct flowset			*fs = l->fs;
 	struct flow_global_keyword	*kw;
 	const char			*file, *prev;
-	json_t				*kj, *m, *v, *g, *b;
+	json_t				*kj, *m, *v, *g, *b, *any;
 	char				*ns;
 	size_t				 i, j;
 
@@ -638,6 +656,8 @@ load_keywords(struct flow_loader *l, unsigned *needtexts)
 		if (!json_is_array(m) || json_array_size(m) == 0)
 			load_error(l, file, "keywords", "\"match\" must be a non-empty array of "
 			    "strings");
+		if ((any = json_object_get(kj, "anywhere")) != NULL && !json_is_boolean(any))
+			load_error(l, file, "keywords", "\"anywhere\" must be true or false");
 		json_array_foreach(m, j, v) {
 			if (!json_is_string(v)) {
 				load_error(l, file, "keywords", "\"match\" must be strings");
@@ -656,6 +676,8 @@ load_keywords(struct flow_loader *l, unsigned *needtexts)
 				fs->kwords = xrealloc(fs->kwords,
 				    (fs->nkwords + 1) * sizeof *fs->kwords);
 				fs->kwords[fs->nkwords].ns = ns;
+				fs->kwords[fs->nkwords].sp = json_is_true(any) ?
+				    text_fold(json_string_value(v)) : NULL;
 				fs->kwords[fs->nkwords++].idx = i;
 				ns = NULL;
 			}
@@ -681,6 +703,9 @@ load_keywords(struct flow_loader *l, unsigned *needtexts)
 		if ((v = json_object_get(kj, "capture")) != NULL) {
 			if (kw->back)
 				load_error(l, file, "keywords", "a \"back\" keyword cannot "
+				    "capture");
+			if (json_is_true(any))
+				load_error(l, file, "keywords", "an \"anywhere\" keyword cannot "
 				    "capture");
 			kw->cap = load_capture(l, v, file, "keywords");
 			if (kw->cap->action != NULL)
@@ -900,9 +925,14 @@ flowset_free(struct flowset *fs)
 	for (i = 0; i < fs->nkws; i++)
 		capture_free(fs->kws[i].cap);
 	free(fs->kws);
-	for (i = 0; i < fs->nkwords; i++)
+	for (i = 0; i < fs->nkwords; i++) {
 		free(fs->kwords[i].ns);
+		free(fs->kwords[i].sp);
+	}
 	free(fs->kwords);
+	for (i = 0; i < fs->nfillers; i++)
+		free(fs->fillers[i]);
+	free(fs->fillers);
 	for (i = 0; i < fs->nflows; i++)
 		free(fs->flows[i].name);
 	free(fs->flows);

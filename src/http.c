@@ -1003,13 +1003,15 @@ http_counters(void)
 	outbox_stats(&sent, &retried, &dead);
 	outbox_recoveries(&reclaimed, &recreated);
 	outbox_shares(&shards, &instances);
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:I, s:I, s:I, s:i, s:i}", "turns",
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:I, s:I, s:I, s:i, s:i, s:I}",
+	    "turns",
 	    (json_int_t)turns, "conflicts", (json_int_t)conflicts, "replies_sent", (json_int_t)sent,
 	    "replies_retried", (json_int_t)retried, "replies_dead", (json_int_t)dead,
 	    "redis_commands", (json_int_t)rds_ncommands(), "outbox_inflight", outbox_inflight(),
 	    "connections", http.nconns, "accept_pauses", (json_int_t)http.refused_conns,
 	    "outbox_reclaimed", (json_int_t)reclaimed, "outbox_groups_recreated",
-	    (json_int_t)recreated, "outbox_shards", shards, "instances", instances);
+	    (json_int_t)recreated, "outbox_shards", shards, "instances", instances,
+	    "sms_not_answered", (json_int_t)sms_not_answered());
 }
 
 /* GET /healthz: 200 when Redis answers a PING now, 503 and why otherwise. */

@@ -14,6 +14,14 @@
 #define SMS_MAX_ADDR 32		/* bytes of a sender or recipient as sent */
 
 static const struct config *sms_cfg;
+static unsigned long long sms_unanswered;	/* from short codes and our own sender */
+
+/* Messages taken and deliberately not answered, for /healthz. */
+unsigned long long
+sms_not_answered(void)
+{
+	return sms_unanswered;
+}
 
 struct sms_req {
 	struct http_req	*req;
@@ -55,7 +63,8 @@ static void
 sms_accept(struct http_req *req, int kannel, const char *from, const char *to,
     const char *text, size_t len, const char *id)
 {
-	char user[PHONE_MAX], ours[PHONE_MAX], *cause = NULL, *clean;
+	char user[PHONE_MAX], ours[PHONE_MAX], own[PHONE_MAX], *cause = NULL, *clean;
+	int rc;
 	struct conv_msg m;
 	struct sms_req *sr;
 	size_t i;
@@ -102,11 +111,29 @@ sms_accept(struct http_req *req, int kannel, const char *from, const char *to,
 		    kannel ? " (send coding=2&charset=UTF-16BE for UCS-2 messages)" : "");
 		return;
 	}
-	if (phone_normalise(from, user, &cause) < 0) {
+	if ((rc = phone_normalise(from, user, &cause)) < 0) {
 		http_error(req, 400, "invalid_sender", "The sender %s", cause);
 		free(cause);
 		return;
 	}
+	/* A short code or our own sender is a machine, never a citizen: answering it could start a
+	 * loop with another gateway. Log it and take it, unanswered. */
+	if (rc == 1 || (sms_cfg != NULL && phone_normalise(sms_cfg->kannel_from, own, &cause) >= 0 &&
+	    strcmp(own, user) == 0)) {
+		free(cause);
+		sms_unanswered++;
+		log_info_limited("sms: from %s (a short code or our own sender): not answered", user);
+		if (kannel)
+			http_text(req, 200, "");
+		else
+			http_json(req, 202, json_pack("{s:s, s:s?, s:b, s:s}", "status", "accepted",
+			    "id", id && *id ? id : NULL, "answered", 0, "reason",
+			    "The sender is a short code or this gateway's own number: no reply is "
+			    "sent to machines."));
+		return;
+	}
+	free(cause);
+	cause = NULL;
 	if (!rds_ready()) {
 		http_error(req, 503, "unavailable", "The gateway cannot store messages right now "
 		    "(%s); please retry later.", rds_error());

@@ -392,19 +392,70 @@ text_nfc(const char *s)
 	return out;
 }
 
-/* Fold for keyword matching: "  TRA   CỨU! " -> "tra cuu". */
+/* Undo what Telex or VNI typing leaves when the keyboard's Vietnamese mode was off, in one folded
+ * word (lower-case ASCII letters and digits): VNI's tone and vowel digits inside a word that
+ * starts with a letter ("hu7o71ng" -> "huong"), Telex's tone letter after a syllable ("huongs",
+ * "daanx" -> "huong", "daan"), then its doubled vowels and w ("daan", "cuuw" -> "dan", "cuu").
+ * Folding both the keywords and the input this way keeps them comparable. Returns the new end. */
+static char *
+text_fold_typed(char *w, char *e)
+{
+	static const char vowels[] = "aeiouy";
+	char *p, *q;
+	int letters = 0, digits = 0;
+
+	for (p = w; p < e; p++) {
+		letters += *p >= 'a' && *p <= 'z';
+		digits += *p >= '1' && *p <= '9';
+	}
+	if (letters == 0 || !(*w >= 'a' && *w <= 'z'))
+		return e;
+	if (digits > 0 && letters >= 2 && digits <= letters && digits + letters == e - w) {
+		for (p = q = w; p < e; p++)
+			if (!(*p >= '1' && *p <= '9'))
+				*q++ = *p;
+		e = q;
+	}
+	for (p = w + 1; p < e - 1; p++)		/* "tieesp": the tone typed before the final */
+		if (strchr("sfrxj", *p) != NULL && strchr(vowels, p[-1]) != NULL &&
+		    strspn(p + 1, "cghmnpt") >= (size_t)(e - p - 1)) {
+			memmove(p, p + 1, (size_t)(e - p - 1));
+			e--;
+			break;
+		}
+	if (e - w >= 3 && strchr("sfrxj", e[-1]) != NULL &&
+	    (strchr(vowels, e[-2]) != NULL || strchr("cghmnpt", e[-2]) != NULL)) {
+		for (p = w; p < e - 1 && strchr(vowels, *p) == NULL; p++)
+			;
+		if (p < e - 1)
+			e--;
+	}
+	for (p = q = w; p < e; p++) {
+		if (q > w && *p == q[-1] && strchr("aeod", *p) != NULL)
+			continue;			/* aa ee oo dd */
+		if (*p == 'w' && q > w && strchr("aou", q[-1]) != NULL)
+			continue;			/* aw ow uw */
+		*q++ = *p;
+	}
+	return q;
+}
+
+/* Fold for keyword matching: "  TRA   CỨU! " -> "tra cuu"; full-width forms as ASCII; Telex and
+ * VNI leftovers undone word by word (text_fold_typed). */
 char *
 text_fold(const char *s)
 {
 	const unsigned char	*p = (const unsigned char *)s;
 	size_t			 len = strlen(s), i, j;
-	char			*out, *q;
+	char			*out, *q, *word;
 	uint32_t		 c;
 	int			 upper, v, t, gap = 0;
 
-	out = q = xmalloc(len + 1);
+	out = q = word = xmalloc(len + 1);
 	for (i = 0; i < len;) {
 		i += text_next(p + i, len - i, &c);
+		if (c >= 0xFF01 && c <= 0xFF5E)
+			c -= 0xFF01 - 0x21;	/* full-width forms: "１", "Ｍ" */
 		if (text_vowel(c, &upper, &v, &t))
 			c = (uint32_t)text_bases[v];
 		else if (c == 0x0110 || c == 0x0111)
@@ -426,11 +477,17 @@ text_fold(const char *s)
 			gap = 1;
 			continue;
 		}
-		if (gap && q != out)
+		if (gap && q != out) {
+			q = text_fold_typed(word, q);
 			*q++ = ' ';
+		}
+		if (gap || q == out)
+			word = q;
 		gap = 0;
 		q = text_encode(q, c);
 	}
+	if (q != out)
+		q = text_fold_typed(word, q);
 	*q = '\0';
 	return out;
 }

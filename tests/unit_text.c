@@ -154,6 +154,19 @@ test_transforms(void)
 		{ text_fold, "fold", "a\xffz", "a z" },
 		{ text_fold, "fold", "?!...", "" },
 		{ text_fold, "fold", "", "" },
+		/* Telex and VNI typed with the Vietnamese mode off, full-width forms */
+		{ text_fold, "fold", "huongs daanx", "huong dan" },
+		{ text_fold, "fold", "tra cuuw", "tra cuu" },
+		{ text_fold, "fold", "hu7o71ng da64n", "huong dan" },
+		{ text_fold, "fold", "tieesp theo", "tiep theo" },
+		{ text_fold, "fold", "queen maatj khaaur", "quen mat khau" },
+		{ text_fold, "fold", "ddawng kys", "dang ky" },
+		{ text_fold, "fold", "\xef\xbc\x91", "1" },			/* full-width 1 */
+		{ text_fold, "fold", "\xef\xbc\xad\xef\xbc\xa5\xef\xbc\xae\xef\xbc\xb5", "menu" },
+		/* left alone: codes, digits, words that only look typed */
+		{ text_fold, "fold", "H21 G22 2024", "h21 g22 2024" },
+		{ text_fold, "fold", "sms otp website vneid cccd", "sms otp website vneid cccd" },
+		{ text_fold, "fold", "hs", "hs" },
 
 		{ text_unaccent, "unaccent", "\xc4\x90\xc3\xa3 x\xe1\xbb\xad l\xc3\xbd xong",
 		    "Da xu ly xong" },
