@@ -8,6 +8,8 @@
 /* The channels, one entry each, defined in the channel's own file (the entry says how a reply is
  * rendered and sent, its rate, its limits and its fallback). Adding a channel is its file plus a
  * line here. Nothing outside a channel's file compares a channel name: it asks this table. */
+extern struct channel channel_sms, channel_zalo, channel_ussd;
+
 static struct channel *channels[] = {
 	&channel_sms,
 	&channel_zalo,

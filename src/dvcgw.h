@@ -60,6 +60,7 @@ struct channel {
 	const char	*fallback;	/* channel to resend through when this one cannot reach the
 					 * user (the driver says OBX_FALLBACK), or NULL */
 	int		 sessions_end;	/* a terminal flow state ends the session (USSD END) */
+	const struct http_route *routes;	/* its endpoints, ended by a NULL path */
 	/* Filled by setup: */
 	channel_send_fn	*send;		/* NULL: nothing is queued for this channel */
 	int		 rate;		/* messages per second across instances, 0 unlimited */
@@ -67,7 +68,6 @@ struct channel {
 	const char	*from;		/* our sender address on its replies ("" none) */
 	int		 id;		/* position in the table, 0 .. channel_count() - 1 */
 };
-extern struct channel channel_sms, channel_ussd, channel_zalo;
 void		 channel_init(struct event_base *, const struct config *);
 void		 channel_check(const struct config *, json_t *);
 const struct channel *channel_find(const char *);
@@ -157,6 +157,13 @@ struct http_query {
 	size_t	 len[HTTP_QUERY_MAX];
 };
 typedef void http_fn(struct http_req *, void *);
+/* One endpoint: http.c's own table, and each channel's (struct channel routes). */
+struct http_route {
+	const char	*path;
+	int		 methods;	/* HTTP_* bits */
+	int		 role;		/* AUTH_*: who may call (auth.c), AUTH_ANYONE for all */
+	http_fn		*fn;
+};
 void		 http_init(struct event_base *, const struct config *);
 int		 http_start(struct event_base *, const struct config *);
 void		 http_conn_new(int, const struct sockaddr *);
@@ -253,7 +260,6 @@ char		*rkey_dossier(const char *);
 char		*rkey_zalo(const char *, const char *);
 
 /* sms.c */
-http_fn		 sms_kannel, sms_inbound, sms_dlr;
 unsigned long long sms_not_answered(void);
 
 /* smsout.c */
@@ -270,7 +276,6 @@ int		 store_lookup(const char *, store_cb *, void *);
 
 /* ussd.c */
 void		 ussd_init(struct event_base *, const struct config *);
-http_fn		 ussd_callback, ussd_end;
 
 /* xmalloc.c */
 void	*xmalloc(size_t);
@@ -285,7 +290,6 @@ char	*xvasprintf(const char *, va_list) printflike(1, 0);
 #define ZALO_MAX_CHARS 2000	/* longest OA text message */
 void		 zalo_init(struct event_base *, const struct config *);
 void		 zalo_stop(void);
-http_fn		 zalo_webhook;
 void		 zalo_mac(const char *, const char *, size_t, const char *, const char *, char *);
 char		*zalo_json_number(const char *, size_t, const char *);
 
@@ -301,6 +305,7 @@ void		 zalo_token_refused(const char *);
 void		 zalo_send_init(const struct config *);
 void		 zalo_send_stop(void);
 void		 zalo_send(struct obx_msg *, const char *);
+size_t		 zalo_send_render(const char *, char ***);
 long long	 zalo_send_night_wait_ms(long long);
 
 /* log.c */

@@ -74,20 +74,10 @@ static json_t	*http_counters(void);
 static void	http_advance(struct http_conn *);
 static void	http_conn_free(struct http_conn *);
 
-static const struct http_route {
-	const char	*path;
-	int		 methods;	/* HTTP_* bits */
-	int		 role;		/* AUTH_*: who may call (auth.c), AUTH_ANYONE for all */
-	void		(*fn)(struct http_req *, void *);
-} http_routes[] = {
+/* The gateway's own endpoints; each channel brings its own (struct channel routes). */
+static const struct http_route http_routes[] = {
 	{ "/healthz", HTTP_GET, AUTH_ANYONE, http_healthz },
 	{ "/livez", HTTP_GET, AUTH_ANYONE, http_livez },
-	{ "/sms/kannel", HTTP_GET | HTTP_POST, AUTH_PROVIDER, sms_kannel },
-	{ "/sms/inbound", HTTP_POST, AUTH_PROVIDER, sms_inbound },
-	{ "/sms/dlr", HTTP_GET | HTTP_POST, AUTH_PROVIDER, sms_dlr },
-	{ "/zalo/webhook", HTTP_POST, AUTH_ANYONE, zalo_webhook },	/* signed: zalo.c checks */
-	{ "/ussd", HTTP_POST, AUTH_PROVIDER, ussd_callback },
-	{ "/ussd/end", HTTP_POST, AUTH_PROVIDER, ussd_end },
 };
 
 static const struct {
@@ -645,7 +635,8 @@ bad_line:
 static void
 http_dispatch(struct http_req *req)
 {
-	const struct http_route *r = NULL;
+	const struct http_route *r = NULL, *cr;
+	const struct channel *c;
 	size_t i;
 	int status;
 	char allow[64], *cause = NULL;
@@ -655,6 +646,12 @@ http_dispatch(struct http_req *req)
 			r = &http_routes[i];
 			break;
 		}
+	for (i = 0; r == NULL && (c = channel_at(i)) != NULL; i++)
+		for (cr = c->routes; cr != NULL && cr->path != NULL; cr++)
+			if (strcmp(cr->path, req->path) == 0) {
+				r = cr;
+				break;
+			}
 	if (r == NULL) {
 		http_error(req, 404, "not_found", "There is nothing at %s.", req->path);
 		return;

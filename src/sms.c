@@ -9,6 +9,8 @@
 
 #include "dvcgw.h"
 
+extern struct channel channel_sms;	/* this file's entry, at its end */
+
 #define SMS_MAX_TEXT 2000	/* bytes of UTF-8; a 10-part UCS-2 SMS is 670 characters */
 #define SMS_MAX_ID 128		/* bytes of a provider's message id */
 #define SMS_MAX_ADDR 32		/* bytes of a sender or recipient as sent */
@@ -159,7 +161,7 @@ sms_accept(struct http_req *req, int kannel, const char *from, const char *to,
 /* GET|POST /sms/kannel: Kannel's get-url or post-url. Parameters come in the query string, or a
  * form-encoded body; with post-url the body is the text itself. coding=2 or charset=UTF-16BE means
  * the text is UTF-16BE bytes. */
-void
+static void
 sms_kannel(struct http_req *req, void *arg)
 {
 	struct http_query q, qb;
@@ -230,7 +232,7 @@ out:
 }
 
 /* POST /sms/inbound: {"from","to","text","id"} from an aggregator's webhook. */
-void
+static void
 sms_inbound(struct http_req *req, void *arg)
 {
 	char *body;
@@ -298,7 +300,7 @@ sms_dlr_cb(struct redisReply *r, void *arg, const char *err)
 /* GET /sms/dlr?id=&status=: Kannel's delivery report for a reply we sent (dlr-mask bits: 1 delivered,
  * 2 undelivered, 4 buffered, 8 accepted by the SMSC, 16 rejected by the SMSC). Kept for 7 days,
  * only for ids the outbox really sent. */
-void
+static void
 sms_dlr(struct http_req *req, void *arg)
 {
 	struct http_query q;
@@ -375,6 +377,13 @@ sms_setup(struct channel *c, struct event_base *base, const struct config *cfg)
 	c->from = cfg->kannel_from;
 }
 
+static const struct http_route sms_routes[] = {
+	{ "/sms/kannel", HTTP_GET | HTTP_POST, AUTH_PROVIDER, sms_kannel },
+	{ "/sms/inbound", HTTP_POST, AUTH_PROVIDER, sms_inbound },
+	{ "/sms/dlr", HTTP_GET | HTTP_POST, AUTH_PROVIDER, sms_dlr },
+	{ NULL, 0, 0, NULL },
+};
+
 struct channel channel_sms = {
 	.name = "sms",
 	.what = "an SMS reply",
@@ -382,4 +391,5 @@ struct channel channel_sms = {
 	.check = smsout_check,
 	.setup = sms_setup,
 	.user = phone_user,
+	.routes = sms_routes,
 };

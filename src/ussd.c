@@ -10,6 +10,8 @@
 
 #include "dvcgw.h"
 
+extern struct channel channel_ussd;	/* this file's entry, at its end */
+
 #define USSD_SCREEN_CHARS	160	/* a whole screen: "CON " and navigation lines included */
 #define USSD_PREFIX_CHARS	4	/* "CON " or "END " */
 #define USSD_MAX_PAGES		16	/* beyond this a reply is cut, its last page ending in "..." */
@@ -551,7 +553,7 @@ ussd_sid_valid(const char *sid)
 
 /* POST /ussd: one screen of a USSD session. Form fields sessionId, serviceCode, phoneNumber,
  * networkCode, text (every input so far joined by '*', empty on the first request). */
-void
+static void
 ussd_callback(struct http_req *req, void *arg)
 {
 	struct http_query q;
@@ -660,7 +662,7 @@ ussd_end_cb(struct redisReply *r, void *arg, const char *err)
  * input, errorMessage; phoneNumber when the gateway sends it). Logs it and deletes our state: one
  * DEL in the user's slot, or, without a usable phoneNumber, one per slot it could be in (all in one
  * round trip). */
-void
+static void
 ussd_end(struct http_req *req, void *arg)
 {
 	struct http_query q;
@@ -726,9 +728,16 @@ out:
 }
 
 /* USSD answers in the gateway's HTTP response: nothing is rendered for or queued in the outbox. */
+static const struct http_route ussd_routes[] = {
+	{ "/ussd", HTTP_POST, AUTH_PROVIDER, ussd_callback },
+	{ "/ussd/end", HTTP_POST, AUTH_PROVIDER, ussd_end },
+	{ NULL, 0, 0, NULL },
+};
+
 struct channel channel_ussd = {
 	.name = "ussd",
 	.what = "a USSD screen",
 	.user = phone_user,
 	.sessions_end = 1,
+	.routes = ussd_routes,
 };

@@ -2,6 +2,7 @@
  * a follow gets the menu, other events are recorded or ignored), checked with a light JSON scanner
  * before anything parses the body. The OA access token is zalo_token.c, the outbound driver
  * zalo_send.c; zalo_init starts all three. See docs/zalo-oa.md. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -11,6 +12,8 @@
 #include <sodium.h>
 
 #include "dvcgw.h"
+
+extern struct channel channel_zalo;	/* this file's entry, at its end */
 
 #define ZALO_MAX_TEXT		8192	/* bytes of one inbound text */
 #define ZALO_ID_MAX		128
@@ -585,7 +588,7 @@ zalo_refused(struct http_req *req, const char *why)
 /* POST /zalo/webhook: verify the signature over the raw body, then handle the event. Nothing is
  * acted on before the signature checks out; the body is parsed first only because the signed
  * app_id and timestamp are inside it. */
-void
+static void
 zalo_webhook(struct http_req *req, void *arg)
 {
 	const struct config *cfg = zalo.cfg;
@@ -727,3 +730,40 @@ zalo_stop(void)
 	zalo_send_stop();
 	zalo_token_stop();
 }
+
+/* The send driver and the Zalo limits. */
+static void
+zalo_setup(struct channel *c, struct event_base *base, const struct config *cfg)
+{
+	c->send = zalo_send;
+	c->rate = cfg->outbox_zalo_rate;
+	c->max_chars = ZALO_MAX_CHARS;
+}
+
+/* A Zalo user id (digits), as the webhook's sender.id. */
+static int
+zalo_user(const char *in, char *out, size_t len, char **cause)
+{
+	if (*in == '\0' || strlen(in) >= len || strspn(in, "0123456789") != strlen(in)) {
+		*cause = xstrdup("a Zalo user id is digits only");
+		return -1;
+	}
+	snprintf(out, len, "%s", in);
+	return 0;
+}
+
+static const struct http_route zalo_routes[] = {
+	{ "/zalo/webhook", HTTP_POST, AUTH_ANYONE, zalo_webhook },	/* signed: checked here */
+	{ NULL, 0, 0, NULL },
+};
+
+/* The Zalo OA channel: events in through the webhook here, replies out through zalo_send.c. */
+struct channel channel_zalo = {
+	.name = "zalo",
+	.what = "a Zalo message",
+	.render = zalo_send_render,
+	.setup = zalo_setup,
+	.user = zalo_user,
+	.fallback = "sms",	/* a follower who shared a phone, when Zalo cannot reach them */
+	.routes = zalo_routes,
+};

@@ -1,4 +1,4 @@
-/* zalo_send.c: the Zalo channel's table entry and the outbox's driver for it: POST /v3.0/oa/message/cs with a token from
+/* zalo_send.c: the outbox's driver for the Zalo channel and how its replies are rendered: POST /v3.0/oa/message/cs with a token from
  * zalo_token.c, and what Zalo's error codes mean for the part (retry, refresh the token, fall back to
  * SMS, wait for the end of the night window). See docs/zalo-oa.md. */
 #include <sys/queue.h>
@@ -364,7 +364,7 @@ zalo_send_stop(void)
 
 /* Zalo replies: diacritics kept; split into messages of at most ZALO_MAX_CHARS characters, at a
  * newline or space when there is one in the second half of the window. */
-static size_t
+size_t
 zalo_send_render(const char *text, char ***parts)
 {
 	const char *p = text, *cut, *brk, *q;
@@ -390,32 +390,3 @@ zalo_send_render(const char *text, char ***parts)
 	}
 	return n;
 }
-
-static void
-zalo_send_setup(struct channel *c, struct event_base *base, const struct config *cfg)
-{
-	c->send = zalo_send;
-	c->rate = cfg->outbox_zalo_rate;
-	c->max_chars = ZALO_MAX_CHARS;
-}
-
-/* A Zalo user id (digits), as the webhook's sender.id. */
-static int
-zalo_send_user(const char *in, char *out, size_t len, char **cause)
-{
-	if (*in == '\0' || strlen(in) >= len || strspn(in, "0123456789") != strlen(in)) {
-		*cause = xstrdup("a Zalo user id is digits only");
-		return -1;
-	}
-	snprintf(out, len, "%s", in);
-	return 0;
-}
-
-struct channel channel_zalo = {
-	.name = "zalo",
-	.what = "a Zalo message",
-	.render = zalo_send_render,
-	.setup = zalo_send_setup,
-	.user = zalo_send_user,
-	.fallback = "sms",	/* a follower who shared a phone, when Zalo cannot reach them */
-};
