@@ -32,7 +32,8 @@ static json_t		*dossier;
 static struct flowset *
 load(const char *dir, const char *vars, size_t sms, size_t zalo, json_t **errors)
 {
-	struct flow_limits	 lim = { 2, { { "an SMS reply", sms }, { "a Zalo message", zalo } } };
+	struct flow_limits	 lim = { 2, { { "an SMS reply", sms, 0 },
+	    { "a Zalo message", zalo, 0 } } };
 	struct flowset		*set;
 	json_t			*v = NULL;
 	char			*path;
@@ -400,20 +401,20 @@ test_lookups(void)
 	} t[] = {
 		{ "code typed at lookup_ask", "{\"s\": \"lookup_ask\", \"b\": [\"menu\"], "
 		  "\"t\": 1700000000}", CODE, CODE, 1, "84987654321", "2023-12-01",
-		  FOUND("Nguyễn V** A**", " quá hạn"), NULL },
+		  FOUND("Nguyễn V** A**", " quá hạn 3 ngày"), NULL },
 		{ "HS <code> from the start", "{}", "HS " CODE, CODE, 1, "84987654321",
-		  "2023-12-01", FOUND("Nguyễn V** A**", " quá hạn"), NULL },
+		  "2023-12-01", FOUND("Nguyễn V** A**", " quá hạn 3 ngày"), NULL },
 		{ "glued HS<code>", "{}", "HS" CODE, CODE, 1, "84987654321", "2023-12-01",
-		  FOUND("Nguyễn V** A**", " quá hạn"), NULL },
+		  FOUND("Nguyễn V** A**", " quá hạn 3 ngày"), NULL },
 		{ "tra cứu <code> from a deep state", "{\"s\": \"proc_birth\", "
 		  "\"t\": 1700000000}", "tra cứu " CODE, CODE, 1, NULL, "2023-12-01",
-		  FOUND("Nguyễn V** A**", " quá hạn"), NULL },
+		  FOUND("Nguyễn V** A**", " quá hạn 3 ngày"), NULL },
 		{ "tracuu <code>", "{}", "tracuu " CODE, CODE, 1, NULL, "2023-12-01",
-		  FOUND("Nguyễn V** A**", " quá hạn"), NULL },
+		  FOUND("Nguyễn V** A**", " quá hạn 3 ngày"), NULL },
 		{ "TRA CUU: <code>", "{}", "TRA CUU: " CODE, CODE, 1, NULL, "2023-12-01",
-		  FOUND("Nguyễn V** A**", " quá hạn"), NULL },
+		  FOUND("Nguyễn V** A**", " quá hạn 3 ngày"), NULL },
 		{ "the applicant sees their own name", "{}", "hs " CODE, CODE, 1, "84912345678",
-		  "2023-12-01", FOUND("Nguyễn Văn An", " quá hạn"), NULL },
+		  "2023-12-01", FOUND("Nguyễn Văn An", " quá hạn 3 ngày"), NULL },
 		{ "not overdue before the due date", "{}", "HS " CODE, CODE, 1, "84987654321",
 		  "2023-11-26", FOUND("Nguyễn V** A**", ""), NULL },
 		{ "bare code at the menu", "{}", CODE, CODE, 1, NULL, "2023-11-26",
@@ -493,7 +494,7 @@ test_data(void)
 	other[2].value = dossier;
 	session = json_object();
 	got = step_data(session, "HS " CODE, other, 3, "84987654321", "2023-12-01", &res);
-	CHECK_STR(got, FOUND("Nguyễn V** A**", " quá hạn"));
+	CHECK_STR(got, FOUND("Nguyễn V** A**", " quá hạn 3 ngày"));
 	CHECK(res.need.kind == FLOW_DATA_NONE, "found third: need %d", (int)res.need.kind);
 	flow_result_clear(&res);
 	json_decref(session);
@@ -538,7 +539,7 @@ test_lookup_session(void)
 	CHECK_STR(res.need.key, CODE);
 	flow_result_clear(&res);
 	got = step(session, "HS" CODE, CODE, dossier, NULL, NULL, &res);
-	CHECK_STR(got, FOUND("Nguyễn V** A**", " quá hạn"));
+	CHECK_STR(got, FOUND("Nguyễn V** A**", " quá hạn 3 ngày"));
 	flow_result_clear(&res);
 
 	v = json_object_get(session, "v");
@@ -549,13 +550,13 @@ test_lookup_session(void)
 	free(dump);
 
 	got = step(session, "5", NULL, NULL, NULL, NULL, &res);
-	CHECK_STR(got, INVALID FOUND("Nguyễn V** A**", " quá hạn"));
+	CHECK_STR(got, INVALID FOUND("Nguyễn V** A**", " quá hạn 3 ngày"));
 	flow_result_clear(&res);
 	got = step(session, "1", NULL, NULL, NULL, NULL, &res);
 	CHECK_STR(got, ASK);
 	flow_result_clear(&res);
 	got = step(session, "0", NULL, NULL, NULL, NULL, &res);
-	CHECK_STR(got, FOUND("Nguyễn V** A**", " quá hạn"));
+	CHECK_STR(got, FOUND("Nguyễn V** A**", " quá hạn 3 ngày"));
 	flow_result_clear(&res);
 	got = step(session, "0", NULL, NULL, NULL, NULL, &res);
 	CHECK_STR(got, ASK);
