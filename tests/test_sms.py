@@ -699,6 +699,63 @@ def test_every_shipped_reply_fits_two_segments(env):
     assert not over, "%d of %d replies over 2 segments: %s" % (len(over), len(rows), over)
 
 
+# --- dossier replies that help (issue 8 item 5) ------------------------------------------------
+
+def test_dossier_reply_shows_the_note(env):
+    # papers missing (5), a payment (6), refused (3): the citizen is told why
+    p, g = setup(env)
+    for n, (code, note) in enumerate([
+            ("000.21.20.H21-261112-0006", "Bo sung ban ve thiet ke co chu ky cua don vi tu van."),
+            ("000.05.20.H21-261105-0011", "Nop le phi truoc ba va thue thu nhap ca nhan"),
+            ("000.23.20.H21-261118-0002", "thieu giay xac nhan tinh trang hon nhan")]):
+        to = "8491100000%d" % n
+        g.sms(to, "HS " + code, "n%d" % n)
+        text = wait_reply(p, to, code)
+        assert note in text and not text.endswith("..."), text
+
+
+def test_overdue_only_while_handled_with_days_and_hotline(env):
+    p, g = setup(env)
+    ds = json.load(open(os.path.join(ROOT, "config", "demo-dossiers.json")))
+    rows = []
+    for st in range(1, 11):
+        d = dict(ds[0], code="000.00.20.H21-261101-%04d" % st, status=st, due_at="2026-01-10")
+        d.pop("national_code")
+        rows.append(d)
+    path = os.path.join(env.tmp, "due.json")
+    json.dump(rows, open(path, "w"))
+    assert g.import_demo(path).returncode == 0
+    for st in range(1, 11):
+        to = "849110001%02d" % st
+        g.sms(to, "HS 000.00.20.H21-261101-%04d" % st, "d%d" % st)
+        text = wait_reply(p, to, "Hen tra 10/01/2026")
+        if st in (1, 2, 4, 5, 6):
+            assert re.search(r", qua han [0-9]+ ngay\. Goi \(02693\) 844 789", text), (st, text)
+        else:
+            assert "qua han" not in text, (st, text)
+
+
+def test_lookup_by_national_code_names_both_codes(env):
+    p, g = setup(env)
+    g.sms(OTHER, "HS G22.99-231125-0107", "m1")
+    text = wait_reply(p, OTHER, CODE)
+    assert text.startswith("Ma G22.99-231125-0107 = HS " + CODE), text
+    g.sms("0911111111", "HS " + CODE, "m2")
+    text = wait_reply(p, "84911111111", CODE)
+    assert "G22.99" not in text, text
+
+
+def test_missing_fields_are_left_out(env):
+    p, g = setup(env)
+    path = os.path.join(env.tmp, "bare.json")
+    json.dump([{"code": "000.00.20.H21-261101-0077", "status": 4}], open(path, "w"))
+    assert g.import_demo(path).returncode == 0
+    g.sms(OTHER, "HS 000.00.20.H21-261101-0077", "m1")
+    text = wait_reply(p, OTHER, "Dang xu ly")
+    assert text.startswith("HS 000.00.20.H21-261101-0077\nDang xu ly\n1. HS khac"), text
+    assert ":" not in text.replace("000.00.20.H21-261101-0077", ""), text
+
+
 if __name__ == "__main__":
     tests = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
     sys.exit(run(tests))

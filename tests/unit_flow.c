@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "dvcgw.h"
+#include "flow_int.h"
 #include "unit.h"
 
 #define FLOWS	"tests/flows"
@@ -583,9 +584,67 @@ test_bad_session(void)
 	json_decref(session);
 }
 
+/* Template sections: {{#v}}...{{/v}} shown only when v is set and not empty, nested, and every
+ * misuse reported at compile time. */
+static void
+test_sections(void)
+{
+	static const struct {
+		const char	*src;
+		const char	*vars;		/* the run-time values */
+		const char	*want;		/* the rendering, or the first problem */
+	} t[] = {
+		{ "A{{#note}}\nGhi chú: {{note}}{{/note}}\nB", "{\"note\": \"x\"}",
+		  "A\nGhi chú: x\nB" },
+		{ "A{{#note}}\nGhi chú: {{note}}{{/note}}\nB", "{\"note\": \"\"}", "A\nB" },
+		{ "A{{#note}}\nGhi chú: {{note}}{{/note}}\nB", "{}", "A\nB" },
+		{ "{{#a}}a{{#b}}b{{/b}}{{/a}}.", "{\"a\": \"1\"}", "a." },
+		{ "{{#a}}a{{#b}}b{{/b}}{{/a}}.", "{\"b\": \"1\"}", "." },
+		{ "{{#a}}a{{#b}}b{{/b}}{{/a}}.", "{\"a\": \"1\", \"b\": 2}", "ab." },
+		{ "{{#hotline}}Gọi {{hotline}}{{/hotline}}", "{}", "Gọi 1900" },
+		{ "{{ #note }}x{{ /note }}", "{\"note\": \"y\"}", "x" },
+		{ "{{#note}}x", "{}", "{{#note}} is not closed" },
+		{ "x{{/note}}", "{}", "{{/note}} closes no {{#note}}" },
+		{ "{{#a}}{{#b}}x{{/a}}{{/b}}", "{}", "{{/a}} where {{/b}} was expected" },
+		{ "{{#nosuch}}x{{/nosuch}}", "{}", "unknown var {{#nosuch}}" },
+		{ "{{#}}x", "{}", "bad placeholder {{#}}" },
+	};
+	json_t		*runtime = json_pack("{sbsbsbsb}", "note", 1, "a", 1, "b", 1, "x", 1);
+	json_t		*vars = json_pack("{ss}", "hotline", "1900");
+	json_t		*problems, *v;
+	const json_t	*chain[2];
+	struct flow_tmpl tm;
+	struct flow_buf	 b;
+	size_t		 i;
+
+	for (i = 0; i < sizeof t / sizeof t[0]; i++) {
+		memset(&tm, 0, sizeof tm);
+		problems = json_array();
+		flow_tmpl_compile(&tm, t[i].src, NULL, runtime, vars, NULL, problems);
+		if (json_array_size(problems) > 0)
+			CHECK_STR(json_string_value(json_array_get(problems, 0)), t[i].want);
+		else {
+			v = json_loads(t[i].vars, 0, NULL);
+			chain[0] = v;
+			chain[1] = vars;
+			memset(&b, 0, sizeof b);
+			flow_tmpl_buf_add(&b, "", 0);
+			flow_tmpl_render(&b, &tm, chain, 2);
+			CHECK_STR(b.p, t[i].want);
+			free(b.p);
+			json_decref(v);
+		}
+		json_decref(problems);
+		flow_tmpl_clear(&tm);
+	}
+	json_decref(runtime);
+	json_decref(vars);
+}
+
 int
 main(void)
 {
+	test_sections();
 	test_validation();
 	test_config_vars();
 	test_good();
