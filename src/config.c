@@ -55,7 +55,7 @@ static const struct cfg_key cfg_keys[] = {
 	S("sms.http.token", sms_http_token, NULL),
 	S("sms.file.path", sms_file, "var/sms-outbox.log"),
 	B("sms.unaccented", sms_unaccented, 1),
-	I("sms.max_parts", sms_max_parts, 3, 1, 10),
+	I("sms.max_parts", sms_max_parts, 2, 1, 10),
 	I("outbox.max_attempts", outbox_max_attempts, 8, 1, 100),
 	I("outbox.retry_base_ms", outbox_retry_base_ms, 1000, 10, 3600000),
 	I("outbox.retry_max_ms", outbox_retry_max_ms, 300000, 10, 86400000),

@@ -400,13 +400,36 @@ dossier_set_date(json_t *vars, const char *key, const char *s)
 	json_object_set_new(vars, key, json_string(d));
 }
 
-/* Template variables for a reply about a dossier. */
+/* Days from 0000-03-01 to a valid date "YYYY-MM-DD" (only differences matter). */
+static long
+dossier_day_number(const char *s)
+{
+	long	y = atol(s), m = atol(s + 5), d = atol(s + 8);
+
+	if (m <= 2) {
+		y--;
+		m += 12;
+	}
+	return 365 * y + y / 4 - y / 100 + y / 400 + (153 * (m - 3) + 2) / 5 + d - 1;
+}
+
+/* Whether a dossier in this status is still being handled, so that its due date can pass: received
+ * or registered, processing, waiting for papers or for a payment. Refused, withdrawn, stopped and
+ * finished dossiers are never "overdue". */
+static int
+dossier_in_progress(int status)
+{
+	return status == 1 || status == 2 || status == 4 || status == 5 || status == 6;
+}
+
+/* Template variables for a reply about a dossier. Empty fields are set to "" (a template's
+ * {{#field}} section leaves them out); "overdue" is "quá hạn N ngày" or "". */
 json_t *
 dossier_vars(const json_t *dossier, const char *sender, const char *today)
 {
 	json_t		*vars = json_object();
 	const char	*due = dossier_get(dossier, "due_at"), *st;
-	char		 phone[PHONE_MAX], *cause, *name, num[4];
+	char		 phone[PHONE_MAX], *cause, *name, *late, num[4];
 	int		 status = dossier_get_status(dossier), own = 0;
 
 	json_object_set_new(vars, "code", json_string(dossier_get(dossier, "code")));
@@ -437,9 +460,14 @@ dossier_vars(const json_t *dossier, const char *sender, const char *today)
 	json_object_set_new(vars, "status", json_string(num));
 	st = dossier_status_text(status);
 	json_object_set_new(vars, "status_text", json_string(st != NULL ? st : ""));
-	json_object_set_new(vars, "overdue", json_string(status >= 1 && status < 9 &&
-	    dossier_date_valid(due) && today != NULL && dossier_date_valid(today) &&
-	    strcmp(due, today) < 0 ? "quá hạn" : ""));
+	if (dossier_in_progress(status) && dossier_date_valid(due) && today != NULL &&
+	    dossier_date_valid(today) && strcmp(due, today) < 0) {
+		late = xasprintf("quá hạn %ld ngày", dossier_day_number(today) -
+		    dossier_day_number(due));
+		json_object_set_new(vars, "overdue", json_string(late));
+		free(late);
+	} else
+		json_object_set_new(vars, "overdue", json_string(""));
 	json_object_set_new(vars, "note", json_string(dossier_get(dossier, "note")));
 	return vars;
 }

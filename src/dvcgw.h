@@ -65,6 +65,7 @@ struct channel {
 	channel_send_fn	*send;		/* NULL: nothing is queued for this channel */
 	int		 rate;		/* messages per second across instances, 0 unlimited */
 	size_t		 max_chars;	/* longest message a flow may send on it, 0 no limit */
+	size_t		 max_segments;	/* SMS segments a message may take (sms.max_parts), 0 none */
 	const char	*from;		/* our sender address on its replies ("" none) */
 	int		 id;		/* position in the table, 0 .. channel_count() - 1 */
 };

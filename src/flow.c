@@ -362,6 +362,10 @@ action_lookup_dossier(const struct flowset *fs, const struct flow_input *in, con
 		t = TEXT_DOSSIER_NOT_FOUND;
 	} else {
 		local = dossier_vars(dossier, in->user, in->today);
+		/* Found by another code (the national portal's): the reply names the one typed too. */
+		if (strcmp(code, json_string_value(json_object_get(local, "code")) != NULL ?
+		    json_string_value(json_object_get(local, "code")) : "") != 0)
+			json_object_set_new(local, "typed_code", json_string(code));
 		t = TEXT_DOSSIER_FOUND;
 	}
 	free(cause);

@@ -22,6 +22,7 @@ struct flow_limits {
 	struct {
 		const char	*what;		/* "an SMS reply", for the problem sentence */
 		size_t		 max_chars;
+		size_t		 max_segments;	/* SMS segments after unaccenting, 0: not counted */
 	} lim[FLOW_LIMITS_MAX];
 };
 

@@ -11,11 +11,16 @@
 
 #include "flow.h"
 
-/* One piece of a template: literal text or the name of a variable filled at run time. */
+/* One piece of a template: literal text, the name of a variable filled at run time, or the start or
+ * end of a conditional section ({{#name}}...{{/name}}: shown only when name is set, non-empty). */
 struct flow_tmpl_seg {
 	char	*s;
 	size_t	 len;
 	int	 var;
+#define FLOW_SEG_TEXT	0
+#define FLOW_SEG_VAR	1
+#define FLOW_SEG_IF	2
+#define FLOW_SEG_END	3
 };
 
 /* A compiled reply: set-only variables already substituted, run-time ones left as segments. */

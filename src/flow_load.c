@@ -43,7 +43,7 @@ struct flow_loader {
 
 static const char *const dossier_fields[] = {
 	"code", "procedure", "applicant", "agency", "received", "due", "status", "status_text",
-	"overdue", "note", NULL
+	"overdue", "note", "typed_code", NULL
 };
 static const char *const code_only[] = { "code", NULL };
 static const char *const input_only[] = { "input", NULL };
@@ -504,6 +504,7 @@ load_state(struct flow_loader *l, size_t si, unsigned *needtexts)
 	json_t			*sj = l->sjs[si], *v, *opts, *oj, *kj, *seen;
 	char			*trimmed, *where, *ns;
 	size_t			 i, j;
+	int			 tomenu;
 
 	if (!json_is_object(sj)) {
 		load_error(l, file, st->name, "must be an object");
@@ -606,12 +607,17 @@ load_state(struct flow_loader *l, size_t si, unsigned *needtexts)
 	if (st->end && (st->nopts > 0 || st->cap != NULL))
 		load_error(l, file, st->name, "an end state cannot have options or a capture");
 
-	/* The reply: message, "N. Label" lines, footer. */
+	/* The reply: message, "N. Label" lines, footer (not when an option already goes to the start
+	 * state: the footer's "MENU" would say it twice, and it costs an SMS segment). */
 	if (msg == NULL)
 		return;
 	load_tmpl(l, &st->reply, msg, NULL, file, st->name);
+	tomenu = 0;
 	json_array_foreach(opts, i, oj) {
 		key = json_string_value(json_object_get(oj, "key"));
+		if (l->start != NULL && json_is_string(json_object_get(oj, "next")) &&
+		    strcmp(json_string_value(json_object_get(oj, "next")), l->start) == 0)
+			tomenu = 1;
 		v = json_object_get(oj, "label");
 		if (key == NULL || !json_is_string(v))
 			continue;
@@ -622,7 +628,7 @@ load_state(struct flow_loader *l, size_t si, unsigned *needtexts)
 		load_tmpl(l, &st->reply, json_string_value(v), NULL, file, where);
 		free(where);
 	}
-	if (fs->have[TEXT_FOOTER] && (int)si != fs->start && !st->end) {
+	if (fs->have[TEXT_FOOTER] && (int)si != fs->start && !st->end && !tomenu) {
 		flow_tmpl_literal(&st->reply, "\n", 1);
 		flow_tmpl_append(&st->reply, &fs->texts[TEXT_FOOTER]);
 	}
@@ -760,7 +766,8 @@ load_reach(struct flow_loader *l)
 	free(seen);
 }
 
-/* Check every state's full reply against the SMS and Zalo limits (run-time variables empty). */
+/* Check every state's full reply against the SMS and Zalo limits (run-time variables empty): SMS
+ * in segments of the unaccented GSM-7 text, the others in characters. */
 static void
 load_lengths(struct flow_loader *l)
 {
@@ -768,7 +775,8 @@ load_lengths(struct flow_loader *l)
 	const struct flow_state	*st;
 	const json_t		*chain[1] = { fs->vars };
 	struct flow_buf		 b = { NULL, 0, 0 };
-	char			*u;
+	struct text_sms		 sms;
+	char			*u, *g;
 	size_t			 i, k, n;
 
 	for (i = 0; i < fs->nstates; i++) {
@@ -780,9 +788,19 @@ load_lengths(struct flow_loader *l)
 		flow_tmpl_render(&b, &st->reply, chain, 1);
 		u = text_unaccent(b.p);
 		n = text_utf8_len(u);
+		g = text_gsm7_replace(u);
+		text_sms_count(g, &sms);
+		free(g);
 		free(u);
 		for (k = 0; k < l->lim->n && k < FLOW_LIMITS_MAX; k++)
-			if (l->lim->lim[k].max_chars > 0 && n > l->lim->lim[k].max_chars)
+			if (l->lim->lim[k].max_segments > 0) {
+				if (sms.parts > l->lim->lim[k].max_segments)
+					load_error(l, l->files[st->flow], st->name, "message too long "
+					    "for %s: %zu SMS segments (%zu characters after "
+					    "unaccenting, with options and footer; budget %zu "
+					    "segments of 153, sms.max_parts)", l->lim->lim[k].what,
+					    sms.parts, n, l->lim->lim[k].max_segments);
+			} else if (l->lim->lim[k].max_chars > 0 && n > l->lim->lim[k].max_chars)
 				load_error(l, l->files[st->flow], st->name, "message too long for %s: "
 				    "%zu characters after unaccenting, with options and footer "
 				    "(limit %zu)", l->lim->lim[k].what, n, l->lim->lim[k].max_chars);

@@ -40,7 +40,7 @@ flow_tmpl_literal(struct flow_tmpl *t, const char *s, size_t len)
 
 	if (len == 0)
 		return;
-	if (t->n > 0 && !t->segs[t->n - 1].var) {
+	if (t->n > 0 && t->segs[t->n - 1].var == FLOW_SEG_TEXT) {
 		sg = &t->segs[t->n - 1];
 		sg->s = xrealloc(sg->s, sg->len + len + 1);
 		memcpy(sg->s + sg->len, s, len);
@@ -55,9 +55,9 @@ flow_tmpl_literal(struct flow_tmpl *t, const char *s, size_t len)
 	sg->var = 0;
 }
 
-/* Append a variable to a template. */
-void
-flow_tmpl_var(struct flow_tmpl *t, const char *name)
+/* Append a named segment (a variable, a section's start or end) to a template. */
+static void
+flow_tmpl_named(struct flow_tmpl *t, const char *name, int kind)
 {
 	struct flow_tmpl_seg	*sg;
 
@@ -65,7 +65,14 @@ flow_tmpl_var(struct flow_tmpl *t, const char *name)
 	sg = &t->segs[t->n++];
 	sg->s = xstrdup(name);
 	sg->len = strlen(name);
-	sg->var = 1;
+	sg->var = kind;
+}
+
+/* Append a variable to a template. */
+void
+flow_tmpl_var(struct flow_tmpl *t, const char *name)
+{
+	flow_tmpl_named(t, name, FLOW_SEG_VAR);
 }
 
 /* Append a copy of one template to another. */
@@ -75,8 +82,8 @@ flow_tmpl_append(struct flow_tmpl *dst, const struct flow_tmpl *src)
 	size_t	i;
 
 	for (i = 0; i < src->n; i++) {
-		if (src->segs[i].var)
-			flow_tmpl_var(dst, src->segs[i].s);
+		if (src->segs[i].var != FLOW_SEG_TEXT)
+			flow_tmpl_named(dst, src->segs[i].s, src->segs[i].var);
 		else
 			flow_tmpl_literal(dst, src->segs[i].s, src->segs[i].len);
 	}
@@ -120,7 +127,22 @@ flow_tmpl_trim_lines(struct flow_buf *b, size_t from)
 	b->p[w] = '\0';
 }
 
-/* Render a template, each variable taken from the first object of chain that has it ("" if none). */
+/* The value of name: from the first object of chain that has it, or NULL. */
+static const json_t *
+flow_tmpl_lookup(const json_t *const *chain, size_t nchain, const char *name)
+{
+	const json_t	*v;
+	size_t		 j;
+
+	for (j = 0; j < nchain; j++) {
+		if (chain[j] != NULL && (v = json_object_get(chain[j], name)) != NULL)
+			return v;
+	}
+	return NULL;
+}
+
+/* Render a template, each variable taken from the first object of chain that has it ("" if none);
+ * a section whose variable is missing, empty or not a string or number is left out whole. */
 void
 flow_tmpl_render(struct flow_buf *b, const struct flow_tmpl *t, const json_t *const *chain,
     size_t nchain)
@@ -128,27 +150,33 @@ flow_tmpl_render(struct flow_buf *b, const struct flow_tmpl *t, const json_t *co
 	const struct flow_tmpl_seg	*sg;
 	const json_t			*v;
 	char				 num[32];
-	size_t				 i, j, from = b->len;
+	size_t				 i, from = b->len, depth;
 
 	for (i = 0; i < t->n; i++) {
 		sg = &t->segs[i];
-		if (!sg->var) {
+		if (sg->var == FLOW_SEG_TEXT) {
 			flow_tmpl_buf_add(b, sg->s, sg->len);
 			continue;
 		}
-		for (j = 0; j < nchain; j++) {
-			if (chain[j] == NULL)
+		if (sg->var == FLOW_SEG_END)
+			continue;
+		v = flow_tmpl_lookup(chain, nchain, sg->s);
+		if (sg->var == FLOW_SEG_IF) {
+			if ((json_is_string(v) && json_string_length(v) > 0) || json_is_integer(v))
 				continue;
-			if ((v = json_object_get(chain[j], sg->s)) == NULL)
-				continue;
-			if (json_is_string(v))
-				flow_tmpl_buf_add(b, json_string_value(v), json_string_length(v));
-			else if (json_is_integer(v)) {
-				snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT,
-				    json_integer_value(v));
-				flow_tmpl_buf_adds(b, num);
+			for (depth = 1; depth > 0 && i + 1 < t->n; i++) {
+				if (t->segs[i + 1].var == FLOW_SEG_IF)
+					depth++;
+				else if (t->segs[i + 1].var == FLOW_SEG_END)
+					depth--;
 			}
-			break;
+			continue;
+		}
+		if (json_is_string(v))
+			flow_tmpl_buf_add(b, json_string_value(v), json_string_length(v));
+		else if (json_is_integer(v)) {
+			snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+			flow_tmpl_buf_adds(b, num);
 		}
 	}
 	flow_tmpl_trim_lines(b, from);
@@ -169,18 +197,22 @@ flow_tmpl_var_name(const char *name)
 	return 1;
 }
 
+#define FLOW_TMPL_DEPTH 8	/* sections open at once */
+
 /* Compile template source, appending to t: {{name}} stays a variable when it is in extra (may be
- * NULL) or runtime, and is substituted now when vars has it. Each placeholder's name is set in used
- * (may be NULL); each problem is appended to problems as a string. */
+ * NULL) or runtime, and is substituted now when vars has it; {{#name}}...{{/name}} is a section
+ * shown only when name is set (sections nest; each must be closed, in order). Each placeholder's
+ * name is set in used (may be NULL); each problem is appended to problems as a string. */
 void
 flow_tmpl_compile(struct flow_tmpl *t, const char *src, const char *const *extra,
     const json_t *runtime, const json_t *vars, json_t *used, json_t *problems)
 {
-	const char		*p, *open, *close;
+	const char		*p, *open, *close, *nm;
 	const char *const	*e;
 	const json_t		*v;
-	char			*nfc, *name, *trimmed, *msg;
-	int			 isextra;
+	char			*nfc, *name, *trimmed, *msg, *stack[FLOW_TMPL_DEPTH];
+	int			 isextra, kind;
+	size_t			 depth = 0;
 
 	nfc = text_nfc(src);
 	p = nfc;
@@ -195,20 +227,47 @@ flow_tmpl_compile(struct flow_tmpl *t, const char *src, const char *const *extra
 		}
 		name = xstrndup(open + 2, close - open - 2);
 		trimmed = text_trim(name);
+		kind = FLOW_SEG_VAR;
+		nm = trimmed;
+		if (*nm == '#' || *nm == '/') {
+			kind = *nm == '#' ? FLOW_SEG_IF : FLOW_SEG_END;
+			nm++;
+		}
 		for (isextra = 0, e = extra; e != NULL && *e != NULL && !isextra; e++)
-			isextra = strcmp(*e, trimmed) == 0;
+			isextra = strcmp(*e, nm) == 0;
 		msg = NULL;
-		if (!flow_tmpl_var_name(trimmed))
+		if (!flow_tmpl_var_name(nm))
 			msg = xasprintf("bad placeholder {{%s}}", name);
-		else {
+		else if (kind == FLOW_SEG_END) {
+			if (depth == 0)
+				msg = xasprintf("{{/%s}} closes no {{#%s}}", nm, nm);
+			else if (strcmp(stack[depth - 1], nm) != 0)
+				msg = xasprintf("{{/%s}} where {{/%s}} was expected", nm,
+				    stack[depth - 1]);
+			else {
+				free(stack[--depth]);
+				flow_tmpl_named(t, nm, FLOW_SEG_END);
+			}
+		} else {
 			if (used != NULL)
-				json_object_set_new(used, trimmed, json_true());
-			if (isextra || json_object_get(runtime, trimmed) != NULL)
-				flow_tmpl_var(t, trimmed);
-			else if ((v = json_object_get(vars, trimmed)) != NULL)
+				json_object_set_new(used, nm, json_true());
+			if (kind == FLOW_SEG_IF) {
+				if (!isextra && json_object_get(runtime, nm) == NULL &&
+				    json_object_get(vars, nm) == NULL)
+					msg = xasprintf("unknown var {{#%s}}", nm);
+				else if (depth == FLOW_TMPL_DEPTH)
+					msg = xasprintf("sections nested deeper than %d at {{#%s}}",
+					    FLOW_TMPL_DEPTH, nm);
+				else {
+					stack[depth++] = xstrdup(nm);
+					flow_tmpl_named(t, nm, FLOW_SEG_IF);
+				}
+			} else if (isextra || json_object_get(runtime, nm) != NULL)
+				flow_tmpl_var(t, nm);
+			else if ((v = json_object_get(vars, nm)) != NULL)
 				flow_tmpl_literal(t, json_string_value(v), json_string_length(v));
 			else
-				msg = xasprintf("unknown var {{%s}}", trimmed);
+				msg = xasprintf("unknown var {{%s}}", nm);
 		}
 		if (msg != NULL) {
 			json_array_append_new(problems, json_string(msg));
@@ -219,5 +278,11 @@ flow_tmpl_compile(struct flow_tmpl *t, const char *src, const char *const *extra
 		p = close + 2;
 	}
 	flow_tmpl_literal(t, p, strlen(p));
+	while (depth > 0) {
+		msg = xasprintf("{{#%s}} is not closed", stack[depth - 1]);
+		json_array_append_new(problems, json_string(msg));
+		free(msg);
+		free(stack[--depth]);
+	}
 	free(nfc);
 }

@@ -115,6 +115,7 @@ load_flows(const struct config *cfg)
 	for (i = 0; (c = channel_at(i)) != NULL && lim.n < FLOW_LIMITS_MAX; i++)
 		if (c->max_chars > 0) {
 			lim.lim[lim.n].what = c->what;
+			lim.lim[lim.n].max_segments = c->max_segments;
 			lim.lim[lim.n++].max_chars = c->max_chars;
 		}
 	if ((fs = flowset_load(cfg->flows_dir, cfg->flows_vars, &lim, &errors)) == NULL) {

@@ -348,21 +348,27 @@ out:
 	http_query_free(&q);
 }
 
-/* SMS replies: unaccented when sms.unaccented is on, then split into at most sms.max_parts
- * segments. */
+/* SMS replies: unaccented (and every character outside GSM-7 replaced) when sms.unaccented is on,
+ * then cut to sms.max_parts segments. One part: the driver sends the whole reply in one request and
+ * Kannel (or the aggregator) sends it as one concatenated SMS, so the phone shows one message and a
+ * delivery report covers all of it. */
 static size_t
 sms_render(const char *text, char ***parts)
 {
 	const struct config *cfg = sms_cfg;
-	char *plain;
-	size_t n;
+	char *plain, *gsm;
 
-	if (!cfg->sms_unaccented)
-		return text_sms_split(text, (size_t)cfg->sms_max_parts, parts);
+	*parts = xmalloc(sizeof **parts);
+	if (!cfg->sms_unaccented) {
+		(*parts)[0] = text_sms_fit(text, (size_t)cfg->sms_max_parts);
+		return 1;
+	}
 	plain = text_unaccent(text);
-	n = text_sms_split(plain, (size_t)cfg->sms_max_parts, parts);
+	gsm = text_gsm7_replace(plain);
+	(*parts)[0] = text_sms_fit(gsm, (size_t)cfg->sms_max_parts);
+	free(gsm);
 	free(plain);
-	return n;
+	return 1;
 }
 
 /* The SMS driver sms.driver names, its rate, and the longest text a flow may send: unaccented
@@ -374,6 +380,7 @@ sms_setup(struct channel *c, struct event_base *base, const struct config *cfg)
 	c->send = smsout_init(base, cfg);
 	c->rate = cfg->outbox_sms_rate;
 	c->max_chars = (size_t)cfg->sms_max_parts * (cfg->sms_unaccented ? 153 : 67);
+	c->max_segments = (size_t)cfg->sms_max_parts;
 	c->from = cfg->kannel_from;
 }
 

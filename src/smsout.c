@@ -1,5 +1,7 @@
 /* smsout.c: the SMS send drivers, one table entry each; sms.driver chooses one at start-up. A driver
- * sends one rendered part of an outbox message and calls outbox_done once. Our sender name
+ * sends one rendered part of an outbox message and calls outbox_done once. An SMS reply is one part,
+ * the whole text (sms.c's render): Kannel's sendsms splits it into a concatenated SMS (smsbox's
+ * sendsms-user has concatenation = true), an aggregator's API takes it whole. Our sender name
  * (sms.kannel.from) is always the one used: nothing a citizen or a provider sent can change it. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,8 +178,9 @@ smsout_part_id(const struct obx_msg *m, char *id, size_t len)
 		snprintf(id, len, "%s", m->uid);
 }
 
-/* Driver "kannel": GET sendsms. GSM-7 text goes as UTF-8; anything else as UCS-2 (coding=2,
- * charset=UTF-16BE, the text as URL-encoded UTF-16BE bytes). Our id rides in the dlr-url. */
+/* Driver "kannel": GET sendsms with the whole reply; smsbox sends it as one concatenated SMS. GSM-7
+ * text goes as UTF-8; anything else as UCS-2 (coding=2, charset=UTF-16BE, the text as URL-encoded
+ * UTF-16BE bytes). Our id rides in the dlr-url. */
 static void
 smsout_kannel(struct obx_msg *m, const char *part)
 {

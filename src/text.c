@@ -561,6 +561,62 @@ text_is_gsm7(const char *s)
 	return 1;
 }
 
+/* What an SMS shows for c, a character outside GSM 03.38: an ASCII look-alike, "" (dropped: emoji,
+ * pictographs, joiners, variation selectors, marks) or "?". */
+static const char *
+text_gsm7_stand_in(uint32_t c)
+{
+	if (c == 0x2018 || c == 0x2019 || c == 0x201A || c == 0x201B || c == 0x2032 ||
+	    c == 0x00B4 || c == '`' || c == 0x02BC)
+		return "'";
+	if (c == 0x201C || c == 0x201D || c == 0x201E || c == 0x201F || c == 0x2033 ||
+	    c == 0x00AB || c == 0x00BB)
+		return "\"";
+	if ((c >= 0x2010 && c <= 0x2015) || c == 0x2212)
+		return "-";
+	if (c == 0x2026)
+		return "...";
+	if (c == 0x2022 || c == 0x00B7)
+		return "-";
+	if (text_is_space(c))
+		return " ";
+	if (text_is_mark(c) || (c >= 0x200B && c <= 0x200F) || c == 0x2060 || c == 0xFEFF ||
+	    (c >= 0xFE00 && c <= 0xFE0F) || (c >= 0x2190 && c <= 0x21FF) ||
+	    (c >= 0x2300 && c <= 0x23FF) || (c >= 0x2460 && c <= 0x27BF) ||
+	    (c >= 0x2900 && c <= 0x2BFF) || (c >= 0x1F000 && c <= 0x1FAFF) ||
+	    (c >= 0xE0000 && c <= 0xE007F) || c == 0x20E3 || c == 0x3030 || c == 0x303D ||
+	    c == 0x3297 || c == 0x3299)
+		return "";
+	return "?";
+}
+
+/* Replace every character outside GSM 03.38 by its stand-in, so text echoed from a citizen (smart
+ * quotes, emoji) cannot turn a whole unaccented reply into UCS-2. */
+char *
+text_gsm7_replace(const char *s)
+{
+	const unsigned char	*p = (const unsigned char *)s;
+	size_t			 len = strlen(s), i, n;
+	char			*out, *q;
+	const char		*r;
+	uint32_t		 c;
+
+	out = q = xmalloc(len * 3 + 1);		/* "…" (3 bytes) -> "..." is the most it grows */
+	for (i = 0; i < len; i += n) {
+		n = text_decode(p + i, len - i, &c);
+		if (!TEXT_IS_RAW(c) && text_gsm_cost(c) > 0) {
+			memcpy(q, s + i, n);
+			q += n;
+			continue;
+		}
+		r = TEXT_IS_RAW(c) ? "?" : text_gsm7_stand_in(c);
+		memcpy(q, r, strlen(r));
+		q += strlen(r);
+	}
+	*q = '\0';
+	return out;
+}
+
 /* Cost of c in the chosen encoding: septets for GSM-7, UTF-16 units for UCS-2. */
 static size_t
 text_sms_cost(uint32_t c, int ucs2)
@@ -654,6 +710,44 @@ text_sms_split(const char *s, size_t max_parts, char ***parts)
 		left -= cutu;
 	}
 	return n;
+}
+
+/* s cut to fit max_parts SMS segments (0: no limit), ending with "..." when cut: the text one
+ * concatenated SMS carries. The cut goes after the last space or newline in the last segment's
+ * second half, else after the last whole character; the carrier splits the rest exactly. */
+char *
+text_sms_fit(const char *s, size_t max_parts)
+{
+	const unsigned char	*p = (const unsigned char *)s;
+	struct text_sms		 sms;
+	size_t			 len = strlen(s), j, k, used = 0, limit, cut = 0, cost;
+	uint32_t		 c;
+	char			*out;
+
+	text_sms_count(s, &sms);
+	if (max_parts == 0 || sms.parts <= max_parts)
+		return xstrdup(s);
+	if (max_parts == 1)
+		limit = (sms.ucs2 ? 70 : 160) - 3;
+	else
+		limit = max_parts * (sms.ucs2 ? 67 : 153) - 3;	/* room for "..." */
+	for (j = 0; j < len; j += k) {
+		k = text_decode(p + j, len - j, &c);
+		cost = text_sms_cost(c, sms.ucs2);
+		if (used + cost > limit)
+			break;
+		used += cost;
+		if ((c == ' ' || c == '\n') && used > limit - (sms.ucs2 ? 67 : 153) / 2)
+			cut = j;
+	}
+	if (cut == 0)
+		cut = j;
+	while (cut > 0 && (s[cut - 1] == ' ' || s[cut - 1] == '\n'))
+		cut--;
+	out = xmalloc(cut + 4);
+	memcpy(out, s, cut);
+	memcpy(out + cut, "...", 4);
+	return out;
 }
 
 /* Free what text_sms_split returned. */

@@ -17,6 +17,7 @@ char	*text_fold(const char *s);		/* NFC, lower-case, no diacritics, đ→d, punc
 char	*text_unaccent(const char *s);		/* NFC, diacritics removed keeping case, đ→d Đ→D, rest unchanged */
 char	*text_trim(const char *s);		/* NFC, leading/trailing whitespace removed, inner runs of whitespace → one space */
 int	 text_is_gsm7(const char *s);		/* 1 when every character is in GSM 03.38 (basic or extension table) */
+char	*text_gsm7_replace(const char *s);	/* characters outside GSM 03.38: quotes/dashes to ASCII, emoji dropped, rest '?' */
 
 struct text_sms {
 	int	ucs2;		/* 0 GSM-7, 1 UCS-2 */
@@ -30,6 +31,9 @@ void	 text_sms_count(const char *s, struct text_sms *out);
  * parts; *parts is an xmalloc'd array of xmalloc'd strings. */
 size_t	 text_sms_split(const char *s, size_t max_parts, char ***parts);
 void	 text_free_parts(char **parts, size_t n);
+/* s cut to at most max_parts segments (0: no limit) by the same rules, "..." at the end when cut: the
+ * text of one concatenated SMS. */
+char	*text_sms_fit(const char *s, size_t max_parts);
 
 /* phone.c */
 #define PHONE_MAX 24

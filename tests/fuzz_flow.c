@@ -21,7 +21,7 @@ static struct flowset	*fs;
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	struct flow_limits	 lim = { 2, { { "an SMS reply", 459 }, { "a Zalo message", 2000 } } };
+	struct flow_limits	 lim = { 2, { { "an SMS reply", 459, 3 }, { "a Zalo message", 2000, 0 } } };
 	json_t			*errors = NULL, *e;
 	size_t			 i;
 

@@ -226,7 +226,7 @@ class Gateway:
                     "file": {"path": os.path.join(tmp, "outbox.log")},
                     "kannel": {"sendsms_url": provider.url() if provider else "http://127.0.0.1:1/",
                                "username": "gw", "password": "s3cret", "from": "8077"},
-                    "unaccented": True, "max_parts": 3},
+                    "unaccented": True, "max_parts": 2},
             "outbox": {"retry_base_ms": 100, "retry_max_ms": 400, "max_attempts": 4,
                        "send_timeout_ms": 1000},
             "log": {"level": "info"},

@@ -310,10 +310,15 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
             cur["text"] += "\n" + body
         continue
     frm, to, typ, data = h.groups()
+    udh = None
+    if typ == "udh":	# a part of a concatenated SMS: "udh <UDH> <type> <data>"
+        u, typ, data = (data.split(" ", 2) + ["", ""])[:3]
+        udh = list(urllib.parse.unquote_to_bytes(u))
     if typ in ("ucs-2", "data"):
         raw = urllib.parse.unquote_to_bytes(data.replace("+", "%20"))
         data = raw.decode("utf-16-be" if typ == "ucs-2" else "latin-1", "replace")
-    r = out.setdefault(to, {"from": [], "types": [], "text": ""})
+    r = out.setdefault(to, {"from": [], "types": [], "text": "", "udh": []})
+    r["udh"].append(udh)
     r["from"].append(frm)
     r["types"].append(typ)
     if r["text"]:
@@ -347,6 +352,11 @@ elif what == "raw": print(r["text"])
 elif what == "from": print(",".join(sorted(set(r["from"]))))
 elif what == "types": print(",".join(sorted(set(r["types"]))))
 elif what == "parts": print(r["parts"])
+elif what == "concat":	# every part carries one concatenation UDH: same ref, n parts, in order
+    u = r["udh"]
+    ok = len(u) >= 2 and all(x is not None and len(x) == 6 and x[:3] == [5, 0, 3] and
+        x[3] == u[0][3] and x[4] == len(u) and x[5] == i + 1 for i, x in enumerate(u))
+    sys.exit(0 if ok else 1)
 elif what == "ascii": sys.exit(0 if all(ord(ch) < 128 for ch in r["text"]) else 1)
 ' "$1" "$2" "$(canon "$2")" "$3"
 }
@@ -407,7 +417,12 @@ check_reply() {	# check_reply SENDER KIND
 	else
 		notok "$kind message from $s: reply sent from '$(reply_get "$J" "$s" from)', expected $SHORT"
 	fi
-	if [ "$(reply_get "$J" "$s" types)" = text ] && reply_get "$J" "$s" ascii; then
+	if reply_get "$J" "$s" concat; then
+		ok "$kind message from $s: the $(reply_get "$J" "$s" parts)-part reply arrived as ONE concatenated SMS (UDH 05 00 03, one reference, parts in order)"
+	else
+		notok "$kind message from $s: the reply did not arrive as one concatenated SMS (UDH per part: $(python3 -c 'import json,sys; d=json.loads(sys.argv[1] or "{}"); print([r["udh"] for r in d.values()])' "$J"))"
+	fi
+	if [[ "$(reply_get "$J" "$s" types)" =~ ^(text|data)$ ]] && reply_get "$J" "$s" ascii; then
 		ok "$kind message from $s: reply is unaccented GSM text (coding 0)"
 	else
 		notok "$kind message from $s: reply types '$(reply_get "$J" "$s" types)', non-ASCII text: $(reply_get "$J" "$s" raw | head -c 200)"
@@ -429,14 +444,15 @@ dlr_states() {	# e.g. "6 delivered"
 	rcli --scan --pattern 'dvcgw:{?}:dlr:*' | while read -r k; do rcli get "$k"; done | sort | uniq -c |
 	    awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 }'
 }
-nparts=$(python3 -c 'import json,sys; print(sum(r["parts"] for r in json.loads(sys.argv[1] or "{}").values()))' "$J")
+# One report per reply: the whole concatenated SMS carries one id.
+nparts=$(python3 -c 'import json,sys; print(len(json.loads(sys.argv[1] or "{}")))' "$J")
 dlr_done() { [ "$(rcli --scan --pattern 'dvcgw:{?}:dlr:*' | wc -l)" -ge "${nparts:-1}" ]; }
 wait_for 5 "delivery reports" dlr_done
 st=$(dlr_states)
 if dlr_done && [[ "$st" =~ ^[0-9]+\ delivered$ ]]; then
-	ok "delivery reports reached dvcgw through dlr-url for all $nparts parts ($st)"
+	ok "delivery reports reached dvcgw through dlr-url for all $nparts replies ($st)"
 else
-	notok "delivery reports: expected $nparts parts delivered, got: ${st:-none}"
+	notok "delivery reports: expected $nparts replies delivered, got: ${st:-none}"
 fi
 
 # Kannel accepted every sendsms request at once: nothing retried, nothing dead-lettered.

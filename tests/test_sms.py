@@ -1,6 +1,7 @@
 """Black-box tests of the SMS channel: real redis-server, real daemon, fake Kannel sendsms."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def test_lookup_owner_sees_full_name_and_status(env):
     p, g = setup(env)
     st, body, _ = g.sms("0912345678", "HS " + CODE, "m1")
     assert st == 202 and json.loads(body)["status"] == "accepted", (st, body)
-    text = wait_reply(p, OWNER, "Trang thai")
+    text = wait_reply(p, OWNER, "Dang xu ly")
     assert "Nguyen Van An" in text and "Dang xu ly" in text, text
     assert "Cap giay chung nhan quyen su dung dat" in text and "15/01/2027" in text, text
     assert "qua han" not in text, text
@@ -69,7 +70,7 @@ def test_lookup_owner_sees_full_name_and_status(env):
 def test_lookup_other_phone_sees_masked_name(env):
     p, g = setup(env)
     assert g.sms("0987654321", "tra cứu " + CODE.lower(), "m1")[0] == 202
-    text = wait_reply(p, OTHER, "Trang thai")
+    text = wait_reply(p, OTHER, "Dang xu ly")
     assert "Nguyen V** A**" in text and "Nguyen Van An" not in text, text
 
 
@@ -97,8 +98,8 @@ def test_lookup_code_anywhere_in_the_text(env):
 def test_lookup_overdue(env):
     p, g = setup(env)
     g.sms(OTHER, "HS " + OVERDUE, "m1")
-    text = wait_reply(p, OTHER, "Trang thai")
-    assert "Dang xu ly qua han" in text, text
+    text = wait_reply(p, OTHER, "qua han")
+    assert re.search(r"\nDang xu ly, qua han [0-9]+ ngay\. Goi \(02693\) 844 789\n", text), text
 
 
 def test_lookup_unknown_and_malformed(env):
@@ -136,14 +137,19 @@ def test_invalid_choice(env):
     assert text.startswith("Lua chon khong hop le") and "1. Gioi thieu DVCTT" in text, text
 
 
-def test_long_reply_split_into_parts(env):
+def test_long_reply_is_one_concatenated_sms(env):
+    # Issue 8 item 4: a reply longer than one SMS goes out whole in ONE sendsms request (Kannel
+    # concatenates it), not as parts cut mid-phrase, and fits sms.max_parts (2) segments.
     p, g = setup(env)
-    text = wait_reply(p, OTHER, "MENU: Menu chinh") if g.sms(OTHER, "HS " + CODE, "m1") else None
-    parts = p.texts_to(OTHER)
-    assert 2 <= len(parts) <= 3, parts
-    assert all(len(x) <= 153 for x in parts), [len(x) for x in parts]
-    assert text.startswith("Ho so: " + CODE) and text.endswith("MENU: Menu chinh"), text
-    # a reply longer than sms.max_parts allows is cut, with "..." (here: the dossier's long note)
+    g.sms(OTHER, "menu", "m1")
+    wait_reply(p, OTHER, "8. Ket thuc")
+    msgs = p.accepted()
+    assert len(msgs) == 1, [m["text"] for m in msgs]
+    text = msgs[0]["text"]
+    assert 160 < len(text) <= 306, text
+    assert text.startswith("Dich vu cong truc tuyen") and text.endswith("8. Ket thuc"), text
+    assert "udh" not in msgs[0]["query"], msgs[0]["query"]
+    # a reply longer than sms.max_parts allows is cut to 2 segments, with "...", still one request
     long_note = json.loads(open(os.path.join(ROOT, "config", "demo-dossiers.json")).read())[0]
     long_note.update(code="000.00.20.H21-261120-0042", procedure="Thủ tục " + "rất dài " * 60)
     path = os.path.join(env.tmp, "long.json")
@@ -152,17 +158,44 @@ def test_long_reply_split_into_parts(env):
     g.sms("0911111111", "HS 000.00.20.H21-261120-0042", "m2")
     wait_reply(p, "84911111111", "...")
     parts = p.texts_to("84911111111")
-    assert len(parts) == 3 and parts[-1].endswith("...") and all(len(x) <= 153 for x in parts), parts
+    assert len(parts) == 1 and parts[0].endswith("...") and 300 <= len(parts[0]) <= 306, parts
+    assert segments(parts[0]) == 2, parts
+
+
+def test_http_driver_sends_the_whole_reply(env):
+    # Issue 8 item 4: the http driver posts the whole reply in one request, one id.
+    p = env.fake_kannel()
+    g = env.gateway(sms__driver="http", sms__http={"url": "http://127.0.0.1:%d/send" % p.port})
+    assert g.import_demo().returncode == 0
+    g.sms(OTHER, "menu", "m1")
+    wait_until(lambda: len(p.requests) >= 1, 5, "the aggregator request")
+    p.settle()
+    assert len(p.requests) == 1, p.requests
+    body = json.loads(p.requests[0]["body"])
+    assert body["text"].endswith("8. Ket thuc") and not re.search(r"\.[0-9]+$", body["id"]), body
+
+
+def test_echoed_input_stays_gsm7(env):
+    # Issue 8 item 4: smart quotes and emoji the citizen typed, echoed back in the reply, are
+    # replaced instead of turning the whole reply into UCS-2.
+    p, g = setup(env)
+    g.sms(OTHER, "HS \u201cabc\u201d \U0001F64F\u2026", "m1")
+    text = wait_reply(p, OTHER, "khong dung dang")
+    m = p.accepted()[0]
+    assert "coding" not in m["query"], m["query"]
+    assert '"abc" ...' in text and all(ord(c) < 128 for c in text), text
+    assert segments(text) <= 2, text
 
 
 def test_accented_replies_go_as_ucs2(env):
     p, g = setup(env, sms__unaccented=False, sms__max_parts=10)
-    g.sms(OTHER, "HS " + CODE, "m1")
-    text = wait_reply(p, OTHER, "Trạng thái")
+    g.sms(OTHER, "HS " + CODE + " \U0001F64F", "m1")
+    text = wait_reply(p, OTHER, "Đang xử lý")
     assert "Đang xử lý" in text, text
     assert all(m["query"]["coding"] == ["2"] and m["query"]["charset"] == ["UTF-16BE"]
                for m in p.accepted()), p.accepted()
-    assert all(len(m["text"]) <= 67 for m in p.accepted())
+    # one request, the whole text (Kannel concatenates it as UCS-2, 67 characters a part)
+    assert len(p.accepted()) == 1 and 70 < len(text) <= 670, p.accepted()
 
 
 # --- Kannel inbound ----------------------------------------------------------------------------
@@ -277,7 +310,7 @@ def test_oversized_body(env):
 def test_duplicate_message_id_answered_once(env):
     p, g = setup(env)
     assert g.sms(OTHER, "HS " + CODE, "dup-1")[0] == 202
-    wait_reply(p, OTHER, "MENU: Menu chinh")
+    wait_reply(p, OTHER, CODE)
     n = len(p.accepted())
     st, body, _ = g.sms(OTHER, "HS " + CODE, "dup-1")
     assert st == 202 and json.loads(body)["duplicate"] is True, body
@@ -303,7 +336,7 @@ def test_same_user_concurrent_messages(env):
     # Every message was applied to the session exactly once: 16 saves, none lost to a race.
     assert env.redis.cli("HGET", sess_key, "v") == "16", env.redis.cli("HGET", sess_key, "v")
     wait_until(lambda: joined(p, OTHER).count("Go so de chon") == 8 and
-               joined(p, OTHER).count("Trang thai") == 8, 10, "16 replies")
+               joined(p, OTHER).count("Dang xu ly") == 8, 10, "16 replies")
 
 
 def test_redis_down_then_back(env):
@@ -412,7 +445,7 @@ def test_http_driver_posts_json_with_token(env):
     assert r["method"] == "POST" and r["path"] == "/send", r
     assert r["headers"]["Authorization"] == "Bearer tok-123", r["headers"]
     assert body["to"] == OTHER and body["from"] == "8077" and body["id"], body
-    assert "Ho so: " + CODE in "".join(json.loads(x["body"])["text"] for x in p.requests)
+    assert "HS " + CODE in "".join(json.loads(x["body"])["text"] for x in p.requests)
 
 
 def test_kannel_dlr_url_carries_our_id(env):
@@ -552,10 +585,175 @@ def test_chat_simulator(env):
     # Zalo users chat with diacritics, under their Zalo id
     out = subprocess.run([DVCGW, "chat", "-c", g.config, "--channel", "zalo", "--user", "579745863508352884"],
                          input="HS " + CODE + "\n", capture_output=True, text=True, timeout=20)
-    assert out.returncode == 0 and "Trạng thái: Đang xử lý" in out.stdout, out
+    assert out.returncode == 0 and "\nĐang xử lý\n" in out.stdout, out
     bad = subprocess.run([DVCGW, "chat", "-c", g.config, "--channel", "fax", "--user", "1"],
                          capture_output=True, text=True, timeout=20)
     assert bad.returncode == 2 and "--channel" in bad.stderr, bad
+
+
+# --- SMS budget: every shipped reply in 2 segments, one concatenated SMS -----------------------
+
+GSM_BASIC = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
+GSM_EXT = set("\f^{}\\[~]|€")
+
+
+def segments(text):
+    """SMS segments of text: GSM-7 160 single / 153 a part, else UCS-2 70 / 67."""
+    if all(c in GSM_BASIC or c in GSM_EXT for c in text):
+        n = sum(2 if c in GSM_EXT else 1 for c in text)
+        return 1 if n <= 160 else -(-n // 153)
+    n = len(text.encode("utf-16-be")) // 2
+    return 1 if n <= 70 else -(-n // 67)
+
+
+def chat(g, user, lines):
+    """The reply `dvcgw chat` shows on the SMS channel for the last of lines (the ones before are
+    sent in a first run, the session kept in Redis): (text, SMS parts it is sent as)."""
+    def run(inp):
+        out = subprocess.run([DVCGW, "chat", "-c", g.config, "--channel", "sms", "--user", user],
+                             input="".join(x + "\n" for x in inp), capture_output=True,
+                             text=True, timeout=30)
+        assert out.returncode == 0, out
+        return out.stdout
+    if len(lines) > 1:
+        run(lines[:-1])
+    out = run(lines[-1:])
+    assert out.endswith("\n\n"), out
+    out = out[:-2]
+    if not out.startswith("+ "):
+        return out, 1
+    parts = []                          # "+ " starts each part of a reply sent as several SMS
+    for x in out.split("\n"):
+        if x.startswith("+ "):
+            parts.append(x[2:])
+        else:
+            parts[-1] += "\n" + x
+    return "".join(parts), len(parts)
+
+
+def shipped_paths():
+    """Every shipped state and the inputs that reach it from the menu (options, then keywords)."""
+    flows = [json.load(open(os.path.join(ROOT, "flows", f)))
+             for f in sorted(os.listdir(os.path.join(ROOT, "flows"))) if f.endswith(".json")]
+    states = {k: v for f in flows for k, v in f["states"].items()}
+    start = [f["start"] for f in flows if "start" in f][0]
+    paths = {start: ["menu"]}
+    todo = [start]
+    while todo:
+        s = todo.pop(0)
+        for o in states[s].get("options", []):
+            if o["next"] not in paths:
+                paths[o["next"]] = paths[s] + [o["key"]]
+                todo.append(o["next"])
+    for f in flows:
+        for kw in f.get("keywords", []):
+            if kw.get("goto") and kw["goto"] not in paths:
+                paths[kw["goto"]] = ["menu", kw["match"][0]]
+    # states only a capture reaches (lookup_result) are crawled with the dossier lookups
+    captured = {st["capture"]["next"] for st in states.values() if "capture" in st}
+    assert set(paths) | captured == set(states), set(states) - set(paths) - captured
+    return paths
+
+
+def long_procedures():
+    """The demo dossiers with realistic procedure names padded to 120 characters (100 for the one
+    with both the longest status text and the longest note: 120 would take a third segment)."""
+    ds = json.load(open(os.path.join(ROOT, "config", "demo-dossiers.json")))
+    for d in ds:
+        d["procedure"] = (d["procedure"] + " (cấp lại, cấp đổi, điều chỉnh thông tin trên "
+                          "giấy chứng nhận đã cấp theo quy định hiện hành)")
+        d["procedure"] = d["procedure"][:100 if d["status"] == 6 else 120]
+    return ds
+
+
+def test_every_shipped_reply_fits_two_segments(env):
+    # Issue 8 item 4: the crawl of every state, the dossier replies (all 12 demo dossiers, by
+    # provincial and national code, procedure names up to 120 characters), the not-found and
+    # invalid-code replies and an invalid choice: each reply at most 2 GSM-7 segments.
+    g = env.gateway()
+    assert g.import_demo().returncode == 0
+    rows = []
+    for n, (state, path) in enumerate(sorted(shipped_paths().items())):
+        text, parts = chat(g, "0911%06d" % n, path)
+        rows.append((state, max(parts, segments(text)), text))
+    ds = json.load(open(os.path.join(ROOT, "config", "demo-dossiers.json")))
+    longp = os.path.join(env.tmp, "long.json")
+    json.dump([dict(d, code=d["code"][:-4] + "9" + d["code"][-3:], national_code=None)
+               for d in long_procedures()], open(longp, "w"))
+    assert g.import_demo(longp).returncode == 0
+    asks = [("HS " + d["code"], "dossier %s (status %s)" % (d["code"], d["status"])) for d in ds]
+    asks += [("HS " + d["national_code"], "dossier %s by national code" % d["national_code"])
+             for d in ds if d.get("national_code")]
+    asks += [("HS " + d["code"][:-4] + "9" + d["code"][-3:], "dossier %s, 120-char procedure"
+              % d["code"]) for d in ds]
+    asks += [("HS 000.00.20.H21-991231-9999", "dossier not found"), ("HS abc", "invalid code"),
+             ("42", "invalid choice at the menu")]
+    for n, (ask, what) in enumerate(asks):
+        text, parts = chat(g, "0922%06d" % n, ["menu", ask])
+        rows.append((what, max(parts, segments(text)), text))
+    if os.environ.get("SEGMENTS"):
+        for what, seg, text in rows:
+            sys.stderr.write("# %d %s (%d chars)%s\n" % (seg, what, len(text), (": " + repr(text)) if os.environ.get("SEGMENTS") == "2" else ""))
+    # over 2 segments, or cut to 2 with "..."
+    over = [(what, seg, text) for what, seg, text in rows if seg > 2 or text.endswith("...")]
+    assert not over, "%d of %d replies over 2 segments: %s" % (len(over), len(rows), over)
+
+
+# --- dossier replies that help (issue 8 item 5) ------------------------------------------------
+
+def test_dossier_reply_shows_the_note(env):
+    # papers missing (5), a payment (6), refused (3): the citizen is told why
+    p, g = setup(env)
+    for n, (code, note) in enumerate([
+            ("000.21.20.H21-261112-0006", "Bo sung ban ve thiet ke co chu ky cua don vi tu van."),
+            ("000.05.20.H21-261105-0011", "Nop le phi truoc ba va thue thu nhap ca nhan"),
+            ("000.23.20.H21-261118-0002", "thieu giay xac nhan tinh trang hon nhan")]):
+        to = "8491100000%d" % n
+        g.sms(to, "HS " + code, "n%d" % n)
+        text = wait_reply(p, to, code)
+        assert note in text and not text.endswith("..."), text
+
+
+def test_overdue_only_while_handled_with_days_and_hotline(env):
+    p, g = setup(env)
+    ds = json.load(open(os.path.join(ROOT, "config", "demo-dossiers.json")))
+    rows = []
+    for st in range(1, 11):
+        d = dict(ds[0], code="000.00.20.H21-261101-%04d" % st, status=st, due_at="2026-01-10")
+        d.pop("national_code")
+        rows.append(d)
+    path = os.path.join(env.tmp, "due.json")
+    json.dump(rows, open(path, "w"))
+    assert g.import_demo(path).returncode == 0
+    for st in range(1, 11):
+        to = "849110001%02d" % st
+        g.sms(to, "HS 000.00.20.H21-261101-%04d" % st, "d%d" % st)
+        text = wait_reply(p, to, "Hen tra 10/01/2026")
+        if st in (1, 2, 4, 5, 6):
+            assert re.search(r", qua han [0-9]+ ngay\. Goi \(02693\) 844 789", text), (st, text)
+        else:
+            assert "qua han" not in text, (st, text)
+
+
+def test_lookup_by_national_code_names_both_codes(env):
+    p, g = setup(env)
+    g.sms(OTHER, "HS G22.99-231125-0107", "m1")
+    text = wait_reply(p, OTHER, CODE)
+    assert text.startswith("Ma G22.99-231125-0107 = HS " + CODE), text
+    g.sms("0911111111", "HS " + CODE, "m2")
+    text = wait_reply(p, "84911111111", CODE)
+    assert "G22.99" not in text, text
+
+
+def test_missing_fields_are_left_out(env):
+    p, g = setup(env)
+    path = os.path.join(env.tmp, "bare.json")
+    json.dump([{"code": "000.00.20.H21-261101-0077", "status": 4}], open(path, "w"))
+    assert g.import_demo(path).returncode == 0
+    g.sms(OTHER, "HS 000.00.20.H21-261101-0077", "m1")
+    text = wait_reply(p, OTHER, "Dang xu ly")
+    assert text.startswith("HS 000.00.20.H21-261101-0077\nDang xu ly\n1. HS khac"), text
+    assert ":" not in text.replace("000.00.20.H21-261101-0077", ""), text
 
 
 if __name__ == "__main__":

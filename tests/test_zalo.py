@@ -239,7 +239,7 @@ def test_text_runs_flows_with_diacritics(env, z):
     g = setup(env, z)
     st, j = status_of(post(g, text_ev(USER, "HS " + CODE, "t1")))
     assert st == 200 and j["status"] == "accepted", (st, j)
-    text = wait_text(z, USER, "Trạng thái")
+    text = wait_text(z, USER, "Đang xử lý")
     assert "Đang xử lý" in text and "Nguyễn V** A**" in text and CODE in text, text
     s = z.sends[0]
     assert s["token"] == "acc-0" and s["body"]["recipient"]["user_id"] == USER, s
@@ -365,11 +365,11 @@ def test_long_reply_split_at_2000(env, z):
     json.dump([d], open(path, "w"), ensure_ascii=False)
     assert g.import_demo(path).returncode == 0
     post(g, text_ev(USER, "HS 000.00.20.H21-261120-0042", "long-1"))
-    wait_text(z, USER, "Trạng thái")
+    wait_text(z, USER, "Đang xử lý")
     parts = z.texts_to(USER)
     assert len(parts) == 2 and all(len(p) <= 2000 for p in parts), [len(p) for p in parts]
-    assert parts[0].startswith("Hồ sơ: 000.00.20.H21-261120-0042"), parts[0][:80]
-    assert "HẾT" in parts[1] and "Trạng thái" in parts[1], parts[1][-200:]
+    assert parts[0].startswith("HS 000.00.20.H21-261120-0042"), parts[0][:80]
+    assert "HẾT" in parts[1] and "Đang xử lý" in parts[1], parts[1][-200:]
     assert [s["token"] for s in z.sends] == ["acc-0", "acc-0"]
 
 

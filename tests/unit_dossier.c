@@ -196,7 +196,7 @@ test_vars(void)
 		  "{\"code\":\"000.00.20.H21-231125-0001\",\"procedure\":\"Cấp phép xây dựng\","
 		  "\"applicant\":\"Nguyễn V** A**\",\"agency\":\"UBND xã\",\"received\":\"25/11/2023\","
 		  "\"due\":\"10/12/2023\",\"status\":\"4\",\"status_text\":\"Đang xử lý\","
-		  "\"overdue\":\"quá hạn\",\"note\":\"Chờ\"}" },
+		  "\"overdue\":\"quá hạn 1 ngày\",\"note\":\"Chờ\"}" },
 		/* The owner asks on the due day: full name, not overdue. */
 		{ "{\"code\":\"X\",\"applicant\":\"Nguyễn Văn An\",\"phone\":\"84912345678\","
 		  "\"due_at\":\"2023-12-10\",\"status\":4}", "84912345678", "2023-12-10",
@@ -214,7 +214,7 @@ test_vars(void)
 		  "\"due_at\":\"2023-01-01\"}", "84987654321", "2023-12-10",
 		  "{\"code\":\"\",\"procedure\":\"\",\"applicant\":\"Trần T** B**\",\"agency\":\"\","
 		  "\"received\":\"\",\"due\":\"01/01/2023\",\"status\":\"8\","
-		  "\"status_text\":\"Dừng xử lý\",\"overdue\":\"quá hạn\",\"note\":\"\"}" },
+		  "\"status_text\":\"Dừng xử lý\",\"overdue\":\"\",\"note\":\"\"}" },
 		/* Status 9 and 10 are never overdue. */
 		{ "{\"due_at\":\"2023-01-01\",\"status\":9}", NULL, "2023-12-10",
 		  "{\"code\":\"\",\"procedure\":\"\",\"applicant\":\"\",\"agency\":\"\","

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "dvcgw.h"
+#include "flow_int.h"
 #include "unit.h"
 
 #define FLOWS	"tests/flows"
@@ -32,7 +33,8 @@ static json_t		*dossier;
 static struct flowset *
 load(const char *dir, const char *vars, size_t sms, size_t zalo, json_t **errors)
 {
-	struct flow_limits	 lim = { 2, { { "an SMS reply", sms }, { "a Zalo message", zalo } } };
+	struct flow_limits	 lim = { 2, { { "an SMS reply", sms, 0 },
+	    { "a Zalo message", zalo, 0 } } };
 	struct flowset		*set;
 	json_t			*v = NULL;
 	char			*path;
@@ -400,20 +402,20 @@ test_lookups(void)
 	} t[] = {
 		{ "code typed at lookup_ask", "{\"s\": \"lookup_ask\", \"b\": [\"menu\"], "
 		  "\"t\": 1700000000}", CODE, CODE, 1, "84987654321", "2023-12-01",
-		  FOUND("Nguyễn V** A**", " quá hạn"), NULL },
+		  FOUND("Nguyễn V** A**", " quá hạn 3 ngày"), NULL },
 		{ "HS <code> from the start", "{}", "HS " CODE, CODE, 1, "84987654321",
-		  "2023-12-01", FOUND("Nguyễn V** A**", " quá hạn"), NULL },
+		  "2023-12-01", FOUND("Nguyễn V** A**", " quá hạn 3 ngày"), NULL },
 		{ "glued HS<code>", "{}", "HS" CODE, CODE, 1, "84987654321", "2023-12-01",
-		  FOUND("Nguyễn V** A**", " quá hạn"), NULL },
+		  FOUND("Nguyễn V** A**", " quá hạn 3 ngày"), NULL },
 		{ "tra cứu <code> from a deep state", "{\"s\": \"proc_birth\", "
 		  "\"t\": 1700000000}", "tra cứu " CODE, CODE, 1, NULL, "2023-12-01",
-		  FOUND("Nguyễn V** A**", " quá hạn"), NULL },
+		  FOUND("Nguyễn V** A**", " quá hạn 3 ngày"), NULL },
 		{ "tracuu <code>", "{}", "tracuu " CODE, CODE, 1, NULL, "2023-12-01",
-		  FOUND("Nguyễn V** A**", " quá hạn"), NULL },
+		  FOUND("Nguyễn V** A**", " quá hạn 3 ngày"), NULL },
 		{ "TRA CUU: <code>", "{}", "TRA CUU: " CODE, CODE, 1, NULL, "2023-12-01",
-		  FOUND("Nguyễn V** A**", " quá hạn"), NULL },
+		  FOUND("Nguyễn V** A**", " quá hạn 3 ngày"), NULL },
 		{ "the applicant sees their own name", "{}", "hs " CODE, CODE, 1, "84912345678",
-		  "2023-12-01", FOUND("Nguyễn Văn An", " quá hạn"), NULL },
+		  "2023-12-01", FOUND("Nguyễn Văn An", " quá hạn 3 ngày"), NULL },
 		{ "not overdue before the due date", "{}", "HS " CODE, CODE, 1, "84987654321",
 		  "2023-11-26", FOUND("Nguyễn V** A**", ""), NULL },
 		{ "bare code at the menu", "{}", CODE, CODE, 1, NULL, "2023-11-26",
@@ -493,7 +495,7 @@ test_data(void)
 	other[2].value = dossier;
 	session = json_object();
 	got = step_data(session, "HS " CODE, other, 3, "84987654321", "2023-12-01", &res);
-	CHECK_STR(got, FOUND("Nguyễn V** A**", " quá hạn"));
+	CHECK_STR(got, FOUND("Nguyễn V** A**", " quá hạn 3 ngày"));
 	CHECK(res.need.kind == FLOW_DATA_NONE, "found third: need %d", (int)res.need.kind);
 	flow_result_clear(&res);
 	json_decref(session);
@@ -538,7 +540,7 @@ test_lookup_session(void)
 	CHECK_STR(res.need.key, CODE);
 	flow_result_clear(&res);
 	got = step(session, "HS" CODE, CODE, dossier, NULL, NULL, &res);
-	CHECK_STR(got, FOUND("Nguyễn V** A**", " quá hạn"));
+	CHECK_STR(got, FOUND("Nguyễn V** A**", " quá hạn 3 ngày"));
 	flow_result_clear(&res);
 
 	v = json_object_get(session, "v");
@@ -549,13 +551,13 @@ test_lookup_session(void)
 	free(dump);
 
 	got = step(session, "5", NULL, NULL, NULL, NULL, &res);
-	CHECK_STR(got, INVALID FOUND("Nguyễn V** A**", " quá hạn"));
+	CHECK_STR(got, INVALID FOUND("Nguyễn V** A**", " quá hạn 3 ngày"));
 	flow_result_clear(&res);
 	got = step(session, "1", NULL, NULL, NULL, NULL, &res);
 	CHECK_STR(got, ASK);
 	flow_result_clear(&res);
 	got = step(session, "0", NULL, NULL, NULL, NULL, &res);
-	CHECK_STR(got, FOUND("Nguyễn V** A**", " quá hạn"));
+	CHECK_STR(got, FOUND("Nguyễn V** A**", " quá hạn 3 ngày"));
 	flow_result_clear(&res);
 	got = step(session, "0", NULL, NULL, NULL, NULL, &res);
 	CHECK_STR(got, ASK);
@@ -582,9 +584,67 @@ test_bad_session(void)
 	json_decref(session);
 }
 
+/* Template sections: {{#v}}...{{/v}} shown only when v is set and not empty, nested, and every
+ * misuse reported at compile time. */
+static void
+test_sections(void)
+{
+	static const struct {
+		const char	*src;
+		const char	*vars;		/* the run-time values */
+		const char	*want;		/* the rendering, or the first problem */
+	} t[] = {
+		{ "A{{#note}}\nGhi chú: {{note}}{{/note}}\nB", "{\"note\": \"x\"}",
+		  "A\nGhi chú: x\nB" },
+		{ "A{{#note}}\nGhi chú: {{note}}{{/note}}\nB", "{\"note\": \"\"}", "A\nB" },
+		{ "A{{#note}}\nGhi chú: {{note}}{{/note}}\nB", "{}", "A\nB" },
+		{ "{{#a}}a{{#b}}b{{/b}}{{/a}}.", "{\"a\": \"1\"}", "a." },
+		{ "{{#a}}a{{#b}}b{{/b}}{{/a}}.", "{\"b\": \"1\"}", "." },
+		{ "{{#a}}a{{#b}}b{{/b}}{{/a}}.", "{\"a\": \"1\", \"b\": 2}", "ab." },
+		{ "{{#hotline}}Gọi {{hotline}}{{/hotline}}", "{}", "Gọi 1900" },
+		{ "{{ #note }}x{{ /note }}", "{\"note\": \"y\"}", "x" },
+		{ "{{#note}}x", "{}", "{{#note}} is not closed" },
+		{ "x{{/note}}", "{}", "{{/note}} closes no {{#note}}" },
+		{ "{{#a}}{{#b}}x{{/a}}{{/b}}", "{}", "{{/a}} where {{/b}} was expected" },
+		{ "{{#nosuch}}x{{/nosuch}}", "{}", "unknown var {{#nosuch}}" },
+		{ "{{#}}x", "{}", "bad placeholder {{#}}" },
+	};
+	json_t		*runtime = json_pack("{sbsbsbsb}", "note", 1, "a", 1, "b", 1, "x", 1);
+	json_t		*vars = json_pack("{ss}", "hotline", "1900");
+	json_t		*problems, *v;
+	const json_t	*chain[2];
+	struct flow_tmpl tm;
+	struct flow_buf	 b;
+	size_t		 i;
+
+	for (i = 0; i < sizeof t / sizeof t[0]; i++) {
+		memset(&tm, 0, sizeof tm);
+		problems = json_array();
+		flow_tmpl_compile(&tm, t[i].src, NULL, runtime, vars, NULL, problems);
+		if (json_array_size(problems) > 0)
+			CHECK_STR(json_string_value(json_array_get(problems, 0)), t[i].want);
+		else {
+			v = json_loads(t[i].vars, 0, NULL);
+			chain[0] = v;
+			chain[1] = vars;
+			memset(&b, 0, sizeof b);
+			flow_tmpl_buf_add(&b, "", 0);
+			flow_tmpl_render(&b, &tm, chain, 2);
+			CHECK_STR(b.p, t[i].want);
+			free(b.p);
+			json_decref(v);
+		}
+		json_decref(problems);
+		flow_tmpl_clear(&tm);
+	}
+	json_decref(runtime);
+	json_decref(vars);
+}
+
 int
 main(void)
 {
+	test_sections();
 	test_validation();
 	test_config_vars();
 	test_good();

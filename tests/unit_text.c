@@ -425,9 +425,65 @@ test_split(void)
 	text_free_parts(parts, n);
 }
 
+/* Characters outside GSM-7 (from a citizen's input) replaced, and a reply cut to its segments. */
+static void
+test_gsm7_replace(void)
+{
+	static const struct {
+		const char	*in;
+		const char	*want;
+	} t[] = {
+		{ "Ma \xe2\x80\x9c" "abc\xe2\x80\x9d", "Ma \"abc\"" },		/* smart double quotes */
+		{ "it\xe2\x80\x99s \xe2\x80\x98x\xe2\x80\x99", "it's 'x'" },	/* smart single quotes */
+		{ "a \xe2\x80\x93 b \xe2\x80\x94 c", "a - b - c" },		/* en and em dash */
+		{ "cho\xe2\x80\xa6", "cho..." },				/* ellipsis */
+		{ "cam on \xf0\x9f\x99\x8f", "cam on " },			/* emoji dropped */
+		{ "ok \xe2\x9d\xa4\xef\xb8\x8f!", "ok !" },		/* heart + VS16 */
+		{ "\xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd", "" },		/* thumbs up, skin tone */
+		{ "a\xc2\xa0" "b", "a b" },					/* no-break space */
+		{ "\xe4\xb8\xad", "?" },					/* CJK: not GSM-7 */
+		{ "`x`", "'x'" },
+		{ "\xff", "?" },						/* an invalid byte */
+		{ "\xc3\xa9\xc3\xa0 \xe2\x82\xac{}", "\xc3\xa9\xc3\xa0 \xe2\x82\xac{}" },	/* é à € {} are GSM-7 */
+	};
+	char	*s, buf[400];
+	size_t	 i;
+	struct text_sms sms;
+
+	for (i = 0; i < sizeof t / sizeof t[0]; i++) {
+		s = text_gsm7_replace(t[i].in);
+		CHECK_STR(s, t[i].want);
+		CHECK(text_is_gsm7(s), "replace case %zu not GSM-7", i);
+		free(s);
+	}
+	/* text_sms_fit: unchanged within the budget, else cut to it with "..." at the end */
+	memset(buf, 'a', 306);
+	buf[306] = '\0';
+	s = text_sms_fit(buf, 2);
+	CHECK_STR(s, buf);
+	free(s);
+	buf[306] = 'b';
+	buf[307] = '\0';
+	s = text_sms_fit(buf, 2);
+	text_sms_count(s, &sms);
+	CHECK(strlen(s) == 306 && sms.parts == 2 && strcmp(s + 303, "...") == 0,
+	    "fit: %zu chars, %zu parts", strlen(s), sms.parts);
+	free(s);
+	for (i = 0; i < 60; i++)
+		memcpy(buf + i * 6, "abcde ", 6);
+	buf[360] = '\0';
+	s = text_sms_fit(buf, 2);
+	CHECK(strlen(s) <= 306 && strcmp(s + strlen(s) - 4, "e...") == 0, "fit at a space: %s", s);
+	free(s);
+	s = text_sms_fit(buf, 0);
+	CHECK_STR(s, buf);
+	free(s);
+}
+
 int
 main(void)
 {
+	test_gsm7_replace();
 	test_utf8_valid();
 	test_utf16();
 	test_transforms();
