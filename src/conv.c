@@ -94,6 +94,7 @@ struct conv {
 	struct conv_flows	*flows;
 	char			*channel, *user, *text, *msgid, *to;
 	int			 deliver;
+	int			 restart;
 	int			 shard;
 	char			*k_session, *k_seen, *k_outbox;
 
@@ -341,6 +342,8 @@ conv_load_cb(struct redisReply *r, void *arg, const char *err)
 			json_decref(c->session);
 			c->session = json_object();
 		}
+		if (c->restart)
+			json_object_clear(c->session);
 		c->loaded = 1;
 	} else
 		conv_fail(c, "unexpected answer from the load script");
@@ -517,6 +520,7 @@ conv_handle(const struct conv_msg *m, conv_cb *cb, void *arg)
 	c->msgid = m->msgid && *m->msgid ? xstrdup(m->msgid) : NULL;
 	c->to = m->to ? xstrdup(m->to) : NULL;
 	c->deliver = m->deliver;
+	c->restart = m->restart;
 	c->shard = conv_shard(m->channel, m->user);
 	c->k_session = rkey_session(c->shard, m->channel, m->user);
 	c->k_seen = rkey_seen(c->shard, m->channel, c->msgid ? c->msgid : "-");

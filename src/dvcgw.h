@@ -117,6 +117,8 @@ struct conv_msg {
 	const char	*msgid;		/* provider's message id for de-duplication, or NULL */
 	const char	*to;		/* our address the user wrote to (replies come from it) */
 	int		 deliver;	/* 1: queue replies in the outbox; 0: only hand them to cb */
+	int		 restart;	/* 1: start at the flows' start state, whatever the stored
+					 * session says (a new USSD session) */
 };
 /* status CONV_*; replies (borrowed) on CONV_OK; end: terminal state; cause: why, on failure. */
 typedef void conv_cb(int status, json_t *replies, int end, const char *cause, void *arg);

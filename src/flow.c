@@ -60,6 +60,20 @@ flow_action_needing(unsigned texts)
 	return NULL;
 }
 
+/* The variant of the texts for a channel: 1 + its index in the set's channels, or 0 (the plain
+ * wording) for NULL or a channel the set was not loaded with. */
+size_t
+flow_variant(const struct flowset *fs, const char *channel)
+{
+	size_t	i;
+
+	for (i = 0; channel != NULL && i < fs->nchans; i++) {
+		if (strcmp(fs->chans[i], channel) == 0)
+			return i + 1;
+	}
+	return 0;
+}
+
 /* qsort comparison of two byname entries. */
 int
 flow_cmp_byname(const void *a, const void *b)
@@ -284,15 +298,16 @@ keyword_find_arg(const struct flowset *fs, char *trim, const char **value, char 
 	return NULL;
 }
 
-/* Render one of the set's texts with chain and return it as a JSON string. */
+/* Render one of the set's texts, as channel's variant, with chain and return it as a JSON string. */
 static json_t *
-flow_text(const struct flowset *fs, int t, const json_t *const *chain, size_t nchain)
+flow_text(const struct flowset *fs, const char *channel, int t, const json_t *const *chain,
+    size_t nchain)
 {
 	struct flow_buf	 b = { NULL, 0, 0 };
 	json_t		*s;
 
 	flow_tmpl_buf_add(&b, "", 0);
-	flow_tmpl_render(&b, &fs->texts[t], chain, nchain);
+	flow_tmpl_render(&b, &fs->texts[flow_variant(fs, channel)][t], chain, nchain);
 	s = json_stringn(b.p, b.len);
 	free(b.p);
 	return s != NULL ? s : json_string("");
@@ -372,7 +387,7 @@ action_lookup_dossier(const struct flowset *fs, const struct flow_input *in, con
 	chain[0] = local;
 	chain[1] = svars;
 	chain[2] = fs->vars;
-	json_object_set_new(out, "result", flow_text(fs, t, chain, 3));
+	json_object_set_new(out, "result", flow_text(fs, in->channel, t, chain, 3));
 	json_decref(local);
 	return 0;
 }
@@ -452,6 +467,7 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 	char					*trim, *fold, *core, *copy = NULL;
 	char					 guess[DOSSIER_CODE_MAX];
 	int					 cur, target = -1, fresh, o, rc = 0;
+	size_t					 var = flow_variant(fs, in->channel);
 
 	memset(res, 0, sizeof *res);
 	if (!json_is_object(session)) {
@@ -541,15 +557,15 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 	chain[2] = fs->vars;
 	flow_tmpl_buf_add(&b, "", 0);
 	if (kind == STEP_INVALID) {
-		flow_tmpl_render(&b, &fs->texts[TEXT_INVALID_CHOICE], chain, 3);
+		flow_tmpl_render(&b, &fs->texts[var][TEXT_INVALID_CHOICE], chain, 3);
 		flow_tmpl_buf_add(&b, "\n", 1);
 	}
 	/* After an idle restart a number means what it means at the start: say so. */
-	if (fresh == 2 && fs->have[TEXT_SESSION_EXPIRED] && (kind == STEP_SHOW || o != -1)) {
-		flow_tmpl_render(&b, &fs->texts[TEXT_SESSION_EXPIRED], chain, 3);
+	if (fresh == 2 && fs->have[var][TEXT_SESSION_EXPIRED] && (kind == STEP_SHOW || o != -1)) {
+		flow_tmpl_render(&b, &fs->texts[var][TEXT_SESSION_EXPIRED], chain, 3);
 		flow_tmpl_buf_add(&b, "\n", 1);
 	}
-	flow_tmpl_render(&b, &fs->states[target].reply, chain, 3);
+	flow_tmpl_render(&b, &fs->states[target].reply[var], chain, 3);
 	if ((reply = json_stringn(b.p, b.len)) == NULL) {
 		*cause = xstrdup("flow reply is not valid UTF-8");
 		rc = -1;

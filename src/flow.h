@@ -14,15 +14,18 @@
 
 struct flowset;				/* opaque, immutable once loaded: share it freely */
 
-/* The longest message each channel can carry, from the channel table: every state's message,
- * rendered with its options and footer and unaccented, must fit each of them. */
+/* The channels, from the channel table: the longest message each can carry (every state's message,
+ * rendered for that channel with its options and footer and unaccented, must fit it) and the name
+ * the flows' "channels" overrides use for it (flow_input.channel). An entry without a name only
+ * limits the flows' own wording; an entry with max_chars 0 only names a channel. */
 #define FLOW_LIMITS_MAX 8
 struct flow_limits {
 	size_t	n;
 	struct {
 		const char	*what;		/* "an SMS reply", for the problem sentence */
-		size_t		 max_chars;
+		size_t		 max_chars;	/* 0: no limit */
 		size_t		 max_segments;	/* SMS segments after unaccenting, 0: not counted */
+		const char	*channel;	/* its name ("sms"), or NULL */
 	} lim[FLOW_LIMITS_MAX];
 };
 
@@ -60,7 +63,9 @@ struct flow_need {
 
 struct flow_input {
 	const char		*text;		/* valid UTF-8 as the user sent it */
-	const char		*channel;	/* "sms", "ussd", "zalo" */
+	const char		*channel;	/* "sms", "ussd", "zalo": picks the flows'
+						 * "channels" overrides; NULL or a name the
+						 * set was not loaded with: the plain texts */
 	const char		*user;		/* canonical phone (84...) or channel user id; NULL
 						 * if unknown */
 	int64_t			 now;		/* unix seconds */

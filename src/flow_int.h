@@ -58,11 +58,15 @@ struct flow_keyword {
 	char	*sp;		/* "anywhere" keywords: the fold with its spaces, else NULL */
 };
 
+/* A text exists once per variant: [0] the flows' plain wording, [1 + i] as channel i (flowset.chans)
+ * shows it, with that channel's "channels" overrides. */
+#define FLOW_VARIANTS	(FLOW_LIMITS_MAX + 1)
+
 struct flow_state {
 	char			*name;
 	size_t			 flow;		/* index in flowset.flows */
 	int			 end;
-	struct flow_tmpl	 reply;		/* message, options and footer */
+	struct flow_tmpl	 reply[FLOW_VARIANTS];	/* message, options and footer */
 	struct flow_option	*opts;
 	size_t			 nopts;
 	struct flow_keyword	*words;		/* the options' keywords */
@@ -115,8 +119,10 @@ struct flowset {
 	char				**fillers;	/* folded words ignored at the input's end */
 	size_t				 nfillers;
 	json_t				*vars;		/* set vars: files merged, config on top */
-	struct flow_tmpl		 texts[TEXT_COUNT];
-	int				 have[TEXT_COUNT];
+	char				*chans[FLOW_LIMITS_MAX];	/* channel names */
+	size_t				 nchans;
+	struct flow_tmpl		 texts[FLOW_VARIANTS][TEXT_COUNT];
+	int				 have[FLOW_VARIANTS][TEXT_COUNT];
 };
 
 /* An action run on a captured value (the table is in flow.c). Returns 0 with its variables in out,
@@ -131,6 +137,7 @@ struct flow_action {
 
 /* flow.c */
 const struct flow_action *flow_action_find(const char *);
+size_t		 flow_variant(const struct flowset *, const char *);
 const struct flow_action *flow_action_needing(unsigned);
 int		 flow_cmp_byname(const void *, const void *);
 

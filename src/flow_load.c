@@ -39,6 +39,9 @@ struct flow_loader {
 	const char			*start;
 	int				 textfile[TEXT_COUNT];
 	const char			*textsrc[TEXT_COUNT];
+	/* Per channel (flowset.chans): its "channels" text overrides and their files. */
+	int				 chtextfile[FLOW_LIMITS_MAX][TEXT_COUNT];
+	const char			*chtextsrc[FLOW_LIMITS_MAX][TEXT_COUNT];
 };
 
 static const char *const dossier_fields[] = {
@@ -61,9 +64,14 @@ static const struct {
 };
 
 static const char *const top_keys[] = {
-	"flow", "idle_timeout", "start", "vars", "texts", "keywords", "fillers", "states", NULL
+	"flow", "idle_timeout", "start", "vars", "texts", "keywords", "fillers", "states", "channels",
+	NULL
 };
-static const char *const state_keys[] = { "message", "options", "capture", "end", NULL };
+static const char *const state_keys[] = {
+	"message", "options", "capture", "end", "channels", NULL
+};
+static const char *const file_channel_keys[] = { "texts", NULL };
+static const char *const state_channel_keys[] = { "message", "labels", NULL };
 static const char *const option_keys[] = { "key", "label", "keywords", "next", NULL };
 static const char *const capture_keys[] = { "regex", "var", "action", "next", NULL };
 static const char *const keyword_keys[] = { "match", "goto", "back", "capture", "anywhere",
@@ -130,19 +138,98 @@ flow_fold_nospace(const char *s)
 	return f;
 }
 
-/* Parse template source into t: set-only variables are substituted now, run-time ones kept. */
+/* Parse template source into t: set-only variables are substituted now, run-time ones kept. Its
+ * problems are reported unless quiet (the same source compiled again for another channel). */
 static void
 load_tmpl(struct flow_loader *l, struct flow_tmpl *t, const char *src, const char *const *extra,
-    const char *file, const char *where)
+    const char *file, const char *where, int quiet)
 {
 	json_t	*problems, *p;
 	size_t	 i;
 
 	problems = json_array();
 	flow_tmpl_compile(t, src, extra, l->runtime, l->fs->vars, l->used, problems);
-	json_array_foreach(problems, i, p)
-		load_error(l, file, where, "%s", json_string_value(p));
+	json_array_foreach(problems, i, p) {
+		if (!quiet)
+			load_error(l, file, where, "%s", json_string_value(p));
+	}
 	json_decref(problems);
+}
+
+/* The channel called name (its index in flowset.chans), or -1 after reporting it as unknown. */
+static int
+load_channel(struct flow_loader *l, const char *name, const char *file, const char *where)
+{
+	struct flowset	*fs = l->fs;
+	char		*known = NULL, *tmp;
+	size_t		 i;
+
+	for (i = 0; i < fs->nchans; i++) {
+		if (strcmp(fs->chans[i], name) == 0)
+			return (int)i;
+	}
+	for (i = 0; i < fs->nchans; i++) {
+		tmp = xasprintf("%s%s%s", known ? known : "", known ? ", " : "", fs->chans[i]);
+		free(known);
+		known = tmp;
+	}
+	load_error(l, file, where, "unknown channel \"%s\" (known: %s)", name,
+	    known ? known : "none");
+	free(known);
+	return -1;
+}
+
+/* Parse a file's top-level "channels": per channel, overrides of the set's "texts". */
+static void
+load_file_channels(struct flow_loader *l, size_t fi, const json_t *cj)
+{
+	const char	*file = l->files[fi], *name, *key;
+	json_t		*chj, *tj, *sj;
+	char		*where, *w2;
+	size_t		 t;
+	int		 c;
+
+	if (!json_is_object(cj)) {
+		load_error(l, file, "channels", "must be an object of channel names");
+		return;
+	}
+	json_object_foreach((json_t *)cj, name, chj) {
+		where = xasprintf("channels.%s", name);
+		if ((c = load_channel(l, name, file, "channels")) == -1)
+			goto next;
+		if (!json_is_object(chj)) {
+			load_error(l, file, where, "must be an object");
+			goto next;
+		}
+		load_keys(l, chj, file_channel_keys, file, where);
+		if ((tj = json_object_get(chj, "texts")) == NULL)
+			goto next;
+		if (!json_is_object(tj)) {
+			load_error(l, file, where, "\"texts\" must be an object");
+			goto next;
+		}
+		json_object_foreach(tj, key, sj) {
+			w2 = xasprintf("%s.texts.%s", where, key);
+			for (t = 0; t < TEXT_COUNT; t++) {
+				if (strcmp(flow_texts[t].name, key) == 0)
+					break;
+			}
+			if (t == TEXT_COUNT)
+				load_error(l, file, where, "unknown text \"%s\"", key);
+			else if (!json_is_string(sj))
+				load_error(l, file, w2, "must be a string");
+			else if (l->chtextsrc[c][t] != NULL)
+				load_error(l, file, w2, "already defined in %s",
+				    l->files[l->chtextfile[c][t]]);
+			else {
+				l->chtextsrc[c][t] = json_string_value(sj);
+				l->chtextfile[c][t] = (int)fi;
+			}
+			free(w2);
+		}
+next:
+		free(where);
+	}
 }
 
 /* Find a state by name at load time: its index or -1. */
@@ -360,6 +447,9 @@ load_file(struct flow_loader *l, size_t fi, const char *dir)
 		}
 	}
 
+	if ((v = json_object_get(root, "channels")) != NULL)
+		load_file_channels(l, fi, v);
+
 	if ((v = json_object_get(root, "fillers")) != NULL) {
 		if (!json_is_array(v))
 			load_error(l, file, NULL, "\"fillers\" must be an array of words");
@@ -493,7 +583,124 @@ load_config_vars(struct flow_loader *l, const json_t *config)
 	}
 }
 
-/* Parse one state: options, capture, end, and build its reply template. */
+/* 1 when v is a string with more than spaces in it. */
+static int
+load_nonblank(const json_t *v)
+{
+	char	*trimmed;
+	int	 ok;
+
+	if (!json_is_string(v))
+		return 0;
+	trimmed = text_trim(json_string_value(v));
+	ok = *trimmed != '\0';
+	free(trimmed);
+	return ok;
+}
+
+/* Parse a state's "channels": per channel name, a shorter "message" and "labels" (option key ->
+ * label). Returns an array of fs->nchans borrowed overrides (NULL: none for that channel). */
+static json_t **
+load_state_channels(struct flow_loader *l, const struct flow_state *st, const json_t *sj,
+    const json_t *opts)
+{
+	struct flowset	*fs = l->fs;
+	const char	*file = l->files[st->flow], *name, *key;
+	json_t		**chv, *cj, *chj, *v, *lj, *oj;
+	char		*where;
+	size_t		 i;
+	int		 c, found;
+
+	chv = xcalloc(fs->nchans + 1, sizeof *chv);
+	if ((cj = json_object_get(sj, "channels")) == NULL)
+		return chv;
+	if (!json_is_object(cj)) {
+		load_error(l, file, st->name, "\"channels\" must be an object of channel names");
+		return chv;
+	}
+	json_object_foreach(cj, name, chj) {
+		where = xasprintf("%s: channels.%s", st->name, name);
+		if ((c = load_channel(l, name, file, st->name)) == -1)
+			goto next;
+		if (!json_is_object(chj)) {
+			load_error(l, file, where, "must be an object");
+			goto next;
+		}
+		load_keys(l, chj, state_channel_keys, file, where);
+		chv[c] = chj;
+		if ((v = json_object_get(chj, "message")) != NULL && !load_nonblank(v))
+			load_error(l, file, where, "\"message\" must be a non-empty string");
+		if ((lj = json_object_get(chj, "labels")) == NULL)
+			goto next;
+		if (!json_is_object(lj)) {
+			load_error(l, file, where, "\"labels\" must be an object of option keys");
+			goto next;
+		}
+		json_object_foreach(lj, key, v) {
+			found = 0;
+			json_array_foreach(opts, i, oj) {
+				if (json_is_object(oj) && json_is_string(json_object_get(oj, "key")) &&
+				    strcmp(json_string_value(json_object_get(oj, "key")), key) == 0)
+					found = 1;
+			}
+			if (!found)
+				load_error(l, file, where, "label for \"%s\", which is not an option "
+				    "key of the state", key);
+			else if (!load_nonblank(v))
+				load_error(l, file, where, "label for \"%s\" must be a non-empty "
+				    "string", key);
+		}
+next:
+		free(where);
+	}
+	return chv;
+}
+
+/* Build state si's reply for variant c (0: plain, 1 + i: channel i with its overrides chj, which
+ * may be NULL): message, "N. Label" lines, footer. A source the plain variant already compiled is
+ * compiled quietly, so that its problems are reported once. */
+static void
+load_reply(struct flow_loader *l, size_t si, size_t c, const char *msg, const json_t *opts,
+    const json_t *chj)
+{
+	struct flowset		*fs = l->fs;
+	struct flow_state	*st = &fs->states[si];
+	struct flow_tmpl	*t = &st->reply[c];
+	const char		*file = l->files[st->flow], *key, *src;
+	json_t			*oj, *v, *labels;
+	char			*where;
+	size_t			 i;
+	int			 tomenu = 0;
+
+	src = json_string_value(json_object_get(chj, "message"));
+	load_tmpl(l, t, src != NULL ? src : msg, NULL, file, st->name, c > 0 && src == NULL);
+	labels = json_object_get(chj, "labels");
+	json_array_foreach(opts, i, oj) {
+		key = json_string_value(json_object_get(oj, "key"));
+		if (l->start != NULL && json_is_string(json_object_get(oj, "next")) &&
+		    strcmp(json_string_value(json_object_get(oj, "next")), l->start) == 0)
+			tomenu = 1;
+		v = json_object_get(oj, "label");
+		if (key == NULL || !json_is_string(v))
+			continue;
+		src = json_string_value(json_object_get(labels, key));
+		where = xasprintf("%s: option %zu", st->name, i + 1);
+		flow_tmpl_literal(t, "\n", 1);
+		flow_tmpl_literal(t, key, strlen(key));
+		flow_tmpl_literal(t, ". ", 2);
+		load_tmpl(l, t, src != NULL ? src : json_string_value(v), NULL, file, where,
+		    c > 0 && src == NULL);
+		free(where);
+	}
+	/* No footer when an option already goes to the start state: its "MENU" would say it twice,
+	 * and it costs an SMS segment. */
+	if (fs->have[c][TEXT_FOOTER] && (int)si != fs->start && !st->end && !tomenu) {
+		flow_tmpl_literal(t, "\n", 1);
+		flow_tmpl_append(t, &fs->texts[c][TEXT_FOOTER]);
+	}
+}
+
+/* Parse one state: options, capture, end, and build its reply templates. */
 static void
 load_state(struct flow_loader *l, size_t si, unsigned *needtexts)
 {
@@ -501,10 +708,9 @@ load_state(struct flow_loader *l, size_t si, unsigned *needtexts)
 	struct flow_state	*st = &fs->states[si];
 	struct flow_option	*o;
 	const char		*file = l->files[st->flow], *msg = NULL, *key;
-	json_t			*sj = l->sjs[si], *v, *opts, *oj, *kj, *seen;
+	json_t			*sj = l->sjs[si], *v, *opts, *oj, *kj, *seen, **chv;
 	char			*trimmed, *where, *ns;
-	size_t			 i, j;
-	int			 tomenu;
+	size_t			 i, j, c;
 
 	if (!json_is_object(sj)) {
 		load_error(l, file, st->name, "must be an object");
@@ -607,31 +813,13 @@ load_state(struct flow_loader *l, size_t si, unsigned *needtexts)
 	if (st->end && (st->nopts > 0 || st->cap != NULL))
 		load_error(l, file, st->name, "an end state cannot have options or a capture");
 
-	/* The reply: message, "N. Label" lines, footer (not when an option already goes to the start
-	 * state: the footer's "MENU" would say it twice, and it costs an SMS segment). */
+	chv = load_state_channels(l, st, sj, opts);
 	if (msg == NULL)
-		return;
-	load_tmpl(l, &st->reply, msg, NULL, file, st->name);
-	tomenu = 0;
-	json_array_foreach(opts, i, oj) {
-		key = json_string_value(json_object_get(oj, "key"));
-		if (l->start != NULL && json_is_string(json_object_get(oj, "next")) &&
-		    strcmp(json_string_value(json_object_get(oj, "next")), l->start) == 0)
-			tomenu = 1;
-		v = json_object_get(oj, "label");
-		if (key == NULL || !json_is_string(v))
-			continue;
-		where = xasprintf("%s: option %zu", st->name, i + 1);
-		flow_tmpl_literal(&st->reply, "\n", 1);
-		flow_tmpl_literal(&st->reply, key, strlen(key));
-		flow_tmpl_literal(&st->reply, ". ", 2);
-		load_tmpl(l, &st->reply, json_string_value(v), NULL, file, where);
-		free(where);
-	}
-	if (fs->have[TEXT_FOOTER] && (int)si != fs->start && !st->end && !tomenu) {
-		flow_tmpl_literal(&st->reply, "\n", 1);
-		flow_tmpl_append(&st->reply, &fs->texts[TEXT_FOOTER]);
-	}
+		goto out;
+	for (c = 0; c <= fs->nchans; c++)
+		load_reply(l, si, c, msg, opts, c > 0 ? chv[c - 1] : NULL);
+out:
+	free(chv);
 }
 
 /* Parse the global keywords: folded match words (unique in the set), goto or back, capture. */
@@ -766,8 +954,7 @@ load_reach(struct flow_loader *l)
 	free(seen);
 }
 
-/* Check every state's full reply against the SMS and Zalo limits (run-time variables empty): SMS
- * in segments of the unaccented GSM-7 text, the others in characters. */
+/* Check every state's full reply against the SMS and Zalo limits (run-time variables empty). */
 static void
 load_lengths(struct flow_loader *l)
 {
@@ -777,22 +964,25 @@ load_lengths(struct flow_loader *l)
 	struct flow_buf		 b = { NULL, 0, 0 };
 	struct text_sms		 sms;
 	char			*u, *g;
-	size_t			 i, k, n;
+	size_t			 i, k, n, c;
 
 	for (i = 0; i < fs->nstates; i++) {
 		st = &fs->states[i];
-		if (st->reply.n == 0)
-			continue;
-		b.len = 0;
-		flow_tmpl_buf_add(&b, "", 0);
-		flow_tmpl_render(&b, &st->reply, chain, 1);
-		u = text_unaccent(b.p);
-		n = text_utf8_len(u);
-		g = text_gsm7_replace(u);
-		text_sms_count(g, &sms);
-		free(g);
-		free(u);
-		for (k = 0; k < l->lim->n && k < FLOW_LIMITS_MAX; k++)
+		for (k = 0; k < l->lim->n && k < FLOW_LIMITS_MAX; k++) {
+			/* Each channel's limit holds for that channel's wording. */
+			c = flow_variant(fs, l->lim->lim[k].channel);
+			if (st->reply[c].n == 0 || (l->lim->lim[k].max_chars == 0 &&
+			    l->lim->lim[k].max_segments == 0))
+				continue;
+			b.len = 0;
+			flow_tmpl_buf_add(&b, "", 0);
+			flow_tmpl_render(&b, &st->reply[c], chain, 1);
+			u = text_unaccent(b.p);
+			n = text_utf8_len(u);
+			g = text_gsm7_replace(u);
+			text_sms_count(g, &sms);
+			free(g);
+			free(u);
 			if (l->lim->lim[k].max_segments > 0) {
 				if (sms.parts > l->lim->lim[k].max_segments)
 					load_error(l, l->files[st->flow], st->name, "message too long "
@@ -800,10 +990,11 @@ load_lengths(struct flow_loader *l)
 					    "unaccenting, with options and footer; budget %zu "
 					    "segments of 153, sms.max_parts)", l->lim->lim[k].what,
 					    sms.parts, n, l->lim->lim[k].max_segments);
-			} else if (l->lim->lim[k].max_chars > 0 && n > l->lim->lim[k].max_chars)
+			} else if (n > l->lim->lim[k].max_chars)
 				load_error(l, l->files[st->flow], st->name, "message too long for %s: "
 				    "%zu characters after unaccenting, with options and footer "
 				    "(limit %zu)", l->lim->lim[k].what, n, l->lim->lim[k].max_chars);
+		}
 	}
 	free(b.p);
 }
@@ -815,8 +1006,9 @@ flowset_load(const char *dir, const json_t *vars, const struct flow_limits *lim,
 	struct flowset		*fs;
 	struct flow_loader	 l;
 	const char		*file;
+	const char		*src;
 	unsigned		 needtexts = 0;
-	size_t			 i, t;
+	size_t			 i, t, c;
 	char			*where;
 
 	memset(&l, 0, sizeof l);
@@ -831,6 +1023,11 @@ flowset_load(const char *dir, const json_t *vars, const struct flow_limits *lim,
 	l.declared = json_object();
 	l.used = json_object();
 	*errors = NULL;
+	for (i = 0; lim != NULL && i < lim->n && i < FLOW_LIMITS_MAX; i++) {
+		if (lim->lim[i].channel != NULL &&
+		    flow_variant(fs, lim->lim[i].channel) == 0)
+			fs->chans[fs->nchans++] = xstrdup(lim->lim[i].channel);
+	}
 
 	if (load_list(&l, dir) != 0)
 		goto done;
@@ -858,15 +1055,25 @@ flowset_load(const char *dir, const json_t *vars, const struct flow_limits *lim,
 	file = l.files[l.start != NULL ? l.startfile : 0];
 
 	for (t = 0; t < TEXT_COUNT; t++) {
-		if (l.textsrc[t] == NULL)
-			continue;
-		where = xasprintf("texts.%s", flow_texts[t].name);
-		load_tmpl(&l, &fs->texts[t], l.textsrc[t], flow_texts[t].extra,
-		    l.files[l.textfile[t]], where);
-		fs->have[t] = 1;
-		free(where);
+		for (c = 0; c <= fs->nchans; c++) {
+			/* A channel without its own wording has the plain one. */
+			src = c > 0 ? l.chtextsrc[c - 1][t] : NULL;
+			if (src != NULL)
+				where = xasprintf("channels.%s.texts.%s", fs->chans[c - 1],
+				    flow_texts[t].name);
+			else if ((src = l.textsrc[t]) != NULL)
+				where = xasprintf("texts.%s", flow_texts[t].name);
+			else
+				continue;
+			load_tmpl(&l, &fs->texts[c][t], src, flow_texts[t].extra,
+			    l.files[c > 0 && l.chtextsrc[c - 1][t] != NULL ?
+			    l.chtextfile[c - 1][t] : l.textfile[t]], where,
+			    c > 0 && l.chtextsrc[c - 1][t] == NULL);
+			fs->have[c][t] = 1;
+			free(where);
+		}
 	}
-	if (!fs->have[TEXT_INVALID_CHOICE])
+	if (!fs->have[0][TEXT_INVALID_CHOICE])
 		load_error(&l, file, "texts.invalid_choice", "missing");
 
 	for (i = 0; i < fs->nstates; i++)
@@ -874,7 +1081,7 @@ flowset_load(const char *dir, const json_t *vars, const struct flow_limits *lim,
 	load_keywords(&l, &needtexts);
 	load_config_vars(&l, vars);
 	for (t = 0; t < TEXT_COUNT; t++) {
-		if ((needtexts & (1U << t)) == 0 || fs->have[t])
+		if ((needtexts & (1U << t)) == 0 || fs->have[0][t])
 			continue;
 		where = xasprintf("texts.%s", flow_texts[t].name);
 		load_error(&l, file, where, "missing (needed by action %s)",
@@ -929,7 +1136,8 @@ flowset_free(struct flowset *fs)
 	for (i = 0; i < fs->nstates; i++) {
 		st = &fs->states[i];
 		free(st->name);
-		flow_tmpl_clear(&st->reply);
+		for (j = 0; j < FLOW_VARIANTS; j++)
+			flow_tmpl_clear(&st->reply[j]);
 		for (j = 0; j < st->nopts; j++)
 			free(st->opts[j].key);
 		free(st->opts);
@@ -954,8 +1162,11 @@ flowset_free(struct flowset *fs)
 	for (i = 0; i < fs->nflows; i++)
 		free(fs->flows[i].name);
 	free(fs->flows);
-	for (i = 0; i < TEXT_COUNT; i++)
-		flow_tmpl_clear(&fs->texts[i]);
+	for (j = 0; j < FLOW_VARIANTS; j++)
+		for (i = 0; i < TEXT_COUNT; i++)
+			flow_tmpl_clear(&fs->texts[j][i]);
+	for (i = 0; i < fs->nchans; i++)
+		free(fs->chans[i]);
 	json_decref(fs->vars);
 	free(fs);
 }

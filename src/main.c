@@ -112,12 +112,12 @@ load_flows(const struct config *cfg)
 	size_t i;
 
 	channel_init(NULL, cfg);	/* the limits; gw_setup sets the drivers up */
-	for (i = 0; (c = channel_at(i)) != NULL && lim.n < FLOW_LIMITS_MAX; i++)
-		if (c->max_chars > 0) {
-			lim.lim[lim.n].what = c->what;
-			lim.lim[lim.n].max_segments = c->max_segments;
-			lim.lim[lim.n++].max_chars = c->max_chars;
-		}
+	for (i = 0; (c = channel_at(i)) != NULL && lim.n < FLOW_LIMITS_MAX; i++) {
+		lim.lim[lim.n].what = c->what;
+		lim.lim[lim.n].max_chars = c->max_chars;
+		lim.lim[lim.n].max_segments = c->max_segments;
+		lim.lim[lim.n++].channel = c->name;
+	}
 	if ((fs = flowset_load(cfg->flows_dir, cfg->flows_vars, &lim, &errors)) == NULL) {
 		json_array_foreach(errors, i, e)
 			fprintf(stderr, "%s\n", json_string_value(e));

@@ -1,7 +1,9 @@
 /* ussd.c: the USSD channel (Africa's Talking callback convention): one HTTP request per screen, the
  * screen answered in the response as "CON ..." or "END ..." within ussd.budget_ms. Our own state per
  * network session in Redis (the input history already consumed, the pages of the last screen) turns
- * the cumulative "1*2*..." text into one new input, and pages replies longer than a screen. */
+ * the cumulative "1*2*..." text into one new input, and pages replies longer than a screen. A new
+ * network session starts at the flows' start state, with the inputs of its first request run
+ * there in order. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +19,7 @@ extern struct channel channel_ussd;	/* this file's entry, at its end */
 #define USSD_MAX_PAGES		16	/* beyond this a reply is cut, its last page ending in "..." */
 #define USSD_MAX_TEXT		4096	/* bytes of the text field: every input of the session */
 #define USSD_MAX_ID		128	/* bytes of a sessionId */
+#define USSD_MAX_REPLAY		8	/* inputs run from the start state for a new session */
 
 /* Navigation lines and our own sentences, written with diacritics and unaccented like the replies
  * when sms.unaccented is on. */
@@ -28,12 +31,15 @@ static const char ussd_msg_error[] = "Xin lỗi, đã có lỗi xảy ra. Vui l�
 
 /* The state is a hash: u (the phone), h (the text already consumed), i (page shown), n (pages),
  * e ("1": the last page ends the session), p0..p<n-1> (the pages, without "CON "/"END ").
- * KEYS: state. ARGV: text, user, ttl. -> {"LOST"} (no usable state: the caller falls back to the part
- * after the last '*'), {"RUN", input} (run the flows on input), or {"PAGE", page, end} (a paging
+ * KEYS: state. ARGV: text, user, ttl. -> {"NEW"} (no state at all: a session we have not answered
+ * yet), {"LOST"} (a state we cannot use: the caller falls back to the part after the last '*'),
+ * {"RUN", input} (run the flows on input), or {"PAGE", page, end} (a paging
  * input, or the same text again, answered from the stored pages; the new index and history are saved
  * in the same call, or the state deleted when that page ends the session). */
 static const char ussd_step_lua[] =
-	"if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return {'LOST'} end\n"
+	"local ty = redis.call('TYPE', KEYS[1]).ok\n"
+	"if ty == 'none' then return {'NEW'} end\n"
+	"if ty ~= 'hash' then return {'LOST'} end\n"
 	"local s = redis.call('HMGET', KEYS[1], 'u', 'h', 'i', 'n', 'e')\n"
 	"if s[1] ~= ARGV[2] or not s[2] then return {'LOST'} end\n"
 	"local h, t = s[2], ARGV[1]\n"
@@ -64,6 +70,9 @@ static const char ussd_save_lua[] =
 
 static int ussd_step_script, ussd_save_script;
 
+struct ussd_req;
+static void	ussd_run(struct ussd_req *, const char *, int);
+
 static struct {
 	struct event_base	*base;
 	const struct config	*cfg;
@@ -78,6 +87,8 @@ struct ussd_req {
 	struct event		*timer;
 	struct timeval		 t0;
 	char			*sid, *user, *text, *key;
+	char			**inputs;	/* a new session's inputs, run in order */
+	size_t			 ninputs, next;
 };
 
 struct ussd_pages {
@@ -164,32 +175,56 @@ ussd_strip_footer(char *text)
 	return 1;
 }
 
-/* How many bytes of p fill a page of cap characters: whole lines while they fit; the next line is cut
- * at a word only when it is not a numbered option and the page would otherwise be less than half
- * full; a word longer than a page is cut at a character. *next is where the following page starts. */
+/* 1 when the character before p ends a sentence or a clause (a page may break after it). */
+static int
+ussd_sentence_end(const char *start, const char *p)
+{
+	return p > start && strchr(".!?;", p[-1]) != NULL;
+}
+
+/* How many bytes of p fill a page of cap characters. Pages break at line ends, or inside a long line
+ * after its last sentence end (". ", "? ", "; " ...) that fits, whichever comes later; a numbered
+ * option line is never broken: it goes to the next page whole. A long line is broken at a word only
+ * when neither would fill a third of the page (one long sentence), and a word longer than a page at
+ * a character. *next is where the following page starts. */
 static size_t
 ussd_fit(const char *p, size_t cap, const char **next)
 {
-	const char *q = p, *nl = NULL, *sp = NULL, *end;
-	size_t chars = 0, nlchars = 0;
+	const char *q = p, *ls = p, *nl = NULL, *se = NULL, *sp = NULL, *end;
+	size_t chars = 0, bchars = 0;
 
 	while (*q != '\0' && chars < cap) {
 		if (*q == '\n') {
 			nl = q;
-			nlchars = chars;
-		} else if (*q == ' ')
+			ls = q + 1;
+			se = sp = NULL;
+			bchars = chars;
+		} else if (*q == ' ') {
 			sp = q;
+			if (ussd_sentence_end(ls, q)) {
+				se = q;
+				bchars = chars;
+			}
+		}
 		q = ussd_utf8_next(q);
 		chars++;
 	}
-	if (*q == '\0' || *q == '\n' || *q == ' ')
+	if (*q == ' ' && ussd_sentence_end(ls, q)) {
+		se = q;
+		bchars = chars;
+	}
+	if (*q == '\0' || *q == '\n')
 		end = q;
-	else if (nl != NULL && (ussd_is_option(nl + 1) || nlchars >= cap / 2))
-		end = nl;
-	else if (sp != NULL && (nl == NULL || sp > nl))
+	else if (ussd_is_option(ls))
+		end = nl != NULL ? nl : sp != NULL ? sp : q;
+	else if ((se != NULL || nl != NULL) && bchars >= cap / 3)
+		end = se != NULL ? se : nl;
+	else if (*q == ' ')
+		end = q;
+	else if (sp != NULL)
 		end = sp;
-	else if (nl != NULL)
-		end = nl;
+	else if (se != NULL || nl != NULL)
+		end = se != NULL ? se : nl;
 	else
 		end = q;
 	if (end == p)		/* never an empty page */
@@ -309,6 +344,9 @@ ussd_unref(struct ussd_req *u)
 	free(u->user);
 	free(u->text);
 	free(u->key);
+	while (u->ninputs > 0)
+		free(u->inputs[--u->ninputs]);
+	free(u->inputs);
 	free(u);
 }
 
@@ -422,6 +460,11 @@ ussd_conv_cb(int status, json_t *replies, int end, const char *cause, void *arg)
 		ussd_answer_say(u, status == CONV_UNAVAILABLE ? ussd_msg_down : ussd_msg_error);
 		goto done;
 	}
+	if (u->next < u->ninputs) {
+		/* A new session's first request: only the screen of its last input is shown. */
+		ussd_run(u, u->inputs[u->next++], 0);
+		goto done;
+	}
 	json_array_foreach(replies, i, r) {
 		if (json_string_value(r) == NULL)
 			continue;
@@ -452,9 +495,10 @@ done:
 	ussd_unref(u);
 }
 
-/* Run one input through the user's conversation; the replies come back to ussd_conv_cb. */
+/* Run one input through the user's conversation (from the start state when restart); the replies
+ * come back to ussd_conv_cb. */
 static void
-ussd_run(struct ussd_req *u, const char *input)
+ussd_run(struct ussd_req *u, const char *input, int restart)
 {
 	struct conv_msg m;
 
@@ -463,8 +507,37 @@ ussd_run(struct ussd_req *u, const char *input)
 	m.user = u->user;
 	m.text = input;
 	m.deliver = 0;
+	m.restart = restart;
 	u->refs++;
 	conv_handle(&m, ussd_conv_cb, u);
+}
+
+/* A session we have not answered yet: whatever the user's conversation was doing (another USSD
+ * session, an SMS), start at the start state and run the inputs its text already carries there,
+ * in order (a code dialled as *8077*6# arrives with text "6" in the first request). */
+static void
+ussd_begin(struct ussd_req *u)
+{
+	const char *p = u->text, *star;
+
+	do {
+		star = strchr(p, '*');
+		if (u->ninputs == USSD_MAX_REPLAY) {
+			log_info("ussd: session %s: more than %d inputs in its first request; showing "
+			    "the start", u->sid, USSD_MAX_REPLAY);
+			while (u->ninputs > 0)
+				free(u->inputs[--u->ninputs]);
+			break;
+		}
+		u->inputs = xrealloc(u->inputs, (u->ninputs + 1) * sizeof *u->inputs);
+		u->inputs[u->ninputs++] = star != NULL ? xstrndup(p, (size_t)(star - p)) :
+		    xstrdup(p);
+		if (star != NULL)
+			p = star + 1;
+	} while (star != NULL);
+	/* The start state's own screen for an empty text, or the first input run there. */
+	u->next = 1;
+	ussd_run(u, u->ninputs > 0 ? u->inputs[0] : "", 1);
 }
 
 /* The state script answered: show a stored page, run the flows on the new input, or fall back. */
@@ -489,13 +562,15 @@ ussd_state_cb(struct redisReply *r, void *arg, const char *err)
 		ussd_answer(u, strcmp(r->element[2]->str, "1") == 0, r->element[1]->str);
 	else if (strcmp(tag, "RUN") == 0 && r->elements == 2 &&
 	    r->element[1]->type == REDIS_REPLY_STRING)
-		ussd_run(u, r->element[1]->str);
+		ussd_run(u, r->element[1]->str, 0);
+	else if (strcmp(tag, "NEW") == 0 && r->elements == 1)
+		ussd_begin(u);
 	else if (strcmp(tag, "LOST") == 0) {
 		/* No history to trust: the newest input is what follows the last '*'. */
 		input = strrchr(u->text, '*');
 		input = input != NULL ? input + 1 : u->text;
 		log_info("ussd: session %s: no state for this text; taking the last input", u->sid);
-		ussd_run(u, input);
+		ussd_run(u, input, 0);
 	} else {
 		log_warn("ussd: session %s: unexpected answer from the state script", u->sid);
 		ussd_answer_say(u, ussd_msg_error);
@@ -617,9 +692,9 @@ ussd_callback(struct http_req *req, void *arg)
 		goto out;
 	}
 	if (*text == '\0') {
-		/* A new network session always starts at the main menu, wherever the user's
+		/* A new network session always starts at the start state, wherever the user's
 		 * conversation was; its state is written with the first screen. */
-		ussd_run(u, "MENU");
+		ussd_begin(u);
 		goto out;
 	}
 	snprintf(ttl, sizeof ttl, "%d", ussd.cfg->ussd_session_ttl);

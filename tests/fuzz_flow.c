@@ -21,7 +21,8 @@ static struct flowset	*fs;
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	struct flow_limits	 lim = { 2, { { "an SMS reply", 459, 3 }, { "a Zalo message", 2000, 0 } } };
+	struct flow_limits	 lim = { 3, { { "an SMS reply", 459, 3, "sms" },
+	    { "a Zalo message", 2000, 0, "zalo" }, { "a USSD screen", 0, 0, "ussd" } } };
 	json_t			*errors = NULL, *e;
 	size_t			 i;
 

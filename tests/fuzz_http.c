@@ -30,8 +30,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	char path[] = "/tmp/dvcgw-fuzz-http-XXXXXX";
 	json_t *errors = NULL;
 	struct flowset *fs;
-	struct flow_limits lim = { 2, { { "an SMS reply", 3 * 153, 3 },
-	    { "a Zalo message", ZALO_MAX_CHARS, 0 } } };
+	struct flow_limits lim = { 3, { { "an SMS reply", 3 * 153, 3, "sms" },
+	    { "a Zalo message", ZALO_MAX_CHARS, 0, "zalo" }, { "a USSD screen", 0, 0, "ussd" } } };
 	int fd;
 	FILE *f;
 

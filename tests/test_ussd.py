@@ -18,6 +18,7 @@ OTHER = "0987654321"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 GOOD_FLOWS = os.path.join(ROOT, "tests", "flows", "good")   # the only flows with "end": true states
 OPTION = re.compile(r"^(\d+)\. \S")
+DEMO = json.load(open(os.path.join(ROOT, "config", "demo-dossiers.json")))
 
 
 def shard(channel, user):
@@ -120,27 +121,29 @@ def test_first_dial_main_menu(env):
     s = Session(g, "ATUid_first")
     kind, body = s.dial()
     assert kind == "CON", body
-    assert body.startswith("Dich vu cong truc tuyen tinh Gia Lai."), body   # unaccented
-    assert "\n1. Gioi thieu DVCTT\n" in body and body.endswith("\n99. Xem tiep"), body
-    assert "0. Quay lai" not in body, body      # the start state has no way back
+    assert body.startswith("DVC truc tuyen tinh Gia Lai:"), body   # unaccented, the USSD wording
+    assert "\n1. Gioi thieu DVCTT\n" in body and body.endswith("\n8. Ket thuc"), body
+    assert "0. Quay lai" not in body and "99." not in body, body      # one screen, no way back
     # our state, in the user's slot, with the session TTL
     key = state_key("ATUid_first")
     st = {f: env.redis.raw("HGET", key, f)[:-1] for f in ("u", "h", "i", "n", "e", "p0")}
     assert st["u"] == OWNER_CANON and st["h"] == "" and st["i"] == "0" and st["e"] == "0", st
-    assert int(st["n"]) >= 2 and st["p0"] == body, st
+    assert st["n"] == "1" and st["p0"] == body, st
     ttl = int(env.redis.cli("TTL", key))
     assert 0 < ttl <= 300, ttl
 
 
 def test_menu_paging_and_back(env):
+    """A reply longer than a screen (an invalid choice before the main menu) is paged."""
     g = setup(env)
     s = Session(g, "ATUid_pg")
-    first = s.dial()
+    s.dial()
+    first = s.send("x")
     pages = s.all_pages(first)
     assert len(pages) >= 2 and all(k == "CON" for k, _ in pages), pages
+    assert pages[0][1].startswith("Lua chon khong hop le.\nDVC truc tuyen"), pages
     # every option exactly once, none cut in half, in order
     assert sum((options(b) for _, b in pages), []) == [str(i) for i in range(1, 9)], pages
-    assert "\n8. Ket thuc\n" in pages[-1][1] + "\n", pages
     last = pages[-1][1]
     assert last.endswith("\n0. Quay lai") and "99. Xem tiep" not in last, last
     # 0 goes back one page, without running the flows
@@ -163,25 +166,20 @@ def test_walk_register_and_back_in_the_flow(env):
     s = Session(g, "ATUid_walk")
     s.dial()
     kind, p1 = s.send("4")
-    assert kind == "CON" and p1.startswith("Dang ky, dang nhap tai khoan dich vu cong."), p1
-    assert p1.endswith("\n99. Xem tiep\n0. Quay lai"), p1
-    assert "MENU: Menu chinh" not in p1     # the flows' footer gives way to our navigation
-    kind, p2 = s.send("99")
-    assert "1. Dang nhap bang VNeID" in p2 and p2.endswith("\n0. Quay lai"), p2
-    assert s.send("0") == ("CON", p1)       # previous page
-    kind, menu = s.send("0")                # first page: the flow's own back
-    assert menu.startswith("Dich vu cong truc tuyen"), menu
-    # 4 -> 1 (VNeID) -> 1 (Xem tiep) -> 3 (Menu chinh): the production flows have no terminal
-    # state ("end": true), so this walk ends back at the main menu, still CON.
+    assert kind == "CON" and p1.startswith("Dang ky, dang nhap: tu 01/7/2024"), p1
+    assert "\n1. Dang nhap bang VNeID\n" in p1 and p1.endswith("\n0. Quay lai"), p1
+    assert "MENU" not in p1     # USSD cannot type MENU: its footer is only the way back
+    kind, menu = s.send("0")    # the flow's own back
+    assert menu.startswith("DVC truc tuyen"), menu
+    # 4 -> 1 (VNeID) -> 1 (Xem tiep) -> 3 (Menu): the production flows' only terminal state is
+    # "Ket thuc", so this walk ends back at the main menu, still CON.
     s.send("4")
     kind, body = s.send("1")
-    body = "".join(b for _, b in s.all_pages((kind, body)))
-    assert "VNeID" in body and "1. Xem tiep" in body, body
+    assert "VNeID" in body and "1. Xem tiep" in body and "99." not in body, body
     kind, body = s.send("1")
-    body = "\n".join(b for _, b in s.all_pages((kind, body)))
-    assert "3. Menu chinh" in body, body
+    assert "3. Menu" in body and "99." not in body, body
     kind, body = s.send("3")
-    assert kind == "CON" and body.startswith("Dich vu cong truc tuyen"), body
+    assert kind == "CON" and body.startswith("DVC truc tuyen"), body
 
 
 def test_single_screen_keeps_the_flows_footer(env):
@@ -190,20 +188,34 @@ def test_single_screen_keeps_the_flows_footer(env):
     s.dial()
     for i in ["5", "1", "1"]:              # submit_menu -> sub_nat_1 -> sub_nat_2 (a short one)
         kind, body = s.send(i)
-        if i != "1" or "Buoc 2/3" not in body:
-            while "\n99. Xem tiep" in body:
-                kind, body = s.send("99")
     assert body.startswith("Cong DVC quoc gia - Buoc 2/3"), body
-    assert body.endswith("\n1. Buoc tiep theo\n0. Quay lai - MENU: Menu chinh"), body
+    assert body.endswith("\n1. Tiep\n0. Quay lai"), body     # the flows' USSD footer
     kind, body = s.send("0")                # the flow's back
-    assert body.startswith("Nop ho so qua Cong DVC quoc gia"), body
+    assert body.startswith("Nop qua Cong DVC quoc gia"), body
+
+
+def crawl_pages(s, first):
+    """Every page of a reply, checking on the way that no option line is split between two pages
+    (a bare "N." line, or a page that starts with what is left of a line cut short)."""
+    pages = s.all_pages(first)
+    for k, (_, body) in enumerate(pages):
+        lines = body.split("\n")
+        assert not any(re.match(r"^\d+\.?$", l) for l in lines), pages
+        if k > 0:
+            prev = [l for l in pages[k - 1][1].split("\n") if l not in ("99. Xem tiep", "0. Quay lai")]
+            assert not OPTION.match(prev[-1]) or OPTION.match(lines[0]) or lines[0] == "0. Quay lai", \
+                pages
+    return pages
 
 
 def test_every_screen_fits(env):
-    """Crawl every state reachable through options; every screen of every page fits."""
+    """Crawl every state on the USSD channel, through options and, at the lookup states, every demo
+    dossier, a code that does not exist and one that is malformed: every state is one screen of at
+    most 160 characters (check_screen), none split across pages."""
     g = setup(env)
-    seen, queue, n = set(), [[]], 0
-    while queue and n < 400:
+    lookups = [d["code"] for d in DEMO] + ["000.00.20.H21-991231-9999", "12345"]
+    seen, queue, n, multi = set(), [[]], 0, []
+    while queue and n < 600:
         path = queue.pop(0)
         n += 1
         s = Session(g, "ATUid_crawl%d" % n)
@@ -211,34 +223,38 @@ def test_every_screen_fits(env):
         first = s.screens[-1]
         for i in path:
             first = s.send(i)
-        pages = s.all_pages(first)
+        pages = crawl_pages(s, first)
         for k, (kind, body) in enumerate(pages):
             # only a terminal state's last page ends the session
             assert kind == "CON" or (k == len(pages) - 1 and body.startswith("Cam on")), pages
             if k > 0 and kind == "CON":
                 assert body.endswith("\n0. Quay lai"), pages
+        if len(pages) > 1:
+            multi.append(pages)
         whole = "\n".join(content(b) for _, b in pages)
         if whole in seen:
             continue
         seen.add(whole)
         for o in sum((options(b) for _, b in pages), []):
             queue.append(path + [o])
-    assert len(seen) >= 30, len(seen)     # 40 of the 42 states (lookup_result needs input)
+        if whole.startswith("Tra cuu ho so: nhap"):
+            queue.extend(path + [c] for c in lookups)
+    assert not multi, multi                 # every state of the shipped flows is one screen
+    assert len(seen) >= 50, len(seen)       # 42 states, 14 lookup answers
 
 
 def test_screens_with_diacritics(env):
     g = setup(env, sms__unaccented=False, sms__max_parts=10)
     s = Session(g, "ATUid_vi")
     kind, body = s.dial()
-    assert body.startswith("Dịch vụ công trực tuyến tỉnh Gia Lai."), body
-    assert body.endswith("\n99. Xem tiếp"), body
-    kind, body = s.send("99")
-    assert body.endswith("\n0. Quay lại"), body
-    s.send("0")
-    kind, body = s.send("4")
-    assert "Đăng ký" in body and body.endswith("\n99. Xem tiếp\n0. Quay lại"), body
+    assert body.startswith("DVC trực tuyến tỉnh Gia Lai:"), body
+    assert "\n4. Đăng ký tài khoản\n" in body and body.endswith("\n8. Kết thúc"), body
+    kind, body = s.send("x")            # an invalid choice and the menu: two pages
+    assert body.startswith("Lựa chọn không hợp lệ.") and body.endswith("\n99. Xem tiếp"), body
     kind, body = s.send("99")          # "99" still pages: the input is digits
-    assert "1. Đăng nhập bằng VNeID" in body, body
+    assert body.endswith("\n0. Quay lại"), body
+    kind, body = s.send("4")
+    assert "1. Đăng nhập bằng VNeID" in body and body.endswith("\n0. Quay lại"), body
 
 
 # --- terminal states (tests/flows/good: the production flows have none) ----------------------------
@@ -258,18 +274,21 @@ def test_end_state(env):
 
 
 def test_shipped_flows_end_the_session(env):
-    """From the first dial to END on the shipped flows: the main menu's "Ket thuc"."""
+    """From the first dial to END on the shipped flows: the main menu's "Ket thuc". The END screen
+    says how to come back on USSD: dial the code again (not "MENU", which a USSD user cannot
+    send once the session is over)."""
     g = setup(env)
     s = Session(g, "ATUid_bye")
-    pages = s.all_pages(s.dial())
-    assert any("8. Ket thuc" in body for _, body in pages), pages
+    kind, body = s.dial()
+    assert "\n8. Ket thuc" in body, body
     kind, body = s.send("8")
     assert kind == "END" and body.startswith("Cam on ban da su dung"), body
-    assert "(02693) 844 789" in body, body
+    assert "Bam *8077# de bat dau lai" in body and "(02693) 844 789" in body, body
+    assert "MENU" not in body.upper().replace("MENU CHINH", ""), body
     # the next dial starts again at the main menu
     s2 = Session(g, "ATUid_bye2")
     kind, body = s2.dial()
-    assert kind == "CON" and body.startswith("Dich vu cong truc tuyen"), body
+    assert kind == "CON" and body.startswith("DVC truc tuyen"), body
 
 
 def test_reply_blank_once_paged_gets_a_sentence(env):
@@ -353,18 +372,17 @@ def test_lookup_typed_at_the_lookup_state(env):
     kind, body = s.send("6")
     assert body.startswith("Tra cuu ho so: nhap ma ho so"), body
     kind, body = s.send(CODE)              # text "6*000.00.20.H21-231125-0001"
-    pages = s.all_pages((kind, body))
-    whole = "\n".join(content(b) for _, b in pages)
-    assert whole.startswith("HS " + CODE), whole
-    assert "(Nguyen Van An)" in whole, whole      # the owner's own phone: unmasked
-    assert "Hen tra 15/01/2027" in whole and "\nDang xu ly\n" in whole, whole
-    assert "1. HS khac" in whole, whole
-    # another phone sees the name masked
+    assert kind == "CON" and "99." not in body, body          # one screen
+    assert body.startswith("Ho so: " + CODE), body
+    assert "\nTrang thai: Dang xu ly\n" in body and "\nHen tra: 15/01/2027\n" in body, body
+    assert "\n1. Tra cuu ho so khac\n" in body, body
+    # the USSD status leaves the applicant out (SMS and Zalo show it, masked for another phone)
+    assert "Nguyen" not in body, body
     s2 = Session(g, "ATUid_hs2", phone=OTHER)
     s2.dial()
     s2.send("6")
-    whole = "\n".join(content(b) for _, b in s2.all_pages(s2.send(CODE)))
-    assert "Nguyen V** A**" in whole and "Nguyen Van An" not in whole, whole
+    kind, body = s2.send(CODE)
+    assert "Trang thai: Dang xu ly" in body and "Nguyen" not in body, body
 
 
 def test_lost_state_falls_back_to_the_last_input(env):
@@ -404,7 +422,110 @@ def test_new_session_starts_at_the_main_menu(env):
     s.dial()
     s.send("5")
     kind, body = Session(g, "ATUid_b").dial()
-    assert body.startswith("Dich vu cong truc tuyen"), body
+    assert body.startswith("DVC truc tuyen"), body
+
+
+def test_first_screen_shows_every_main_option(env):
+    """The first screen holds every option of the main menu, lookup and registration included."""
+    g = setup(env)
+    kind, body = Session(g, "ATUid_all").dial()
+    assert kind == "CON" and len("CON " + body) <= 160, body
+    assert options(body) == [str(i) for i in range(1, 9)], body
+    assert "\n4. Dang ky tai khoan\n" in body and "\n6. Tra cuu ho so\n" in body, body
+    assert "99." not in body, body
+
+
+def test_dossier_status_on_one_screen(env):
+    """Every demo dossier's status comes on the screen right after the code: 2 inputs from the dial
+    (6, the code), no paging."""
+    g = setup(env)
+    for i, d in enumerate(DEMO):
+        s = Session(g, "ATUid_st%d" % i)
+        s.dial()
+        s.send("6")
+        kind, body = s.send(d["code"])
+        assert kind == "CON" and "99." not in body, body
+        assert body.startswith("Ho so: " + d["code"] + "\nTrang thai: "), body
+        assert "\nHen tra: " in body and body.endswith("\n0. Quay lai"), body
+        assert len(s.inputs) == 2
+
+
+def test_national_steps_in_nine_inputs(env):
+    """The 8 steps of registering on the national portal, each whole on one screen: 4, 2, then 1
+    seven times (17 inputs before, with every step paged)."""
+    g = setup(env)
+    s = Session(g, "ATUid_steps")
+    s.dial()
+    s.send("4")
+    kind, body = s.send("2")
+    for step in range(1, 9):
+        assert "Buoc %d/8" % step in body and "99." not in body, body
+        if step < 8:
+            assert "\n1. Tiep\n" in body, body
+            kind, body = s.send("1")
+    assert "Xac nhan" in body and "VNeID" in body, body
+    assert len(s.inputs) == 9, s.inputs
+
+
+def test_new_session_with_input_starts_at_the_start_state(env):
+    """A new sessionId whose first request already carries input (text=6, as when *8077*6# is
+    dialled) runs it at the start state, whatever the user's previous session left."""
+    g = setup(env)
+    s = Session(g, "ATUid_prev")
+    s.dial()
+    s.send("6")
+    kind, body = s.send(CODE)
+    assert body.startswith("Ho so: " + CODE), body
+    # the previous session is left at the dossier; the new one dials *8077*6#
+    s2 = Session(g, "ATUid_next")
+    kind, body = s2.send_text("6")
+    assert kind == "CON" and body.startswith("Tra cuu ho so: nhap"), body
+    assert "Trang thai" not in body, body          # not the previous session's dossier
+    kind, body = s2.send_text("6*" + DEMO[1]["code"])         # and the session goes on from there
+    assert body.startswith("Ho so: " + DEMO[1]["code"]), body
+    # several inputs in the first request run in order from the start state
+    s3 = Session(g, "ATUid_multi")
+    kind, body = s3.send_text("4*2")
+    assert body.startswith("Dang ky tren Cong DVC quoc gia - Buoc 1/8"), body
+    # the next request of that session is read against the history
+    kind, body = s3.send_text("4*2*1")
+    assert body.startswith("Buoc 2/8"), body
+
+
+def test_end_text_names_the_configured_code(env):
+    """The USSD code in the END text is a flows var: the config's flows.vars sets it."""
+    g = setup(env, flows__vars={"ussd_code": "*123*45#"})
+    s = Session(g, "ATUid_code")
+    s.dial()
+    kind, body = s.send("8")
+    assert kind == "END" and "Bam *123*45# de bat dau lai" in body, body
+
+
+def test_long_reply_pages_at_sentence_and_line_ends(env):
+    """A reply longer than a screen breaks after a sentence or at a line end, never inside an option
+    line, and nothing is lost."""
+    flows = os.path.join(env.tmp, "long-flows")
+    os.makedirs(flows)
+    sentences = ["Cau so %d co nhieu chu de lap day man hinh nho cua dien thoai." % i
+                 for i in range(1, 5)]
+    labels = ["Muc lua chon so %d co nhan kha dai" % i for i in range(1, 6)]
+    json.dump({"flow": "m", "start": "menu", "texts": {"invalid_choice": "Sai."},
+               "states": {"menu": {"message": " ".join(sentences), "options": [
+                   {"key": str(i + 1), "label": l, "next": "menu"} for i, l in enumerate(labels)]}}},
+              open(os.path.join(flows, "m.json"), "w"))
+    g = env.gateway(flows__dir=flows)
+    s = Session(g, "ATUid_long")
+    pages = crawl_pages(s, s.dial())
+    assert len(pages) >= 3, pages
+    for _, body in pages:
+        lines = [l for l in body.split("\n") if l not in ("99. Xem tiep", "0. Quay lai")]
+        for l in lines:
+            # a message line ends a sentence; every option line is whole
+            assert l.endswith(".") or l in ["%d. %s" % (i + 1, x) for i, x in enumerate(labels)], \
+                (l, pages)
+    text = " ".join(content(b).replace("\n", " ") for _, b in pages)
+    assert text.split() == (" ".join(sentences) + " " + " ".join(
+        "%d. %s" % (i + 1, x) for i, x in enumerate(labels))).split(), text
 
 
 # --- failures ----------------------------------------------------------------------------------------
@@ -428,7 +549,7 @@ def test_budget_with_redis_stalled(env):
         env.redis.resume()
     wait_until(lambda: g.request("GET", "/healthz")[0] == 200, 10, "healthz back to 200")
     kind, body = Session(g, "ATUid_after").dial()
-    assert kind == "CON" and body.startswith("Dich vu cong truc tuyen"), body
+    assert kind == "CON" and body.startswith("DVC truc tuyen"), body
     assert "dropped" in g.logs() or "no answer within 500 ms" in g.logs()
 
 
@@ -583,8 +704,9 @@ def test_concurrent_sessions(env):
             s.dial()
             kind, body = s.send("6")
             assert body.startswith("Tra cuu ho so"), body
-            whole = "\n".join(content(b) for _, b in s.all_pages(s.send(CODE)))
-            assert "Nguyen V** A**" in whole, whole
+            code = DEMO[i % len(DEMO)]["code"]
+            kind, body = s.send(code)
+            assert body.startswith("Ho so: " + code + "\nTrang thai: "), (code, body)
         except Exception as e:     # noqa: BLE001
             errors.append(e)
 

@@ -1,6 +1,7 @@
 /* unit_flow.c: the conversation engine: validation of the fixture flow sets under tests/flows and
  * step-by-step conversations through tests/flows/good, asserting the exact replies. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "dvcgw.h"
 #include "flow_int.h"
@@ -33,8 +34,8 @@ static json_t		*dossier;
 static struct flowset *
 load(const char *dir, const char *vars, size_t sms, size_t zalo, json_t **errors)
 {
-	struct flow_limits	 lim = { 2, { { "an SMS reply", sms, 0 },
-	    { "a Zalo message", zalo, 0 } } };
+	struct flow_limits	 lim = { 3, { { "an SMS reply", sms, 0, "sms" },
+	    { "a Zalo message", zalo, 0, "zalo" }, { "a USSD screen", 0, 0, "ussd" } } };
 	struct flowset		*set;
 	json_t			*v = NULL;
 	char			*path;
@@ -106,6 +107,20 @@ test_validation(void)
 		{ "bad-vars-conflict", NULL, 480, 2000,
 		  { "b.json: vars.hotline: \"1900 2222\" differs from \"1900 1111\" in "
 		    "a.json" }, 0 },
+		{ "bad-channel-unknown", NULL, 480, 2000,
+		  { "main.json: menu: unknown channel \"usd\" (known: sms, zalo, ussd)",
+		    "main.json: channels: unknown channel \"smss\" (known: sms, zalo, ussd)" }, 0 },
+		{ "bad-channel-label", NULL, 480, 2000,
+		  { "main.json: menu: channels.ussd: \"message\" must be a non-empty string",
+		    "main.json: menu: channels.ussd: label for \"2\", which is not an option key "
+		    "of the state" }, 0 },
+		{ "bad-channel-keys", NULL, 480, 2000,
+		  { "main.json: a: channels.ussd: unknown key \"mesage\"",
+		    "main.json: channels.ussd: unknown text \"footr\"" }, 0 },
+		/* A channel's limit holds for its own wording: the Zalo labels are longer. */
+		{ "good-channels", NULL, 480, 80,
+		  { "main.json: menu: message too long for a Zalo message: 82 characters after "
+		    "unaccenting, with options and footer (limit 80)" }, 0 },
 		{ "no-such-dir", NULL, 480, 2000,
 		  { FLOWS "/no-such-dir: cannot open: " }, 1 },
 	};
@@ -257,6 +272,76 @@ step(json_t *session, const char *text, const char *code, const json_t *d, const
 	struct flow_data	 data = { FLOW_DATA_DOSSIER, code, d };
 
 	return step_data(session, text, &data, code != NULL ? 1 : 0, user, today, res);
+}
+
+/* Per-channel wording ("channels"): each channel sees its own message, labels and texts; one the set
+ * was not loaded with, or none, sees the plain wording. */
+static void
+test_channels(void)
+{
+	static const struct {
+		const char	*channel;
+		const char	*text;
+		const char	*want;
+		int		 end;
+	} t[] = {
+		{ "sms", "", "Chào mừng bạn đến với dịch vụ công.\n1. Giới thiệu dịch vụ công\n"
+		  "2. Kết thúc", 0 },
+		{ "ussd", "", "DVC:\n1. Gioi thieu\n2. Kết thúc", 0 },
+		{ "zalo", "", "Chào mừng bạn đến với dịch vụ công.\n1. Giới thiệu dịch vụ công\n"
+		  "2. Tạm biệt bạn nhé", 0 },
+		{ "web", "", "Chào mừng bạn đến với dịch vụ công.\n1. Giới thiệu dịch vụ công\n"
+		  "2. Kết thúc", 0 },
+		{ NULL, "", "Chào mừng bạn đến với dịch vụ công.\n1. Giới thiệu dịch vụ công\n"
+		  "2. Kết thúc", 0 },
+		{ "ussd", "1", "Giới thiệu.\n1. Kết thúc\n0. Quay lai", 0 },
+		{ "sms", "1", "Giới thiệu.\n1. Kết thúc\n0. Quay lại - MENU: Menu chính", 0 },
+		{ "ussd", "7", "Sai.\nDVC:\n1. Gioi thieu\n2. Kết thúc", 0 },
+		{ "sms", "7", "Lựa chọn không hợp lệ.\nChào mừng bạn đến với dịch vụ công.\n"
+		  "1. Giới thiệu dịch vụ công\n2. Kết thúc", 0 },
+		{ "ussd", "2", "Cam on. Bam *8077# de bat dau lai.", 1 },
+		{ "zalo", "2", "Cảm ơn. Gõ MENU để bắt đầu lại.", 1 },
+	};
+	struct flow_limits	 lim = { 3, { { "an SMS reply", 480, 0, "sms" },
+	    { "a Zalo message", 2000, 0, "zalo" }, { "a USSD screen", 0, 0, "ussd" } } };
+	struct flow_result	 res;
+	struct flowset		*set;
+	struct flow_input	 in;
+	json_t			*errors = NULL, *session;
+	char			*cause = NULL;
+	const char		*got;
+	size_t			 i;
+
+	set = flowset_load(FLOWS "/good-channels", NULL, &lim, &errors);
+	CHECK(set != NULL && errors == NULL, "good-channels did not load");
+	if (errors != NULL)
+		dump_errors("good-channels", errors);
+	json_decref(errors);
+	if (set == NULL)
+		return;
+	for (i = 0; i < sizeof t / sizeof t[0]; i++) {
+		session = json_object();
+		memset(&in, 0, sizeof in);
+		in.channel = t[i].channel;
+		in.now = NOW;
+		in.today = "2023-12-01";
+		if (*t[i].text != '\0') {	/* from the menu */
+			in.text = "";
+			CHECK(flow_step(set, session, &in, &res, &cause) == 0, "menu: %s", cause);
+			flow_result_clear(&res);
+		}
+		in.text = t[i].text;
+		CHECK(flow_step(set, session, &in, &res, &cause) == 0, "step: %s", cause);
+		got = json_string_value(json_array_get(res.replies, 0));
+		CHECK(got != NULL && strcmp(got, t[i].want) == 0, "%s \"%s\": got \"%s\", want "
+		    "\"%s\"", t[i].channel ? t[i].channel : "NULL", t[i].text, got ? got : "(none)",
+		    t[i].want);
+		CHECK(res.end == t[i].end, "%s \"%s\": end %d", t[i].channel ? t[i].channel :
+		    "NULL", t[i].text, res.end);
+		flow_result_clear(&res);
+		json_decref(session);
+	}
+	flowset_free(set);
 }
 
 /* Conversations that need no dossier: start, options, keywords, back, menu, timeouts, end. */
@@ -648,6 +733,7 @@ main(void)
 	test_validation();
 	test_config_vars();
 	test_good();
+	test_channels();
 	if (fs == NULL)
 		UNIT_END();
 	dossier = json_pack("{ss ss ss ss ss ss ss si ss}", "code", CODE,
