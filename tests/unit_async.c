@@ -253,6 +253,7 @@ static struct {
 	int		 n;
 	long long	 at_ms[8];
 	char		 body[512];
+	struct bufferevent *conns[8];	/* open connections, freed at the end of the test */
 } prov;
 
 static void
@@ -291,8 +292,14 @@ prov_read_cb(struct bufferevent *bev, void *arg)
 static void
 prov_event_cb(struct bufferevent *bev, short what, void *arg)
 {
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-		bufferevent_free(bev);
+	size_t i;
+
+	if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) == 0)
+		return;
+	for (i = 0; i < sizeof prov.conns / sizeof prov.conns[0]; i++)
+		if (prov.conns[i] == bev)
+			prov.conns[i] = NULL;
+	bufferevent_free(bev);
 }
 
 static void
@@ -300,7 +307,13 @@ prov_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa
     void *arg)
 {
 	struct bufferevent *bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	size_t i;
 
+	for (i = 0; i < sizeof prov.conns / sizeof prov.conns[0]; i++)
+		if (prov.conns[i] == NULL) {
+			prov.conns[i] = bev;
+			break;
+		}
 	bufferevent_setcb(bev, prov_read_cb, NULL, prov_event_cb, NULL);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
@@ -447,6 +460,9 @@ test_outbox_retry_timer(void)
 	rkey_free();
 	config_free(cfg);
 	evconnlistener_free(l);
+	for (fd = 0; fd < (int)(sizeof prov.conns / sizeof prov.conns[0]); fd++)
+		if (prov.conns[fd] != NULL)
+			bufferevent_free(prov.conns[fd]);
 	redisFree(obx_sync);
 	kill(pid, SIGTERM);
 	waitpid(pid, &status, 0);
