@@ -174,6 +174,29 @@ def test_idle_restart_is_said(env):
     assert "Dich vu cong truc tuyen (DVCTT) cua co quan" in r, r
 
 
+def test_outdated_guidance_is_flagged_on_the_steps(env):
+    """The brochure's steps stay, but where a step still says CMND or the portal's own accounts,
+    the step itself says what changed."""
+    p = env.fake_kannel()
+    g = env.gateway()
+    n = 0
+
+    def walk(texts):
+        nonlocal n
+        out = []
+        for t in texts:
+            out.append(reply_to(p, g, t, n))
+            n += 1
+        return out
+
+    nat = walk(["menu", "4", "2", "1", "1", "1", "1", "1", "1"])    # national steps 1..7
+    assert "Buoc 3/8" in nat[4] and "CMND het gia tri tu 01/01/2025" in nat[4], nat[4]
+    assert "Buoc 7/8" in nat[8] and "tu 01/7/2024 dang nhap bang tai khoan VNeID" in nat[8], nat[8]
+    prov = walk(["menu", "4", "3", "1", "1", "1", "1", "1", "1"])   # provincial steps 1..7
+    assert "Buoc 3/7" in prov[4] and "CMND het gia tri" in prov[4], prov[4]
+    assert "Buoc 7/7" in prov[8] and "CMND het gia tri" in prov[8], prov[8]
+
+
 def test_zalo_code_anywhere_and_greeting_after_follow(env):
     z = FakeZalo()
     try:
