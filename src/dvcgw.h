@@ -77,6 +77,9 @@ size_t		 channel_count(void);
 size_t		 channel_render(const struct channel *, const char *, char ***);
 void		 channel_flush(void);
 
+/* clock.c */
+long long	 clock_ms(void);
+
 /* config.c */
 struct config {
 	char	*path;
@@ -288,6 +291,7 @@ char	*xstrdup(const char *);
 char	*xstrndup(const char *, size_t);
 char	*xasprintf(const char *, ...) printflike(1, 2);
 char	*xvasprintf(const char *, va_list) printflike(1, 0);
+void	 xfree_secret(char *);
 
 /* zalo.c */
 #define ZALO_MAX_CHARS 2000	/* longest OA text message */

@@ -242,15 +242,6 @@ outbox_inflight(void)
 	return obx.sending + obx.settling + (int)outbox_unsettled();
 }
 
-static long long
-outbox_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static struct obx_rate *
 outbox_rate_for(const struct obx_msg *m)
 {
@@ -374,7 +365,7 @@ outbox_flush_cb(evutil_socket_t fd, short events, void *arg)
 
 	struct obx_settle *st;
 
-	snprintf(now, sizeof now, "%lld", outbox_now_ms());
+	snprintf(now, sizeof now, "%lld", clock_ms());
 	for (sh = 0; sh < CONV_SHARDS; sh++) {
 		s = &obx.shards[sh];
 		if (s->ndone == 0)
@@ -470,7 +461,7 @@ outbox_fail(struct obx_msg *m, const char *why, const char *fallback)
 	char now[24], att[16];
 	const char *v[15];
 
-	snprintf(now, sizeof now, "%lld", outbox_now_ms());
+	snprintf(now, sizeof now, "%lld", clock_ms());
 	snprintf(att, sizeof att, "%d", m->att + 1);
 	v[0] = s->k_stream; v[1] = s->k_dead; v[2] = s->k_sent;
 	v[3] = OUTBOX_GROUP; v[4] = m->id; v[5] = m->uid; v[6] = now; v[7] = why;
@@ -596,7 +587,7 @@ outbox_rate_cb(struct redisReply *r, void *arg, const char *err)
 	struct obx_rate *rt = arg;
 	struct obx_msg *m;
 	struct timeval tv = { 0, 0 };
-	long long now = outbox_now_ms();
+	long long now = clock_ms();
 
 	rt->asking = 0;
 	/* Slots are good only in the second they were counted for: an answer that comes back in
@@ -635,7 +626,7 @@ outbox_rate_ask(struct obx_rate *rt)
 		return;
 	if (n > rt->limit)
 		n = rt->limit;
-	rt->asked = outbox_now_ms() / 1000;
+	rt->asked = clock_ms() / 1000;
 	key = rkey_rate(rt->chan->name, rt->asked);
 	snprintf(want, sizeof want, "%d", n);
 	snprintf(limit, sizeof limit, "%d", rt->limit);
@@ -680,7 +671,7 @@ outbox_start(struct obx_msg *m)
 		outbox_send_part(m);
 		return;
 	}
-	if (rt->tokens > 0 && rt->window == outbox_now_ms() / 1000) {
+	if (rt->tokens > 0 && rt->window == clock_ms() / 1000) {
 		rt->tokens--;
 		outbox_send_part(m);
 		return;
@@ -853,7 +844,7 @@ outbox_poll_cb(evutil_socket_t fd, short events, void *arg)
 
 	if (!rds_ready() || obx.stopping)
 		return;
-	snprintf(now, sizeof now, "%lld", outbox_now_ms());
+	snprintf(now, sizeof now, "%lld", clock_ms());
 	snprintf(idle, sizeof idle, "%d", OUTBOX_RECLAIM_IDLE_MS);
 	for (sh = 0; sh < CONV_SHARDS; sh++) {
 		s = &obx.shards[sh];
@@ -947,7 +938,7 @@ outbox_tick_cb(evutil_socket_t fd, short events, void *arg)
 	if (!rds_ready() || obx.stopping)
 		return;
 	snprintf(ttl, sizeof ttl, "%d", obx.cfg->outbox_lease_ms);
-	snprintf(now, sizeof now, "%lld", outbox_now_ms());
+	snprintf(now, sizeof now, "%lld", clock_ms());
 	{
 		const char *v[] = { obx.k_peers, obx.me, now, ttl };
 
@@ -1005,7 +996,7 @@ outbox_tick_cb(evutil_socket_t fd, short events, void *arg)
 	/* Forget sent ids older than a day, a shard per tick. */
 	{
 		static int next;
-		char *cut = xasprintf("%lld", outbox_now_ms() - OUTBOX_SENT_KEEP_MS);
+		char *cut = xasprintf("%lld", clock_ms() - OUTBOX_SENT_KEEP_MS);
 
 		rds_command(outbox_noop_cb, NULL, "ZREMRANGEBYSCORE %s -inf %s",
 		    obx.shards[next++ % CONV_SHARDS].k_sent, cut);

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "dvcgw.h"
 
 /* Allocate size bytes or die. */
@@ -95,4 +97,14 @@ xvasprintf(const char *fmt, va_list ap)
 	s = xmalloc((size_t)n + 1);
 	vsnprintf(s, (size_t)n + 1, fmt, ap);
 	return s;
+}
+
+/* Free a string that held a secret (a token, a key), wiping it first. NULL is fine. */
+void
+xfree_secret(char *s)
+{
+	if (s != NULL) {
+		sodium_memzero(s, strlen(s));
+		free(s);
+	}
 }

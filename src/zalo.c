@@ -79,16 +79,6 @@ static struct {
 	const struct config	*cfg;
 } zalo;
 
-/* Wall-clock milliseconds. */
-static long long
-zalo_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* The signature Zalo puts in X-ZEvent-Signature after "mac=": lowercase hex of the plain SHA-256 of
  * app_id, the raw body, the timestamp and the OA secret key, concatenated. hex has 65 bytes. */
 void
@@ -661,7 +651,7 @@ zalo_webhook(struct http_req *req, void *arg)
 	/* A captured event must not replay once its de-duplication mark is gone. */
 	tsv = strtod(ts, &tend);
 	if (*tend != '\0' || !(tsv > 0 && tsv < 1e15) ||
-	    (age = zalo_now_ms() - (long long)tsv) > (long long)cfg->zalo_max_event_age_s * 1000 ||
+	    (age = clock_ms() - (long long)tsv) > (long long)cfg->zalo_max_event_age_s * 1000 ||
 	    age < -ZALO_MAX_SKEW_MS) {
 		zalo_refused(req, "timestamp outside the accepted window");
 		http_error(req, 403, "stale_event", "The event's timestamp is more than %d s old or "

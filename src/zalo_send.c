@@ -67,26 +67,6 @@ static struct {
 
 static void	zalo_send_token_cb(const char *, const char *, void *);
 
-/* Wall-clock milliseconds. */
-static long long
-zalo_send_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Free a string that held a secret, wiping it first. */
-static void
-zalo_send_wipe(char *s)
-{
-	if (s != NULL) {
-		sodium_memzero(s, strlen(s));
-		free(s);
-	}
-}
-
 /* How long to wait, from now_ms, for the end of Zalo's night window (22:00-06:00 in the
  * deployment's time zone, TZ): until the next 06:00 at night; if our clock says it is day the two
  * clocks disagree by a little, so a short wait. */
@@ -113,7 +93,7 @@ static void
 zalo_send_free(struct zalo_send *s)
 {
 	free(s->text);
-	zalo_send_wipe(s->token);
+	xfree_secret(s->token);
 	free(s->refusal);
 	free(s);
 }
@@ -265,7 +245,7 @@ zalo_send_sent_cb(long status, const char *body, size_t len, const char *err, vo
 		zalo_send_fallback(s, why);
 		break;
 	case ZALO_SEND_A_NIGHT:
-		s->m->retry_after_ms = (int)zalo_send_night_wait_ms(zalo_send_now_ms());
+		s->m->retry_after_ms = (int)zalo_send_night_wait_ms(clock_ms());
 		zalo_send_done(s, OBX_RETRY, why);
 		break;
 	default:
@@ -292,14 +272,14 @@ zalo_send_post(struct zalo_send *s, const char *token)
 	}
 	body = json_dumps(j, JSON_COMPACT);
 	json_decref(j);
-	zalo_send_wipe(s->token);
+	xfree_secret(s->token);
 	s->token = xstrdup(token);
 	hdr = xasprintf("access_token: %s", token);
 	headers[0] = hdr;
 	url = xasprintf("%s/v3.0/oa/message/cs", zsend.api_base);
 	fetch_start(url, body, strlen(body), headers, zsend.cfg->outbox_send_timeout_ms,
 	    zalo_send_sent_cb, s);
-	zalo_send_wipe(hdr);
+	xfree_secret(hdr);
 	free(url);
 	free(body);
 }

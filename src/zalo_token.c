@@ -89,26 +89,6 @@ static struct {
 static void	zalo_token_refresh_start(const char *);
 static void	zalo_token_refresh_lock(void);
 
-/* Wall-clock milliseconds. */
-static long long
-zalo_token_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Free a string that held a secret, wiping it first. */
-static void
-zalo_token_wipe(char *s)
-{
-	if (s != NULL) {
-		sodium_memzero(s, strlen(s));
-		free(s);
-	}
-}
-
 /* A string element of an array reply, NULL when nil or empty. */
 static const char *
 zalo_token_elem(struct redisReply *r, size_t i)
@@ -177,7 +157,7 @@ zalo_token_wait(zalo_token_cb *cb, void *arg)
 
 	w->cb = cb;
 	w->arg = arg;
-	w->since_ms = zalo_token_now_ms();
+	w->since_ms = clock_ms();
 	TAILQ_INSERT_TAIL(&ztok.waiting, w, entry);
 }
 
@@ -228,7 +208,7 @@ zalo_token_loaded_cb(struct redisReply *r, void *arg, const char *err)
 		    err ? err : "unexpected answer");
 		return;
 	}
-	ztok.next_load_ms = zalo_token_now_ms() + ZALO_TOKEN_RELOAD_MS;
+	ztok.next_load_ms = clock_ms() + ZALO_TOKEN_RELOAD_MS;
 	if (ztok.refreshing != ZALO_TOKEN_R_IDLE)
 		return;		/* the refresh reads the hash itself, under the lock */
 	zalo_token_adopt(r, ztok.loaded ? "using the access token another instance refreshed" :
@@ -291,7 +271,7 @@ zalo_token_refresh_end(const char *why)
 	ztok.bad = NULL;
 	evtimer_del(ztok.poll);
 	if (why != NULL) {
-		ztok.failed_at_ms = zalo_token_now_ms();
+		ztok.failed_at_ms = clock_ms();
 		free(ztok.failed_why);
 		ztok.failed_why = xstrdup(why);
 		log_warn("zalo: access token refresh failed: %s", why);
@@ -327,7 +307,7 @@ zalo_token_stored_cb(struct redisReply *r, void *arg, const char *err)
 	free(ztok.access);
 	ztok.access = ztok.new_access;
 	ztok.new_access = NULL;
-	zalo_token_wipe(ztok.new_refresh);
+	xfree_secret(ztok.new_refresh);
 	ztok.new_refresh = NULL;
 	ztok.has_refresh = 1;
 	ztok.expires_at = ztok.new_expires_at;
@@ -432,9 +412,9 @@ zalo_token_refresh_post(const char *refresh)
 	url = xasprintf("%s/v4/oa/access_token", ztok.oauth_base);
 	fetch_start(url, body, strlen(body), headers, ZALO_TOKEN_OAUTH_TIMEOUT_MS,
 	    zalo_token_oauth_cb, NULL);
-	zalo_token_wipe(rt);
-	zalo_token_wipe(body);
-	zalo_token_wipe(secret);
+	xfree_secret(rt);
+	xfree_secret(body);
+	xfree_secret(secret);
 	free(app);
 	free(url);
 }
@@ -481,7 +461,7 @@ zalo_token_polled_cb(struct redisReply *r, void *arg, const char *err)
 		zalo_token_refresh_end(NULL);
 		return;
 	}
-	if (zalo_token_now_ms() > ztok.refresh_deadline_ms) {
+	if (clock_ms() > ztok.refresh_deadline_ms) {
 		zalo_token_refresh_end("another instance holds the refresh lock and no new token "
 		    "came");
 		return;
@@ -551,7 +531,7 @@ zalo_token_refresh_start(const char *bad)
 
 	if (ztok.refreshing != ZALO_TOKEN_R_IDLE)
 		return;
-	if (zalo_token_now_ms() - ztok.failed_at_ms < ZALO_TOKEN_REFRESH_GAP_MS) {
+	if (clock_ms() - ztok.failed_at_ms < ZALO_TOKEN_REFRESH_GAP_MS) {
 		why = xasprintf("the last refresh failed moments ago (%s)", ztok.failed_why);
 		zalo_token_waiting_fail(why);
 		free(why);
@@ -562,7 +542,7 @@ zalo_token_refresh_start(const char *bad)
 		return;
 	}
 	ztok.bad = bad ? xstrdup(bad) : NULL;
-	ztok.refresh_deadline_ms = zalo_token_now_ms() + ZALO_TOKEN_REFRESH_WAIT_MS;
+	ztok.refresh_deadline_ms = clock_ms() + ZALO_TOKEN_REFRESH_WAIT_MS;
 	randombytes_buf(rnd, sizeof rnd);
 	sodium_bin2hex(ztok.lockval, sizeof ztok.lockval, rnd, sizeof rnd);
 	zalo_token_refresh_lock();
@@ -574,7 +554,7 @@ static void
 zalo_token_tick_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct zalo_token_waiter *w;
-	long long now = zalo_token_now_ms();
+	long long now = clock_ms();
 
 	while ((w = TAILQ_FIRST(&ztok.waiting)) != NULL && now - w->since_ms > ZALO_TOKEN_WAIT_MS) {
 		TAILQ_REMOVE(&ztok.waiting, w, entry);
@@ -607,10 +587,10 @@ zalo_token_get(zalo_token_cb *cb, void *arg)
 	    (ztok.access == NULL || strcmp(ztok.access, refused) == 0)) {
 		zalo_token_wait(cb, arg);
 		zalo_token_refresh_start(refused);
-		zalo_token_wipe(refused);
+		xfree_secret(refused);
 		return;
 	}
-	zalo_token_wipe(refused);
+	xfree_secret(refused);
 	if (!ztok.loaded || ztok.refreshing != ZALO_TOKEN_R_IDLE ||
 	    (ztok.access == NULL && ztok.has_refresh)) {
 		zalo_token_wait(cb, arg);
@@ -635,7 +615,7 @@ zalo_token_refused(const char *token)
 			ztok.bad = xstrdup(token);
 		return;
 	}
-	zalo_token_wipe(ztok.refused);
+	xfree_secret(ztok.refused);
 	ztok.refused = xstrdup(token);
 }
 
@@ -678,10 +658,10 @@ zalo_token_stop(void)
 		event_free(ztok.poll);
 		ztok.tick = ztok.poll = NULL;
 	}
-	zalo_token_wipe(ztok.access);
-	zalo_token_wipe(ztok.new_access);
-	zalo_token_wipe(ztok.new_refresh);
-	zalo_token_wipe(ztok.refused);
+	xfree_secret(ztok.access);
+	xfree_secret(ztok.new_access);
+	xfree_secret(ztok.new_refresh);
+	xfree_secret(ztok.refused);
 	ztok.access = ztok.new_access = ztok.new_refresh = ztok.refused = NULL;
 	free(ztok.bad);
 	free(ztok.failed_why);
