@@ -1,7 +1,9 @@
 /* flow.c: how a conversation behaves; start here. flow_step takes one message and the user's
  * session and tries, in this order: a numbered option or option keyword of the current state, a
- * global keyword (MENU, back), a dossier code anywhere in the text, a keyword with an argument
- * ("HS <code>"), the state's free-text capture, else "invalid choice". A capture may run an action
+ * global keyword (MENU, back; both also with trailing fillers such as "a", "nhe" dropped), a
+ * dossier code anywhere in the text, a keyword with an argument ("HS <code>"), an "anywhere"
+ * keyword inside the text ("cho em hoi cach nop ho so"), the state's free-text capture, a code typed
+ * wrong (answered with the expected shape), else "invalid choice". A capture may run an action
  * (the table below); an action that needs data the caller has not fetched asks for it and the
  * caller re-runs the step. No I/O: loading is in flow_load.c, templates in flow_tmpl.c. */
 #include <ctype.h>
