@@ -397,8 +397,23 @@ text_nfc(const char *s)
  * starts with a letter ("hu7o71ng" -> "huong"), Telex's tone letter after a syllable ("huongs",
  * "daanx" -> "huong", "daan"), then its doubled vowels and w ("daan", "cuuw" -> "dan", "cuu").
  * Folding both the keywords and the input this way keeps them comparable. Returns the new end. */
+static char *text_fold_typed_once(char *, char *);
+
 static char *
 text_fold_typed(char *w, char *e)
+{
+	char *n;
+
+	/* Each pass only removes letters; repeat until none goes, so folding a fold changes
+	 * nothing ("tawf" -> "taf" -> "ta"). */
+	while ((n = text_fold_typed_once(w, e)) != e)
+		e = n;
+	return e;
+}
+
+/* One pass of text_fold_typed. */
+static char *
+text_fold_typed_once(char *w, char *e)
 {
 	static const char vowels[] = "aeiouy";
 	char *p, *q;
