@@ -231,6 +231,15 @@ check_code(const char *s)
 		CHECK(strcmp(again, out) == 0);
 	} else
 		CHECK(out[0] == '\0');
+
+	/* a code typed wrong: a word of the text, never a valid code */
+	memset(out, 0x55, sizeof out);
+	if (dossier_code_suspect(s, out)) {
+		CHECK(memchr(out, '\0', sizeof out) != NULL && out[0] != '\0');
+		CHECK(strstr(s, out) != NULL);
+		CHECK(dossier_code_normalise(out, again, NULL) != DCODE_OTHER);
+	} else
+		CHECK(out[0] == '\0');
 }
 
 /* UTF-16BE (Kannel coding=2): any decoded text is valid UTF-8, and without U+0000 it encodes back
