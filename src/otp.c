@@ -739,7 +739,7 @@ otp_create(struct http_req *req, void *arg)
 	unsigned char h[crypto_hash_sha256_BYTES];
 	char hex[2 * crypto_hash_sha256_BYTES + 1], *cause = NULL;
 	struct otp_req *o;
-	const char *phone, *purpose, *channel, *key;
+	const char *phone, *purpose, *channel, *key, *why;
 	json_t *j;
 	size_t i;
 
@@ -779,10 +779,10 @@ otp_create(struct http_req *req, void *arg)
 		return;
 	}
 	if (channel != NULL && strcmp(channel, "auto") != 0 && strcmp(channel, "sms") != 0) {
-		json_decref(j);
-		otp_fail(o, 400, "invalid_channel", strcmp(channel, "zalo") == 0 ? "Codes cannot be "
-		    "sent by Zalo yet; use \"sms\" or \"auto\"." : "\"channel\" must be \"auto\", "
-		    "\"sms\" or \"zalo\".");
+		why = strcmp(channel, "zalo") == 0 ? "Codes cannot be sent by Zalo yet; use "
+		    "\"sms\" or \"auto\"." : "\"channel\" must be \"auto\", \"sms\" or \"zalo\".";
+		json_decref(j);	/* channel pointed into it */
+		otp_fail(o, 400, "invalid_channel", why);
 		return;
 	}
 	o->purpose = xstrdup(purpose);
