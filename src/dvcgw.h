@@ -27,7 +27,7 @@ struct config;
 typedef void rds_cb(struct redisReply *, void *, const char *);	/* otp.c */
 void		 otp_init(const struct config *);
 char		*otp_check_config(const struct config *);
-int		 otp_decrypt(const char *, char **, char **);
+int		 otp_decrypt(const char *, char **, long long *, char **);
 void		 otp_create(struct http_req *, void *);
 void		 otp_verify(struct http_req *, void *);
 void		 otp_item(struct http_req *, void *);
@@ -227,6 +227,7 @@ struct obx_msg {
 	char	*uid;		/* stable id across retries: idempotency key, our DLR / tracking id */
 	char	*ch, *to, *from, *text;
 	char	*enc;		/* "" or an encrypted text (otp_decrypt) sent instead of text */
+	long long expires_ms;	/* an OTP's expiry (set when enc is decrypted), 0 otherwise */
 	const struct channel *chan;	/* the channel named by ch (NULL: unknown, dead-lettered) */
 	size_t	 part, nparts;	/* the part being sent (0-based) and how many the reply has */
 	int	 att;		/* attempts before this one */
@@ -258,7 +259,7 @@ int		 outbox_dlr(const char *, const char *, rds_cb *, void *, char **);
 /* otp.c */
 void		 otp_init(const struct config *);
 char		*otp_check_config(const struct config *);
-int		 otp_decrypt(const char *, char **, char **);
+int		 otp_decrypt(const char *, char **, long long *, char **);
 void		 otp_create(struct http_req *, void *);
 void		 otp_verify(struct http_req *, void *);
 void		 otp_item(struct http_req *, void *);

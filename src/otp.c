@@ -131,6 +131,15 @@ static const char otp_cancel_lua[] =
 	"redis.call('HDEL', KEYS[1], 'digest', 'enc')\n"
 	"return 'OK'\n";
 
+/* KEYS: the Idempotency-Key's record. ARGV: a marker (this request is being handled), ttl s. ->
+ * nil when the key was free (the marker is set: the caller owns it) or what the key holds: the
+ * first answer or another request's marker. */
+static const char otp_idem_lua[] =
+	"local v = redis.call('GET', KEYS[1])\n"
+	"if v then return v end\n"
+	"redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
+	"return false\n";
+
 /* Purposes when otp.purposes is not set: id -> unaccented name for the message. */
 static const struct {
 	const char	*id, *name;
@@ -149,6 +158,7 @@ static struct {
 	unsigned char		 ekey[crypto_secretbox_KEYBYTES];	/* queued messages */
 	int			 registered;
 	int			 limit_script, create_script, check_script, cancel_script;
+	int			 idem_script;
 	unsigned long long	 created, resent, approved, limited;
 } otp;
 
@@ -161,6 +171,7 @@ struct otp_req {
 	const char	*channel;
 	char		 id[OTP_ID_LEN + 1];
 	char		*idem_key;	/* Redis key of the Idempotency-Key, or NULL */
+	int		 idem_owned;	/* our marker is in it: replace it by the answer or drop it */
 	char		 body_hash[2 * crypto_hash_sha256_BYTES + 1];
 	char		*code;		/* check: the code typed (wiped when freed) */
 };
@@ -187,6 +198,7 @@ otp_init(const struct config *cfg)
 		otp.create_script = rds_script_add("otp_create", otp_create_lua);
 		otp.check_script = rds_script_add("otp_check", otp_check_lua);
 		otp.cancel_script = rds_script_add("otp_cancel", otp_cancel_lua);
+		otp.idem_script = rds_script_add("otp_idem", otp_idem_lua);
 	}
 }
 
@@ -316,10 +328,11 @@ otp_encrypt(const char *text, long long expires)
 	return hex;
 }
 
-/* The text of an outbox entry's enc field: 0 and *text (xmalloc'd; free with xfree_secret), or -1
- * and *cause (a sentence) when it cannot be decrypted or its OTP has expired: it is never sent. */
+/* The text of an outbox entry's enc field: 0, *text (xmalloc'd; free with xfree_secret) and the
+ * OTP's expiry in *expires (ms), or -1 and *cause (a sentence) when it cannot be decrypted or the
+ * OTP has expired: it is never sent. */
 int
-otp_decrypt(const char *enc, char **text, char **cause)
+otp_decrypt(const char *enc, char **text, long long *expires_ms, char **cause)
 {
 	unsigned char *box = NULL, *plain = NULL;
 	size_t hl = strlen(enc), bl = 0, pl;
@@ -352,6 +365,7 @@ otp_decrypt(const char *enc, char **text, char **cause)
 		return -1;
 	}
 	*text = xstrdup(bar + 1);
+	*expires_ms = expires;
 	sodium_memzero(plain, pl);
 	free(plain);
 	free(box);
@@ -436,10 +450,21 @@ otp_answer(struct otp_req *o, int status, json_t *body)
 	otp_req_free(o);
 }
 
-/* Answer with an error and free o. */
+/* A reply nobody waits for. */
+static void
+otp_ignore_cb(struct redisReply *r, void *arg, const char *err)
+{
+	if (err != NULL)
+		log_warn_limited("otp: updating an Idempotency-Key: %s", err);
+}
+
+/* Answer with an error and free o. A refused request leaves its Idempotency-Key free again, so
+ * the client may retry with it. */
 static void
 otp_fail(struct otp_req *o, int status, const char *code, const char *msg)
 {
+	if (o->idem_owned && rds_command(otp_ignore_cb, NULL, "DEL %s", o->idem_key) != 0)
+		log_warn_limited("otp: an Idempotency-Key could not be released (%s)", rds_error());
 	http_error(o->req, status, code, "%s", msg);
 	http_release();
 	otp_req_free(o);
@@ -523,14 +548,6 @@ otp_body(struct http_req *req, const char *const *allowed, char *hash)
 
 static void	otp_create_limits(struct otp_req *);
 
-/* A reply nobody waits for. */
-static void
-otp_ignore_cb(struct redisReply *r, void *arg, const char *err)
-{
-	if (err != NULL)
-		log_warn_limited("otp: storing the answer to an Idempotency-Key: %s", err);
-}
-
 /* The answer of a new or resent verification; remembered for its Idempotency-Key. */
 static void
 otp_created(struct otp_req *o, const char *id, const char *channel, long long expires)
@@ -541,11 +558,11 @@ otp_created(struct otp_req *o, const char *id, const char *channel, long long ex
 	otp_iso(expires, at, sizeof at);
 	body = json_pack("{s:s, s:s, s:s, s:s}", "id", id, "status", "pending", "channel", channel,
 	    "expires_at", at);
-	if (o->idem_key != NULL && body != NULL) {
+	if (o->idem_owned && body != NULL) {
 		memo = json_pack("{s:s, s:i, s:O}", "h", o->body_hash, "s", 201, "b", body);
 		s = memo != NULL ? json_dumps(memo, JSON_COMPACT) : NULL;
 		json_decref(memo);
-		if (s != NULL && rds_command(otp_ignore_cb, NULL, "SET %s %s NX EX %d", o->idem_key, s,
+		if (s != NULL && rds_command(otp_ignore_cb, NULL, "SET %s %s EX %d", o->idem_key, s,
 		    OTP_IDEM_TTL) != 0)
 			log_warn_limited("otp: the answer to an Idempotency-Key was not stored (%s)",
 			    rds_error());
@@ -698,6 +715,7 @@ static void
 otp_idem_cb(struct redisReply *r, void *arg, const char *err)
 {
 	struct otp_req *o = arg;
+	const char *h;
 	json_t *j, *b;
 	int status;
 
@@ -707,27 +725,32 @@ otp_idem_cb(struct redisReply *r, void *arg, const char *err)
 		return;
 	}
 	if (r->type == REDIS_REPLY_NIL) {
+		o->idem_owned = 1;
 		otp_create_limits(o);
 		return;
 	}
 	j = json_loadb(r->str, r->len, 0, NULL);
+	h = json_string_value(json_object_get(j, "h"));
 	b = json_object_get(j, "b");
 	status = (int)json_integer_value(json_object_get(j, "s"));
-	if (b == NULL || json_string_value(json_object_get(j, "h")) == NULL) {
-		json_decref(j);
-		otp_fail(o, 503, "unavailable", "The first answer to this Idempotency-Key is "
-		    "unreadable.");
-		return;
-	}
-	if (strcmp(json_string_value(json_object_get(j, "h")), o->body_hash) != 0) {
+	if (h != NULL && strcmp(h, o->body_hash) != 0) {
 		json_decref(j);
 		otp_fail(o, 422, "idempotency_key_reused", "This Idempotency-Key was already used "
 		    "with a different request body.");
-		return;
+	} else if (h != NULL && json_is_true(json_object_get(j, "p"))) {
+		json_decref(j);
+		http_add_header(o->req, "Retry-After", "1");
+		otp_fail(o, 409, "in_progress", "A request with this Idempotency-Key is still being "
+		    "handled; retry in a moment.");
+	} else if (h == NULL || b == NULL) {
+		json_decref(j);
+		otp_fail(o, 503, "unavailable", "The first answer to this Idempotency-Key is "
+		    "unreadable.");
+	} else {
+		json_incref(b);
+		json_decref(j);
+		otp_answer(o, status, b);
 	}
-	json_incref(b);
-	json_decref(j);
-	otp_answer(o, status, b);
 }
 
 /* POST /api/v1/otp: {"phone", "purpose", "channel"?} -> 201 {"id", "status", "channel",
@@ -801,8 +824,20 @@ otp_create(struct http_req *req, void *arg)
 		crypto_hash_sha256(h, (const unsigned char *)key, i);
 		sodium_bin2hex(hex, sizeof hex, h, sizeof h);
 		o->idem_key = rkey_otp_idem(auth_caller(req), hex);
-		if (rds_command(otp_idem_cb, o, "GET %s", o->idem_key) != 0)
-			otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+		{
+			char *marker = xasprintf("{\"h\":\"%s\",\"p\":true}", o->body_hash);
+			char ttl[16];
+			const char *v[3];
+
+			snprintf(ttl, sizeof ttl, "%d", OTP_IDEM_TTL);
+			v[0] = o->idem_key;
+			v[1] = marker;
+			v[2] = ttl;
+			if (rds_evalsha(otp.idem_script, otp_idem_cb, o, 1, 2, v, NULL) != 0)
+				otp_fail(o, 503, "unavailable", "The gateway cannot reach its store "
+				    "now.");
+			free(marker);
+		}
 		return;
 	}
 	otp_create_limits(o);

@@ -665,7 +665,7 @@ outbox_start(struct obx_msg *m)
 		 * text (what a dead letter keeps) is a placeholder. */
 		char *plain, *cause;
 
-		if (otp_decrypt(m->enc, &plain, &cause) != 0) {
+		if (otp_decrypt(m->enc, &plain, &m->expires_ms, &cause) != 0) {
 			obx.sending++;
 			outbox_done(m, OBX_FAIL, cause);
 			free(cause);

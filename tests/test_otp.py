@@ -91,6 +91,8 @@ def test_create_check_approve_once(env):
     code = wait_code(env.provider)
     text = env.provider.texts_to(CANON)[0]
     assert "dang nhap" in text and "5 phut" in text and len(text) <= 160, text
+    q = env.provider.accepted()[0]["query"]
+    assert q["priority"] == ["3"] and q["validity"][0] in ("4", "5"), q
     st, j, _ = check(g, vid, wrong(code))
     assert st == 200 and j["status"] == "pending" and j["attempts_left"] == 4, (st, j)
     st, j, _ = call(g, "GET", "/api/v1/otp/" + vid)
@@ -208,8 +210,34 @@ def test_idempotency_key(env):
     assert st == 422 and j3["error"] == "idempotency_key_reused", (st, j3)
     st, j4, _ = create(g, headers={"Idempotency-Key": "order-43"})
     assert st == 429, "a new key is a new request (cooldown): %r" % (j4,)
+    assert env.redis.cli("EXISTS", "t:{otp}:idem:portal1:" + sha256("order-43")) == "0", \
+        "a refused request leaves its key free for a retry"
+    assert env.redis.cli("EXISTS", "t:{otp}:idem:portal1:" + sha256("order-42")) == "1"
     time.sleep(0.3)
     assert len(env.provider.texts_to(CANON)) == 1, "a replay sends nothing"
+    # concurrent requests with one key create once; the others wait (409) or replay
+    st, _, _ = create(g, phone="0987654321", headers={"Idempotency-Key": "x-1"})
+    assert st == 201
+    results = []
+    go = threading.Event()
+
+    def one():
+        go.wait()
+        st, j, _ = create(g, phone="0912000111", headers={"Idempotency-Key": "burst"})
+        results.append((st, j and j.get("id")))
+
+    threads = [threading.Thread(target=one) for _ in range(10)]
+    for t in threads:
+        t.start()
+    go.set()
+    for t in threads:
+        t.join(10)
+    ok = [r for r in results if r[0] == 201]
+    assert ok and len(set(i for _, i in ok)) == 1, results
+    assert all(r[0] in (201, 409) for r in results), results
+    wait_until(lambda: len(env.provider.texts_to("84912000111")) >= 1, 5, "the burst's SMS")
+    time.sleep(0.3)
+    assert len(env.provider.texts_to("84912000111")) == 1, "one key, one SMS"
 
 
 def test_concurrent_checks_approve_once(env):
