@@ -146,6 +146,31 @@ auth_init(const struct config *cfg, char **cause)
 	return 0;
 }
 
+static char	*auth_presented(struct http_req *);
+
+/* The name of the api.tokens entry the caller presented (borrowed), or "local" when it presented
+ * none that matches (a loopback caller with no token of the role configured). */
+const char *
+auth_caller(struct http_req *req)
+{
+	unsigned char h[crypto_hash_sha256_BYTES];
+	const char *name = "local";
+	char *tok;
+	size_t i;
+
+	if ((tok = auth_presented(req)) == NULL || strlen(tok) > AUTH_MAX_TOKEN) {
+		free(tok);
+		return name;
+	}
+	crypto_hash_sha256(h, (const unsigned char *)tok, strlen(tok));
+	sodium_memzero(tok, strlen(tok));
+	free(tok);
+	for (i = 0; i < auth.ntokens; i++)
+		if (sodium_memcmp(h, auth.tokens[i].hash, sizeof h) == 0)
+			name = auth.tokens[i].name;
+	return name;
+}
+
 /* 1 when some token of this role is configured. */
 static int
 auth_has_role(int role)

@@ -76,12 +76,24 @@ static const struct cfg_key cfg_keys[] = {
 	S("zalo.access_token", zalo_access_token, NULL),
 	S("zalo.refresh_token", zalo_refresh_token, NULL),
 	A("api.tokens", api_tokens),
+	S("otp.secret", otp_secret, NULL),
+	S("otp.template", otp_template, "{code} la ma OTP {purpose} tren Cong DVC, het han sau "
+	    "{minutes} phut. KHONG cung cap ma cho bat ky ai, ke ca can bo."),
+	O("otp.purposes", otp_purposes),
+	I("otp.lifetime_s", otp_lifetime_s, 300, 30, 600),
+	I("otp.max_checks", otp_max_checks, 5, 1, 10),
+	I("otp.max_sends", otp_max_sends, 5, 1, 10),
+	I("otp.cooldown_s", otp_cooldown_s, 60, 0, 600),
+	I("otp.sends_per_hour", otp_sends_per_hour, 5, 1, 100),
+	I("otp.creates_per_minute", otp_creates_per_minute, 60, 1, 1000000),
+	I("otp.creates_per_ip_minute", otp_creates_per_ip_minute, 30, 1, 1000000),
+	I("otp.daily_sms_cap", otp_daily_sms_cap, 10000, 1, 100000000),
 };
 
 /* Objects that only group keys: a key is valid when it is a table entry or such a group. */
 static const char *cfg_groups[] = {
 	"listen", "redis", "flows", "dossier", "log", "sms", "sms.kannel", "sms.http", "sms.file",
-	"outbox", "ussd", "zalo", "api",
+	"outbox", "ussd", "zalo", "api", "otp",
 };
 
 static const struct cfg_key *
@@ -199,6 +211,13 @@ config_check(struct config *cfg, json_t *errors)
 	const char *role, *hex;
 
 	channel_check(cfg, errors);	/* each channel's driver and the keys it needs */
+	{
+		char *why = otp_check_config(cfg);
+
+		if (why != NULL)
+			config_error(errors, "config: %s", why);
+		free(why);
+	}
 	if (strncmp(cfg->redis_url, "redis://", 8) != 0 && strncmp(cfg->redis_url, "unix://", 7) != 0)
 		config_error(errors, "config: redis.url: must start with redis:// or unix://");
 	if (strcmp(cfg->log_level, "debug") != 0 && strcmp(cfg->log_level, "info") != 0 &&

@@ -24,7 +24,17 @@ struct http_req;
 struct redisReply;
 struct redisContext;
 struct config;
-typedef void rds_cb(struct redisReply *, void *, const char *);	/* rds.c */
+typedef void rds_cb(struct redisReply *, void *, const char *);	/* otp.c */
+void		 otp_init(const struct config *);
+char		*otp_check_config(const struct config *);
+int		 otp_decrypt(const char *, char **, long long *, char **);
+void		 otp_create(struct http_req *, void *);
+void		 otp_verify(struct http_req *, void *);
+void		 otp_item(struct http_req *, void *);
+void		 otp_stats(unsigned long long *, unsigned long long *, unsigned long long *,
+		    unsigned long long *);
+
+/* rds.c */
 
 /* auth.c */
 #define AUTH_ANYONE	0
@@ -36,6 +46,7 @@ int		 auth_init(const struct config *, char **);
 int		 auth_role(const char *);
 const char	*auth_role_name(int);
 int		 auth_check(struct http_req *, int, char **);
+const char	*auth_caller(struct http_req *);
 int		 auth_cidr_parse(const char *, unsigned char *, int *, int *);
 void		 auth_free(void);
 
@@ -102,6 +113,10 @@ struct config {
 	char	*zalo_app_id, *zalo_oa_secret, *zalo_app_secret, *zalo_api_base, *zalo_oauth_base;
 	char	*zalo_access_token, *zalo_refresh_token;
 	json_t	*api_tokens, *listen_allow;
+	char	*otp_secret, *otp_template;
+	json_t	*otp_purposes;
+	int	 otp_lifetime_s, otp_max_checks, otp_max_sends, otp_cooldown_s, otp_sends_per_hour;
+	int	 otp_creates_per_minute, otp_creates_per_ip_minute, otp_daily_sms_cap;
 	int	 max_connections;
 };
 struct config	*config_load(const char *, json_t **);
@@ -169,6 +184,9 @@ struct http_route {
 	int		 methods;	/* HTTP_* bits */
 	int		 role;		/* AUTH_*: who may call (auth.c), AUTH_ANYONE for all */
 	http_fn		*fn;
+	int		 flags;
+#define HTTP_ROUTE_PREFIX 0x1	/* path is a prefix ending in '/'; the rest (http_path_rest) is
+				 * one non-empty segment */
 };
 void		 http_init(struct event_base *, const struct config *);
 int		 http_start(struct event_base *, const struct config *);
@@ -188,6 +206,7 @@ int		 http_content_type_is(struct http_req *, const char *);
 const char	*http_header(struct http_req *, const char *);
 int		 http_method(struct http_req *);
 const char	*http_path(struct http_req *);
+const char	*http_path_rest(struct http_req *);
 const char	*http_peer(struct http_req *);
 int		 http_peer_loopback(struct http_req *);
 int		 http_query_parse(const char *, size_t, struct http_query *, char **);
@@ -207,6 +226,8 @@ struct obx_msg {
 	char	*id;		/* stream entry id */
 	char	*uid;		/* stable id across retries: idempotency key, our DLR / tracking id */
 	char	*ch, *to, *from, *text;
+	char	*enc;		/* "" or an encrypted text (otp_decrypt) sent instead of text */
+	long long expires_ms;	/* an OTP's expiry (set when enc is decrypted), 0 otherwise */
 	const struct channel *chan;	/* the channel named by ch (NULL: unknown, dead-lettered) */
 	size_t	 part, nparts;	/* the part being sent (0-based) and how many the reply has */
 	int	 att;		/* attempts before this one */
@@ -234,6 +255,16 @@ void		 outbox_stats(unsigned long long *, unsigned long long *, unsigned long lo
 void		 outbox_recoveries(unsigned long long *, unsigned long long *);
 void		 outbox_shares(int *, int *);
 int		 outbox_dlr(const char *, const char *, rds_cb *, void *, char **);
+
+/* otp.c */
+void		 otp_init(const struct config *);
+char		*otp_check_config(const struct config *);
+int		 otp_decrypt(const char *, char **, long long *, char **);
+void		 otp_create(struct http_req *, void *);
+void		 otp_verify(struct http_req *, void *);
+void		 otp_item(struct http_req *, void *);
+void		 otp_stats(unsigned long long *, unsigned long long *, unsigned long long *,
+		    unsigned long long *);
 
 /* rds.c */
 int		 rds_script_add(const char *, const char *);
@@ -264,6 +295,12 @@ char		*rkey_instances(void);
 char		*rkey_rate(const char *, long long);
 char		*rkey_dossier(const char *);
 char		*rkey_zalo(const char *, const char *);
+char		*rkey_otp(int, const char *);
+char		*rkey_otp_prefix(int);
+char		*rkey_otp_live(int, const char *, const char *);
+char		*rkey_otp_hour(int, const char *, long long);
+char		*rkey_otp_limit(const char *, const char *, long long);
+char		*rkey_otp_idem(const char *, const char *);
 
 /* sms.c */
 unsigned long long sms_not_answered(void);

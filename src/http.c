@@ -39,6 +39,7 @@ struct http_req {
 	char			*head;		/* the head, split in place */
 	const char		*target;	/* as sent: path[?query] */
 	char			*path;		/* up to '?', xmalloc'd */
+	const char		*rest;		/* in path, after a prefix route's prefix */
 	const char		*query;		/* after '?', or "" */
 	int			 nfields;
 	const char		*name[HTTP_MAX_FIELDS];
@@ -76,8 +77,11 @@ static void	http_conn_free(struct http_conn *);
 
 /* The gateway's own endpoints; each channel brings its own (struct channel routes). */
 static const struct http_route http_routes[] = {
-	{ "/healthz", HTTP_GET, AUTH_ANYONE, http_healthz },
-	{ "/livez", HTTP_GET, AUTH_ANYONE, http_livez },
+	{ "/healthz", HTTP_GET, AUTH_ANYONE, http_healthz, 0 },
+	{ "/livez", HTTP_GET, AUTH_ANYONE, http_livez, 0 },
+	{ "/api/v1/otp", HTTP_POST, AUTH_PORTAL, otp_create, 0 },
+	{ "/api/v1/otp/check", HTTP_POST, AUTH_PORTAL, otp_verify, 0 },
+	{ "/api/v1/otp/", HTTP_GET | HTTP_DELETE, AUTH_PORTAL, otp_item, HTTP_ROUTE_PREFIX },
 };
 
 static const struct {
@@ -124,6 +128,7 @@ http_reason(int status)
 	case 411: return "Length Required";
 	case 413: return "Content Too Large";
 	case 415: return "Unsupported Media Type";
+	case 422: return "Unprocessable Content";
 	case 417: return "Expectation Failed";
 	case 429: return "Too Many Requests";
 	case 431: return "Request Header Fields Too Large";
@@ -283,6 +288,13 @@ const char *
 http_path(struct http_req *req)
 {
 	return req->path;
+}
+
+/* What follows a prefix route's prefix in the path ("" for an exact route). */
+const char *
+http_path_rest(struct http_req *req)
+{
+	return req->rest != NULL ? req->rest : "";
 }
 
 /* The raw query string of a request ("" when none). */
@@ -631,6 +643,22 @@ bad_line:
 
 /* ---- connections ---------------------------------------------------------------------------- */
 
+/* Does route r serve path? An exact route matches the whole path; a prefix route a path that is
+ * its prefix and then one non-empty segment (no further '/'), which *rest points to. */
+static int
+http_route_match(const struct http_route *r, const char *path, const char **rest)
+{
+	size_t n;
+
+	if (!(r->flags & HTTP_ROUTE_PREFIX))
+		return strcmp(r->path, path) == 0;
+	n = strlen(r->path);
+	if (strncmp(r->path, path, n) != 0 || path[n] == '\0' || strchr(path + n, '/') != NULL)
+		return 0;
+	*rest = path + n;
+	return 1;
+}
+
 /* Hand a complete request to its route: method, size, caller, then the handler. */
 static void
 http_dispatch(struct http_req *req)
@@ -642,13 +670,13 @@ http_dispatch(struct http_req *req)
 	char allow[64], *cause = NULL;
 
 	for (i = 0; i < sizeof http_routes / sizeof http_routes[0]; i++)
-		if (strcmp(http_routes[i].path, req->path) == 0) {
+		if (http_route_match(&http_routes[i], req->path, &req->rest)) {
 			r = &http_routes[i];
 			break;
 		}
 	for (i = 0; r == NULL && (c = channel_at(i)) != NULL; i++)
 		for (cr = c->routes; cr != NULL && cr->path != NULL; cr++)
-			if (strcmp(cr->path, req->path) == 0) {
+			if (http_route_match(cr, req->path, &req->rest)) {
 				r = cr;
 				break;
 			}
@@ -994,13 +1022,16 @@ static json_t *
 http_counters(void)
 {
 	unsigned long long turns, conflicts, sent, retried, dead, reclaimed, recreated;
+	unsigned long long otp_created, otp_resent, otp_approved, otp_limited;
 	int shards, instances;
+	json_t *j;
 
 	conv_stats(&turns, &conflicts);
 	outbox_stats(&sent, &retried, &dead);
 	outbox_recoveries(&reclaimed, &recreated);
 	outbox_shares(&shards, &instances);
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:I, s:I, s:I, s:i, s:i, s:I}",
+	otp_stats(&otp_created, &otp_resent, &otp_approved, &otp_limited);
+	j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:I, s:I, s:I, s:i, s:i, s:I}",
 	    "turns",
 	    (json_int_t)turns, "conflicts", (json_int_t)conflicts, "replies_sent", (json_int_t)sent,
 	    "replies_retried", (json_int_t)retried, "replies_dead", (json_int_t)dead,
@@ -1009,6 +1040,11 @@ http_counters(void)
 	    "outbox_reclaimed", (json_int_t)reclaimed, "outbox_groups_recreated",
 	    (json_int_t)recreated, "outbox_shards", shards, "instances", instances,
 	    "sms_not_answered", (json_int_t)sms_not_answered());
+	if (j != NULL)
+		json_object_update_new(j, json_pack("{s:I, s:I, s:I, s:I}", "otp_created",
+		    (json_int_t)otp_created, "otp_resent", (json_int_t)otp_resent, "otp_approved",
+		    (json_int_t)otp_approved, "otp_limited", (json_int_t)otp_limited));
+	return j;
 }
 
 /* GET /healthz: 200 when Redis answers a PING now, 503 and why otherwise. */

@@ -243,6 +243,7 @@ gw_setup(struct config *cfg, struct flowset *fs)
 	channel_init(gw.base, cfg);
 	store_init(cfg);
 	conv_init(cfg, fs);
+	otp_init(cfg);
 	ussd_init(gw.base, cfg);
 	fetch_init(gw.base);
 	outbox_init(gw.base, cfg);

@@ -56,7 +56,7 @@ static const char outbox_peers_lua[] =
 	"return redis.call('ZCARD', KEYS[1])\n";
 
 /* KEYS: stream, sent set. ARGV: group, me, count, mode, now ms, shard, min idle ms. Returns {flag,
- * entries}: entries [id, uid, ch, to, from, text, att] that still need sending; uid, the id
+ * entries}: entries [id, uid, ch, to, from, text, att, enc] that still need sending; uid, the id
  * providers and delivery reports see, is "<shard>-<entry id>", unique across shards. Mode 1 (after
  * taking the lease over): the entries other consumers (dead holders) left pending come first,
  * claimed a page at a time; flag 1 while some remain. Mode 2: our own pending entries idle for
@@ -75,7 +75,7 @@ static const char outbox_take_lua[] =
 	"        redis.call('XACK', KEYS[1], ARGV[1], e[1]) redis.call('XDEL', KEYS[1], e[1])\n"
 	"      else\n"
 	"        out[#out + 1] = {e[1], uid, h.ch or '', h.to or '', h['from'] or '', h.text or '',"
-	" h.att or '0'}\n"
+	" h.att or '0', h.enc or ''}\n"
 	"      end\n"
 	"    end\n"
 	"  end\n"
@@ -260,6 +260,7 @@ outbox_msg_free(struct obx_msg *m)
 	free(m->to);
 	free(m->from);
 	free(m->text);
+	free(m->enc);
 	free(m->fallback_to);
 	free(m->priv);
 	free(m);
@@ -658,6 +659,27 @@ outbox_start(struct obx_msg *m)
 		return;
 	}
 	rt = outbox_rate_for(m);
+	if (m->priv->parts == NULL && *m->enc != '\0') {
+		/* An OTP: its text is in Redis only encrypted, and read here, just before sending;
+		 * one that cannot be read or has expired is dead-lettered, never sent. The entry's
+		 * text (what a dead letter keeps) is a placeholder. */
+		char *plain, *cause;
+
+		if (otp_decrypt(m->enc, &plain, &m->expires_ms, &cause) != 0) {
+			obx.sending++;
+			outbox_done(m, OBX_FAIL, cause);
+			free(cause);
+			return;
+		}
+		m->priv->nparts = channel_render(m->chan, plain, &m->priv->parts);
+		m->nparts = m->priv->nparts;
+		xfree_secret(plain);
+		if (m->priv->nparts == 0) {
+			obx.sending++;
+			outbox_done(m, OBX_FAIL, "nothing to send (the OTP message is empty)");
+			return;
+		}
+	}
 	if (m->priv->parts == NULL) {
 		m->priv->nparts = channel_render(m->chan, m->text, &m->priv->parts);
 		m->nparts = m->priv->nparts;
@@ -801,7 +823,7 @@ outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 	r = r->element[1];
 	for (i = 0; i < r->elements; i++) {
 		e = r->element[i];
-		if (e->type != REDIS_REPLY_ARRAY || e->elements != 7)
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 8)
 			continue;
 		m = xcalloc(1, sizeof *m);
 		m->priv = xcalloc(1, sizeof *m->priv);
@@ -817,6 +839,7 @@ outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 		m->from = outbox_field(e->element[4]);
 		m->text = outbox_field(e->element[5]);
 		m->att = atoi(outbox_field_str(e->element[6]));
+		m->enc = outbox_field(e->element[7]);
 		if (*m->id == '\0' || (flag == 3 && outbox_holding(m->id))) {
 			outbox_msg_free(m);	/* unusable, or ours already in flight */
 			continue;

@@ -113,3 +113,47 @@ rkey_zalo(const char *what, const char *id)
 		return xasprintf("%szalo:%s", rkey_prefix(), what);
 	return xasprintf("%szalo:%s:%s", rkey_prefix(), what, id);
 }
+
+/* An OTP verification (a hash; the code only as a keyed digest, the message only encrypted): in
+ * the shard of the phone, until an hour after it expires. */
+char *
+rkey_otp(int shard, const char *id)
+{
+	return xasprintf("%s{%d}:otp:%s", rkey_prefix(), shard, id);
+}
+
+/* What rkey_otp puts before the id: the create script finds a live verification's hash by it. */
+char *
+rkey_otp_prefix(int shard)
+{
+	return xasprintf("%s{%d}:otp:", rkey_prefix(), shard);
+}
+
+/* The live verification id of a phone and purpose: until the verification expires. */
+char *
+rkey_otp_live(int shard, const char *phone, const char *purpose)
+{
+	return xasprintf("%s{%d}:otp-live:%s:%s", rkey_prefix(), shard, phone, purpose);
+}
+
+/* The OTP sends to one phone in one clock hour: an hour. */
+char *
+rkey_otp_hour(int shard, const char *phone, long long hour)
+{
+	return xasprintf("%s{%d}:otp-hour:%s:%lld", rkey_prefix(), shard, phone, hour);
+}
+
+/* A fixed-window OTP limit ("token", "ip", "day") for one caller in one window: the window's
+ * length. All in the {otp} slot, so one script checks them together. */
+char *
+rkey_otp_limit(const char *what, const char *who, long long window)
+{
+	return xasprintf("%s{otp}:lim:%s:%s:%lld", rkey_prefix(), what, who, window);
+}
+
+/* The first answer to an Idempotency-Key of a caller (key as its sha256 hex): 24 h. */
+char *
+rkey_otp_idem(const char *caller, const char *keyhex)
+{
+	return xasprintf("%s{otp}:idem:%s:%s", rkey_prefix(), caller, keyhex);
+}

@@ -385,10 +385,10 @@ sms_setup(struct channel *c, struct event_base *base, const struct config *cfg)
 }
 
 static const struct http_route sms_routes[] = {
-	{ "/sms/kannel", HTTP_GET | HTTP_POST, AUTH_PROVIDER, sms_kannel },
-	{ "/sms/inbound", HTTP_POST, AUTH_PROVIDER, sms_inbound },
-	{ "/sms/dlr", HTTP_GET | HTTP_POST, AUTH_PROVIDER, sms_dlr },
-	{ NULL, 0, 0, NULL },
+	{ "/sms/kannel", HTTP_GET | HTTP_POST, AUTH_PROVIDER, sms_kannel, 0 },
+	{ "/sms/inbound", HTTP_POST, AUTH_PROVIDER, sms_inbound, 0 },
+	{ "/sms/dlr", HTTP_GET | HTTP_POST, AUTH_PROVIDER, sms_dlr, 0 },
+	{ NULL, 0, 0, NULL, 0 },
 };
 
 struct channel channel_sms = {

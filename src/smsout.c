@@ -180,12 +180,13 @@ smsout_part_id(const struct obx_msg *m, char *id, size_t len)
 
 /* Driver "kannel": GET sendsms with the whole reply; smsbox sends it as one concatenated SMS. GSM-7
  * text goes as UTF-8; anything else as UCS-2 (coding=2, charset=UTF-16BE, the text as URL-encoded
- * UTF-16BE bytes). Our id rides in the dlr-url. */
+ * UTF-16BE bytes). Our id rides in the dlr-url. An OTP goes with priority 3 and a validity of its
+ * remaining lifetime. */
 static void
 smsout_kannel(struct obx_msg *m, const char *part)
 {
 	const struct config *cfg = smsout.cfg;
-	char *user, *pass, *from, *to, *text, *dlr = NULL, *url, *u16, id[160];
+	char *user, *pass, *from, *to, *text, *dlr = NULL, *url, *u16, id[160], otp[64] = "";
 	size_t n;
 	int ucs2 = !text_is_gsm7(part);
 
@@ -209,11 +210,17 @@ smsout_kannel(struct obx_msg *m, const char *part)
 		dlr = fetch_escape(d, strlen(d));
 		free(d);
 	}
-	url = xasprintf("%s%susername=%s&password=%s%s%s&to=%s&text=%s%s%s%s",
+	if (m->expires_ms > 0) {
+		/* An OTP: first in the SMSC's queue, and dropped by it once the code has expired. */
+		long long left = (m->expires_ms - clock_ms() + 59999) / 60000;
+
+		snprintf(otp, sizeof otp, "&priority=3&validity=%lld", left < 1 ? 1 : left);
+	}
+	url = xasprintf("%s%susername=%s&password=%s%s%s&to=%s&text=%s%s%s%s%s",
 	    cfg->kannel_url, strchr(cfg->kannel_url, '?') ? "&" : "?", user, pass,
 	    *from ? "&from=" : "", from, to, text,
 	    ucs2 ? "&coding=2&charset=UTF-16BE" : "", dlr ? "&dlr-mask=3&dlr-url=" : "",
-	    dlr ? dlr : "");
+	    dlr ? dlr : "", otp);
 	fetch_start(url, NULL, 0, NULL, cfg->outbox_send_timeout_ms, smsout_fetch_cb, m);
 	free(url);
 	free(user);

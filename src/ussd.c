@@ -804,9 +804,9 @@ out:
 
 /* USSD answers in the gateway's HTTP response: nothing is rendered for or queued in the outbox. */
 static const struct http_route ussd_routes[] = {
-	{ "/ussd", HTTP_POST, AUTH_PROVIDER, ussd_callback },
-	{ "/ussd/end", HTTP_POST, AUTH_PROVIDER, ussd_end },
-	{ NULL, 0, 0, NULL },
+	{ "/ussd", HTTP_POST, AUTH_PROVIDER, ussd_callback, 0 },
+	{ "/ussd/end", HTTP_POST, AUTH_PROVIDER, ussd_end, 0 },
+	{ NULL, 0, 0, NULL, 0 },
 };
 
 struct channel channel_ussd = {

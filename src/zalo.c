@@ -743,8 +743,8 @@ zalo_user(const char *in, char *out, size_t len, char **cause)
 }
 
 static const struct http_route zalo_routes[] = {
-	{ "/zalo/webhook", HTTP_POST, AUTH_ANYONE, zalo_webhook },	/* signed: checked here */
-	{ NULL, 0, 0, NULL },
+	{ "/zalo/webhook", HTTP_POST, AUTH_ANYONE, zalo_webhook, 0 },	/* signed: checked here */
+	{ NULL, 0, 0, NULL, 0 },
 };
 
 /* The Zalo OA channel: events in through the webhook here, replies out through zalo_send.c. */
