@@ -24,15 +24,7 @@ struct http_req;
 struct redisReply;
 struct redisContext;
 struct config;
-typedef void rds_cb(struct redisReply *, void *, const char *);	/* otp.c */
-void		 otp_init(const struct config *);
-char		*otp_check_config(const struct config *);
-int		 otp_decrypt(const char *, char **, long long *, char **);
-void		 otp_create(struct http_req *, void *);
-void		 otp_verify(struct http_req *, void *);
-void		 otp_item(struct http_req *, void *);
-void		 otp_stats(unsigned long long *, unsigned long long *, unsigned long long *,
-		    unsigned long long *);
+typedef void rds_cb(struct redisReply *, void *, const char *);	/* rds.c */
 
 /* rds.c */
 
