@@ -193,6 +193,7 @@ void		 http_error(struct http_req *, int, const char *, const char *, ...)
 void		 http_text(struct http_req *, int, const char *);
 void		 http_add_header(struct http_req *, const char *, const char *);
 char		*http_body(struct http_req *, size_t *);
+json_t		*http_body_json(struct http_req *, char *);
 int		 http_body_too_large(struct http_req *);
 int		 http_content_type_is(struct http_req *, const char *);
 const char	*http_header(struct http_req *, const char *);

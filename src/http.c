@@ -22,6 +22,8 @@
 #include <event2/listener.h>
 #include <event2/util.h>
 
+#include <sodium.h>
+
 #include "dvcgw.h"
 
 #define HTTP_MAX_FIELDS		64		/* header fields per request */
@@ -264,6 +266,42 @@ http_body(struct http_req *req, size_t *len)
 	if (len != NULL)
 		*len = req->clen;
 	return p;
+}
+
+/* The body as one JSON object, read in place: 415 without Content-Type: application/json, 400
+ * for bytes that are not UTF-8 (or hold a NUL) or that are not one JSON object (duplicate keys
+ * refused). NULL after answering. sha256, when not NULL, gets the body's digest in hex (65 bytes),
+ * taken before any check (an Idempotency-Key compares it). */
+json_t *
+http_body_json(struct http_req *req, char *sha256)
+{
+	unsigned char h[crypto_hash_sha256_BYTES];
+	const char *body = req->clen > 0 && req->body != NULL ? req->body : "";
+	size_t len = body == req->body ? req->clen : 0;
+	json_error_t jerr;
+	json_t *j;
+
+	if (sha256 != NULL) {
+		crypto_hash_sha256(h, (const unsigned char *)body, len);
+		sodium_bin2hex(sha256, 2 * sizeof h + 1, h, sizeof h);
+	}
+	if (!http_content_type_is(req, "application/json")) {
+		http_error(req, 415, "unsupported_media_type", "Send the body as JSON with "
+		    "Content-Type: application/json.");
+		return NULL;
+	}
+	if (!text_utf8_valid(body, len) || memchr(body, '\0', len) != NULL) {
+		http_error(req, 400, "invalid_json", "The body is not valid UTF-8.");
+		return NULL;
+	}
+	j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!json_is_object(j)) {
+		http_error(req, 400, "invalid_json", "The body is not a JSON object%s%s.",
+		    j == NULL ? ": " : "", j == NULL ? jerr.text : "");
+		json_decref(j);
+		return NULL;
+	}
+	return j;
 }
 
 /* The value of a header field (the first; http_parse refuses repeats of the ones that matter). */

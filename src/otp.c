@@ -497,36 +497,12 @@ otp_unconfigured(struct http_req *req)
 static json_t *
 otp_body(struct http_req *req, const char *const *allowed, char *hash)
 {
-	unsigned char h[crypto_hash_sha256_BYTES];
-	json_error_t jerr;
 	const char *key;
 	json_t *j, *v;
-	size_t len, i;
-	char *body;
+	size_t i;
 
-	if (!http_content_type_is(req, "application/json")) {
-		http_error(req, 415, "unsupported_media_type", "Send the request as JSON with "
-		    "Content-Type: application/json.");
+	if ((j = http_body_json(req, hash)) == NULL)
 		return NULL;
-	}
-	body = http_body(req, &len);
-	if (hash != NULL) {
-		crypto_hash_sha256(h, (unsigned char *)body, len);
-		sodium_bin2hex(hash, 2 * sizeof h + 1, h, sizeof h);
-	}
-	if (!text_utf8_valid(body, len) || memchr(body, '\0', len) != NULL) {
-		http_error(req, 400, "invalid_json", "The body is not valid UTF-8.");
-		free(body);
-		return NULL;
-	}
-	j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-	free(body);
-	if (!json_is_object(j)) {
-		http_error(req, 400, "invalid_json", "The body is not a JSON object%s%s.",
-		    j == NULL ? ": " : "", j == NULL ? jerr.text : "");
-		json_decref(j);
-		return NULL;
-	}
 	json_object_foreach(j, key, v) {
 		for (i = 0; allowed[i] != NULL && strcmp(allowed[i], key) != 0; i++)
 			;

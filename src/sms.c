@@ -235,30 +235,10 @@ out:
 static void
 sms_inbound(struct http_req *req, void *arg)
 {
-	char *body;
-	size_t len;
 	json_t *j, *text;
-	json_error_t jerr;
 
-	if (!http_content_type_is(req, "application/json")) {
-		http_error(req, 415, "unsupported_media_type", "Send the message as JSON with "
-		    "Content-Type: application/json.");
+	if ((j = http_body_json(req, NULL)) == NULL)
 		return;
-	}
-	body = http_body(req, &len);
-	if (!text_utf8_valid(body, len) || memchr(body, '\0', len) != NULL) {
-		http_error(req, 400, "invalid_json", "The body is not valid UTF-8.");
-		free(body);
-		return;
-	}
-	j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-	free(body);
-	if (!json_is_object(j)) {
-		http_error(req, 400, "invalid_json", "The body is not a JSON object%s%s.",
-		    j == NULL ? ": " : "", j == NULL ? jerr.text : "");
-		json_decref(j);
-		return;
-	}
 	text = json_object_get(j, "text");
 	if (text != NULL && !json_is_string(text)) {
 		http_error(req, 400, "invalid_parameter", "\"text\" must be a string.");
