@@ -193,28 +193,23 @@ keyword_find_anywhere(const struct flowset *fs, const char *fold)
 }
 
 /* The folded input without the filler words at its end ("xin chao a", "1 nhe"), or NULL when it
- * ends with none. */
+ * ends with none (the common case allocates nothing). */
 static char *
 flow_strip_fillers(const struct flowset *fs, const char *fold)
 {
-	char	*s = xstrdup(fold), *sp;
-	size_t	 i;
-	int	 cut = 0, again = 1;
+	const char	*sp;
+	size_t		 end = strlen(fold), i, n;
 
-	while (again && (sp = strrchr(s, ' ')) != NULL) {
-		again = 0;
+	while ((sp = memrchr(fold, ' ', end)) != NULL) {
+		n = end - (size_t)(sp + 1 - fold);
 		for (i = 0; i < fs->nfillers; i++)
-			if (strcmp(sp + 1, fs->fillers[i]) == 0) {
-				*sp = '\0';
-				cut = again = 1;
+			if (strlen(fs->fillers[i]) == n && memcmp(sp + 1, fs->fillers[i], n) == 0)
 				break;
-			}
+		if (i == fs->nfillers)
+			break;
+		end = (size_t)(sp - fold);
 	}
-	if (!cut) {
-		free(s);
-		return NULL;
-	}
-	return s;
+	return end < strlen(fold) ? xstrndup(fold, end) : NULL;
 }
 
 /* A capturing keyword the input starts with, followed by an argument: "HS <code>", "tra cứu <code>",

@@ -16,6 +16,7 @@ extern struct channel channel_sms;	/* this file's entry, at its end */
 #define SMS_MAX_ADDR 32		/* bytes of a sender or recipient as sent */
 
 static const struct config *sms_cfg;
+static char sms_own[PHONE_MAX];		/* our sender (sms.kannel.from) normalised, "" if none */
 static unsigned long long sms_unanswered;	/* from short codes and our own sender */
 
 /* Messages taken and deliberately not answered, for /healthz. */
@@ -65,7 +66,7 @@ static void
 sms_accept(struct http_req *req, int kannel, const char *from, const char *to,
     const char *text, size_t len, const char *id)
 {
-	char user[PHONE_MAX], ours[PHONE_MAX], own[PHONE_MAX], *cause = NULL, *clean;
+	char user[PHONE_MAX], ours[PHONE_MAX], masked[PHONE_MAX], *cause = NULL, *clean;
 	int rc;
 	struct conv_msg m;
 	struct sms_req *sr;
@@ -120,11 +121,11 @@ sms_accept(struct http_req *req, int kannel, const char *from, const char *to,
 	}
 	/* A short code or our own sender is a machine, never a citizen: answering it could start a
 	 * loop with another gateway. Log it and take it, unanswered. */
-	if (rc == 1 || (sms_cfg != NULL && phone_normalise(sms_cfg->kannel_from, own, &cause) >= 0 &&
-	    strcmp(own, user) == 0)) {
-		free(cause);
+	if (rc == 1 || strcmp(sms_own, user) == 0) {
 		sms_unanswered++;
-		log_info_limited("sms: from %s (a short code or our own sender): not answered", user);
+		phone_mask(user, masked);
+		log_info_limited("sms: from %s (a short code or our own sender): not answered",
+		    masked);
 		if (kannel)
 			http_text(req, 200, "");
 		else
@@ -134,8 +135,7 @@ sms_accept(struct http_req *req, int kannel, const char *from, const char *to,
 			    "sent to machines."));
 		return;
 	}
-	free(cause);
-	cause = NULL;
+
 	if (!rds_ready()) {
 		http_error(req, 503, "unavailable", "The gateway cannot store messages right now "
 		    "(%s); please retry later.", rds_error());
@@ -356,7 +356,12 @@ sms_render(const char *text, char ***parts)
 static void
 sms_setup(struct channel *c, struct event_base *base, const struct config *cfg)
 {
+	char *cause = NULL;
+
 	sms_cfg = cfg;
+	if (phone_normalise(cfg->kannel_from, sms_own, &cause) < 0)
+		sms_own[0] = '\0';
+	free(cause);
 	c->send = smsout_init(base, cfg);
 	c->rate = cfg->outbox_sms_rate;
 	c->max_chars = (size_t)cfg->sms_max_parts * (cfg->sms_unaccented ? 153 : 67);
