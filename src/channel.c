@@ -133,6 +133,16 @@ channel_render(const struct channel *c, const char *text, char ***parts)
 	return channel_render_cached(c, text, parts);
 }
 
+/* The same for a text that must not stay in memory (an OTP message): never cached. */
+size_t
+channel_render_private(const struct channel *c, const char *text, char ***parts)
+{
+	*parts = NULL;
+	if (c == NULL || c->render == NULL)
+		return 0;
+	return c->render(text, parts);
+}
+
 /* Drop the render cache (config reload, shutdown). */
 void
 channel_flush(void)

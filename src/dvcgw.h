@@ -78,6 +78,7 @@ const struct channel *channel_find(const char *);
 const struct channel *channel_at(size_t);
 size_t		 channel_count(void);
 size_t		 channel_render(const struct channel *, const char *, char ***);
+size_t		 channel_render_private(const struct channel *, const char *, char ***);
 void		 channel_flush(void);
 
 /* clock.c */

@@ -671,7 +671,7 @@ outbox_start(struct obx_msg *m)
 			free(cause);
 			return;
 		}
-		m->priv->nparts = channel_render(m->chan, plain, &m->priv->parts);
+		m->priv->nparts = channel_render_private(m->chan, plain, &m->priv->parts);
 		m->nparts = m->priv->nparts;
 		xfree_secret(plain);
 		if (m->priv->nparts == 0) {
@@ -679,6 +679,12 @@ outbox_start(struct obx_msg *m)
 			outbox_done(m, OBX_FAIL, "nothing to send (the OTP message is empty)");
 			return;
 		}
+	}
+	if (m->expires_ms > 0 && clock_ms() >= m->expires_ms) {
+		/* An OTP held by retries past its lifetime is useless to its reader: never sent. */
+		obx.sending++;
+		outbox_done(m, OBX_FAIL, "the OTP expired before it could be sent");
+		return;
 	}
 	if (m->priv->parts == NULL) {
 		m->priv->nparts = channel_render(m->chan, m->text, &m->priv->parts);

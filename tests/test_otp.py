@@ -348,6 +348,26 @@ def test_no_code_in_redis_or_logs(env):
     assert "84912***678" in logs, logs[-2000:]
 
 
+def test_provider_down_past_the_lifetime_is_never_sent(env):
+    """The provider is down for longer than the OTP lives: the outbox retries it while it is valid,
+    then dead-letters it as expired, and once the provider is back the stale code is not sent."""
+    env.fake_kannel()
+    env.provider.mode = "down"
+    g = gw(env, {"lifetime_s": 30},
+           **flat("outbox", {"retry_base_ms": 500, "retry_max_ms": 1000, "max_attempts": 100}))
+    st, j, _ = create(g)
+    assert st == 201, j
+    wait_until(lambda: len(env.provider.requests) >= 2, 10, "refused sends, retried")
+    dead = lambda: "".join(env.redis.raw("XRANGE", k, "-", "+")
+                           for k in env.redis.raw("KEYS", "t:*:dead").split())
+    wait_until(lambda: "expired before it could be sent" in dead(), 40, "the expired OTP dead")
+    tries = len(env.provider.requests)
+    env.provider.mode = "ok"
+    time.sleep(1.5)
+    assert env.provider.accepted() == [] and len(env.provider.requests) == tries, \
+        "a stale OTP went out after its lifetime"
+
+
 def test_undecryptable_entry_dead_lettered_not_sent(env):
     g = gw(env)
     env.redis.cli("XADD", "t:{3}:outbox", "*", "ch", "sms", "to", CANON, "from", "", "text",
@@ -400,6 +420,7 @@ def test_config_checked(env):
 if __name__ == "__main__":
     sys.exit(run([test_create_check_approve_once, test_no_secret_answers_503, test_auth_roles,
                   test_bad_requests, test_cooldown_then_resend_same_id, test_idempotency_key,
+                  test_provider_down_past_the_lifetime_is_never_sent,
                   test_concurrent_checks_approve_once, test_max_attempts_then_dead, test_cancel,
                   test_no_code_in_redis_or_logs, test_undecryptable_entry_dead_lettered_not_sent,
                   test_limits, test_per_ip_and_daily_limits, test_config_checked]))
