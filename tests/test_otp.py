@@ -348,6 +348,20 @@ def test_no_code_in_redis_or_logs(env):
     assert "84912***678" in logs, logs[-2000:]
 
 
+def test_idempotency_key_refused_when_malformed(env):
+    """An Idempotency-Key that is empty, too long or not visible ASCII is refused with a sentence,
+    and nothing is created or sent."""
+    g = gw(env)
+    for key in ["", "a" * 256, "a b", "kh\u00f3a"]:
+        st, j, _ = create(g, headers={"Idempotency-Key": key})
+        assert st == 400 and j["error"] == "invalid_idempotency_key", (key, st, j)
+        assert j["message"].endswith("."), j
+    st, j, _ = create(g, headers={"Idempotency-Key": "a" * 255})
+    assert st == 201, j
+    time.sleep(0.3)
+    assert len(env.provider.requests) <= 1, env.provider.requests
+
+
 def test_provider_down_past_the_lifetime_is_never_sent(env):
     """The provider is down for longer than the OTP lives: the outbox retries it while it is valid,
     then dead-letters it as expired, and once the provider is back the stale code is not sent."""
@@ -421,6 +435,7 @@ if __name__ == "__main__":
     sys.exit(run([test_create_check_approve_once, test_no_secret_answers_503, test_auth_roles,
                   test_bad_requests, test_cooldown_then_resend_same_id, test_idempotency_key,
                   test_provider_down_past_the_lifetime_is_never_sent,
+                  test_idempotency_key_refused_when_malformed,
                   test_concurrent_checks_approve_once, test_max_attempts_then_dead, test_cancel,
                   test_no_code_in_redis_or_logs, test_undecryptable_entry_dead_lettered_not_sent,
                   test_limits, test_per_ip_and_daily_limits, test_config_checked]))
