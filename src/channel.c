@@ -8,12 +8,13 @@
 /* The channels, one entry each, defined in the channel's own file (the entry says how a reply is
  * rendered and sent, its rate, its limits and its fallback). Adding a channel is its file plus a
  * line here. Nothing outside a channel's file compares a channel name: it asks this table. */
-extern struct channel channel_sms, channel_zalo, channel_ussd;
+extern struct channel channel_sms, channel_zalo, channel_ussd, channel_zns;
 
 static struct channel *channels[] = {
 	&channel_sms,
 	&channel_zalo,
 	&channel_ussd,
+	&channel_zns,
 };
 #define CHANNEL_N (sizeof channels / sizeof channels[0])
 

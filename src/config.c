@@ -51,6 +51,8 @@ static const struct cfg_key cfg_keys[] = {
 	S("sms.kannel.password", kannel_pass, ""),
 	S("sms.kannel.from", kannel_from, ""),
 	S("sms.kannel.dlr_url", kannel_dlr_url, NULL),
+	S("sms.kannel.otp_username", kannel_otp_user, NULL),
+	S("sms.kannel.otp_password", kannel_otp_pass, NULL),
 	S("sms.http.url", sms_http_url, NULL),
 	S("sms.http.token", sms_http_token, NULL),
 	S("sms.file.path", sms_file, "var/sms-outbox.log"),
@@ -64,6 +66,7 @@ static const struct cfg_key cfg_keys[] = {
 	I("outbox.sms_rate", outbox_sms_rate, 0, 0, 100000),
 	I("outbox.lease_ms", outbox_lease_ms, 10000, 500, 600000),
 	I("outbox.zalo_rate", outbox_zalo_rate, 0, 0, 100000),
+	I("outbox.otp_rate", outbox_otp_rate, 20, 0, 100000),
 	I("ussd.budget_ms", ussd_budget_ms, 4000, 100, 9000),
 	I("ussd.session_ttl", ussd_session_ttl, 300, 30, 3600),
 	I("zalo.refresh_ahead_s", zalo_refresh_ahead_s, 3600, 0, 86400),
@@ -73,6 +76,7 @@ static const struct cfg_key cfg_keys[] = {
 	S("zalo.app_secret_key", zalo_app_secret, NULL),
 	S("zalo.api_base", zalo_api_base, "https://openapi.zalo.me"),
 	S("zalo.oauth_base", zalo_oauth_base, "https://oauth.zaloapp.com"),
+	S("zalo.zns_base", zalo_zns_base, "https://business.openapi.zalo.me"),
 	S("zalo.access_token", zalo_access_token, NULL),
 	S("zalo.refresh_token", zalo_refresh_token, NULL),
 	A("api.tokens", api_tokens),
@@ -88,6 +92,9 @@ static const struct cfg_key cfg_keys[] = {
 	I("otp.creates_per_minute", otp_creates_per_minute, 60, 1, 1000000),
 	I("otp.creates_per_ip_minute", otp_creates_per_ip_minute, 30, 1, 1000000),
 	I("otp.daily_sms_cap", otp_daily_sms_cap, 10000, 1, 100000000),
+	S("otp.zns_template_id", otp_zns_template, NULL),
+	S("otp.zns_param", otp_zns_param, "otp"),
+	I("otp.zns_fallback_s", otp_zns_fallback_s, 60, 5, 600),
 };
 
 /* Objects that only group keys: a key is valid when it is a table entry or such a group. */

@@ -63,6 +63,7 @@ struct channel {
 	const char	*fallback;	/* channel to resend through when this one cannot reach the
 					 * user (the driver says OBX_FALLBACK), or NULL */
 	int		 sessions_end;	/* a terminal flow state ends the session (USSD END) */
+	int		 outbound_only;	/* no conversations on it (ZNS): only the outbox sends */
 	const struct http_route *routes;	/* its endpoints, ended by a NULL path */
 	/* Filled by setup: */
 	channel_send_fn	*send;		/* NULL: nothing is queued for this channel */
@@ -96,20 +97,23 @@ struct config {
 	json_t	*flows_vars;
 	char	*code_pattern, *time_zone, *log_level;
 	char	*sms_driver, *kannel_url, *kannel_user, *kannel_pass, *kannel_from, *kannel_dlr_url;
+	char	*kannel_otp_user, *kannel_otp_pass;
 	char	*sms_http_url, *sms_http_token, *sms_file;
 	int	 sms_unaccented, sms_max_parts;
 	int	 outbox_max_attempts, outbox_retry_base_ms, outbox_retry_max_ms;
 	int	 outbox_send_timeout_ms, outbox_concurrency, outbox_sms_rate, outbox_zalo_rate;
-	int	 outbox_lease_ms;
+	int	 outbox_lease_ms, outbox_otp_rate;
 	int	 ussd_budget_ms, ussd_session_ttl;
 	int	 zalo_refresh_ahead_s, zalo_max_event_age_s;
 	char	*zalo_app_id, *zalo_oa_secret, *zalo_app_secret, *zalo_api_base, *zalo_oauth_base;
-	char	*zalo_access_token, *zalo_refresh_token;
+	char	*zalo_access_token, *zalo_refresh_token, *zalo_zns_base;
 	json_t	*api_tokens, *listen_allow;
 	char	*otp_secret, *otp_template;
 	json_t	*otp_purposes;
 	int	 otp_lifetime_s, otp_max_checks, otp_max_sends, otp_cooldown_s, otp_sends_per_hour;
 	int	 otp_creates_per_minute, otp_creates_per_ip_minute, otp_daily_sms_cap;
+	char	*otp_zns_template, *otp_zns_param;
+	int	 otp_zns_fallback_s;
 	int	 max_connections;
 };
 struct config	*config_load(const char *, json_t **);
@@ -221,6 +225,9 @@ struct obx_msg {
 	char	*uid;		/* stable id across retries: idempotency key, our DLR / tracking id */
 	char	*ch, *to, *from, *text;
 	char	*enc;		/* "" or an encrypted text (otp_decrypt) sent instead of text */
+	char	*otp;		/* "" or the verification an OTP send belongs to */
+	char	*code;		/* an OTP's code, once enc is decrypted (ZNS sends it alone) */
+	int	 lane;		/* 1: the OTP lane (taken first, its own rate), 0: replies */
 	long long expires_ms;	/* an OTP's expiry (set when enc is decrypted), 0 otherwise */
 	const struct channel *chan;	/* the channel named by ch (NULL: unknown, dead-lettered) */
 	size_t	 part, nparts;	/* the part being sent (0-based) and how many the reply has */
@@ -253,7 +260,10 @@ int		 outbox_dlr(const char *, const char *, rds_cb *, void *, char **);
 /* otp.c */
 void		 otp_init(const struct config *);
 char		*otp_check_config(const struct config *);
-int		 otp_decrypt(const char *, char **, long long *, char **);
+int		 otp_decrypt(const char *, char **, char **, long long *, char **);
+void		 otp_sent(const struct obx_msg *, int, const char *);
+void		 otp_tick(int);
+int		 otp_dlr(const char *, const char *, rds_cb *, void *, char **);
 void		 otp_create(struct http_req *, void *);
 void		 otp_verify(struct http_req *, void *);
 void		 otp_item(struct http_req *, void *);
@@ -287,6 +297,8 @@ char		*rkey_lease(int);
 char		*rkey_dlr(int, const char *);
 char		*rkey_instances(void);
 char		*rkey_rate(const char *, long long);
+char		*rkey_outbox_otp(int);
+char		*rkey_otp_wait(int);
 char		*rkey_dossier(const char *);
 char		*rkey_zalo(const char *, const char *);
 char		*rkey_otp(int, const char *);
@@ -345,6 +357,10 @@ void		 zalo_send_stop(void);
 void		 zalo_send(struct obx_msg *, const char *);
 size_t		 zalo_send_render(const char *, char ***);
 long long	 zalo_send_night_wait_ms(long long);
+
+/* zns.c */
+int		 zns_ready(const struct config *);
+void		 zns_stop(void);
 
 /* log.c */
 #define LOG_DEBUG 0

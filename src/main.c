@@ -495,13 +495,14 @@ cmd_chat(struct config *cfg, int argc, char **argv)
 
 	if (channel == NULL || user == NULL)
 		usage();
-	if ((chat.channel = channel_find(channel)) == NULL) {
+	if ((chat.channel = channel_find(channel)) == NULL || chat.channel->outbound_only) {
 		char names[128] = "";
 		size_t i;
 
 		for (i = 0; i < channel_count(); i++)
-			snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
-			    i ? ", " : "", channel_at(i)->name);
+			if (!channel_at(i)->outbound_only)
+				snprintf(names + strlen(names), sizeof names - strlen(names),
+				    "%s%s", *names ? ", " : "", channel_at(i)->name);
 		fprintf(stderr, "dvcgw chat: --channel must be one of %s\n", names);
 		return 2;
 	}

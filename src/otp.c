@@ -37,11 +37,14 @@ static const char otp_limit_lua[] =
 	"end\n"
 	"return {'OK', 0}\n";
 
-/* KEYS: live id of phone+purpose, the new verification, the phone's outbox, the phone's hourly
- * counter. ARGV: now ms, lifetime ms, cooldown ms, max sends, sends per hour, phone, purpose,
- * channel, digest, enc, verification key prefix (same {shard}), new id, from, placeholder text,
- * max checks. A live verification is resent (its stored encrypted message, the same code) when
- * the cooldown and the limits allow. -> {"NEW"|"RESENT", id, channel, expires ms} or
+/* KEYS: live id of phone+purpose, the new verification, the phone's OTP lane, the phone's hourly
+ * counter, the shard's ZNS wait set. ARGV: now ms, lifetime ms, cooldown ms, max sends, sends per
+ * hour, phone, purpose, channel ("sms" or "zalo"), digest, enc, verification key prefix (same
+ * {shard}), new id, from, placeholder text, max checks, ZNS fallback ms ("0": none). A live
+ * verification is resent (its stored encrypted message, the same code) on its current channel when
+ * the cooldown and the limits allow. Each send is an entry of the OTP lane with its own uid
+ * ("<id>-<n>": delivery reports and ZNS tracking find it in the send log); a ZNS send with a
+ * fallback waits in the wait set for its receipt. -> {"NEW"|"RESENT", id, channel, expires ms} or
  * {"COOLDOWN"|"MAXSENDS"|"HOUR", seconds to wait}. */
 static const char otp_create_lua[] =
 	"local now = tonumber(ARGV[1])\n"
@@ -56,20 +59,23 @@ static const char otp_create_lua[] =
 	"  end\n"
 	"  return 0\n"
 	"end\n"
-	"local function send(rec, enc, id)\n"
-	"  redis.call('XADD', KEYS[3], '*', 'ch', 'sms', 'to', ARGV[6], 'from', ARGV[13], 'text',"
-	" ARGV[14], 'enc', enc, 'otp', id, 'att', '0')\n"
-	"  redis.call('HINCRBY', rec, 'sends', 1)\n"
+	"local function send(rec, enc, id, ch, fb)\n"
+	"  local uid = id .. '-' .. redis.call('HINCRBY', rec, 'sends', 1)\n"
+	"  redis.call('XADD', KEYS[3], '*', 'ch', ch == 'zalo' and 'zns' or 'sms', 'to', ARGV[6],"
+	" 'from', ARGV[13], 'text', ARGV[14], 'enc', enc, 'otp', id, 'uid', uid, 'att', '0')\n"
 	"  redis.call('HSET', rec, 'last_send', ARGV[1])\n"
 	"  local log = cjson.decode(redis.call('HGET', rec, 'log') or '[]')\n"
-	"  log[#log + 1] = {channel = 'sms', at = ARGV[1]}\n"
+	"  log[#log + 1] = {channel = ch, at = ARGV[1], delivery = 'queued', uid = uid}\n"
 	"  redis.call('HSET', rec, 'log', cjson.encode(log))\n"
+	"  if ch == 'zalo' and tonumber(fb or '0') > 0 then\n"
+	"    redis.call('ZADD', KEYS[5], tonumber(ARGV[1]) + tonumber(fb), id)\n"
+	"  end\n"
 	"end\n"
 	"local live = redis.call('GET', KEYS[1])\n"
 	"if live then\n"
 	"  local rec = ARGV[11] .. live\n"
 	"  local r = redis.call('HMGET', rec, 'status', 'expires', 'last_send', 'sends', 'channel',"
-	" 'enc')\n"
+	" 'enc', 'fallback')\n"
 	"  if r[1] == 'pending' and r[6] and tonumber(r[2]) > now then\n"
 	"    local wait = tonumber(r[3]) + tonumber(ARGV[3]) - now\n"
 	"    if wait > 0 then return {'COOLDOWN', math.ceil(wait / 1000)} end\n"
@@ -78,7 +84,7 @@ static const char otp_create_lua[] =
 	"    end\n"
 	"    local t = hour()\n"
 	"    if t > 0 then return {'HOUR', t} end\n"
-	"    send(rec, r[6], live)\n"
+	"    send(rec, r[6], live, r[5], r[7])\n"
 	"    return {'RESENT', live, r[5], r[2]}\n"
 	"  end\n"
 	"end\n"
@@ -87,10 +93,11 @@ static const char otp_create_lua[] =
 	"local exp = now + tonumber(ARGV[2])\n"
 	"redis.call('HSET', KEYS[2], 'phone', ARGV[6], 'purpose', ARGV[7], 'channel', ARGV[8],"
 	" 'digest', ARGV[9], 'enc', ARGV[10], 'status', 'pending', 'checks', '0', 'sends', '0',"
-	" 'created', ARGV[1], 'expires', tostring(exp), 'max_checks', ARGV[15])\n"
+	" 'created', ARGV[1], 'expires', tostring(exp), 'max_checks', ARGV[15], 'fallback',"
+	" ARGV[16])\n"
 	"redis.call('PEXPIREAT', KEYS[2], exp + 3600000)\n"
 	"redis.call('SET', KEYS[1], ARGV[12], 'PX', ARGV[2])\n"
-	"send(KEYS[2], ARGV[10], ARGV[12])\n"
+	"send(KEYS[2], ARGV[10], ARGV[12], ARGV[8], ARGV[16])\n"
 	"return {'NEW', ARGV[12], ARGV[8], tostring(exp)}\n";
 
 /* KEYS: the verification. ARGV: now ms, digest of the code typed. Compares in constant time,
@@ -122,6 +129,56 @@ static const char otp_check_lua[] =
 	"  return {'MAX', 0}\n"
 	"end\n"
 	"return {'PENDING', left}\n";
+
+/* KEYS: the verification, the shard's ZNS wait set, the shard's OTP lane. ARGV: outcome, send uid
+ * ("" for "timeout"), now ms, verification id, from, placeholder text. Outcomes: "sent" (the
+ * provider took it), "failed" (refused for good or never sent), "fallback" (ZNS cannot reach this
+ * phone: SMS now), "timeout" (the wait set's deadline passed: SMS unless ZNS delivered). A fallback
+ * happens once (it takes the verification out of the wait set) and only for a pending, live code;
+ * the SMS is a new send of the same encrypted message. -> 1 when an SMS was queued, else 0. */
+static const char otp_sent_lua[] =
+	"local log = cjson.decode(redis.call('HGET', KEYS[1], 'log') or '[]')\n"
+	"local now, zalo_ok = tonumber(ARGV[3]), false\n"
+	"for _, e in ipairs(log) do\n"
+	"  if e.uid == ARGV[2] and ARGV[2] ~= '' then\n"
+	"    if ARGV[1] == 'sent' then\n"
+	"      if e.delivery == 'queued' then e.delivery = 'sent' end\n"
+	"    elseif e.delivery ~= 'delivered' then e.delivery = 'failed' end\n"
+	"  end\n"
+	"  if e.channel == 'zalo' and e.delivery == 'delivered' then zalo_ok = true end\n"
+	"end\n"
+	"if #log > 0 and ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'log', cjson.encode(log)) end\n"
+	"if ARGV[1] ~= 'fallback' and ARGV[1] ~= 'timeout' then return 0 end\n"
+	"if redis.call('ZREM', KEYS[2], ARGV[4]) == 0 or zalo_ok then return 0 end\n"
+	"local r = redis.call('HMGET', KEYS[1], 'status', 'expires', 'enc', 'phone')\n"
+	"if r[1] ~= 'pending' or not r[3] or tonumber(r[2]) <= now then return 0 end\n"
+	"local uid = ARGV[4] .. '-' .. redis.call('HINCRBY', KEYS[1], 'sends', 1)\n"
+	"redis.call('XADD', KEYS[3], '*', 'ch', 'sms', 'to', r[4], 'from', ARGV[5], 'text', ARGV[6],"
+	" 'enc', r[3], 'otp', ARGV[4], 'uid', uid, 'att', '0')\n"
+	"log[#log + 1] = {channel = 'sms', at = ARGV[3], delivery = 'queued', uid = uid}\n"
+	"redis.call('HSET', KEYS[1], 'log', cjson.encode(log), 'channel', 'sms', 'last_send', ARGV[3])\n"
+	"return 1\n";
+
+/* KEYS: the verification, the shard's ZNS wait set. ARGV: send uid, delivery ("delivered",
+ * "failed" or "sent"), verification id, now ms. A report moves a send's delivery forward only
+ * (queued < sent < failed | delivered; delivered is final); a delivered ZNS send needs no SMS
+ * fallback. -> 1 when the uid is one of the verification's sends, else 0. */
+static const char otp_dlr_lua[] =
+	"local raw = redis.call('HGET', KEYS[1], 'log')\n"
+	"if not raw then return 0 end\n"
+	"local log, hit = cjson.decode(raw), nil\n"
+	"for _, e in ipairs(log) do if e.uid == ARGV[1] then hit = e end end\n"
+	"if not hit then return 0 end\n"
+	"local d = hit.delivery\n"
+	"if ARGV[2] == 'delivered' then\n"
+	"  if d ~= 'delivered' then hit.delivered_at = ARGV[4] end\n"
+	"  hit.delivery = 'delivered'\n"
+	"  if hit.channel == 'zalo' then redis.call('ZREM', KEYS[2], ARGV[3]) end\n"
+	"elseif ARGV[2] == 'failed' then\n"
+	"  if d ~= 'delivered' then hit.delivery = 'failed' end\n"
+	"elseif d == 'queued' then hit.delivery = 'sent' end\n"
+	"redis.call('HSET', KEYS[1], 'log', cjson.encode(log))\n"
+	"return 1\n";
 
 /* KEYS: the verification. ARGV: now ms. -> "OK" (cancelled now) or "GONE". */
 static const char otp_cancel_lua[] =
@@ -158,8 +215,9 @@ static struct {
 	unsigned char		 ekey[crypto_secretbox_KEYBYTES];	/* queued messages */
 	int			 registered;
 	int			 limit_script, create_script, check_script, cancel_script;
-	int			 idem_script;
-	unsigned long long	 created, resent, approved, limited;
+	int			 idem_script, sent_script, dlr_script;
+	int			 ticking;	/* an otp_tick wait-set read in flight */
+	unsigned long long	 created, resent, approved, limited, fallbacks;
 } otp;
 
 /* One API request in flight. */
@@ -168,7 +226,8 @@ struct otp_req {
 	int		 shard;
 	char		 phone[PHONE_MAX];
 	char		*purpose;
-	const char	*channel;
+	const char	*channel;	/* the first channel: "sms" or "zalo" (ZNS) */
+	int		 fallback;	/* "zalo" falls back to SMS (channel "auto") */
 	char		 id[OTP_ID_LEN + 1];
 	char		*idem_key;	/* Redis key of the Idempotency-Key, or NULL */
 	int		 idem_owned;	/* our marker is in it: replace it by the answer or drop it */
@@ -199,6 +258,8 @@ otp_init(const struct config *cfg)
 		otp.check_script = rds_script_add("otp_check", otp_check_lua);
 		otp.cancel_script = rds_script_add("otp_cancel", otp_cancel_lua);
 		otp.idem_script = rds_script_add("otp_idem", otp_idem_lua);
+		otp.sent_script = rds_script_add("otp_sent", otp_sent_lua);
+		otp.dlr_script = rds_script_add("otp_dlr", otp_dlr_lua);
 	}
 }
 
@@ -310,11 +371,12 @@ otp_check_config(const struct config *cfg)
 	return NULL;
 }
 
-/* Encrypt the message with its expiry (ms) for the outbox: hex of nonce and secretbox. */
+/* Encrypt the code and its message with its expiry (ms) for the outbox: hex of nonce and secretbox
+ * over "expires|code|message" (ZNS sends the code alone, SMS the message). */
 static char *
-otp_encrypt(const char *text, long long expires)
+otp_encrypt(const char *text, const char *code, long long expires)
 {
-	char *plain = xasprintf("%lld|%s", expires, text), *hex;
+	char *plain = xasprintf("%lld|%s|%s", expires, code, text), *hex;
 	size_t pl = strlen(plain), bl = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + pl;
 	unsigned char *box = xmalloc(bl);
 
@@ -328,18 +390,18 @@ otp_encrypt(const char *text, long long expires)
 	return hex;
 }
 
-/* The text of an outbox entry's enc field: 0, *text (xmalloc'd; free with xfree_secret) and the
- * OTP's expiry in *expires (ms), or -1 and *cause (a sentence) when it cannot be decrypted or the
- * OTP has expired: it is never sent. */
+/* The text of an outbox entry's enc field: 0, *text and *code (xmalloc'd; free with xfree_secret)
+ * and the OTP's expiry in *expires (ms), or -1 and *cause (a sentence) when it cannot be decrypted
+ * or the OTP has expired: it is never sent. */
 int
-otp_decrypt(const char *enc, char **text, long long *expires_ms, char **cause)
+otp_decrypt(const char *enc, char **text, char **code, long long *expires_ms, char **cause)
 {
 	unsigned char *box = NULL, *plain = NULL;
 	size_t hl = strlen(enc), bl = 0, pl;
 	long long expires;
-	char *bar;
+	char *bar, *bar2;
 
-	*text = NULL;
+	*text = *code = NULL;
 	if (!otp.keyed) {
 		*cause = xstrdup("an encrypted OTP message cannot be read: otp.secret is not set");
 		return -1;
@@ -354,7 +416,8 @@ otp_decrypt(const char *enc, char **text, long long *expires_ms, char **cause)
 	    bl - crypto_secretbox_NONCEBYTES, box, otp.ekey) != 0)
 		goto bad;
 	plain[pl] = '\0';
-	if ((bar = strchr((char *)plain, '|')) == NULL || strlen((char *)plain) != pl)
+	if ((bar = strchr((char *)plain, '|')) == NULL || strlen((char *)plain) != pl ||
+	    (bar2 = strchr(bar + 1, '|')) == NULL || bar2 - bar - 1 != OTP_CODE_LEN)
 		goto bad;
 	expires = strtoll((char *)plain, NULL, 10);
 	if (clock_ms() >= expires) {
@@ -364,7 +427,8 @@ otp_decrypt(const char *enc, char **text, long long *expires_ms, char **cause)
 		*cause = xstrdup("the OTP expired before it could be sent");
 		return -1;
 	}
-	*text = xstrdup(bar + 1);
+	*text = xstrdup(bar2 + 1);
+	*code = xstrndup(bar + 1, OTP_CODE_LEN);
 	*expires_ms = expires;
 	sodium_memzero(plain, pl);
 	free(plain);
@@ -419,6 +483,136 @@ otp_id_shard(const char *id)
 		return -1;
 	p = strchr(hex, id[OTP_ID_LEN - 1]);
 	return (int)(p - hex) & 7;
+}
+
+/* ---- Sends: the outbox's outcomes, delivery reports, ZNS fallback ---------------------------- */
+
+static void
+otp_sent_cb(struct redisReply *r, void *arg, const char *err)
+{
+	(void)arg;
+	if (r == NULL || err != NULL || r->type == REDIS_REPLY_ERROR)
+		log_warn_limited("otp: recording a send's outcome failed (%s)", err ? err :
+		    r && r->str ? r->str : "no answer");
+	else if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+		otp.fallbacks++;
+		outbox_kick();
+	}
+}
+
+/* Run the sent script for verification id with outcome and send uid (may be ""). */
+static void
+otp_sent_run(const char *id, const char *outcome, const char *uid)
+{
+	int sh = otp_id_shard(id);
+	char *k_rec, *k_wait, *k_lane, now[24];
+
+	if (sh < 0)
+		return;
+	k_rec = rkey_otp(sh, id);
+	k_wait = rkey_otp_wait(sh);
+	k_lane = rkey_outbox_otp(sh);
+	snprintf(now, sizeof now, "%lld", clock_ms());
+	{
+		const char *v[] = { k_rec, k_wait, k_lane, outcome, uid, now, id, "",
+		    OTP_PLACEHOLDER };
+
+		if (rds_evalsha(otp.sent_script, otp_sent_cb, NULL, 3, 6, v, NULL) != 0)
+			log_warn_limited("otp: cannot record a send's outcome now (%s)",
+			    rds_error());
+	}
+	free(k_rec);
+	free(k_wait);
+	free(k_lane);
+}
+
+/* The outbox finished an OTP send m: OBX_OK (the provider took it), OBX_FAIL (refused for good,
+ * expired), or OBX_FALLBACK (ZNS cannot reach the phone: SMS now, if the request allowed it). */
+void
+otp_sent(const struct obx_msg *m, int result, const char *why)
+{
+	char masked[PHONE_MAX];
+
+	if (result != OBX_OK) {
+		phone_mask(m->to, masked);
+		log_info("otp: %s send %s to %s %s: %s", m->ch, m->uid, masked, result ==
+		    OBX_FALLBACK ? "cannot reach the phone; SMS next if allowed" : "failed",
+		    why ? why : "refused");
+	}
+	otp_sent_run(m->otp, result == OBX_OK ? "sent" : result == OBX_FALLBACK ? "fallback" :
+	    "failed", m->uid);
+}
+
+/* A delivery report for the send uid of a verification ("VE<32 hex>-<n>", a Kannel part suffix
+ * ".<k>" allowed): delivery is "delivered", "failed" or "sent". 0 with cb called later, -1 and
+ * *cause when uid is not an OTP send id, -2 when Redis is unavailable. */
+int
+otp_dlr(const char *uid, const char *delivery, rds_cb *cb, void *arg, char **cause)
+{
+	char id[OTP_ID_LEN + 1], send[OTP_ID_LEN + 16], now[24], *k_rec, *k_wait;
+	size_t n = strlen(uid), d;
+	int sh, rc;
+
+	if (n <= OTP_ID_LEN + 1 || n > OTP_ID_LEN + 12 || uid[OTP_ID_LEN] != '-')
+		goto bad;
+	memcpy(id, uid, OTP_ID_LEN);
+	id[OTP_ID_LEN] = '\0';
+	if ((sh = otp_id_shard(id)) < 0)
+		goto bad;
+	d = strspn(uid + OTP_ID_LEN + 1, "0123456789");
+	if (d == 0 || d > 4 || (uid[OTP_ID_LEN + 1 + d] != '\0' &&
+	    (uid[OTP_ID_LEN + 1 + d] != '.' || strspn(uid + OTP_ID_LEN + 2 + d, "0123456789") !=
+	    strlen(uid + OTP_ID_LEN + 2 + d) || uid[OTP_ID_LEN + 2 + d] == '\0')))
+		goto bad;
+	snprintf(send, sizeof send, "%.*s", (int)(OTP_ID_LEN + 1 + d), uid);
+	k_rec = rkey_otp(sh, id);
+	k_wait = rkey_otp_wait(sh);
+	snprintf(now, sizeof now, "%lld", clock_ms());
+	{
+		const char *v[] = { k_rec, k_wait, send, delivery, id, now };
+
+		rc = rds_evalsha(otp.dlr_script, cb, arg, 2, 4, v, NULL);
+	}
+	free(k_rec);
+	free(k_wait);
+	if (rc != 0) {
+		*cause = xstrdup("Redis is unavailable");
+		return -2;
+	}
+	return 0;
+bad:
+	*cause = xstrdup("The id is not one of this gateway's message ids.");
+	return -1;
+}
+
+static void
+otp_due_cb(struct redisReply *r, void *arg, const char *err)
+{
+	size_t i;
+
+	(void)arg;
+	otp.ticking--;
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY)
+		return;
+	for (i = 0; i < r->elements; i++)
+		if (r->element[i]->type == REDIS_REPLY_STRING &&
+		    r->element[i]->len == OTP_ID_LEN && otp_id_shard(r->element[i]->str) >= 0)
+			otp_sent_run(r->element[i]->str, "timeout", "");
+}
+
+/* Once a second for each shard this instance sends: ZNS sends whose receipt did not come within
+ * otp.zns_fallback_s go by SMS (the script skips those delivered meanwhile). */
+void
+otp_tick(int shard)
+{
+	char *k = rkey_otp_wait(shard), now[24];
+	const char *v[] = { "ZRANGEBYSCORE", k, "-inf", now, "LIMIT", "0", "64" };
+
+	snprintf(now, sizeof now, "%lld", clock_ms());
+	if (otp.cfg != NULL && otp.keyed && zns_ready(otp.cfg) && otp.ticking < CONV_SHARDS &&
+	    rds_commandv(otp_due_cb, NULL, 7, v, NULL) == 0)
+		otp.ticking++;
+	free(k);
 }
 
 /* A time in ms as ISO 8601 UTC. */
@@ -597,7 +791,7 @@ otp_create_store(struct otp_req *o)
 	const struct config *cfg = otp.cfg;
 	char code[OTP_CODE_LEN + 1], digest[OTP_DIGEST_HEX], now[24], life[24], cool[24];
 	char maxs[16], perh[16], maxc[16], *msg, *enc;
-	char *k_live, *k_rec, *k_out, *k_hour, *pfx;
+	char *k_live, *k_rec, *k_out, *k_hour, *k_wait, *pfx, fb[24];
 	long long t = clock_ms();
 
 	snprintf(code, sizeof code, "%06u", (unsigned)randombytes_uniform(1000000));
@@ -605,8 +799,8 @@ otp_create_store(struct otp_req *o)
 	otp_digest(o->id, o->phone, code, digest);
 	msg = otp_render(cfg->otp_template, code, otp_purpose_name(cfg, o->purpose),
 	    (cfg->otp_lifetime_s + 59) / 60);
+	enc = otp_encrypt(msg, code, t + cfg->otp_lifetime_s * 1000LL);
 	sodium_memzero(code, sizeof code);
-	enc = otp_encrypt(msg, t + cfg->otp_lifetime_s * 1000LL);
 	xfree_secret(msg);
 	snprintf(now, sizeof now, "%lld", t);
 	snprintf(life, sizeof life, "%lld", cfg->otp_lifetime_s * 1000LL);
@@ -616,21 +810,24 @@ otp_create_store(struct otp_req *o)
 	snprintf(maxc, sizeof maxc, "%d", cfg->otp_max_checks);
 	k_live = rkey_otp_live(o->shard, o->phone, o->purpose);
 	k_rec = rkey_otp(o->shard, o->id);
-	k_out = rkey_outbox(o->shard);
+	k_out = rkey_outbox_otp(o->shard);
+	k_wait = rkey_otp_wait(o->shard);
+	snprintf(fb, sizeof fb, "%lld", o->fallback ? cfg->otp_zns_fallback_s * 1000LL : 0);
 	k_hour = rkey_otp_hour(o->shard, o->phone, t / 3600000);
 	pfx = rkey_otp_prefix(o->shard);
 	{
-		const char *v[] = { k_live, k_rec, k_out, k_hour, now, life, cool, maxs, perh,
-		    o->phone, o->purpose, o->channel, digest, enc, pfx, o->id, "", OTP_PLACEHOLDER,
-		    maxc };
+		const char *v[] = { k_live, k_rec, k_out, k_hour, k_wait, now, life, cool, maxs,
+		    perh, o->phone, o->purpose, o->channel, digest, enc, pfx, o->id, "",
+		    OTP_PLACEHOLDER, maxc, fb };
 
-		if (rds_evalsha(otp.create_script, otp_create_cb, o, 4, 15, v, NULL) != 0)
+		if (rds_evalsha(otp.create_script, otp_create_cb, o, 5, 16, v, NULL) != 0)
 			otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
 	}
 	free(k_live);
 	free(k_rec);
 	free(k_out);
 	free(k_hour);
+	free(k_wait);
 	free(pfx);
 	free(enc);
 }
@@ -777,15 +974,21 @@ otp_create(struct http_req *req, void *arg)
 		    "purposes configured in otp.purposes.");
 		return;
 	}
-	if (channel != NULL && strcmp(channel, "auto") != 0 && strcmp(channel, "sms") != 0) {
-		why = strcmp(channel, "zalo") == 0 ? "Codes cannot be sent by Zalo yet; use "
-		    "\"sms\" or \"auto\"." : "\"channel\" must be \"auto\", \"sms\" or \"zalo\".";
+	if (channel != NULL && strcmp(channel, "auto") != 0 && strcmp(channel, "sms") != 0 &&
+	    (strcmp(channel, "zalo") != 0 || !zns_ready(otp.cfg))) {
+		why = strcmp(channel, "zalo") == 0 ? "Codes cannot be sent by Zalo here: "
+		    "otp.zns_template_id or the Zalo OA access is not configured; use \"sms\" or "
+		    "\"auto\"." : "\"channel\" must be \"auto\", \"sms\" or \"zalo\".";
 		json_decref(j);	/* channel pointed into it */
 		otp_fail(o, 400, "invalid_channel", why);
 		return;
 	}
+	/* Zalo ZNS first where it is configured (cheap), SMS as its fallback; "zalo" alone has
+	 * none, "sms" skips ZNS. */
+	o->channel = (channel == NULL || strcmp(channel, "sms") != 0) && zns_ready(otp.cfg) ?
+	    "zalo" : "sms";
+	o->fallback = *o->channel == 'z' && (channel == NULL || strcmp(channel, "auto") == 0);
 	o->purpose = xstrdup(purpose);
-	o->channel = "sms";
 	o->shard = conv_shard("sms", o->phone);
 	json_decref(j);
 	if ((key = http_header(req, "Idempotency-Key")) != NULL) {
@@ -927,6 +1130,15 @@ otp_verify(struct http_req *req, void *arg)
 
 /* ---- GET and DELETE /api/v1/otp/{id} -------------------------------------------------------- */
 
+/* A string field of a send log entry, or def. */
+static const char *
+otp_log_str(json_t *e, const char *key, const char *def)
+{
+	const char *v = json_string_value(json_object_get(e, key));
+
+	return v != NULL ? v : def;
+}
+
 static void
 otp_get_cb(struct redisReply *r, void *arg, const char *err)
 {
@@ -967,8 +1179,9 @@ otp_get_cb(struct redisReply *r, void *arg, const char *err)
 	json_array_foreach(l, i, e) {
 		otp_iso(strtoll(json_string_value(json_object_get(e, "at")) ?
 		    json_string_value(json_object_get(e, "at")) : "0", NULL, 10), at, sizeof at);
-		json_array_append_new(sends, json_pack("{s:s, s:s, s:s}", "channel", "sms", "at", at,
-		    "delivery", "queued"));
+		json_array_append_new(sends, json_pack("{s:s, s:s, s:s}", "channel",
+		    otp_log_str(e, "channel", "sms"), "at", at, "delivery",
+		    otp_log_str(e, "delivery", "queued")));
 	}
 	json_decref(l);
 	otp_iso(expires, at, sizeof at);

@@ -55,27 +55,32 @@ static const char outbox_peers_lua[] =
 	"redis.call('PEXPIRE', KEYS[1], ARGV[3])\n"
 	"return redis.call('ZCARD', KEYS[1])\n";
 
-/* KEYS: stream, sent set. ARGV: group, me, count, mode, now ms, shard, min idle ms. Returns {flag,
- * entries}: entries [id, uid, ch, to, from, text, att, enc] that still need sending; uid, the id
- * providers and delivery reports see, is "<shard>-<entry id>", unique across shards. Mode 1 (after
- * taking the lease over): the entries other consumers (dead holders) left pending come first,
- * claimed a page at a time; flag 1 while some remain. Mode 2: our own pending entries idle for
- * min idle ms (a lost reply left them there; the caller skips those it still holds); flag 3.
- * Otherwise new entries. Entries already sent are settled here, and consumers with nothing pending
- * are removed. A missing consumer group (Redis came back empty) is created again: flag 2. */
+/* KEYS: stream, sent set, OTP stream (the priority lane). ARGV: group, me, count, mode, now ms,
+ * shard, min idle ms, OTP count. The OTP lane is read first and with its own count, so codes never
+ * wait behind replies. Returns {flag, entries}: entries [id, uid, ch, to, from, text, att, enc,
+ * otp] that still need sending; an OTP lane entry's id is "o" and its stream id. uid, the id
+ * providers and delivery reports see, is "<shard>-<entry id>" (replies) or the entry's own uid
+ * field (an OTP send: "<verification>-<n>"), unique across shards. Mode 1 (after taking the lease
+ * over): the entries other consumers (dead holders) left pending come first, claimed a page at a
+ * time; flag 1 while some remain. Mode 2: our own pending entries idle for min idle ms (a lost
+ * reply left them there; the caller skips those it still holds); flag 3. Otherwise new entries.
+ * Entries already sent are settled here, and consumers with nothing pending are removed. A missing
+ * consumer group (Redis came back empty) is created again: flag 2. */
 static const char outbox_take_lua[] =
-	"local out, n = {}, tonumber(ARGV[3])\n"
-	"local function take(entries)\n"
+	"local out, more, flag = {}, false, 0\n"
+	"local keys, tags = {KEYS[3], KEYS[1]}, {'o', ''}\n"
+	"local counts = {tonumber(ARGV[8]), tonumber(ARGV[3])}\n"
+	"local function take(lane, entries)\n"
 	"  for _, e in ipairs(entries) do\n"
 	"    local f, h = e[2], {}\n"
 	"    if f then\n"
 	"      for i = 1, #f, 2 do h[f[i]] = f[i + 1] end\n"
-	"      local uid = h.uid or (ARGV[6] .. '-' .. e[1])\n"
+	"      local uid = h.uid or (ARGV[6] .. tags[lane] .. '-' .. e[1])\n"
 	"      if redis.call('ZSCORE', KEYS[2], uid) then\n"
-	"        redis.call('XACK', KEYS[1], ARGV[1], e[1]) redis.call('XDEL', KEYS[1], e[1])\n"
+	"        redis.call('XACK', keys[lane], ARGV[1], e[1]) redis.call('XDEL', keys[lane], e[1])\n"
 	"      else\n"
-	"        out[#out + 1] = {e[1], uid, h.ch or '', h.to or '', h['from'] or '', h.text or '',"
-	" h.att or '0', h.enc or ''}\n"
+	"        out[#out + 1] = {tags[lane] .. e[1], uid, h.ch or '', h.to or '', h['from'] or '',\n"
+	"          h.text or '', h.att or '0', h.enc or '', h.otp or ''}\n"
 	"      end\n"
 	"    end\n"
 	"  end\n"
@@ -83,44 +88,58 @@ static const char outbox_take_lua[] =
 	"local function nogroup(err)\n"
 	"  local m = tostring(type(err) == 'table' and err.err or err)\n"
 	"  if not m:find('NOGROUP') then return redis.error_reply(m) end\n"
-	"  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')\n"
+	"  for l = 1, 2 do pcall(redis.call, 'XGROUP', 'CREATE', keys[l], ARGV[1], '0', 'MKSTREAM') end\n"
 	"  return {2, out}\n"
 	"end\n"
-	"if ARGV[4] == '2' then\n"
-	"  local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[7], '-', '+', n,"
-	" ARGV[2])\n"
-	"  if not ok then return nogroup(p) end\n"
-	"  local ids = {}\n"
-	"  for _, e in ipairs(p) do ids[#ids + 1] = e[1] end\n"
-	"  if #ids > 0 then take(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids))) end\n"
-	"  return {3, out}\n"
-	"end\n"
-	"if ARGV[4] == '1' then\n"
-	"  pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')\n"
-	"  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do\n"
-	"    local h = {}\n"
-	"    for i = 1, #c, 2 do h[c[i]] = c[i + 1] end\n"
-	"    if h.name ~= ARGV[2] then\n"
-	"      if h.pending == 0 then\n"
-	"        redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], h.name)\n"
-	"      else\n"
-	"        local room = n - #out\n"
-	"        if room <= 0 then return {1, out} end\n"
-	"        local ids = {}\n"
-	"        for _, p in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', room, h.name)) do\n"
-	"          ids[#ids + 1] = p[1]\n"
+	"for l = 1, 2 do\n"
+	"  local key, n = keys[l], counts[l]\n"
+	"  if n > 0 then\n"
+	"    if ARGV[4] == '2' then\n"
+	"      local ok, p = pcall(redis.call, 'XPENDING', key, ARGV[1], 'IDLE', ARGV[7], '-', '+', n,\n"
+	"        ARGV[2])\n"
+	"      if not ok then return nogroup(p) end\n"
+	"      local ids = {}\n"
+	"      for _, e in ipairs(p) do ids[#ids + 1] = e[1] end\n"
+	"      if #ids > 0 then take(l, redis.call('XCLAIM', key, ARGV[1], ARGV[2], 0, unpack(ids))) end\n"
+	"      flag = 3\n"
+	"    else\n"
+	"      local room = n\n"
+	"      if ARGV[4] == '1' then\n"
+	"        pcall(redis.call, 'XGROUP', 'CREATE', key, ARGV[1], '0', 'MKSTREAM')\n"
+	"        for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', key, ARGV[1])) do\n"
+	"          local h = {}\n"
+	"          for i = 1, #c, 2 do h[c[i]] = c[i + 1] end\n"
+	"          if h.name ~= ARGV[2] then\n"
+	"            if h.pending == 0 then\n"
+	"              redis.call('XGROUP', 'DELCONSUMER', key, ARGV[1], h.name)\n"
+	"            elseif room <= 0 then\n"
+	"              more = true\n"
+	"            else\n"
+	"              local ids = {}\n"
+	"              local p = redis.call('XPENDING', key, ARGV[1], '-', '+', room, h.name)\n"
+	"              for _, e in ipairs(p) do\n"
+	"                ids[#ids + 1] = e[1]\n"
+	"              end\n"
+	"              take(l, redis.call('XCLAIM', key, ARGV[1], ARGV[2], 0, unpack(ids)))\n"
+	"              room = room - #ids\n"
+	"              if h.pending > #ids then more = true end\n"
+	"            end\n"
+	"          end\n"
 	"        end\n"
-	"        take(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids)))\n"
-	"        if #ids == room and h.pending > room then return {1, out} end\n"
+	"      end\n"
+	"      if not more and room > 0 then\n"
+	"        local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', room,\n"
+	"          'STREAMS', key, '>')\n"
+	"        if not ok then return nogroup(r) end\n"
+	"        if r then take(l, r[1][2]) end\n"
 	"      end\n"
 	"    end\n"
 	"  end\n"
 	"end\n"
-	"local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', n - #out,"
-	" 'STREAMS', KEYS[1], '>')\n"
-	"if not ok then return nogroup(r) end\n"
-	"if r then take(r[1][2]) end\n"
-	"return {0, out}\n";
+	"if ARGV[4] == '1' and (counts[1] == 0 or counts[2] == 0) then more = true end\n"
+	"if ARGV[4] == '2' and (counts[1] == 0 or counts[2] == 0) then flag = 0 end\n"
+	"if more then flag = 1 end\n"
+	"return {flag, out}\n";
 
 /* KEYS: stream, sent set, dlr key. ARGV: stream entry id, uid, status. Stores a delivery report only
  * for a reply we queued: still in the stream, or in the sent set. */
@@ -131,22 +150,27 @@ static const char outbox_dlr_lua[] =
 	"end\n"
 	"return 0\n";
 
-/* KEYS: stream, sent set. ARGV: group, now ms, n, then n ids, then n uids. */
+/* KEYS: stream, sent set, OTP stream. ARGV: group, now ms, n, then n ids ("o<id>": the OTP
+ * lane), then n uids. */
 static const char outbox_settle_lua[] =
 	"local n = tonumber(ARGV[3])\n"
 	"for i = 1, n do\n"
-	"  redis.call('XACK', KEYS[1], ARGV[1], ARGV[3 + i])\n"
-	"  redis.call('XDEL', KEYS[1], ARGV[3 + i])\n"
+	"  local key, id = KEYS[1], ARGV[3 + i]\n"
+	"  if id:sub(1, 1) == 'o' then key, id = KEYS[3], id:sub(2) end\n"
+	"  redis.call('XACK', key, ARGV[1], id)\n"
+	"  redis.call('XDEL', key, id)\n"
 	"  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3 + n + i])\n"
 	"end\n"
 	"return n\n";
 
-/* KEYS: stream, dead stream, sent set. ARGV: group, id, uid, now ms, reason, ch, to, from, text,
- * attempts, fallback address ("" none), fallback channel. Dead-letters the entry, or requeues its
- * text to the fallback address on the fallback channel. */
+/* KEYS: stream, dead stream, sent set, OTP stream. ARGV: group, id ("o<id>": the OTP lane), uid,
+ * now ms, reason, ch, to, from, text, attempts, fallback address ("" none), fallback channel.
+ * Dead-letters the entry, or requeues its text to the fallback address on the fallback channel. */
 static const char outbox_fail_lua[] =
-	"redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
-	"redis.call('XDEL', KEYS[1], ARGV[2])\n"
+	"local key, id = KEYS[1], ARGV[2]\n"
+	"if id:sub(1, 1) == 'o' then key, id = KEYS[4], id:sub(2) end\n"
+	"redis.call('XACK', key, ARGV[1], id)\n"
+	"redis.call('XDEL', key, id)\n"
 	"redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])\n"
 	"if ARGV[11] ~= '' then\n"
 	"  redis.call('XADD', KEYS[1], '*', 'ch', ARGV[12], 'to', ARGV[11], 'from', '', 'text', ARGV[9],"
@@ -186,6 +210,7 @@ TAILQ_HEAD(obx_msgs, obx_msg);
 /* Per-channel send slots, shared by all instances through a one-second window in Redis. */
 struct obx_rate {
 	const struct channel	*chan;
+	int			 otp;		/* the OTP lane's budget on chan */
 	int			 limit;		/* messages per second, 0: unlimited */
 	int			 tokens;	/* granted and not used yet in this window */
 	long long		 window;	/* unix second the tokens belong to */
@@ -196,7 +221,7 @@ struct obx_rate {
 };
 
 struct obx_shard {
-	char			*k_stream, *k_dead, *k_sent, *k_lease;
+	char			*k_stream, *k_dead, *k_sent, *k_lease, *k_otp;
 	int			 owned, fresh;	/* fresh: taken over, reclaim pending entries first */
 	int			 reclaim;	/* look for our own stranded pending entries */
 	int			 mode;		/* of the take in flight: 0 new, 1 take-over, 2 own */
@@ -219,10 +244,12 @@ static struct {
 	char				*k_peers;
 	int				 peers;		/* instances alive, us included */
 	struct obx_shard		 shards[CONV_SHARDS];
-	struct obx_rate			*rates;		/* one per channel, by channel id */
-	size_t				 nrates;
+	struct obx_rate			*rates;		/* per channel, by channel id, then
+							 * the OTP lane's per channel */
+	size_t				 nrates;	/* 2 * channel_count() */
 	struct obx_msgs			 heads;		/* chain heads being sent or retried */
 	int				 taken;		/* messages taken and not settled */
+	int				 taken_otp;	/* of which from the OTP lane */
 	int				 sending;	/* driver calls in flight */
 	int				 settling;	/* settle and fail scripts in flight */
 	int				 stopping;
@@ -245,7 +272,7 @@ outbox_inflight(void)
 static struct obx_rate *
 outbox_rate_for(const struct obx_msg *m)
 {
-	return &obx.rates[m->chan->id];
+	return &obx.rates[m->chan->id + (m->lane ? obx.nrates / 2 : 0)];
 }
 
 static void
@@ -261,6 +288,8 @@ outbox_msg_free(struct obx_msg *m)
 	free(m->from);
 	free(m->text);
 	free(m->enc);
+	free(m->otp);
+	xfree_secret(m->code);
 	free(m->fallback_to);
 	free(m->priv);
 	free(m);
@@ -375,10 +404,11 @@ outbox_flush_cb(evutil_socket_t fd, short events, void *arg)
 			outbox_settle_retry();
 			continue;
 		}
-		v = xcalloc(5 + 2 * s->ndone, sizeof *v);
+		v = xcalloc(6 + 2 * s->ndone, sizeof *v);
 		k = 0;
 		v[k++] = s->k_stream;
 		v[k++] = s->k_sent;
+		v[k++] = s->k_otp;
 		v[k++] = OUTBOX_GROUP;
 		v[k++] = now;
 		snprintf(n, sizeof n, "%zu", s->ndone);
@@ -396,7 +426,7 @@ outbox_flush_cb(evutil_socket_t fd, short events, void *arg)
 		memcpy(st->uid, s->done_uid, s->ndone * sizeof *st->uid);
 		obx.settling++;
 		s->settling++;
-		if (rds_evalsha(outbox_settle_script, outbox_settled_cb, st, 2, (int)k - 2, v,
+		if (rds_evalsha(outbox_settle_script, outbox_settled_cb, st, 3, (int)k - 3, v,
 		    NULL) != 0) {
 			obx.settling--;
 			s->settling--;
@@ -433,6 +463,7 @@ outbox_chain_next(struct obx_msg *m)
 		for (; next != NULL; next = t) {
 			t = next->priv->next;
 			obx.shards[next->shard].held--;
+			obx.taken_otp -= next->lane;
 			outbox_msg_free(next);
 			obx.taken--;
 		}
@@ -448,6 +479,7 @@ outbox_release(struct obx_msg *m)
 {
 	outbox_chain_next(m);
 	obx.shards[m->shard].held--;
+	obx.taken_otp -= m->lane;
 	outbox_msg_free(m);
 	obx.taken--;
 	if (!obx.stopping)
@@ -460,15 +492,15 @@ outbox_fail(struct obx_msg *m, const char *why, const char *fallback)
 {
 	struct obx_shard *s = &obx.shards[m->shard];
 	char now[24], att[16];
-	const char *v[15];
+	const char *v[16];
 
 	snprintf(now, sizeof now, "%lld", clock_ms());
 	snprintf(att, sizeof att, "%d", m->att + 1);
-	v[0] = s->k_stream; v[1] = s->k_dead; v[2] = s->k_sent;
-	v[3] = OUTBOX_GROUP; v[4] = m->id; v[5] = m->uid; v[6] = now; v[7] = why;
-	v[8] = m->ch; v[9] = m->to; v[10] = m->from; v[11] = m->text; v[12] = att;
-	v[13] = fallback ? fallback : "";
-	v[14] = fallback ? m->chan->fallback : "";
+	v[0] = s->k_stream; v[1] = s->k_dead; v[2] = s->k_sent; v[3] = s->k_otp;
+	v[4] = OUTBOX_GROUP; v[5] = m->id; v[6] = m->uid; v[7] = now; v[8] = why;
+	v[9] = m->ch; v[10] = m->to; v[11] = m->from; v[12] = m->text; v[13] = att;
+	v[14] = fallback ? fallback : "";
+	v[15] = fallback ? m->chan->fallback : "";
 	if (fallback != NULL)
 		log_info("outbox: %s reply %s cannot reach its user (%s); sending it by %s", m->ch,
 		    m->uid, why, m->chan->fallback);
@@ -479,7 +511,9 @@ outbox_fail(struct obx_msg *m, const char *why, const char *fallback)
 	}
 	obx.settling++;
 	s->settling++;
-	if (rds_evalsha(outbox_fail_script, outbox_failed_cb, s, 3, 12, v, NULL) != 0) {
+	if (*m->otp != '\0')
+		otp_sent(m, OBX_FAIL, why);
+	if (rds_evalsha(outbox_fail_script, outbox_failed_cb, s, 4, 12, v, NULL) != 0) {
 		obx.settling--;
 		s->settling--;
 		log_warn("outbox: cannot record the failure of %s now; it will be retried after a "
@@ -514,6 +548,8 @@ outbox_done(struct obx_msg *m, int result, const char *why)
 		/* The whole reply went out: record it as sent even if the shard changed hands
 		 * meanwhile, so its new owner does not send it again. */
 		obx.sent++;
+		if (*m->otp != '\0')
+			otp_sent(m, OBX_OK, NULL);
 		outbox_settle_later(s, m->id, m->uid);
 		m->id = m->uid = NULL;
 		event_active(obx.flush, EV_TIMEOUT, 0);
@@ -532,6 +568,16 @@ outbox_done(struct obx_msg *m, int result, const char *why)
 		outbox_start(m);	/* the next part, through the rate limit */
 		return;
 	case OBX_FALLBACK:
+		if (*m->otp != '\0') {
+			/* An OTP's next channel is the verification's business (otp_sent queues it);
+			 * this send is over, settled like a sent one. */
+			otp_sent(m, OBX_FALLBACK, why ? why : "cannot reach the user");
+			outbox_settle_later(s, m->id, m->uid);
+			m->id = m->uid = NULL;
+			event_active(obx.flush, EV_TIMEOUT, 0);
+			outbox_release(m);
+			return;
+		}
 		if (m->fallback_to != NULL && m->chan->fallback != NULL &&
 		    channel_find(m->chan->fallback) != NULL) {
 			outbox_fail(m, why ? why : "cannot reach the user", m->fallback_to);
@@ -628,7 +674,13 @@ outbox_rate_ask(struct obx_rate *rt)
 	if (n > rt->limit)
 		n = rt->limit;
 	rt->asked = clock_ms() / 1000;
-	key = rkey_rate(rt->chan->name, rt->asked);
+	if (rt->otp) {
+		char lane[48];
+
+		snprintf(lane, sizeof lane, "otp-%s", rt->chan->name);
+		key = rkey_rate(lane, rt->asked);
+	} else
+		key = rkey_rate(rt->chan->name, rt->asked);
 	snprintf(want, sizeof want, "%d", n);
 	snprintf(limit, sizeof limit, "%d", rt->limit);
 	{
@@ -665,7 +717,7 @@ outbox_start(struct obx_msg *m)
 		 * text (what a dead letter keeps) is a placeholder. */
 		char *plain, *cause;
 
-		if (otp_decrypt(m->enc, &plain, &m->expires_ms, &cause) != 0) {
+		if (otp_decrypt(m->enc, &plain, &m->code, &m->expires_ms, &cause) != 0) {
 			obx.sending++;
 			outbox_done(m, OBX_FAIL, cause);
 			free(cause);
@@ -709,7 +761,8 @@ outbox_start(struct obx_msg *m)
 	outbox_rate_ask(rt);
 }
 
-/* A message taken from the stream: chain it behind the recipient's message in flight, or start. */
+/* A message taken from the stream: chain it behind the recipient's message in flight in its lane
+ * (an OTP never waits behind a reply), or start. */
 static void
 outbox_dispatch(struct obx_msg *m)
 {
@@ -720,7 +773,8 @@ outbox_dispatch(struct obx_msg *m)
 		struct obx_msgs *q = r == 0 ? &obx.heads : &outbox_rate_for(m)->waiting;
 
 		TAILQ_FOREACH(o, q, priv->entry) {
-			if (strcmp(o->to, m->to) == 0 && strcmp(o->ch, m->ch) == 0) {
+			if (strcmp(o->to, m->to) == 0 && strcmp(o->ch, m->ch) == 0 &&
+			    o->lane == m->lane) {
 				while (o->priv->next != NULL)
 					o = o->priv->next;
 				o->priv->next = m;
@@ -829,7 +883,7 @@ outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 	r = r->element[1];
 	for (i = 0; i < r->elements; i++) {
 		e = r->element[i];
-		if (e->type != REDIS_REPLY_ARRAY || e->elements != 8)
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 9)
 			continue;
 		m = xcalloc(1, sizeof *m);
 		m->priv = xcalloc(1, sizeof *m->priv);
@@ -846,6 +900,8 @@ outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 		m->text = outbox_field(e->element[5]);
 		m->att = atoi(outbox_field_str(e->element[6]));
 		m->enc = outbox_field(e->element[7]);
+		m->otp = outbox_field(e->element[8]);
+		m->lane = m->id[0] == 'o';
 		if (*m->id == '\0' || (flag == 3 && outbox_holding(m->id))) {
 			outbox_msg_free(m);	/* unusable, or ours already in flight */
 			continue;
@@ -856,6 +912,7 @@ outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 			    m->uid);
 		}
 		obx.taken++;
+		obx.taken_otp += m->lane;
 		s->held++;
 		outbox_dispatch(m);
 	}
@@ -868,8 +925,8 @@ static void
 outbox_poll_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct obx_shard *s;
-	char count[16], now[24], shard[8], idle[16];
-	int sh, room;
+	char count[16], ocount[16], now[24], shard[8], idle[16];
+	int sh, room, oroom;
 
 	if (!rds_ready() || obx.stopping)
 		return;
@@ -877,21 +934,29 @@ outbox_poll_cb(evutil_socket_t fd, short events, void *arg)
 	snprintf(idle, sizeof idle, "%d", OUTBOX_RECLAIM_IDLE_MS);
 	for (sh = 0; sh < CONV_SHARDS; sh++) {
 		s = &obx.shards[sh];
-		room = obx.cfg->outbox_concurrency - obx.taken;
-		if (room <= 0)
+		/* Replies and OTPs have a budget each: a backlog of replies waiting for their
+		 * rate slots leaves the OTP lane's room untouched. */
+		room = obx.cfg->outbox_concurrency - (obx.taken - obx.taken_otp);
+		oroom = obx.cfg->outbox_concurrency - obx.taken_otp;
+		if (room <= 0 && oroom <= 0)
 			return;
 		if (!s->owned || s->reading || s->releasing)
 			continue;
+		room = room < 0 ? 0 : room;
+		oroom = oroom < 0 ? 0 : oroom;
 		snprintf(count, sizeof count, "%d", room < OUTBOX_TAKE_MAX ? room : OUTBOX_TAKE_MAX);
+		snprintf(ocount, sizeof ocount, "%d", oroom < OUTBOX_TAKE_MAX ? oroom :
+		    OUTBOX_TAKE_MAX);
 		snprintf(shard, sizeof shard, "%d", sh);
 		/* Our own stranded entries only while no settle is in flight: an entry sent and being
 		 * acknowledged is still pending but must not be sent again. */
 		s->mode = s->fresh ? 1 : s->reclaim && obx.settling == 0 ? 2 : 0;
 		{
-			const char *v[] = { s->k_stream, s->k_sent, OUTBOX_GROUP, obx.me, count,
-			    s->mode == 1 ? "1" : s->mode == 2 ? "2" : "0", now, shard, idle };
+			const char *v[] = { s->k_stream, s->k_sent, s->k_otp, OUTBOX_GROUP, obx.me,
+			    count, s->mode == 1 ? "1" : s->mode == 2 ? "2" : "0", now, shard, idle,
+			    ocount };
 
-			if (rds_evalsha(outbox_take_script, outbox_take_cb, s, 2, 7, v, NULL) == 0)
+			if (rds_evalsha(outbox_take_script, outbox_take_cb, s, 3, 8, v, NULL) == 0)
 				s->reading = 1;
 		}
 	}
@@ -1017,6 +1082,10 @@ outbox_tick_cb(evutil_socket_t fd, short events, void *arg)
 				s->renewing = 1;
 		}
 	}
+	/* ZNS sends of the shards we send whose receipt is overdue go by SMS. */
+	for (sh = 0; sh < CONV_SHARDS; sh++)
+		if (obx.shards[sh].owned)
+			otp_tick(sh);
 	/* Now and then, look for own entries a lost answer stranded in our pending list. */
 	if (++obx.ticks % OUTBOX_RECLAIM_S == 0)
 		for (sh = 0; sh < CONV_SHARDS; sh++)
@@ -1069,14 +1138,16 @@ outbox_init(struct event_base *base, const struct config *cfg)
 		s->k_dead = rkey_dead(sh);
 		s->k_sent = rkey_sent(sh);
 		s->k_lease = rkey_lease(sh);
+		s->k_otp = rkey_outbox_otp(sh);
 	}
-	obx.nrates = channel_count();
+	obx.nrates = 2 * channel_count();
 	obx.rates = xcalloc(obx.nrates, sizeof *obx.rates);
 	for (i = 0; i < obx.nrates; i++) {
 		struct obx_rate *rt = &obx.rates[i];
 
-		rt->chan = channel_at(i);
-		rt->limit = rt->chan->rate;
+		rt->chan = channel_at(i % channel_count());
+		rt->otp = i >= channel_count();
+		rt->limit = rt->otp ? cfg->outbox_otp_rate : rt->chan->rate;
 		TAILQ_INIT(&rt->waiting);
 		rt->later = evtimer_new(base, outbox_rate_later_cb, rt);
 	}
@@ -1214,6 +1285,7 @@ outbox_free(void)
 		free(s->k_dead);
 		free(s->k_sent);
 		free(s->k_lease);
+		free(s->k_otp);
 		memset(s, 0, sizeof *s);
 	}
 }
@@ -1261,6 +1333,10 @@ outbox_dlr(const char *id, const char *status, rds_cb *cb, void *arg, char **cau
 	size_t n = strlen(id);
 	int sh, rc;
 
+	if (strncmp(id, "VE", 2) == 0)
+		return otp_dlr(id, strcmp(status, "delivered") == 0 ? "delivered" :
+		    strcmp(status, "undelivered") == 0 || strcmp(status, "smsc_rejected") == 0 ?
+		    "failed" : "sent", cb, arg, cause);
 	if (n < 5 || n > 60 || id[0] < '0' || id[0] >= '0' + CONV_SHARDS || id[1] != '-' ||
 	    strspn(id, "0123456789-.") != n)
 		goto bad;

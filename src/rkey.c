@@ -58,6 +58,20 @@ rkey_outbox(int shard)
 	return xasprintf("%s{%d}:outbox", rkey_prefix(), shard);
 }
 
+/* The OTP lane of one shard: OTP sends, taken before the shard's replies, with their own budget. */
+char *
+rkey_outbox_otp(int shard)
+{
+	return xasprintf("%s{%d}:outbox-otp", rkey_prefix(), shard);
+}
+
+/* Verifications whose ZNS send falls back to SMS unless delivered by the score (ms). */
+char *
+rkey_otp_wait(int shard)
+{
+	return xasprintf("%s{%d}:otp-wait", rkey_prefix(), shard);
+}
+
 char *
 rkey_dead(int shard)
 {

@@ -180,18 +180,23 @@ smsout_part_id(const struct obx_msg *m, char *id, size_t len)
 
 /* Driver "kannel": GET sendsms with the whole reply; smsbox sends it as one concatenated SMS. GSM-7
  * text goes as UTF-8; anything else as UCS-2 (coding=2, charset=UTF-16BE, the text as URL-encoded
- * UTF-16BE bytes). Our id rides in the dlr-url. An OTP goes with priority 3 and a validity of its
- * remaining lifetime. */
+ * UTF-16BE bytes). Our id rides in the dlr-url. An OTP goes with priority 3, a validity of its
+ * remaining lifetime, every delivery report Kannel can give (dlr-mask 31: delivered, failed,
+ * buffered, accepted by the SMSC, rejected by it) and, when one is configured, through its own
+ * sendsms user (an operator's OTP or brandname route). */
 static void
 smsout_kannel(struct obx_msg *m, const char *part)
 {
 	const struct config *cfg = smsout.cfg;
 	char *user, *pass, *from, *to, *text, *dlr = NULL, *url, *u16, id[160], otp[64] = "";
 	size_t n;
-	int ucs2 = !text_is_gsm7(part);
+	int ucs2 = !text_is_gsm7(part), isotp = m->expires_ms > 0;
+	const char *u = isotp && cfg->kannel_otp_user ? cfg->kannel_otp_user : cfg->kannel_user;
+	const char *pw = isotp && cfg->kannel_otp_user ? (cfg->kannel_otp_pass ?
+	    cfg->kannel_otp_pass : "") : cfg->kannel_pass;
 
-	user = fetch_escape(cfg->kannel_user, strlen(cfg->kannel_user));
-	pass = fetch_escape(cfg->kannel_pass, strlen(cfg->kannel_pass));
+	user = fetch_escape(u, strlen(u));
+	pass = fetch_escape(pw, strlen(pw));
 	from = fetch_escape(cfg->kannel_from, strlen(cfg->kannel_from));	/* always ours */
 	to = fetch_escape(m->to, strlen(m->to));
 	if (ucs2) {
@@ -210,7 +215,7 @@ smsout_kannel(struct obx_msg *m, const char *part)
 		dlr = fetch_escape(d, strlen(d));
 		free(d);
 	}
-	if (m->expires_ms > 0) {
+	if (isotp) {
 		/* An OTP: first in the SMSC's queue, and dropped by it once the code has expired. */
 		long long left = (m->expires_ms - clock_ms() + 59999) / 60000;
 
@@ -219,7 +224,8 @@ smsout_kannel(struct obx_msg *m, const char *part)
 	url = xasprintf("%s%susername=%s&password=%s%s%s&to=%s&text=%s%s%s%s%s",
 	    cfg->kannel_url, strchr(cfg->kannel_url, '?') ? "&" : "?", user, pass,
 	    *from ? "&from=" : "", from, to, text,
-	    ucs2 ? "&coding=2&charset=UTF-16BE" : "", dlr ? "&dlr-mask=3&dlr-url=" : "",
+	    ucs2 ? "&coding=2&charset=UTF-16BE" : "",
+	    dlr ? isotp ? "&dlr-mask=31&dlr-url=" : "&dlr-mask=3&dlr-url=" : "",
 	    dlr ? dlr : "", otp);
 	fetch_start(url, NULL, 0, NULL, cfg->outbox_send_timeout_ms, smsout_fetch_cb, m);
 	free(url);

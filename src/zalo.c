@@ -543,6 +543,22 @@ zalo_ev_status(struct zalo_req *zr, const struct zalo_event_in *ev)
 		n++;
 	}
 	json_decref(ids);
+	/* A ZNS message (an OTP) carries our send id back as tracking_id: its delivery. */
+	if (!seen && (id = zalo_id_text(json_object_get(msg, "tracking_id"))) != NULL) {
+		char *cause = NULL;
+		int rc;
+
+		zr->pending++;
+		if ((rc = otp_dlr(id, "delivered", zalo_req_cmd_cb, zr, &cause)) == 0)
+			n++;
+		else {
+			zr->pending--;
+			if (rc == -2)
+				zalo_req_unavailable(zr, NULL);
+		}
+		free(cause);
+		free(id);
+	}
 	if (n == 0)
 		zr->result = "ignored";
 }
@@ -717,6 +733,7 @@ zalo_init(struct event_base *base, const struct config *cfg)
 void
 zalo_stop(void)
 {
+	zns_stop();
 	zalo_send_stop();
 	zalo_token_stop();
 }
