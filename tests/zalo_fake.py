@@ -1,5 +1,6 @@
-"""A local HTTP server standing in for Zalo: the OA API (POST /v3.0/oa/message/cs) and the OAuth v4
-token endpoint (POST /v4/oa/access_token), plus helpers to sign webhook events the way Zalo does."""
+"""A local HTTP server standing in for Zalo: the OA API (POST /v3.0/oa/message/cs), ZNS template
+messages (POST /message/template, as on business.openapi.zalo.me) and the OAuth v4 token endpoint
+(POST /v4/oa/access_token), plus helpers to sign webhook events the way Zalo does."""
 import hashlib
 import json
 import time
@@ -19,6 +20,9 @@ ERROR_MESSAGES = {
     -217: "User has blocked invitations from this OA", -227: "User is banned or inactive",
     -244: "User has restricted this message type", -230: "User has not interacted in 7 days",
     -232: "User has not interacted with the OA", -234: "Cannot send messages at night",
+    -100: "Unknown error, please retry", -108: "Phone number is invalid",
+    -109: "Template ID is invalid", -111: "Template data is empty", -112: "Template data is invalid",
+    -118: "Zalo account does not exist or is disabled",
 }
 
 
@@ -45,6 +49,8 @@ class FakeZalo(harness.FakeServer):
         self.oauth_plan = []
         self.oauth_delay = 0.0
         self.sends = []         # every send request: token, body (parsed), problems, answer
+        self.zns = []           # every ZNS request: token, body (parsed), problems, answer
+        self.zns_plan = []      # as plan, for ZNS: ("error", code), ("http", status), ("ok",)
         self.oauth = []         # every OAuth request: headers, form, answer
         self.problems = []      # protocol mistakes the gateway made
         self.generation = 0
@@ -60,6 +66,8 @@ class FakeZalo(harness.FakeServer):
                 path = self.path.partition("?")[0]
                 if path == "/v3.0/oa/message/cs":
                     outer._send(self, raw)
+                elif path == "/message/template":
+                    outer._zns(self, raw)
                 elif path == "/v4/oa/access_token":
                     outer._oauth(self, raw)
                 else:
@@ -122,6 +130,51 @@ class FakeZalo(harness.FakeServer):
             h._answer(200, b"<html>gateway error</html>")
         else:
             h._answer(answer[1], {"error": -1, "message": "HTTP %d" % answer[1]})
+
+    def _zns(self, h, raw):
+        rec = {"token": h.headers.get("access_token"), "raw": raw, "problems": [], "time": time.time()}
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except ValueError as e:
+            body = None
+            rec["problems"].append("ZNS body is not JSON: %s" % e)
+        rec["body"] = body
+        ok_shape = (isinstance(body, dict) and set(body) <= {"phone", "template_id", "template_data",
+                                                             "tracking_id", "mode"} and
+                    isinstance(body.get("phone"), str) and body["phone"].isdigit() and
+                    body["phone"].startswith("84") and isinstance(body.get("template_id"), str) and
+                    isinstance(body.get("template_data"), dict) and
+                    1 <= len(body["template_data"]) <= 2 and
+                    all(isinstance(v, str) for v in body["template_data"].values()) and
+                    isinstance(body.get("tracking_id"), str) and body["tracking_id"])
+        if not ok_shape:
+            rec["problems"].append("ZNS body shape: %r" % (body,))
+        with self.lock:
+            self.zns.append(rec)
+            self.problems.extend(rec["problems"])
+            if not ok_shape:
+                answer = ("error", -111)
+            elif rec["token"] != self.token:
+                answer = ("error", -124)
+            elif self.zns_plan:
+                answer = self.zns_plan.pop(0)
+            else:
+                answer = ("ok",)
+            rec["answer"] = answer
+        if answer[0] == "ok":
+            h._answer(200, {"error": 0, "message": "Success",
+                            "data": {"msg_id": "zns-%d" % len(self.zns), "sent_time": str(int(time.time() * 1000)),
+                                     "quota": {"dailyQuota": "500", "remainingQuota": "499"}}})
+        elif answer[0] == "error":
+            h._answer(200, {"error": answer[1], "message": ERROR_MESSAGES.get(answer[1], "error")})
+        else:
+            h._answer(answer[1], {"error": -1, "message": "HTTP %d" % answer[1]})
+
+    def zns_delivered(self):
+        """ZNS sends the fake accepted: [(phone, template_data, tracking_id)]."""
+        with self.lock:
+            return [(z["body"]["phone"], z["body"]["template_data"], z["body"]["tracking_id"])
+                    for z in self.zns if z.get("answer") == ("ok",)]
 
     def _oauth(self, h, raw):
         form = urllib.parse.parse_qs(raw.decode(), keep_blank_values=True)
