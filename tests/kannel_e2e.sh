@@ -145,18 +145,22 @@ done
 [ -n "$missing" ] && bail "missing:$missing"
 ok "Kannel binaries present ($("$BEARERBOX" --version 2>&1 | sed -n 's/.*Kannel bearerbox version `\([^'"'"']*\).*/\1/p' | head -n 1))"
 
-# Five distinct free ports: dvcgw, bearerbox admin, bearerbox smsbox port, sendsms, fake SMSC.
-read -r GW ADMIN BOXPORT SENDSMS FAKE < <(python3 -c '
+# Six distinct free ports: dvcgw, bearerbox admin, bearerbox smsbox port, sendsms, fake SMSC, and a
+# recording proxy in front of sendsms (what smsbox was asked, parameters included, and its answer).
+read -r GW ADMIN BOXPORT SENDSMS FAKE PROXY < <(python3 -c '
 import socket
 ss = []
-for _ in range(5):
+for _ in range(6):
     s = socket.socket(); s.bind(("127.0.0.1", 0)); ss.append(s)
 print(" ".join(str(s.getsockname()[1]) for s in ss))')
-[ -n "${FAKE:-}" ] || bail "could not pick free ports"
+[ -n "${PROXY:-}" ] || bail "could not pick free ports"
 
 # ---- test kannel.conf, derived from the sample ----
-# dvcgw gets a provider token, so Kannel must present it (key= in get-url and in the dlr-url).
+# dvcgw gets a provider token, so Kannel must present it (key= in get-url and in the dlr-url), and a
+# portal token for the OTP part.
 PTOKEN="e2e-provider-$$-$RANDOM"
+OTOKEN="e2e-portal-$$-$RANDOM"
+OTP_PHONE=0912000111
 
 sed -e "s|^admin-port = .*|admin-port = $ADMIN|" \
     -e "s|^smsbox-port = .*|smsbox-port = $BOXPORT|" \
@@ -206,8 +210,8 @@ rcli() { timeout 3 redis-cli -s "$T/redis.sock" "$@"; }
 redis_up() { [ "$(rcli ping 2>/dev/null)" = PONG ]; }
 wait_for 5 redis redis_up || bail "private redis-server did not start"
 
-T="$T" ROOT="$ROOT" GW="$GW" SENDSMS="$SENDSMS" KUSER="$KUSER" KPASS="$KPASS" SHORT="$SHORT" \
-    PTOKEN="$PTOKEN" python3 -c '
+T="$T" ROOT="$ROOT" GW="$GW" SENDSMS="$PROXY" KUSER="$KUSER" KPASS="$KPASS" SHORT="$SHORT" \
+    PTOKEN="$PTOKEN" OTOKEN="$OTOKEN" python3 -c '
 import hashlib, json, os
 e = os.environ
 cfg = {
@@ -223,8 +227,12 @@ cfg = {
         },
     },
     "api": {"tokens": [{"name": "kannel", "role": "provider",
-                        "sha256": hashlib.sha256(e["PTOKEN"].encode()).hexdigest()}]},
-    "outbox": {"retry_base_ms": 200, "retry_max_ms": 1000, "send_timeout_ms": 3000},
+                        "sha256": hashlib.sha256(e["PTOKEN"].encode()).hexdigest()},
+                       {"name": "portal", "role": "portal",
+                        "sha256": hashlib.sha256(e["OTOKEN"].encode()).hexdigest()}]},
+    "otp": {"secret": "3c" * 32},
+    "outbox": {"retry_base_ms": 200, "retry_max_ms": 1000, "send_timeout_ms": 3000,
+               "sms_rate": 50},
     "log": {"level": "debug"},
 }
 open(e["T"] + "/dvcgw.json", "w").write(json.dumps(cfg, indent=2) + "\n")' || bail "cannot write the test dvcgw.json"
@@ -264,6 +272,33 @@ if wait_for 10 "smsbox sendsms port" http_any "http://127.0.0.1:$SENDSMS/" &&
 else
 	bail "smsbox did not start or did not connect to bearerbox"
 fi
+
+# The recording proxy: every sendsms request dvcgw makes goes through it to smsbox unchanged; it
+# logs "<smsbox status> <path and query>" per request.
+PROXY="$PROXY" SENDSMS="$SENDSMS" LOG="$T/sendsms.log" python3 -c '
+import http.server, os, socketserver, urllib.request, urllib.error
+e = os.environ
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        try:
+            r = urllib.request.urlopen("http://127.0.0.1:%s%s" % (e["SENDSMS"], self.path), timeout=5)
+            status, body = r.status, r.read()
+        except urllib.error.HTTPError as x:
+            status, body = x.code, x.read()
+        except Exception:
+            status, body = 502, b"proxy: smsbox did not answer"
+        with open(e["LOG"], "a") as f:
+            f.write("%d %s\n" % (status, self.path))
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+S(("127.0.0.1", int(e["PROXY"])), H).serve_forever()' >"$T/proxy.out" 2>&1 &
+PIDS+=($!)
+wait_for 5 "the sendsms proxy" listening "$PROXY" || bail "the sendsms proxy did not start"
 
 # ---- the messages ----
 
@@ -463,6 +498,48 @@ if [ "$dead" -eq 0 ] && [ "$retried" -eq 0 ] && ! grep -q 'dead-lettered' "$T/dv
 	ok "smsbox accepted every sendsms request first time (no retry, nothing dead-lettered)"
 else
 	notok "sendsms: $retried failed attempts, $dead replies dead-lettered (see dvcgw.log)"
+fi
+
+# ---- an OTP ahead of a backlog of 200 replies ----
+# 200 replies queued across the eight shards (sms_rate 50/s: four seconds of sending), then a portal
+# asks for a code: it must reach fakesmsc while most of the backlog is still waiting, sent by smsbox
+# with priority 3 and a validity.
+for ((i = 0; i < 200; i++)); do
+	printf 'XADD dvcgw:{%d}:outbox * ch sms to 8497%07d from "" text "Backlog reply %d" att 0\n' \
+	    $((i % 8)) $((1000000 + i)) "$i"
+done | rcli >/dev/null
+otp_answer=$(curl -s --max-time 3 -H "Authorization: Bearer $OTOKEN" -H 'Content-Type: application/json' \
+    -d "{\"phone\":\"$OTP_PHONE\",\"purpose\":\"login\"}" "http://127.0.0.1:$GW/api/v1/otp")
+otp_got() { grep -qE "Got message [0-9]+: <[+0-9]+ $(canon $OTP_PHONE) text [0-9]{6} " "$T/fakesmsc.out"; }
+if [[ "$otp_answer" == *'"status":"pending"'* ]] && wait_for 5 "the OTP at fakesmsc" otp_got; then
+	before=$(awk -v p="$(canon $OTP_PHONE)" '/Backlog reply/ { n++ } index($0, " " p " text ") { print n + 0; exit }' "$T/fakesmsc.out")
+	if [ "${before:-200}" -lt 100 ]; then
+		ok "the OTP reached fakesmsc ahead of the backlog (after $before of 200 queued replies)"
+	else
+		notok "the OTP waited behind the backlog: $before of 200 replies arrived before it"
+	fi
+else
+	notok "no OTP at fakesmsc (API answer: $otp_answer)"
+fi
+otp_q=$(grep "to=$(canon $OTP_PHONE)&" "$T/sendsms.log" | tail -n 1)
+if [[ "$otp_q" == 202\ * ]] && [[ "$otp_q" == *"&priority=3&"* || "$otp_q" == *"&priority=3" ]] &&
+    [[ "$otp_q" =~ \&validity=[45](\&|$) ]] && [[ "$otp_q" == *"&dlr-mask=31&"* ]]; then
+	ok "smsbox accepted the OTP with priority=3, validity=${BASH_REMATCH[0]//[!0-9]/} min and dlr-mask=31 (202)"
+else
+	notok "smsbox was not asked for the OTP with priority=3, validity and dlr-mask=31, or refused it: ${otp_q:0:400}"
+fi
+otp_dlr() { grep -q '"delivery":"delivered"' <<<"$(curl -s --max-time 2 -H "Authorization: Bearer $OTOKEN" \
+    "http://127.0.0.1:$GW/api/v1/otp/$(sed -n 's/.*"id":"\(VE[0-9a-f]*\)".*/\1/p' <<<"$otp_answer")")"; }
+if wait_for 5 "the OTP's delivery report" otp_dlr; then
+	ok "the OTP's delivery report reached its send: GET /api/v1/otp/{id} says delivered"
+else
+	notok "the OTP's send is not marked delivered after Kannel's DLR"
+fi
+backlog_done() { [ "$(grep -c 'Backlog reply' "$T/fakesmsc.out")" -ge 200 ]; }
+if wait_for 15 "the backlog at fakesmsc" backlog_done; then
+	ok "the whole backlog arrived too (200 replies)"
+else
+	notok "only $(grep -c 'Backlog reply' "$T/fakesmsc.out") of 200 backlog replies arrived"
 fi
 
 alive "$DVCGW" && alive "$BB" && alive "$SB" && ok "dvcgw, bearerbox and smsbox still running" ||

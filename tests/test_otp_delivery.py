@@ -72,7 +72,7 @@ def receipt(g, tracking_id, user="1100000000000000009"):
 
 def test_otp_lane_ahead_of_backlog(env):
     """200 replies queued on a rate-limited SMS link: a code created after them leaves at once."""
-    g = gw(env, outbox={"sms_rate": 20, "otp_rate": 5},
+    g = gw(env, outbox={"sms_rate": 40, "otp_rate": 5},
            kannel_extra={"otp_username": "otp", "otp_password": "brand-pw"})
     for i in range(200):
         # The replies' shards: all eight, as many users' conversations would queue them.
