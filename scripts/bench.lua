@@ -5,6 +5,9 @@
 --       cycle through "HS <code>" (a dossier lookup), "1" (a menu step), "HS <code>", "MENU" (back
 --       to the main menu), so half the turns are lookups and half are menu steps, and every text
 --       is valid in the state the previous one left the user in.
+--   wrk ... -s scripts/bench.lua URL -- otp TOKEN
+--       POST /api/v1/otp as a portal (Bearer TOKEN), every request for a new phone (so no cooldown
+--       or per-phone limit answers 429): thread t owns numbers 849t0000000 upwards.
 --   wrk ... -s scripts/bench.lua URL -- bare
 --       GET /livez (no Redis work), built per request by the same request() path, so both runs pay
 --       the same Lua cost inside wrk and the ratio compares the server's work.
@@ -25,6 +28,7 @@ end
 local mode, prefix, users, per, first, n
 local signed = {}	-- zalo mode: this thread's pre-signed {body, mac} pairs
 local headers = { ["Content-Type"] = "application/json" }
+local otp_headers = { ["Content-Type"] = "application/json" }
 
 function init(args)
 	mode = args[1] or "turns"
@@ -36,6 +40,9 @@ function init(args)
 	per = math.floor(users / nt)
 	first = tid * per
 	n = 0
+	if mode == "otp" then
+		otp_headers["Authorization"] = "Bearer " .. (args[2] or "")
+	end
 	if mode == "zalo" then
 		-- args[2] is a file of "MAC<TAB>BODY" lines signed by bench.sh; thread t takes every
 		-- nt-th line from line t, so every webhook (msg_id) is sent once
@@ -55,6 +62,11 @@ local zalo_headers = { ["Content-Type"] = "application/json" }
 function request()
 	if mode == "bare" then
 		return wrk.format("GET", "/livez")
+	end
+	if mode == "otp" then
+		local body = string.format('{"phone":"849%d%07d","purpose":"login"}', tid, n)
+		n = n + 1
+		return wrk.format("POST", "/api/v1/otp", otp_headers, body)
 	end
 	if mode == "zalo" then
 		-- past the end the ids repeat: bench.sh then sees fewer saved turns than answers and fails
