@@ -553,6 +553,10 @@ otp_dlr(const char *uid, const char *delivery, rds_cb *cb, void *arg, char **cau
 	size_t n = strlen(uid), d;
 	int sh, rc;
 
+	if (!otp.registered) {
+		*cause = xstrdup("OTP delivery reports are not handled here");
+		return -2;
+	}
 	if (n <= OTP_ID_LEN + 1 || n > OTP_ID_LEN + 12 || uid[OTP_ID_LEN] != '-')
 		goto bad;
 	memcpy(id, uid, OTP_ID_LEN);

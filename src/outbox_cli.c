@@ -61,17 +61,23 @@ outbox_cli(const struct config *cfg, int argc, char **argv)
 		return 1;
 	}
 	if (strcmp(what, "status") == 0)
-		printf("%-5s %8s %8s %6s  %s\n", "shard", "queued", "pending", "dead", "sender");
+		printf("%-5s %8s %8s %6s %6s  %s\n", "shard", "queued", "pending", "otp", "dead",
+		    "sender");
 	for (sh = 0; sh < CONV_SHARDS; sh++) {
 		stream = rkey_outbox(sh);
 		dead = rkey_dead(sh);
 		lease = rkey_lease(sh);
 		if (strcmp(what, "status") == 0) {
-			long long q, pe, d;
+			long long q, pe, d, o;
+			char *lane = rkey_outbox_otp(sh);
 
 			r = outbox_cli_cmd(c, "XLEN %s", stream);
 			q = r->integer;
 			freeReplyObject(r);
+			r = outbox_cli_cmd(c, "XLEN %s", lane);
+			o = r->integer;
+			freeReplyObject(r);
+			free(lane);
 			r = outbox_cli_cmd(c, "XPENDING %s %s", stream, OUTBOX_GROUP);
 			pe = r->type == REDIS_REPLY_ARRAY && r->elements > 0 ?
 			    r->element[0]->integer : 0;
@@ -80,7 +86,7 @@ outbox_cli(const struct config *cfg, int argc, char **argv)
 			d = r->integer;
 			freeReplyObject(r);
 			p = outbox_cli_cmd(c, "GET %s", lease);
-			printf("%-5d %8lld %8lld %6lld  %s\n", sh, q, pe, d,
+			printf("%-5d %8lld %8lld %6lld %6lld  %s\n", sh, q, pe, o, d,
 			    p->type == REDIS_REPLY_STRING ? p->str : "-");
 			freeReplyObject(p);
 			depth += q;
@@ -107,6 +113,13 @@ outbox_cli(const struct config *cfg, int argc, char **argv)
 						want = 1;
 				if (!want)
 					continue;
+				if (strncmp(outbox_cli_field(e->element[1], "uid"), "VE", 2) == 0) {
+					/* Its text is a placeholder and its code is gone: the portal
+					 * asks for a new one. */
+					printf("%s not requeued: an OTP send (ask the portal for a new "
+					    "code)\n", e->element[0]->str);
+					continue;
+				}
 				p = outbox_cli_cmd(c, "XADD %s * ch %s to %s from %s text %s att 0",
 				    stream, outbox_cli_field(e->element[1], "ch"),
 				    outbox_cli_field(e->element[1], "to"),

@@ -41,7 +41,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	    "\"sms\": {\"driver\": \"file\", \"file\": {\"path\": \"/dev/null\"},"
 	    " \"kannel\": {\"from\": \"8077\"}},"
 	    "\"zalo\": {\"app_id\": \"123\", \"oa_secret_key\": \"s\"},"
-	    "\"ussd\": {\"budget_ms\": 100}, \"log\": {\"level\": \"error\"}}");
+	    "\"otp\": {\"secret\": \"%064d\"},"
+	    "\"ussd\": {\"budget_ms\": 100}, \"log\": {\"level\": \"error\"}}", 7);
 	fclose(f);
 	if ((cfg = config_load(path, &errors)) == NULL)
 		abort();
@@ -61,6 +62,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	fetch_init(base);
 	outbox_init(base, cfg);
 	zalo_init(base, cfg);
+	otp_init(cfg);
 	rds_start(base, "stub", 100, NULL);
 	if (auth_init(cfg, NULL) != 0)
 		abort();

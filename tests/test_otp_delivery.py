@@ -6,12 +6,13 @@ sendsms and fake Zalo (OA, OAuth, ZNS)."""
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import run, wait_until  # noqa: E402
+from harness import DVCGW, run, wait_until  # noqa: E402
 from test_otp import CANON, PROVIDER, SECRET, TOKENS, call, check, create, flat, wrong  # noqa: E402
 from zalo_fake import APP_ID, APP_SECRET, OA_ID, OA_SECRET, FakeZalo, mac  # noqa: E402
 
@@ -278,9 +279,27 @@ def test_resend_goes_on_the_current_channel(env):
     assert [s["channel"] for s in v["sends"]] == ["zalo", "sms", "sms"], v
 
 
+def test_refused_otp_dead_letter_not_requeued(env):
+    env.fake_kannel().mode = "refuse"
+    g = gw(env)
+    st, j, _ = create(g)
+    wait_until(lambda: get(g, j["id"])["sends"][0]["delivery"] == "failed", 3, "the refusal")
+    cli = [DVCGW, "outbox", "-c", g.config]
+    out = subprocess.run(cli + ["dead"], capture_output=True, text=True).stdout
+    assert "1 dead letters" in out and "[OTP: encrypted until sent]" in out, out
+    st_out = subprocess.run(cli, capture_output=True, text=True).stdout
+    assert " otp " in st_out.splitlines()[0], st_out
+    env.provider.mode = "ok"
+    out = subprocess.run(cli + ["requeue"], capture_output=True, text=True).stdout
+    assert "not requeued: an OTP send" in out and "0 dead letters requeued" in out, out
+    time.sleep(0.5)
+    assert env.provider.accepted() == [], "a placeholder or a stale code was sent"
+
+
 if __name__ == "__main__":
     sys.exit(run([test_otp_lane_ahead_of_backlog, test_delivery_reports_update_sends,
                   test_zns_first_then_receipt, test_zns_permanent_errors_fall_back_to_sms_at_once,
                   test_zns_retryable_errors_retried_then_delivered, test_zns_token_refreshed_once,
                   test_zns_without_receipt_falls_back_after_timeout, test_channel_choice,
-                  test_zalo_channel_needs_zns_configured, test_resend_goes_on_the_current_channel]))
+                  test_zalo_channel_needs_zns_configured, test_resend_goes_on_the_current_channel,
+                  test_refused_otp_dead_letter_not_requeued]))
