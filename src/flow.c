@@ -33,7 +33,7 @@ static const struct flow_action flow_actions[] = {
 	{ .name = "lookup_dossier", .output = "result",
 	  .texts = (1U << TEXT_DOSSIER_FOUND) | (1U << TEXT_DOSSIER_NOT_FOUND) |
 	    (1U << TEXT_DOSSIER_INVALID),
-	  .fn = action_lookup_dossier },
+	  .fn = action_lookup_dossier, .squeezes = 1 },
 };
 
 /* Find an action by name. */
@@ -350,7 +350,35 @@ flow_need(struct flow_result *res, enum flow_data_kind kind, const char *key)
 	snprintf(res->need.key, sizeof res->need.key, "%s", key);
 }
 
-/* lookup_dossier: normalise the code and describe the prefetched dossier, or ask for it. */
+/* Shorten the string obj[key] to at most max characters, at a space when there is one in its
+ * second half, ending with "…". */
+static void
+flow_shorten(json_t *obj, const char *key, size_t max)
+{
+	const char	*s = json_string_value(json_object_get(obj, key)), *p, *cut, *sp = NULL;
+	size_t		 n = 0;
+	char		*t;
+
+	if (s == NULL || text_utf8_len(s) <= max)
+		return;
+	for (p = s; *p != '\0' && n < max - 1; n++) {
+		if (*p == ' ' && n >= max / 2)
+			sp = p;
+		p++;
+		while ((*p & 0xC0) == 0x80)
+			p++;
+	}
+	cut = sp != NULL ? sp : p;
+	while (cut > s && (cut[-1] == ' ' || cut[-1] == ',' || cut[-1] == '('))
+		cut--;
+	t = xasprintf("%.*s…", (int)(cut - s), s);
+	json_object_set_new(obj, key, json_string(t));
+	free(t);
+}
+
+/* lookup_dossier: normalise the code and describe the prefetched dossier, or ask for it. When
+ * flow_step squeezes (the reply does not fit the channel), the procedure's name is shortened, more
+ * at each level: the citizen keeps the status, the note and the options. */
 static int
 action_lookup_dossier(const struct flowset *fs, const struct flow_input *in, const char *value,
     const json_t *svars, json_t *out, struct flow_result *res)
@@ -374,6 +402,9 @@ action_lookup_dossier(const struct flowset *fs, const struct flow_input *in, con
 		t = TEXT_DOSSIER_NOT_FOUND;
 	} else {
 		local = dossier_vars(dossier, in->user, in->today);
+		if (res->squeeze > 0)
+			flow_shorten(local, "procedure", FLOW_SQUEEZE_FIRST - FLOW_SQUEEZE_STEP *
+			    (size_t)(res->squeeze - 1));
 		/* Found by another code (the national portal's): the reply names the one typed too. */
 		if (strcmp(code, json_string_value(json_object_get(local, "code")) != NULL ?
 		    json_string_value(json_object_get(local, "code")) : "") != 0)
@@ -448,6 +479,45 @@ session_pop(const struct flowset *fs, json_t *session)
 
 enum step_kind { STEP_SHOW, STEP_INVALID, STEP_GOTO, STEP_BACK, STEP_CAPTURE };
 
+/* The reply of state target as variant var into b (emptied first): the invalid-choice line, the
+ * session-expired line (after an idle restart a number means what it means at the start: say so),
+ * then the state's message, options and footer. */
+static void
+flow_reply_render(const struct flowset *fs, size_t var, int target, int invalid, int expired,
+    const json_t *const *chain, struct flow_buf *b)
+{
+	b->len = 0;
+	flow_tmpl_buf_add(b, "", 0);
+	if (invalid) {
+		flow_tmpl_render(b, &fs->texts[var][TEXT_INVALID_CHOICE], chain, 3);
+		flow_tmpl_buf_add(b, "\n", 1);
+	}
+	if (expired && fs->have[var][TEXT_SESSION_EXPIRED]) {
+		flow_tmpl_render(b, &fs->texts[var][TEXT_SESSION_EXPIRED], chain, 3);
+		flow_tmpl_buf_add(b, "\n", 1);
+	}
+	flow_tmpl_render(b, &fs->states[target].reply[var], chain, 3);
+}
+
+/* 1 when text fits variant var's channel: its SMS segments after unaccenting (the measure
+ * flowset_load holds every state to). Channels that only split long messages (Zalo) or page them
+ * (USSD) always fit: each segment of an SMS is paid for, a Zalo message is not. */
+static int
+flow_fits(const struct flowset *fs, size_t var, const char *text)
+{
+	struct text_sms	 sms;
+	char		*u, *g;
+
+	if (fs->fit_segments[var] == 0)
+		return 1;
+	u = text_unaccent(text);
+	g = text_gsm7_replace(u);
+	text_sms_count(g, &sms);
+	free(g);
+	free(u);
+	return sms.parts <= fs->fit_segments[var];
+}
+
 /* Run one input through the flows. */
 int
 flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in,
@@ -493,7 +563,6 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 		kind = STEP_CAPTURE;
 		cap = kw->cap;
 		value = guess;
-
 	} else if ((kw = keyword_find_arg(fs, trim, &value, &copy)) != NULL) {
 		kind = STEP_CAPTURE;
 		cap = kw->cap;
@@ -503,7 +572,8 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 		target = kw->go;
 	} else if (st->cap != NULL && capture_value(st->cap, trim, &value, &copy)) {
 		kind = STEP_CAPTURE;
-		cap = st->cap;	} else if ((kw = keyword_lookup(fs)) != NULL && dossier_code_suspect(trim, guess)) {
+		cap = st->cap;
+	} else if ((kw = keyword_lookup(fs)) != NULL && dossier_code_suspect(trim, guess)) {
 		/* A code typed wrong is a lookup too: the reply gives the expected shape. */
 		kind = STEP_CAPTURE;
 		cap = kw->cap;
@@ -552,17 +622,24 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 	chain[0] = avars;
 	chain[1] = json_object_get(session, "v");
 	chain[2] = fs->vars;
-	flow_tmpl_buf_add(&b, "", 0);
-	if (kind == STEP_INVALID) {
-		flow_tmpl_render(&b, &fs->texts[var][TEXT_INVALID_CHOICE], chain, 3);
-		flow_tmpl_buf_add(&b, "\n", 1);
+	flow_reply_render(fs, var, target, kind == STEP_INVALID, fresh == 2 &&
+	    (kind == STEP_SHOW || o != -1), chain, &b);
+	/* A reply built from data (a long procedure name) may not fit the channel: run the action
+	 * again, shorter, rather than let the channel cut the options off the end. */
+	while (kind == STEP_CAPTURE && cap->action != NULL && cap->action->squeezes &&
+	    res->squeeze < FLOW_SQUEEZE_MAX && !flow_fits(fs, var, b.p)) {
+		json_t *again = json_object();
+
+		res->squeeze++;
+		if (cap->action->fn(fs, in, value, svars, again, res) != 0) {
+			json_decref(again);
+			break;
+		}
+		json_object_update(avars, again);
+		json_decref(again);
+		flow_reply_render(fs, var, target, kind == STEP_INVALID, fresh == 2 &&
+		    (kind == STEP_SHOW || o != -1), chain, &b);
 	}
-	/* After an idle restart a number means what it means at the start: say so. */
-	if (fresh == 2 && fs->have[var][TEXT_SESSION_EXPIRED] && (kind == STEP_SHOW || o != -1)) {
-		flow_tmpl_render(&b, &fs->texts[var][TEXT_SESSION_EXPIRED], chain, 3);
-		flow_tmpl_buf_add(&b, "\n", 1);
-	}
-	flow_tmpl_render(&b, &fs->states[target].reply[var], chain, 3);
 	if ((reply = json_stringn(b.p, b.len)) == NULL) {
 		*cause = xstrdup("flow reply is not valid UTF-8");
 		rc = -1;

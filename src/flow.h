@@ -86,6 +86,8 @@ struct flow_result {
 	 * exist) and calls flow_step again with the same session. The session is left unchanged and
 	 * replies is NULL in that case. */
 	struct flow_need	 need;
+	int			 squeeze;	/* set by flow_step for an action it runs again to
+						 * make the reply fit: how much to shorten (0: not) */
 };
 
 /* Run one input through the flows. session is a JSON object owned by the caller and updated in place

@@ -62,6 +62,12 @@ struct flow_keyword {
  * shows it, with that channel's "channels" overrides. */
 #define FLOW_VARIANTS	(FLOW_LIMITS_MAX + 1)
 
+/* A reply built from data that does not fit its channel is built again with the data shortened:
+ * the procedure's name to 100 characters, then 80, 60, 40. */
+#define FLOW_SQUEEZE_MAX	4
+#define FLOW_SQUEEZE_FIRST	100
+#define FLOW_SQUEEZE_STEP	20
+
 struct flow_state {
 	char			*name;
 	size_t			 flow;		/* index in flowset.flows */
@@ -122,6 +128,8 @@ struct flowset {
 	char				*chans[FLOW_LIMITS_MAX];	/* channel names */
 	size_t				 nchans;
 	struct flow_tmpl		 texts[FLOW_VARIANTS][TEXT_COUNT];
+	size_t				 fit_segments[FLOW_VARIANTS];	/* per variant: SMS
+								 * segments, 0: not counted */
 	int				 have[FLOW_VARIANTS][TEXT_COUNT];
 };
 
@@ -133,6 +141,7 @@ struct flow_action {
 	unsigned	 texts;		/* bit per text it needs */
 	int		(*fn)(const struct flowset *, const struct flow_input *, const char *,
 			    const json_t *, json_t *, struct flow_result *);
+	int		 squeezes;	/* can shorten its variables (res->squeeze) to fit */
 };
 
 /* flow.c */

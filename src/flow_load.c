@@ -1027,6 +1027,11 @@ flowset_load(const char *dir, const json_t *vars, const struct flow_limits *lim,
 		if (lim->lim[i].channel != NULL &&
 		    flow_variant(fs, lim->lim[i].channel) == 0)
 			fs->chans[fs->nchans++] = xstrdup(lim->lim[i].channel);
+		if (lim->lim[i].channel != NULL) {
+			/* What a reply built at run time must fit too (flow_step squeezes). */
+			fs->fit_segments[flow_variant(fs, lim->lim[i].channel)] =
+			    lim->lim[i].max_segments;
+		}
 	}
 
 	if (load_list(&l, dir) != 0)

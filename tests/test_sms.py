@@ -149,15 +149,24 @@ def test_long_reply_is_one_concatenated_sms(env):
     assert 160 < len(text) <= 306, text
     assert text.startswith("Dich vu cong truc tuyen") and text.endswith("8. Ket thuc"), text
     assert "udh" not in msgs[0]["query"], msgs[0]["query"]
-    # a reply longer than sms.max_parts allows is cut to 2 segments, with "...", still one request
-    long_note = json.loads(open(os.path.join(ROOT, "config", "demo-dossiers.json")).read())[0]
-    long_note.update(code="000.00.20.H21-261120-0042", procedure="Thủ tục " + "rất dài " * 60)
+    # a dossier reply too long with its procedure's name gets the name shortened at a word, the
+    # status, the note and the options whole
+    d = json.loads(open(os.path.join(ROOT, "config", "demo-dossiers.json")).read())[0]
+    long_proc = dict(d, code="000.00.20.H21-261120-0042", procedure="Thủ tục " + "rất dài " * 60)
+    # one whose note alone is too long is cut to 2 segments, with "...", still one request
+    long_note = dict(d, code="000.00.20.H21-261120-0043", note="Bổ sung giấy tờ " * 40)
     path = os.path.join(env.tmp, "long.json")
-    json.dump([long_note], open(path, "w"))
+    json.dump([long_proc, long_note], open(path, "w"))
     assert g.import_demo(path).returncode == 0
     g.sms("0911111111", "HS 000.00.20.H21-261120-0042", "m2")
-    wait_reply(p, "84911111111", "...")
-    parts = p.texts_to("84911111111")
+    wait_reply(p, "84911111111", "Menu")
+    text = p.texts_to("84911111111")[0]
+    assert re.search(r"\nThu tuc rat dai( rat dai)*\.\.\.\n", text), text
+    assert text.endswith("3. Menu") and "Dang xu ly" in text and "Dang xac minh nguon goc" in text, text
+    assert segments(text) <= 2, text
+    g.sms("0911111112", "HS 000.00.20.H21-261120-0043", "m3")
+    wait_reply(p, "84911111112", "...")
+    parts = p.texts_to("84911111112")
     assert len(parts) == 1 and parts[0].endswith("...") and 300 <= len(parts[0]) <= 306, parts
     assert segments(parts[0]) == 2, parts
 
@@ -656,13 +665,13 @@ def shipped_paths():
 
 
 def long_procedures():
-    """The demo dossiers with realistic procedure names padded to 120 characters (100 for the one
-    with both the longest status text and the longest note: 120 would take a third segment)."""
+    """The demo dossiers with realistic procedure names padded to 120 characters (the one with both
+    the longest status text and the longest note then needs its procedure shortened to fit)."""
     ds = json.load(open(os.path.join(ROOT, "config", "demo-dossiers.json")))
     for d in ds:
         d["procedure"] = (d["procedure"] + " (cấp lại, cấp đổi, điều chỉnh thông tin trên "
                           "giấy chứng nhận đã cấp theo quy định hiện hành)")
-        d["procedure"] = d["procedure"][:100 if d["status"] == 6 else 120]
+        d["procedure"] = d["procedure"][:120]
     return ds
 
 
