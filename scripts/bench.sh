@@ -43,7 +43,8 @@
 # errors, a duplicate or lost turn, the daemon or Redis died).
 #
 # Knobs (environment): BENCH_THREADS (2), BENCH_CONNS (50), BENCH_SECS (10), BENCH_WARM_SECS (2),
-# BENCH_USERS (10000), BENCH_DVCGW (build/dvcgw: another build to compare), BENCH_KEEP=1 keeps the
+# BENCH_USERS (10000), BENCH_DVCGW (build/dvcgw: another build to compare), BENCH_HISTORY (50:
+# history.max, 0 keeps no conversation history, to measure what it costs), BENCH_KEEP=1 keeps the
 # temp dir.
 set -u
 cd "$(dirname "$0")/.."
@@ -136,6 +137,7 @@ cat >"$CFG" <<EOF
             "api_base": "http://127.0.0.1:1", "oauth_base": "http://127.0.0.1:1",
             "app_secret_key": "bench-app-secret", "access_token": "bench", "refresh_token": "bench" },
   "outbox": { "zalo_rate": 1 },
+  "history": { "max": ${BENCH_HISTORY:-50} },
   "api": { "tokens": [ { "name": "bench-portal", "role": "portal",
                          "sha256": "$(printf %s bench-portal-token | sha256sum | cut -d' ' -f1)" } ] },
   "otp": { "secret": "$(printf '%064d' 7)", "creates_per_minute": 1000000,

@@ -40,6 +40,8 @@ static const struct cfg_key cfg_keys[] = {
 	I("redis.connect_timeout_ms", redis_connect_timeout_ms, 2000, 10, 600000),
 	I("redis.session_ttl", session_ttl, 86400, 60, 90 * 86400),
 	I("redis.dedupe_ttl", dedupe_ttl, 172800, 60, 30 * 86400),
+	I("history.max", history_max, 50, 0, 1000),
+	I("history.ttl", history_ttl, 30 * 86400, 60, 366 * 86400),
 	S("flows.dir", flows_dir, "flows"),
 	O("flows.vars", flows_vars),
 	S("dossier.code_pattern", code_pattern, DOSSIER_DEFAULT_PATTERN),
@@ -100,7 +102,7 @@ static const struct cfg_key cfg_keys[] = {
 /* Objects that only group keys: a key is valid when it is a table entry or such a group. */
 static const char *cfg_groups[] = {
 	"listen", "redis", "flows", "dossier", "log", "sms", "sms.kannel", "sms.http", "sms.file",
-	"outbox", "ussd", "zalo", "api", "otp",
+	"outbox", "ussd", "zalo", "api", "otp", "history",
 };
 
 static const struct cfg_key *

@@ -21,9 +21,11 @@ static const char conv_load_lua[] =
 	"local r = redis.call('HMGET', KEYS[1], 'v', 'd')\n"
 	"return {'OK', r[1] or '', r[2] or ''}\n";
 
-/* KEYS: session, seen, outbox. ARGV: version, session, session ttl, message id, seen ttl, channel,
- * user, from, n, then n replies. -> "OK", "DUP" or "CONFLICT". The session, the de-duplication mark
- * and the replies land together or not at all. */
+/* KEYS: session, seen, outbox, history. ARGV: version, session, session ttl, message id, seen ttl,
+ * channel, user, from, n, queue (1: XADD the replies; 0: they go back in the response), history
+ * length (0: none kept), history ttl, now ms, the inbound text, then n replies. -> "OK", "DUP" or
+ * "CONFLICT". The session, the de-duplication mark, the replies and the history land together or
+ * not at all. A history entry is "<ms> <i|o> <text>": no JSON to build per turn. */
 static const char conv_save_lua[] =
 	"if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then return 'DUP' end\n"
 	"local v = redis.call('HGET', KEYS[1], 'v')\n"
@@ -31,13 +33,25 @@ static const char conv_save_lua[] =
 	"redis.call('HSET', KEYS[1], 'v', (tonumber(v) or 0) + 1, 'd', ARGV[2])\n"
 	"redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
 	"if ARGV[4] ~= '' then redis.call('SET', KEYS[2], '1', 'EX', ARGV[5]) end\n"
-	"for i = 10, 9 + tonumber(ARGV[9]) do\n"
-	"  redis.call('XADD', KEYS[3], '*', 'ch', ARGV[6], 'to', ARGV[7], 'from', ARGV[8],"
+	"local n = tonumber(ARGV[9])\n"
+	"if ARGV[10] == '1' then\n"
+	"  for i = 15, 14 + n do\n"
+	"    redis.call('XADD', KEYS[3], '*', 'ch', ARGV[6], 'to', ARGV[7], 'from', ARGV[8],"
 	" 'text', ARGV[i], 'att', '0')\n"
+	"  end\n"
+	"end\n"
+	"local hmax = tonumber(ARGV[11])\n"
+	"if hmax > 0 then\n"
+	"  local e = {ARGV[13] .. ' i ' .. ARGV[14]}\n"
+	"  for i = 15, 14 + n do e[#e + 1] = ARGV[13] .. ' o ' .. ARGV[i] end\n"
+	"  redis.call('RPUSH', KEYS[4], unpack(e))\n"
+	"  redis.call('LTRIM', KEYS[4], -hmax, -1)\n"
+	"  redis.call('EXPIRE', KEYS[4], ARGV[12])\n"
 	"end\n"
 	"return 'OK'\n";
 
-/* KEYS: seen, outbox. ARGV: message id, seen ttl, ch, to, from, text. -> "OK" or "DUP". */
+/* KEYS: seen, outbox, history. ARGV: message id, seen ttl, ch, to, from, text, history length,
+ * history ttl, now ms. -> "OK" or "DUP". */
 static const char conv_send_lua[] =
 	"if ARGV[1] ~= '' then\n"
 	"  if redis.call('EXISTS', KEYS[1]) == 1 then return 'DUP' end\n"
@@ -45,6 +59,11 @@ static const char conv_send_lua[] =
 	"end\n"
 	"redis.call('XADD', KEYS[2], '*', 'ch', ARGV[3], 'to', ARGV[4], 'from', ARGV[5],"
 	" 'text', ARGV[6], 'att', '0')\n"
+	"if tonumber(ARGV[7]) > 0 then\n"
+	"  redis.call('RPUSH', KEYS[3], ARGV[9] .. ' o ' .. ARGV[6])\n"
+	"  redis.call('LTRIM', KEYS[3], -tonumber(ARGV[7]), -1)\n"
+	"  redis.call('EXPIRE', KEYS[3], ARGV[8])\n"
+	"end\n"
 	"return 'OK'\n";
 
 static int conv_load_script, conv_save_script, conv_send_script;
@@ -96,7 +115,7 @@ struct conv {
 	int			 deliver;
 	int			 restart;
 	int			 shard;
-	char			*k_session, *k_seen, *k_outbox;
+	char			*k_session, *k_seen, *k_outbox, *k_history;
 
 	int			 pending;	/* Redis calls in flight for this conversation */
 	int			 failed;
@@ -216,6 +235,7 @@ conv_free(struct conv *c)
 	free(c->k_session);
 	free(c->k_seen);
 	free(c->k_outbox);
+	free(c->k_history);
 	free(c->cause);
 	free(c->version);
 	for (i = 0; i < c->ndata; i++)
@@ -402,19 +422,23 @@ conv_save(struct conv *c)
 {
 	const char **v;
 	size_t i, n;
-	char ttl[16], sttl[16], count[16], *sess;
+	char ttl[16], sttl[16], count[16], hmax[16], httl[16], now[24], *sess;
 	json_t *reply;
 	int k = 0;
 
 	sess = json_dumps(c->session, JSON_COMPACT);
 	snprintf(ttl, sizeof ttl, "%d", conv.cfg->session_ttl);
 	snprintf(sttl, sizeof sttl, "%d", conv.cfg->dedupe_ttl);
-	n = c->deliver ? json_array_size(c->replies) : 0;
+	n = json_array_size(c->replies);
 	snprintf(count, sizeof count, "%zu", n);
-	v = xcalloc(12 + n, sizeof *v);
+	snprintf(hmax, sizeof hmax, "%d", conv.cfg->history_max);
+	snprintf(httl, sizeof httl, "%d", conv.cfg->history_ttl);
+	snprintf(now, sizeof now, "%lld", clock_ms());
+	v = xcalloc(18 + n, sizeof *v);
 	v[k++] = c->k_session;
 	v[k++] = c->k_seen;
 	v[k++] = c->k_outbox;
+	v[k++] = c->k_history;
 	v[k++] = c->version;
 	v[k++] = sess;
 	v[k++] = ttl;
@@ -424,12 +448,15 @@ conv_save(struct conv *c)
 	v[k++] = c->user;
 	v[k++] = c->to ? c->to : "";
 	v[k++] = count;
-	json_array_foreach(c->replies, i, reply) {
-		if (i < n)
-			v[k++] = json_string_value(reply);
-	}
+	v[k++] = c->deliver ? "1" : "0";
+	v[k++] = hmax;
+	v[k++] = httl;
+	v[k++] = now;
+	v[k++] = c->text;
+	json_array_foreach(c->replies, i, reply)
+		v[k++] = json_string_value(reply);
 	c->pending++;
-	if (rds_evalsha(conv_save_script, conv_save_cb, c, 3, k - 3, v, NULL) != 0) {
+	if (rds_evalsha(conv_save_script, conv_save_cb, c, 4, k - 4, v, NULL) != 0) {
 		c->pending--;
 		conv_fail(c, NULL);
 		conv_finish(c, CONV_UNAVAILABLE);
@@ -525,6 +552,7 @@ conv_handle(const struct conv_msg *m, conv_cb *cb, void *arg)
 	c->k_session = rkey_session(c->shard, m->channel, m->user);
 	c->k_seen = rkey_seen(c->shard, m->channel, c->msgid ? c->msgid : "-");
 	c->k_outbox = rkey_outbox(c->shard);
+	c->k_history = rkey_history(c->shard, m->channel, m->user);
 	conv.inflight++;
 
 	if (!rds_ready()) {
@@ -570,20 +598,24 @@ void
 conv_send(const struct conv_msg *m, const char *text, conv_cb *cb, void *arg)
 {
 	struct conv_sendreq *sr = xcalloc(1, sizeof *sr);
-	char *k_seen, *k_outbox, ttl[16];
+	char *k_seen, *k_outbox, *k_history, ttl[16], hmax[16], httl[16], now[24];
 
 	sr->cb = cb;
 	sr->arg = arg;
 	sr->shard = conv_shard(m->channel, m->user);
 	k_seen = rkey_seen(sr->shard, m->channel, m->msgid && *m->msgid ? m->msgid : "-");
 	k_outbox = rkey_outbox(sr->shard);
+	k_history = rkey_history(sr->shard, m->channel, m->user);
 	snprintf(ttl, sizeof ttl, "%d", conv.cfg->dedupe_ttl);
+	snprintf(hmax, sizeof hmax, "%d", conv.cfg->history_max);
+	snprintf(httl, sizeof httl, "%d", conv.cfg->history_ttl);
+	snprintf(now, sizeof now, "%lld", clock_ms());
 	{
-		const char *v[] = { k_seen, k_outbox, m->msgid ? m->msgid : "", ttl, m->channel,
-		    m->user, m->to ? m->to : "", text };
+		const char *v[] = { k_seen, k_outbox, k_history, m->msgid ? m->msgid : "", ttl,
+		    m->channel, m->user, m->to ? m->to : "", text, hmax, httl, now };
 
 		conv.inflight++;
-		if (rds_evalsha(conv_send_script, conv_send_cb, sr, 2, 6, v, NULL) != 0) {
+		if (rds_evalsha(conv_send_script, conv_send_cb, sr, 3, 9, v, NULL) != 0) {
 			conv.inflight--;
 			cb(CONV_UNAVAILABLE, NULL, 0, rds_error(), arg);
 			free(sr);
@@ -591,4 +623,91 @@ conv_send(const struct conv_msg *m, const char *text, conv_cb *cb, void *arg)
 	}
 	free(k_seen);
 	free(k_outbox);
+	free(k_history);
+}
+
+/* ---- GET /api/v1/conversations/{channel}/{user} --------------------------------------------- */
+
+struct conv_histreq {
+	struct http_req	*req;
+	char		*channel, *user;
+};
+
+static void
+conv_history_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct conv_histreq *h = arg;
+	json_t *msgs, *m;
+	const char *e, *sp1, *sp2;
+	char at[32];
+	time_t t;
+	struct tm tm;
+	size_t i;
+
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY) {
+		http_error(h->req, 503, "unavailable", "The conversation cannot be read now; try "
+		    "again.");
+		goto out;
+	}
+	msgs = json_array();
+	for (i = 0; i < r->elements; i++) {
+		if (r->element[i]->type != REDIS_REPLY_STRING)
+			continue;
+		e = r->element[i]->str;
+		/* "<ms> <i|o> <text>"; anything else (a hand-made entry) is skipped. */
+		if ((sp1 = strchr(e, ' ')) == NULL || sp1 == e || (sp1[1] != 'i' && sp1[1] != 'o') ||
+		    sp1[2] != ' ' || strspn(e, "0123456789") != (size_t)(sp1 - e))
+			continue;
+		sp2 = sp1 + 2;
+		t = (time_t)(strtoll(e, NULL, 10) / 1000);
+		gmtime_r(&t, &tm);
+		strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
+		m = json_pack("{s:s, s:s, s:s%}", "at", at, "direction", sp1[1] == 'i' ? "in" : "out",
+		    "text", sp2 + 1, r->element[i]->len - (size_t)(sp2 + 1 - e));
+		if (m != NULL)	/* NULL: not valid UTF-8 (a hand-made entry) */
+			json_array_append_new(msgs, m);
+	}
+	http_json(h->req, 200, json_pack("{s:s, s:s, s:o}", "channel", h->channel, "user",
+	    h->user, "messages", msgs));
+out:
+	http_release();
+	free(h->channel);
+	free(h->user);
+	free(h);
+}
+
+/* The recent messages of a citizen's conversation, both ways, oldest first (role staff): what the
+ * bot told them. The user is given as the citizen would (a phone in any form, a Zalo id). */
+void
+conv_history(struct http_req *req, void *arg)
+{
+	const char *rest = http_path_rest(req), *slash = strchr(rest, '/');
+	const struct channel *ch;
+	struct conv_histreq *h;
+	char name[32], user[160], *cause = NULL, *key;
+
+	if (slash == NULL || slash == rest || (size_t)(slash - rest) >= sizeof name) {
+		http_error(req, 404, "not_found", "A conversation is /api/v1/conversations/<channel>/"
+		    "<user>.");
+		return;
+	}
+	snprintf(name, sizeof name, "%.*s", (int)(slash - rest), rest);
+	if ((ch = channel_find(name)) == NULL || ch->outbound_only || ch->user == NULL) {
+		http_error(req, 404, "not_found", "There is no channel called \"%s\".", name);
+		return;
+	}
+	if (ch->user(slash + 1, user, sizeof user, &cause) != 0) {
+		http_error(req, 400, "invalid_user", "Not a %s user: %s", ch->name, cause);
+		free(cause);
+		return;
+	}
+	h = xcalloc(1, sizeof *h);
+	h->req = req;
+	h->channel = xstrdup(ch->name);
+	h->user = xstrdup(user);
+	key = rkey_history(conv_shard(ch->name, user), ch->name, user);
+	http_hold();
+	if (rds_command(conv_history_cb, h, "LRANGE %s 0 -1", key) != 0)
+		conv_history_cb(NULL, h, rds_error());
+	free(key);
 }

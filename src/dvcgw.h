@@ -93,6 +93,7 @@ struct config {
 	char	*redis_url, *redis_prefix;
 	int	 redis_timeout_ms, session_ttl, dedupe_ttl;
 	int	 redis_connect_timeout_ms;
+	int	 history_max, history_ttl;
 	char	*flows_dir;
 	json_t	*flows_vars;
 	char	*code_pattern, *time_zone, *log_level;
@@ -147,6 +148,7 @@ void		 conv_send(const struct conv_msg *, const char *, conv_cb *, void *);
 int		 conv_inflight(void);
 int		 conv_shard(const char *, const char *);
 void		 conv_stats(unsigned long long *, unsigned long long *);
+void		 conv_history(struct http_req *, void *);
 
 /* fetch.c */
 typedef void fetch_cb(long status, const char *body, size_t len, const char *err, void *arg);
@@ -184,6 +186,8 @@ struct http_route {
 	int		 flags;
 #define HTTP_ROUTE_PREFIX 0x1	/* path is a prefix ending in '/'; the rest (http_path_rest) is
 				 * one non-empty segment */
+#define HTTP_ROUTE_SEGMENTS 0x2	/* with HTTP_ROUTE_PREFIX: the rest may hold several segments
+				 * (the handler splits them) */
 };
 void		 http_init(struct event_base *, const struct config *);
 int		 http_start(struct event_base *, const struct config *);
@@ -298,6 +302,7 @@ char		*rkey_dlr(int, const char *);
 char		*rkey_instances(void);
 char		*rkey_rate(const char *, long long);
 char		*rkey_outbox_otp(int);
+char		*rkey_history(int, const char *, const char *);
 char		*rkey_otp_wait(int);
 char		*rkey_dossier(const char *);
 char		*rkey_zalo(const char *, const char *);

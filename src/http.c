@@ -84,6 +84,8 @@ static const struct http_route http_routes[] = {
 	{ "/api/v1/otp", HTTP_POST, AUTH_PORTAL, otp_create, 0 },
 	{ "/api/v1/otp/check", HTTP_POST, AUTH_PORTAL, otp_verify, 0 },
 	{ "/api/v1/otp/", HTTP_GET | HTTP_DELETE, AUTH_PORTAL, otp_item, HTTP_ROUTE_PREFIX },
+	{ "/api/v1/conversations/", HTTP_GET, AUTH_STAFF, conv_history,
+	    HTTP_ROUTE_PREFIX | HTTP_ROUTE_SEGMENTS },
 };
 
 static const struct {
@@ -691,7 +693,8 @@ http_route_match(const struct http_route *r, const char *path, const char **rest
 	if (!(r->flags & HTTP_ROUTE_PREFIX))
 		return strcmp(r->path, path) == 0;
 	n = strlen(r->path);
-	if (strncmp(r->path, path, n) != 0 || path[n] == '\0' || strchr(path + n, '/') != NULL)
+	if (strncmp(r->path, path, n) != 0 || path[n] == '\0' ||
+	    (!(r->flags & HTTP_ROUTE_SEGMENTS) && strchr(path + n, '/') != NULL))
 		return 0;
 	*rest = path + n;
 	return 1;

@@ -58,6 +58,13 @@ rkey_outbox(int shard)
 	return xasprintf("%s{%d}:outbox", rkey_prefix(), shard);
 }
 
+/* The recent messages of one conversation, both ways ("<ms> <i|o> <text>"), in its user's shard. */
+char *
+rkey_history(int shard, const char *channel, const char *user)
+{
+	return xasprintf("%s{%d}:hist:%s:%s", rkey_prefix(), shard, channel, user);
+}
+
 /* The OTP lane of one shard: OTP sends, taken before the shard's replies, with their own budget. */
 char *
 rkey_outbox_otp(int shard)
