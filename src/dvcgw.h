@@ -110,6 +110,8 @@ struct config {
 	json_t	*otp_purposes;
 	int	 otp_lifetime_s, otp_max_checks, otp_max_sends, otp_cooldown_s, otp_sends_per_hour;
 	int	 otp_creates_per_minute, otp_creates_per_ip_minute, otp_daily_sms_cap;
+	double	 otp_fraud_ratio;	/* unverified share of a client's codes that blocks it */
+	int	 otp_fraud_min;		/* codes in the hour before the share counts */
 	int	 max_connections;
 };
 struct config	*config_load(const char *, json_t **);
