@@ -259,8 +259,7 @@ int		 otp_decrypt(const char *, char **, long long *, char **);
 void		 otp_create(struct http_req *, void *);
 void		 otp_verify(struct http_req *, void *);
 void		 otp_item(struct http_req *, void *);
-void		 otp_stats(unsigned long long *, unsigned long long *, unsigned long long *,
-		    unsigned long long *);
+json_t		*otp_stats(void);
 
 /* rds.c */
 int		 rds_script_add(const char *, const char *);
@@ -292,10 +291,10 @@ char		*rkey_rate(const char *, long long);
 char		*rkey_dossier(const char *);
 char		*rkey_zalo(const char *, const char *);
 char		*rkey_otp(int, const char *);
-char		*rkey_otp_prefix(int);
 char		*rkey_otp_live(int, const char *, const char *);
 char		*rkey_otp_hour(int, const char *, long long);
 char		*rkey_otp_limit(const char *, const char *, long long);
+char		*rkey_otp_fraud(const char *, const char *, long long);
 char		*rkey_otp_idem(const char *, const char *);
 
 /* sms.c */
