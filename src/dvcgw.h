@@ -252,6 +252,9 @@ void		 outbox_recoveries(unsigned long long *, unsigned long long *);
 void		 outbox_shares(int *, int *);
 int		 outbox_dlr(const char *, const char *, rds_cb *, void *, char **);
 
+/* otp_cli.c */
+int		 otp_cli(const struct config *, const char *, int, char **);
+
 /* otp.c */
 void		 otp_init(const struct config *);
 char		*otp_check_config(const struct config *);
