@@ -28,20 +28,28 @@
 /* KEYS: per-token, per-address and daily counters; the token's codes created this hour and the
  * last, its codes approved this hour and the last; the token's "fraud logged" flag for this hour.
  * ARGV: the three limits, their windows (s), the fraud ratio and minimum sample, ms into the
- * hour. The fraud guard comes first and counts nothing; the daily counter counts SMS sends, so
+ * hour. The flag lives to the end of the hour, so a refusal is logged once an hour at most. The fraud guard comes first and counts nothing; the daily counter counts SMS sends, so
  * this request reserves one send and the caller gives it back (otp_refund_lua) when the create
  * script sends nothing. The last hour is estimated from two fixed windows, the previous one
  * weighted by how much of it is still within the hour. -> {"OK", 0}, {name of the limit hit,
  * seconds until its window ends} or {"fraud", seconds, 1 the first time this hour}. */
 static const char otp_limit_lua[] =
-	"local w = 1 - tonumber(ARGV[9]) / 3600000\n"
+	"local H, e, m = 3600000, tonumber(ARGV[9]), tonumber(ARGV[8])\n"
+	"local w = 1 - e / H\n"
 	"local function n(k) return tonumber(redis.call('GET', k) or '0') end\n"
-	"local made = n(KEYS[4]) + n(KEYS[5]) * w\n"
+	"local c, p = n(KEYS[4]), n(KEYS[5])\n"
+	"local made = c + p * w\n"
 	"local ok = n(KEYS[6]) + n(KEYS[7]) * w\n"
-	"if made >= tonumber(ARGV[8]) and (made - ok) / made > tonumber(ARGV[7]) then\n"
-	"  local t = math.ceil((3600000 - tonumber(ARGV[9])) / 1000)\n"
+	"if made >= m and (made - ok) / made > tonumber(ARGV[7]) then\n"
+	/* with nothing new, the share stays and the estimate decays: wait until it is under
+	 * the minimum, in this hour or in the next */
+	"  local wait\n"
+	"  if c < m then wait = H * (1 - (m - c) / p) - e\n"
+	"  else wait = (H - e) + H * (1 - m / c) end\n"
+	"  local t = math.ceil(wait / 1000)\n"
 	"  if t < 1 then t = 1 end\n"
-	"  local first = redis.call('SET', KEYS[8], '1', 'NX', 'EX', t) and 1 or 0\n"
+	"  local first = redis.call('SET', KEYS[8], '1', 'NX', 'PX', math.max(1, H - e)) and 1"
+	" or 0\n"
 	"  return {'fraud', t, first}\n"
 	"end\n"
 	"local names = {'token', 'ip', 'day'}\n"
@@ -163,7 +171,8 @@ static const char otp_unlive_lua[] =
  * made with (read from the id, otp_id_phone; "" when unknown). Compares in constant time, counts
  * a wrong attempt, and consumes on success, all at once: two concurrent checks of the right code
  * cannot both be approved. A digest made with another phone than the verification's is not
- * compared and counts nothing: {"PHONE", phone} asks the caller to digest again with it.
+ * compared and counts nothing: {"PHONE", phone} asks the caller to digest again with it (a
+ * caller passing no phone made its digest with the right one).
  * -> {"APPROVED", token name, purpose, phone}, {"PENDING", left}, {"MAX", 0, purpose, phone},
  * {"GONE"} (used, expired, cancelled, dead), {"NONE"} or {"PHONE", phone}. */
 static const char otp_check_lua[] =
@@ -177,7 +186,7 @@ static const char otp_check_lua[] =
 	"  return {'GONE'}\n"
 	"end\n"
 	"local phone, purpose = r[6] or '', r[7] or ''\n"
-	"if phone ~= ARGV[3] then return {'PHONE', phone} end\n"
+	"if ARGV[3] and phone ~= ARGV[3] then return {'PHONE', phone} end\n"
 	"local a, b, d = r[3] or '', ARGV[2], 0\n"
 	"if #a ~= #b or #a == 0 then d = 1 end\n"
 	"for i = 1, math.min(#a, #b) do d = bit.bor(d, bit.bxor(a:byte(i), b:byte(i))) end\n"
@@ -892,8 +901,8 @@ otp_limits_cb(struct redisReply *r, void *arg, const char *err)
 			    "refused for %lld s (SMS pumping?)", o->caller, otp.cfg->otp_fraud_ratio,
 			    otp.cfg->otp_fraud_min, n);
 		otp_limited(o, OTP_FRAUD, n, "This client left too many of its codes unverified in "
-		    "the last hour (otp.fraud_ratio), which looks like SMS pumping; new codes are "
-		    "refused until the hour is over.");
+		    "the last hour (otp.fraud_ratio), which looks like SMS pumping; its new codes "
+		    "are refused for now.");
 	} else if (strcmp(what, "token") == 0)
 		otp_limited(o, OTP_TOKEN, n, "This client asked for too many codes this minute "
 		    "(otp.creates_per_minute).");
