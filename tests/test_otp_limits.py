@@ -93,6 +93,23 @@ def test_fraud_guard_waits_for_the_minimum(env):
     assert st == 429 and "otp.fraud_ratio" in j["message"], (st, j)
 
 
+def test_fraud_guard_weighs_the_previous_hour(env):
+    """The last hour is the clock hour plus the previous one weighted by how much of it is still
+    within 60 minutes: 40 unverified codes in the previous hour keep the token refused until the
+    estimate falls under otp.fraud_min (5), at 7/8 of this hour, which Retry-After tells."""
+    g = gw(env, {"fraud_ratio": 0.5, "fraud_min": 5})
+    hour = int(time.time()) // 3600
+    env.redis.cli("SET", "t:{otp}:fraud:created:portal1:%d" % (hour - 1), "40", "EX", "7200")
+    into = time.time() % 3600
+    st, j, h = create(g)
+    if into > 3100:                    # too close to the moment it lifts to tell
+        return
+    assert st == 429 and "otp.fraud_ratio" in j["message"], (st, j)
+    assert abs(int(h["Retry-After"]) - (3150 - into)) <= 3, (h["Retry-After"], into)
+    st, j, _ = create(g, headers=AUTH2)
+    assert st == 201, ("another token is not affected", st, j)
+
+
 def test_fraud_config_checked(env):
     for bad in (0, 1.5, "0.8", -1):
         g = env.gateway(start=False, api__tokens=TOKENS, otp__secret=SECRET, otp__fraud_ratio=bad)
@@ -315,6 +332,7 @@ def test_logs_never_hold_code_token_or_phone(env):
 
 if __name__ == "__main__":
     sys.exit(run([test_fraud_guard_per_token, test_fraud_guard_waits_for_the_minimum,
+                  test_fraud_guard_weighs_the_previous_hour,
                   test_fraud_config_checked, test_daily_cap_counts_sms_sends,
                   test_healthz_counts_each_limit, test_check_is_one_round_trip,
                   test_check_refuses_a_tampered_phone,
