@@ -28,11 +28,13 @@
 /* KEYS: per-token, per-address and daily counters; the token's codes created this hour and the
  * last, its codes approved this hour and the last; the token's "fraud logged" flag for this hour.
  * ARGV: the three limits, their windows (s), the fraud ratio and minimum sample, ms into the
- * hour. The flag lives to the end of the hour, so a refusal is logged once an hour at most. The fraud guard comes first and counts nothing; the daily counter counts SMS sends, so
+ * hour. The fraud guard comes first and counts nothing; the daily counter counts SMS sends, so
  * this request reserves one send and the caller gives it back (otp_refund_lua) when the create
  * script sends nothing. The last hour is estimated from two fixed windows, the previous one
- * weighted by how much of it is still within the hour. -> {"OK", 0}, {name of the limit hit,
- * seconds until its window ends} or {"fraud", seconds, 1 the first time this hour}. */
+ * weighted by how much of it is still within the last 60 minutes; the flag lives to the end of
+ * the clock hour, so a token's refusal is logged once an hour by all instances together.
+ * -> {"OK", 0}, {name of the limit hit, seconds until its window ends} or {"fraud", seconds
+ * until the estimate falls under the minimum, 1 the first time this hour}. */
 static const char otp_limit_lua[] =
 	"local H, e, m = 3600000, tonumber(ARGV[9]), tonumber(ARGV[8])\n"
 	"local w = 1 - e / H\n"
