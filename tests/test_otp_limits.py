@@ -4,6 +4,7 @@ of the create script, the `dvcgw otp` command, and what the logs never hold. Rea
 daemon, fake Kannel sendsms receiving the codes."""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -211,6 +212,63 @@ def test_check_is_one_round_trip(env):
     assert st == 200 and j["status"] == "approved", j
 
 
+def monitor_args(line):
+    """The client tag and the arguments of one MONITOR line."""
+    m = re.match(r'^[0-9.]+ \[\d+ ([^\]]+)\] (.*)$', line.strip())
+    if not m:
+        return None, []
+    return m.group(1), [bytes(a, "latin-1").decode("unicode_escape")
+                        for a in re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(2))]
+
+
+def test_scripts_touch_only_their_keys(env):
+    """Every key an OTP script touches is one of its KEYS (Redis Cluster): watched with MONITOR
+    over a whole session (create, cooldown, resend, wrong and right checks, cancel, the
+    Idempotency-Key, the daily cap and the fraud guard)."""
+    g = gw(env, {"cooldown_s": 1, "daily_sms_cap": 6, "fraud_ratio": 0.5, "fraud_min": 4})
+
+    def session():
+        st, j, _ = create(g)
+        vid = j["id"]
+        create(g)                                          # cooldown
+        time.sleep(1.1)
+        assert create(g)[0] == 201                         # resend
+        code = wait_code(env.provider)
+        check(g, vid, wrong(code))
+        assert check(g, vid, code)[1]["status"] == "approved"
+        st, j, _ = create(g, phone="0987654321", headers={"Idempotency-Key": "k1"})
+        assert call(g, "DELETE", "/api/v1/otp/" + j["id"])[0] == 200
+        create(g, phone="0987654322", headers=AUTH2)
+        create(g, phone="0987654323")
+        create(g, phone="0987654324")
+        st, j, _ = create(g, phone="0987654325")
+        assert st == 429 and "otp.fraud_ratio" in j["message"], (st, j)
+        for i in range(3):
+            create(g, phone="09876543%02d" % (30 + i), headers=AUTH2)
+        st, j, _ = create(g, phone="0987654340", headers=AUTH2)
+        assert st == 429 and "otp.daily_sms_cap" in j["message"], (st, j)
+
+    lines = monitor(env, session)
+    keys, checked, scripts = None, 0, 0
+    for line in lines:
+        who, args = monitor_args(line)
+        if not args:
+            continue
+        if who != "lua":
+            keys = None
+            if args[0].upper() == "EVALSHA" and any(":otp" in a or "{otp}" in a
+                                                     for a in args[3:3 + int(args[2])]):
+                keys = set(args[3:3 + int(args[2])])
+                scripts += 1
+            continue
+        if keys is None:
+            continue
+        assert len(args) > 1 and args[1] in keys, ("a script touched a key not in KEYS", line,
+                                                   keys)
+        checked += 1
+    assert scripts >= 20 and checked >= 60, (scripts, checked)
+
+
 def test_check_refuses_a_tampered_phone(env):
     """The digest binds the phone: a verification whose phone was changed in Redis is not
     approved with its code (the check digests again with the stored phone and it differs)."""
@@ -335,6 +393,6 @@ if __name__ == "__main__":
                   test_fraud_guard_weighs_the_previous_hour,
                   test_fraud_config_checked, test_daily_cap_counts_sms_sends,
                   test_healthz_counts_each_limit, test_check_is_one_round_trip,
-                  test_check_refuses_a_tampered_phone,
+                  test_scripts_touch_only_their_keys, test_check_refuses_a_tampered_phone,
                   test_live_key_is_a_hash_and_old_format_resends, test_cli_send_check_status,
                   test_logs_never_hold_code_token_or_phone]))
