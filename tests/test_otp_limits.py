@@ -198,18 +198,22 @@ def monitor(env, fn):
 
 
 def test_check_is_one_round_trip(env):
-    """A check costs one Redis command (the script): the id carries the phone its digest needs."""
+    """A check costs one Redis command (the script): the id carries the phone its digest needs
+    (numbers across the range, the highest national number included)."""
     g = gw(env)
-    st, j, _ = create(g)
-    vid = j["id"]
-    code = wait_code(env.provider)
-    out = []
-    cmds = monitor(env, lambda: out.append(check(g, vid, wrong(code))))
-    assert out[0][0] == 200 and out[0][1]["status"] == "pending", out
-    mine = [c for c in cmds if vid in c and " lua] " not in c]    # not what scripts call
-    assert len(mine) == 1 and '"EVALSHA"' in mine[0], mine
-    st, j, _ = check(g, vid, code)
-    assert st == 200 and j["status"] == "approved", j
+    for p, canon in ((PHONE, CANON), ("0989999999", "84989999999"), ("0320000001", "84320000001"),
+                     ("0701000000", "84701000000")):
+        st, j, _ = create(g, phone=p)
+        assert st == 201, (p, st, j)
+        vid = j["id"]
+        code = wait_code(env.provider, 1, canon)
+        out = []
+        cmds = monitor(env, lambda: out.append(check(g, vid, wrong(code))))
+        assert out[0][0] == 200 and out[0][1]["status"] == "pending", (p, out)
+        mine = [c for c in cmds if vid in c and " lua] " not in c]    # not what scripts call
+        assert len(mine) == 1 and '"EVALSHA"' in mine[0] and canon in mine[0], (p, mine)
+        st, j, _ = check(g, vid, code)
+        assert st == 200 and j["status"] == "approved", (p, j)
 
 
 def monitor_args(line):
