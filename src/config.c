@@ -9,7 +9,7 @@
 
 #include "dvcgw.h"
 
-enum cfg_type { CFG_STR, CFG_INT, CFG_BOOL, CFG_OBJ, CFG_ARR };
+enum cfg_type { CFG_STR, CFG_INT, CFG_BOOL, CFG_OBJ, CFG_ARR, CFG_NUM };
 
 struct cfg_key {
 	const char	*name;		/* dotted path */
@@ -18,13 +18,15 @@ struct cfg_key {
 	const char	*dstr;		/* default for strings (NULL: none) */
 	long		 dint;		/* default for ints and bools */
 	long		 min, max;	/* range for ints */
+	double		 dnum, nmin, nmax;	/* default and range for numbers */
 };
 
-#define S(n, f, d)		{ n, CFG_STR, offsetof(struct config, f), d, 0, 0, 0 }
-#define I(n, f, d, lo, hi)	{ n, CFG_INT, offsetof(struct config, f), NULL, d, lo, hi }
-#define B(n, f, d)		{ n, CFG_BOOL, offsetof(struct config, f), NULL, d, 0, 1 }
-#define O(n, f)			{ n, CFG_OBJ, offsetof(struct config, f), NULL, 0, 0, 0 }
-#define A(n, f)			{ n, CFG_ARR, offsetof(struct config, f), NULL, 0, 0, 0 }
+#define S(n, f, d)		{ n, CFG_STR, offsetof(struct config, f), d, 0, 0, 0, 0, 0, 0 }
+#define I(n, f, d, lo, hi)	{ n, CFG_INT, offsetof(struct config, f), NULL, d, lo, hi, 0, 0, 0 }
+#define B(n, f, d)		{ n, CFG_BOOL, offsetof(struct config, f), NULL, d, 0, 1, 0, 0, 0 }
+#define O(n, f)			{ n, CFG_OBJ, offsetof(struct config, f), NULL, 0, 0, 0, 0, 0, 0 }
+#define A(n, f)			{ n, CFG_ARR, offsetof(struct config, f), NULL, 0, 0, 0, 0, 0, 0 }
+#define N(n, f, d, lo, hi)	{ n, CFG_NUM, offsetof(struct config, f), NULL, 0, 0, 0, d, lo, hi }
 
 static const struct cfg_key cfg_keys[] = {
 	S("listen.host", listen_host, "127.0.0.1"),
@@ -97,6 +99,8 @@ static const struct cfg_key cfg_keys[] = {
 	S("otp.zns_template_id", otp_zns_template, NULL),
 	S("otp.zns_param", otp_zns_param, "otp"),
 	I("otp.zns_fallback_s", otp_zns_fallback_s, 60, 5, 600),
+	N("otp.fraud_ratio", otp_fraud_ratio, 0.8, 0.01, 1),
+	I("otp.fraud_min", otp_fraud_min, 20, 1, 1000000),
 };
 
 /* Objects that only group keys: a key is valid when it is a table entry or such a group. */
@@ -166,6 +170,15 @@ config_set(struct config *cfg, const struct cfg_key *k, json_t *v, json_t *error
 			return;
 		}
 		*(int *)(base + k->off) = (int)json_integer_value(v);
+		break;
+	case CFG_NUM:
+		if (!json_is_number(v) || json_number_value(v) < k->nmin ||
+		    json_number_value(v) > k->nmax) {
+			config_error(errors, "config: %s: must be a number from %g to %g", k->name,
+			    k->nmin, k->nmax);
+			return;
+		}
+		*(double *)(base + k->off) = json_number_value(v);
 		break;
 	case CFG_BOOL:
 		if (!json_is_boolean(v)) {
@@ -289,6 +302,8 @@ config_load(const char *path, json_t **errors)
 			*(char **)(base + k->off) = k->dstr ? xstrdup(k->dstr) : NULL;
 		else if (k->type == CFG_INT || k->type == CFG_BOOL)
 			*(int *)(base + k->off) = (int)k->dint;
+		else if (k->type == CFG_NUM)
+			*(double *)(base + k->off) = k->dnum;
 	}
 	cfg->api_tokens = json_array();
 	cfg->listen_allow = json_array();

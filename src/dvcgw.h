@@ -115,6 +115,8 @@ struct config {
 	int	 otp_creates_per_minute, otp_creates_per_ip_minute, otp_daily_sms_cap;
 	char	*otp_zns_template, *otp_zns_param;
 	int	 otp_zns_fallback_s;
+	double	 otp_fraud_ratio;	/* unverified share of a client's codes that blocks it */
+	int	 otp_fraud_min;		/* codes in the hour before the share counts */
 	int	 max_connections;
 };
 struct config	*config_load(const char *, json_t **);
@@ -261,6 +263,9 @@ void		 outbox_recoveries(unsigned long long *, unsigned long long *);
 void		 outbox_shares(int *, int *);
 int		 outbox_dlr(const char *, const char *, rds_cb *, void *, char **);
 
+/* otp_cli.c */
+int		 otp_cli(const struct config *, const char *, int, char **);
+
 /* otp.c */
 void		 otp_init(const struct config *);
 char		*otp_check_config(const struct config *);
@@ -271,8 +276,7 @@ int		 otp_dlr(const char *, const char *, rds_cb *, void *, char **);
 void		 otp_create(struct http_req *, void *);
 void		 otp_verify(struct http_req *, void *);
 void		 otp_item(struct http_req *, void *);
-void		 otp_stats(unsigned long long *, unsigned long long *, unsigned long long *,
-		    unsigned long long *);
+json_t		*otp_stats(void);
 
 /* rds.c */
 int		 rds_script_add(const char *, const char *);
@@ -307,10 +311,10 @@ char		*rkey_otp_wait(int);
 char		*rkey_dossier(const char *);
 char		*rkey_zalo(const char *, const char *);
 char		*rkey_otp(int, const char *);
-char		*rkey_otp_prefix(int);
 char		*rkey_otp_live(int, const char *, const char *);
 char		*rkey_otp_hour(int, const char *, long long);
 char		*rkey_otp_limit(const char *, const char *, long long);
+char		*rkey_otp_fraud(const char *, const char *, long long);
 char		*rkey_otp_idem(const char *, const char *);
 
 /* sms.c */

@@ -1063,7 +1063,6 @@ static json_t *
 http_counters(void)
 {
 	unsigned long long turns, conflicts, sent, retried, dead, reclaimed, recreated;
-	unsigned long long otp_created, otp_resent, otp_approved, otp_limited;
 	int shards, instances;
 	json_t *j;
 
@@ -1071,7 +1070,6 @@ http_counters(void)
 	outbox_stats(&sent, &retried, &dead);
 	outbox_recoveries(&reclaimed, &recreated);
 	outbox_shares(&shards, &instances);
-	otp_stats(&otp_created, &otp_resent, &otp_approved, &otp_limited);
 	j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:I, s:I, s:I, s:i, s:i, s:I}",
 	    "turns",
 	    (json_int_t)turns, "conflicts", (json_int_t)conflicts, "replies_sent", (json_int_t)sent,
@@ -1082,9 +1080,7 @@ http_counters(void)
 	    (json_int_t)recreated, "outbox_shards", shards, "instances", instances,
 	    "sms_not_answered", (json_int_t)sms_not_answered());
 	if (j != NULL)
-		json_object_update_new(j, json_pack("{s:I, s:I, s:I, s:I}", "otp_created",
-		    (json_int_t)otp_created, "otp_resent", (json_int_t)otp_resent, "otp_approved",
-		    (json_int_t)otp_approved, "otp_limited", (json_int_t)otp_limited));
+		json_object_update_new(j, otp_stats());
 	return j;
 }
 

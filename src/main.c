@@ -1,4 +1,4 @@
-/* main.c: the command table (run, check, chat, import, outbox, token) and the daemon's life:
+/* main.c: the command table (run, check, chat, import, outbox, token, otp) and the daemon's life:
  * start-up, SIGHUP reload, and SIGTERM/SIGINT drain; the terminal chat simulator. */
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -35,6 +35,7 @@ static int	cmd_chat(struct config *, int, char **);
 static int	cmd_import(struct config *, int, char **);
 static int	cmd_outbox(struct config *, int, char **);
 static int	cmd_token(struct config *, int, char **);
+static int	cmd_otp(struct config *, int, char **);
 
 /* The commands: dvcgw NAME [-c FILE] [options] ARGS. One entry each; usage() is made from it. */
 static const struct cmd_entry {
@@ -53,23 +54,33 @@ static const struct cmd_entry {
 	  cmd_outbox },
 	{ "token", "new NAME ROLE", "a new API token (provider, portal, staff, onestop) and its "
 	  "api.tokens entry", 0, -1, cmd_token },
+	{ "otp", "[--token TOKEN] send PHONE [PURPOSE] | check ID CODE | status ID",
+	  "act as a portal: the running daemon's OTP API (token: --token or DVCGW_TOKEN)", 1, 3,
+	  cmd_otp },
 };
 
-/* Options some commands read (chat). */
+/* Options some commands read (chat, otp). */
 static struct {
-	const char	*channel, *user;
+	const char	*channel, *user, *token;
 } opt;
 
+/* The commands from cmd_table, on stderr with exit 2 (bad usage) or stdout with exit 0 (--help). */
 static __dead void
-usage(void)
+usage_to(FILE *f, int rc)
 {
 	size_t i;
 
 	for (i = 0; i < sizeof cmd_table / sizeof cmd_table[0]; i++)
-		fprintf(stderr, "%s dvcgw %s -c FILE%s%s\n%*s%s\n", i == 0 ? "usage:" : "      ",
+		fprintf(f, "%s dvcgw %s -c FILE%s%s\n%*s%s\n", i == 0 ? "usage:" : "      ",
 		    cmd_table[i].name, *cmd_table[i].args ? " " : "", cmd_table[i].args, 10, "",
 		    cmd_table[i].help);
-	exit(2);
+	exit(rc);
+}
+
+static __dead void
+usage(void)
+{
+	usage_to(stderr, 2);
 }
 
 /* Load the config or exit 1 with every problem. */
@@ -539,6 +550,12 @@ cmd_outbox(struct config *cfg, int argc, char **argv)
 	return outbox_cli(cfg, argc, argv);
 }
 
+static int
+cmd_otp(struct config *cfg, int argc, char **argv)
+{
+	return otp_cli(cfg, opt.token, argc, argv);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -546,6 +563,8 @@ main(int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' },
 		{ "channel", required_argument, NULL, 'C' },
 		{ "user", required_argument, NULL, 'u' },
+		{ "token", required_argument, NULL, 'T' },
+		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const struct cmd_entry *cmd = &cmd_table[0];
@@ -570,6 +589,8 @@ main(int argc, char **argv)
 		case 'c': conf = optarg; break;
 		case 'C': opt.channel = optarg; break;
 		case 'u': opt.user = optarg; break;
+		case 'T': opt.token = optarg; break;
+		case 'h': usage_to(stdout, 0);
 		default: usage();
 		}
 	}

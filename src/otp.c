@@ -21,15 +21,45 @@
 #define OTP_IDEM_MAX	255		/* longest Idempotency-Key */
 #define OTP_DIGEST_HEX	(2 * crypto_generichash_BYTES + 1)
 #define OTP_PLACEHOLDER	"[OTP: encrypted until sent]"	/* the outbox entry's text field */
+#define OTP_NLIMITS	7		/* enum otp_limit */
+#define OTP_LIVE_TRIES	3		/* create calls when the live verification keeps changing */
+#define OTP_FRAUD_TTL	7200		/* a fraud counter's hour and the next, which weighs it */
 
-/* KEYS: per-token, per-address and daily counters. ARGV: their limits, then their windows (s).
- * -> {"OK", 0} or {name of the limit hit, seconds until its window ends}. */
+/* KEYS: per-token, per-address and daily counters; the token's codes created this hour and the
+ * last, its codes approved this hour and the last; the token's "fraud logged" flag for this hour.
+ * ARGV: the three limits, their windows (s), the fraud ratio and minimum sample, ms into the
+ * hour. The fraud guard comes first and counts nothing; the daily counter counts SMS sends, so
+ * this request reserves one send and the caller gives it back (otp_refund_lua) when the create
+ * script sends nothing. The last hour is estimated from two fixed windows, the previous one
+ * weighted by how much of it is still within the last 60 minutes; the flag lives to the end of
+ * the clock hour, so a token's refusal is logged once an hour by all instances together.
+ * -> {"OK", 0}, {name of the limit hit, seconds until its window ends} or {"fraud", seconds
+ * until the estimate falls under the minimum, 1 the first time this hour}. */
 static const char otp_limit_lua[] =
+	"local H, e, m = 3600000, tonumber(ARGV[9]), tonumber(ARGV[8])\n"
+	"local w = 1 - e / H\n"
+	"local function n(k) return tonumber(redis.call('GET', k) or '0') end\n"
+	"local c, p = n(KEYS[4]), n(KEYS[5])\n"
+	"local made = c + p * w\n"
+	"local ok = n(KEYS[6]) + n(KEYS[7]) * w\n"
+	"if made >= m and (made - ok) / made > tonumber(ARGV[7]) then\n"
+	/* with nothing new, the share stays and the estimate decays: wait until it is under
+	 * the minimum, in this hour or in the next */
+	"  local wait\n"
+	"  if c < m then wait = H * (1 - (m - c) / p) - e\n"
+	"  else wait = (H - e) + H * (1 - m / c) end\n"
+	"  local t = math.ceil(wait / 1000)\n"
+	"  if t < 1 then t = 1 end\n"
+	"  local first = redis.call('SET', KEYS[8], '1', 'NX', 'PX', math.max(1, H - e)) and 1"
+	" or 0\n"
+	"  return {'fraud', t, first}\n"
+	"end\n"
 	"local names = {'token', 'ip', 'day'}\n"
 	"for i = 1, 3 do\n"
-	"  local n = redis.call('INCR', KEYS[i])\n"
-	"  if n == 1 then redis.call('EXPIRE', KEYS[i], ARGV[3 + i]) end\n"
-	"  if n > tonumber(ARGV[i]) then\n"
+	"  local c = redis.call('INCR', KEYS[i])\n"
+	"  if c == 1 then redis.call('EXPIRE', KEYS[i], ARGV[3 + i]) end\n"
+	"  if c > tonumber(ARGV[i]) then\n"
+	"    if i == 3 then redis.call('DECR', KEYS[i]) end\n"
 	"    local t = redis.call('TTL', KEYS[i])\n"
 	"    if t < 1 then t = 1 end\n"
 	"    return {names[i], t}\n"
@@ -37,15 +67,32 @@ static const char otp_limit_lua[] =
 	"end\n"
 	"return {'OK', 0}\n";
 
-/* KEYS: live id of phone+purpose, the new verification, the phone's OTP lane, the phone's hourly
- * counter, the shard's ZNS wait set. ARGV: now ms, lifetime ms, cooldown ms, max sends, sends per
- * hour, phone, purpose, channel ("sms" or "zalo"), digest, enc, verification key prefix (same
- * {shard}), new id, from, placeholder text, max checks, ZNS fallback ms ("0": none). A live
- * verification is resent (its stored encrypted message, the same code) on its current channel when
- * the cooldown and the limits allow. Each send is an entry of the OTP lane with its own uid
+/* KEYS: the daily send counter. Gives back a send reserved by otp_limit_lua that did not happen
+ * (never below 0, never recreating a window that has ended). */
+static const char otp_refund_lua[] =
+	"if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end\n"
+	"return 0\n";
+
+/* KEYS: a fixed-window counter. ARGV: its lifetime (s). Counts one. */
+static const char otp_count_lua[] =
+	"if redis.call('INCR', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end\n"
+	"return 0\n";
+
+/* KEYS: the live verification of phone+purpose (a hash: id, expires, last_send, sends), the new
+ * verification, the phone's OTP lane, the phone's hourly counter, the shard's ZNS wait set, and,
+ * once the caller knows the live id, the live verification's own hash. ARGV: now ms, lifetime ms,
+ * cooldown ms, max sends, sends per hour, phone, purpose, channel ("sms" or "zalo": ZNS), digest,
+ * enc, new id, from, placeholder text, max checks, token name, the live id KEYS[6] belongs to (or
+ * ""), ZNS fallback ms ("0": none). Each send is an entry of the OTP lane with its own uid
  * ("<id>-<n>": delivery reports and ZNS tracking find it in the send log); a ZNS send with a
- * fallback waits in the wait set for its receipt. -> {"NEW"|"RESENT", id, channel, expires ms} or
- * {"COOLDOWN"|"MAXSENDS"|"HOUR", seconds to wait}. */
+ * fallback waits in the wait set for its receipt; a resend goes on the verification's current
+ * channel.
+ * The live hash mirrors what refusing needs, so a request inside the cooldown is refused in one
+ * round trip; an actual resend reads the live verification itself (its status decides, and its
+ * sends are logged there), so the first call answers {"LIVE", id} and the caller calls again
+ * with that verification's key: every key touched is in KEYS (Redis Cluster). A resend sends
+ * the stored encrypted message, the same code. -> {"NEW"|"RESENT", id, channel, expires ms},
+ * {"LIVE", id} or {"COOLDOWN"|"MAXSENDS"|"HOUR", seconds to wait}. */
 static const char otp_create_lua[] =
 	"local now = tonumber(ARGV[1])\n"
 	"local function hour()\n"
@@ -59,10 +106,19 @@ static const char otp_create_lua[] =
 	"  end\n"
 	"  return 0\n"
 	"end\n"
+	"local function refuse(exp, last, sends)\n"
+	"  local wait = last + tonumber(ARGV[3]) - now\n"
+	"  if wait > 0 then return {'COOLDOWN', math.ceil(wait / 1000)} end\n"
+	"  if sends >= tonumber(ARGV[4]) then\n"
+	"    return {'MAXSENDS', math.ceil((exp - now) / 1000)}\n"
+	"  end\n"
+	"  return nil\n"
+	"end\n"
 	"local function send(rec, enc, id, ch, fb)\n"
-	"  local uid = id .. '-' .. redis.call('HINCRBY', rec, 'sends', 1)\n"
+	"  local n = redis.call('HINCRBY', rec, 'sends', 1)\n"
+	"  local uid = id .. '-' .. n\n"
 	"  redis.call('XADD', KEYS[3], '*', 'ch', ch == 'zalo' and 'zns' or 'sms', 'to', ARGV[6],"
-	" 'from', ARGV[13], 'text', ARGV[14], 'enc', enc, 'otp', id, 'uid', uid, 'att', '0')\n"
+	" 'from', ARGV[12], 'text', ARGV[13], 'enc', enc, 'otp', id, 'uid', uid, 'att', '0')\n"
 	"  redis.call('HSET', rec, 'last_send', ARGV[1])\n"
 	"  local log = cjson.decode(redis.call('HGET', rec, 'log') or '[]')\n"
 	"  log[#log + 1] = {channel = ch, at = ARGV[1], delivery = 'queued', uid = uid}\n"
@@ -70,21 +126,36 @@ static const char otp_create_lua[] =
 	"  if ch == 'zalo' and tonumber(fb or '0') > 0 then\n"
 	"    redis.call('ZADD', KEYS[5], tonumber(ARGV[1]) + tonumber(fb), id)\n"
 	"  end\n"
+	"  return n\n"
 	"end\n"
-	"local live = redis.call('GET', KEYS[1])\n"
+	"local function mirror(id, exp, sends)\n"
+	"  redis.call('DEL', KEYS[1])\n"
+	"  redis.call('HSET', KEYS[1], 'id', id, 'expires', tostring(exp), 'last_send', ARGV[1],"
+	" 'sends', tostring(sends))\n"
+	"  redis.call('PEXPIREAT', KEYS[1], exp)\n"
+	"end\n"
+	"local live, m\n"
+	"local ty = redis.call('TYPE', KEYS[1]).ok\n"
+	"if ty == 'hash' then\n"
+	"  m = redis.call('HMGET', KEYS[1], 'id', 'expires', 'last_send', 'sends')\n"
+	"  live = m[1]\n"
+	"elseif ty == 'string' then\n"
+	"  live = redis.call('GET', KEYS[1])\n"	/* written before the live key was a hash */
+	"end\n"
 	"if live then\n"
-	"  local rec = ARGV[11] .. live\n"
-	"  local r = redis.call('HMGET', rec, 'status', 'expires', 'last_send', 'sends', 'channel',"
-	" 'enc', 'fallback')\n"
+	"  if m and tonumber(m[2]) > now then\n"
+	"    local no = refuse(tonumber(m[2]), tonumber(m[3]), tonumber(m[4]))\n"
+	"    if no then return no end\n"
+	"  end\n"
+	"  if not KEYS[6] or ARGV[16] ~= live then return {'LIVE', live} end\n"
+	"  local r = redis.call('HMGET', KEYS[6], 'status', 'expires', 'last_send', 'sends',"
+	" 'channel', 'enc', 'fallback')\n"
 	"  if r[1] == 'pending' and r[6] and tonumber(r[2]) > now then\n"
-	"    local wait = tonumber(r[3]) + tonumber(ARGV[3]) - now\n"
-	"    if wait > 0 then return {'COOLDOWN', math.ceil(wait / 1000)} end\n"
-	"    if tonumber(r[4]) >= tonumber(ARGV[4]) then\n"
-	"      return {'MAXSENDS', math.ceil((tonumber(r[2]) - now) / 1000)}\n"
-	"    end\n"
+	"    local no = refuse(tonumber(r[2]), tonumber(r[3]), tonumber(r[4]))\n"
+	"    if no then return no end\n"
 	"    local t = hour()\n"
 	"    if t > 0 then return {'HOUR', t} end\n"
-	"    send(rec, r[6], live, r[5], r[7])\n"
+	"    mirror(live, tonumber(r[2]), send(KEYS[6], r[6], live, r[5], r[7]))\n"
 	"    return {'RESENT', live, r[5], r[2]}\n"
 	"  end\n"
 	"end\n"
@@ -93,20 +164,31 @@ static const char otp_create_lua[] =
 	"local exp = now + tonumber(ARGV[2])\n"
 	"redis.call('HSET', KEYS[2], 'phone', ARGV[6], 'purpose', ARGV[7], 'channel', ARGV[8],"
 	" 'digest', ARGV[9], 'enc', ARGV[10], 'status', 'pending', 'checks', '0', 'sends', '0',"
-	" 'created', ARGV[1], 'expires', tostring(exp), 'max_checks', ARGV[15], 'fallback',"
-	" ARGV[16])\n"
+	" 'created', ARGV[1], 'expires', tostring(exp), 'max_checks', ARGV[14], 'token', ARGV[15],"
+	" 'fallback', ARGV[17])\n"
 	"redis.call('PEXPIREAT', KEYS[2], exp + 3600000)\n"
-	"redis.call('SET', KEYS[1], ARGV[12], 'PX', ARGV[2])\n"
-	"send(KEYS[2], ARGV[10], ARGV[12], ARGV[8], ARGV[16])\n"
-	"return {'NEW', ARGV[12], ARGV[8], tostring(exp)}\n";
+	"mirror(ARGV[11], exp, send(KEYS[2], ARGV[10], ARGV[11], ARGV[8], ARGV[17]))\n"
+	"return {'NEW', ARGV[11], ARGV[8], tostring(exp)}\n";
 
-/* KEYS: the verification. ARGV: now ms, digest of the code typed. Compares in constant time,
- * counts a wrong attempt, and consumes on success, all at once: two concurrent checks of the
- * right code cannot both be approved. -> {"APPROVED"}, {"PENDING", left}, {"MAX", 0}, {"GONE"}
- * (used, expired, cancelled, dead) or {"NONE"}. */
+/* KEYS: the live verification of a phone+purpose. ARGV: a verification id that is no longer
+ * pending. Forgets the live verification if it is that one, so the next request makes a new
+ * code without waiting for the cooldown. */
+static const char otp_unlive_lua[] =
+	"if redis.call('TYPE', KEYS[1]).ok == 'hash' and"
+	" redis.call('HGET', KEYS[1], 'id') == ARGV[1] then redis.call('DEL', KEYS[1]) end\n"
+	"return 0\n";
+
+/* KEYS: the verification. ARGV: now ms, digest of the code typed, the phone the digest was
+ * made with (read from the id, otp_id_phone; "" when unknown). Compares in constant time, counts
+ * a wrong attempt, and consumes on success, all at once: two concurrent checks of the right code
+ * cannot both be approved. A digest made with another phone than the verification's is not
+ * compared and counts nothing: {"PHONE", phone} asks the caller to digest again with it (a
+ * caller passing no phone made its digest with the right one).
+ * -> {"APPROVED", token name, purpose, phone}, {"PENDING", left}, {"MAX", 0, purpose, phone},
+ * {"GONE"} (used, expired, cancelled, dead), {"NONE"} or {"PHONE", phone}. */
 static const char otp_check_lua[] =
 	"local r = redis.call('HMGET', KEYS[1], 'status', 'expires', 'digest', 'checks',"
-	" 'max_checks')\n"
+	" 'max_checks', 'phone', 'purpose', 'token')\n"
 	"if not r[1] then return {'NONE'} end\n"
 	"if r[1] ~= 'pending' then return {'GONE'} end\n"
 	"if tonumber(r[2]) <= tonumber(ARGV[1]) then\n"
@@ -114,19 +196,21 @@ static const char otp_check_lua[] =
 	"  redis.call('HDEL', KEYS[1], 'digest', 'enc')\n"
 	"  return {'GONE'}\n"
 	"end\n"
+	"local phone, purpose = r[6] or '', r[7] or ''\n"
+	"if ARGV[3] and phone ~= ARGV[3] then return {'PHONE', phone} end\n"
 	"local a, b, d = r[3] or '', ARGV[2], 0\n"
 	"if #a ~= #b or #a == 0 then d = 1 end\n"
 	"for i = 1, math.min(#a, #b) do d = bit.bor(d, bit.bxor(a:byte(i), b:byte(i))) end\n"
 	"if d == 0 then\n"
 	"  redis.call('HSET', KEYS[1], 'status', 'approved', 'approved_at', ARGV[1])\n"
 	"  redis.call('HDEL', KEYS[1], 'digest', 'enc')\n"
-	"  return {'APPROVED'}\n"
+	"  return {'APPROVED', r[8] or '', purpose, phone}\n"
 	"end\n"
 	"local left = tonumber(r[5]) - redis.call('HINCRBY', KEYS[1], 'checks', 1)\n"
 	"if left <= 0 then\n"
 	"  redis.call('HSET', KEYS[1], 'status', 'max_attempts_reached')\n"
 	"  redis.call('HDEL', KEYS[1], 'digest', 'enc')\n"
-	"  return {'MAX', 0}\n"
+	"  return {'MAX', 0, purpose, phone}\n"
 	"end\n"
 	"return {'PENDING', left}\n";
 
@@ -180,13 +264,13 @@ static const char otp_dlr_lua[] =
 	"redis.call('HSET', KEYS[1], 'log', cjson.encode(log))\n"
 	"return 1\n";
 
-/* KEYS: the verification. ARGV: now ms. -> "OK" (cancelled now) or "GONE". */
+/* KEYS: the verification. ARGV: now ms. -> {"OK", phone, purpose} (cancelled now) or {"GONE"}. */
 static const char otp_cancel_lua[] =
-	"local r = redis.call('HMGET', KEYS[1], 'status', 'expires')\n"
-	"if r[1] ~= 'pending' or tonumber(r[2]) <= tonumber(ARGV[1]) then return 'GONE' end\n"
+	"local r = redis.call('HMGET', KEYS[1], 'status', 'expires', 'phone', 'purpose')\n"
+	"if r[1] ~= 'pending' or tonumber(r[2]) <= tonumber(ARGV[1]) then return {'GONE'} end\n"
 	"redis.call('HSET', KEYS[1], 'status', 'canceled')\n"
 	"redis.call('HDEL', KEYS[1], 'digest', 'enc')\n"
-	"return 'OK'\n";
+	"return {'OK', r[3] or '', r[4] or ''}\n";
 
 /* KEYS: the Idempotency-Key's record. ARGV: a marker (this request is being handled), ttl s. ->
  * nil when the key was free (the marker is set: the caller owns it) or what the key holds: the
@@ -213,12 +297,23 @@ static struct {
 	int			 keyed;		/* otp.secret is set: the keys below are valid */
 	unsigned char		 hkey[crypto_generichash_KEYBYTES];	/* code digests */
 	unsigned char		 ekey[crypto_secretbox_KEYBYTES];	/* queued messages */
+	unsigned char		 ikey[crypto_generichash_KEYBYTES];	/* phones in ids */
 	int			 registered;
 	int			 limit_script, create_script, check_script, cancel_script;
-	int			 idem_script, sent_script, dlr_script;
-	int			 ticking;	/* an otp_tick wait-set read in flight */
+	int			 idem_script, refund_script, count_script, unlive_script;
+	int			 sent_script, dlr_script;
+	int			 ticking;	/* otp_tick wait-set reads in flight */
 	unsigned long long	 created, resent, approved, limited, fallbacks;
+	unsigned long long	 refused[OTP_NLIMITS];	/* by enum otp_limit */
 } otp;
+
+/* What refused a create, for the counters in /healthz. */
+enum otp_limit {
+	OTP_COOLDOWN, OTP_MAXSENDS, OTP_HOUR, OTP_TOKEN, OTP_IP, OTP_DAY, OTP_FRAUD
+};
+static const char *const otp_limit_names[OTP_NLIMITS] = {
+	"cooldown", "max_sends", "hour", "token", "ip", "daily_cap", "fraud"
+};
 
 /* One API request in flight. */
 struct otp_req {
@@ -233,6 +328,10 @@ struct otp_req {
 	int		 idem_owned;	/* our marker is in it: replace it by the answer or drop it */
 	char		 body_hash[2 * crypto_hash_sha256_BYTES + 1];
 	char		*code;		/* check: the code typed (wiped when freed) */
+	const char	*caller;	/* the token's name (auth_caller) */
+	char		*day_key;	/* the daily counter a send was reserved in, until settled */
+	int		 tries;		/* create script calls (otp_create_store) */
+	char		 live[OTP_ID_LEN + 1];	/* the live id KEYS[5] is the hash of, or "" */
 };
 
 /* Derive the digest and encryption keys from otp.secret; without it every endpoint answers 503. */
@@ -248,6 +347,7 @@ otp_init(const struct config *cfg)
 	    strlen(cfg->otp_secret), NULL, &n, NULL) == 0 && n == sizeof master) {
 		crypto_kdf_derive_from_key(otp.hkey, sizeof otp.hkey, 1, "dvcgwotp", master);
 		crypto_kdf_derive_from_key(otp.ekey, sizeof otp.ekey, 2, "dvcgwotp", master);
+		crypto_kdf_derive_from_key(otp.ikey, sizeof otp.ikey, 3, "dvcgwotp", master);
 		otp.keyed = 1;
 	}
 	sodium_memzero(master, sizeof master);
@@ -258,20 +358,32 @@ otp_init(const struct config *cfg)
 		otp.check_script = rds_script_add("otp_check", otp_check_lua);
 		otp.cancel_script = rds_script_add("otp_cancel", otp_cancel_lua);
 		otp.idem_script = rds_script_add("otp_idem", otp_idem_lua);
+		otp.refund_script = rds_script_add("otp_refund", otp_refund_lua);
+		otp.count_script = rds_script_add("otp_count", otp_count_lua);
+		otp.unlive_script = rds_script_add("otp_unlive", otp_unlive_lua);
 		otp.sent_script = rds_script_add("otp_sent", otp_sent_lua);
 		otp.dlr_script = rds_script_add("otp_dlr", otp_dlr_lua);
 	}
 }
 
-/* What this process has done, for /healthz. */
-void
-otp_stats(unsigned long long *created, unsigned long long *resent, unsigned long long *approved,
-    unsigned long long *limited)
+/* What this process has done, for /healthz: codes created, resent and approved, creates refused
+ * (all, and by each limit). */
+json_t *
+otp_stats(void)
 {
-	*created = otp.created;
-	*resent = otp.resent;
-	*approved = otp.approved;
-	*limited = otp.limited;
+	json_t *j;
+	char name[64];
+	int i;
+
+	j = json_pack("{s:I, s:I, s:I, s:I, s:I}", "otp_created", (json_int_t)otp.created,
+	    "otp_resent", (json_int_t)otp.resent, "otp_approved", (json_int_t)otp.approved,
+	    "otp_limited", (json_int_t)otp.limited, "otp_sms_fallbacks",
+	    (json_int_t)otp.fallbacks);
+	for (i = 0; j != NULL && i < OTP_NLIMITS; i++) {
+		snprintf(name, sizeof name, "otp_refused_%s", otp_limit_names[i]);
+		json_object_set_new(j, name, json_integer((json_int_t)otp.refused[i]));
+	}
+	return j;
 }
 
 /* The unaccented name of a purpose id, or NULL when it is not one. */
@@ -472,6 +584,64 @@ otp_new_id(int shard, char *out)
 	sodium_bin2hex(out + 2, 33, b, sizeof b);
 }
 
+/* The 40 bits that hide a phone in an id made from the random bytes b[0..10] (otp_id_seal). */
+static unsigned long long
+otp_id_mask(const unsigned char *b)
+{
+	unsigned char m[crypto_generichash_BYTES_MIN];
+	unsigned long long v = 0;
+	int i;
+
+	crypto_generichash(m, sizeof m, b, 11, otp.ikey, sizeof otp.ikey);
+	for (i = 0; i < 5; i++)
+		v = v << 8 | m[i];
+	return v;
+}
+
+/* Hide the phone (84 and 9 digits) of a new id in its last 40 bits, encrypted under a key derived
+ * from otp.secret, so a check finds the phone its digest needs without asking Redis first: 88
+ * random bits, then the 30-bit national number and 7 random bits XORed with a keyed hash of the
+ * random bits, then the shard's 3 bits as before. The id looks as random as before to anyone
+ * without the key. Another phone leaves the id as it is. */
+static void
+otp_id_seal(char *id, const char *phone)
+{
+	unsigned char b[16];
+	unsigned long long v, n;
+	int i;
+
+	if (strlen(phone) != 11 || strncmp(phone, "84", 2) != 0 ||
+	    strspn(phone, "0123456789") != 11 ||
+	    sodium_hex2bin(b, sizeof b, id + 2, 32, NULL, NULL, NULL) != 0)
+		return;
+	n = strtoull(phone + 2, NULL, 10);
+	v = ((n << 7 | (b[11] & 0x7f)) << 3) ^ (otp_id_mask(b) & ~7ULL);
+	v = (v & ~7ULL) | (b[15] & 7);
+	for (i = 15; i >= 11; i--, v >>= 8)
+		b[i] = (unsigned char)(v & 0xff);
+	sodium_bin2hex(id + 2, 33, b, sizeof b);
+}
+
+/* The phone otp_id_seal hid in a well-formed id into out (PHONE_MAX), or -1 (an id made before,
+ * or not by otp_id_seal; the check script then names the phone). */
+static int
+otp_id_phone(const char *id, char *out)
+{
+	unsigned char b[16];
+	unsigned long long v = 0, n;
+	int i;
+
+	if (sodium_hex2bin(b, sizeof b, id + 2, 32, NULL, NULL, NULL) != 0)
+		return -1;
+	for (i = 11; i < 16; i++)
+		v = v << 8 | b[i];
+	n = ((v ^ otp_id_mask(b)) >> 10) & ((1ULL << 30) - 1);
+	if (n >= 1000000000ULL)
+		return -1;
+	snprintf(out, PHONE_MAX, "84%09llu", n);
+	return 0;
+}
+
 /* The shard of a well-formed id, or -1 when id is not one. */
 static int
 otp_id_shard(const char *id)
@@ -635,6 +805,7 @@ otp_req_free(struct otp_req *o)
 {
 	free(o->purpose);
 	free(o->idem_key);
+	free(o->day_key);
 	xfree_secret(o->code);
 	free(o);
 }
@@ -656,11 +827,57 @@ otp_ignore_cb(struct redisReply *r, void *arg, const char *err)
 		log_warn_limited("otp: updating an Idempotency-Key: %s", err);
 }
 
+/* Give back the daily send otp_limit_lua reserved for o, when none was made. */
+static void
+otp_refund(struct otp_req *o)
+{
+	const char *v[1];
+
+	if (o->day_key == NULL)
+		return;
+	v[0] = o->day_key;
+	if (rds_evalsha(otp.refund_script, otp_ignore_cb, NULL, 1, 0, v, NULL) != 0)
+		log_warn_limited("otp: a reserved daily send could not be given back (%s)",
+		    rds_error());
+	free(o->day_key);
+	o->day_key = NULL;
+}
+
+/* Count one in a fixed-window counter (otp_count_lua), not waiting for the answer. */
+static void
+otp_count(char *key, int ttl)
+{
+	char t[16];
+	const char *v[2];
+
+	snprintf(t, sizeof t, "%d", ttl);
+	v[0] = key;
+	v[1] = t;
+	if (rds_evalsha(otp.count_script, otp_ignore_cb, NULL, 1, 1, v, NULL) != 0)
+		log_warn_limited("otp: a fraud counter was not counted (%s)", rds_error());
+	free(key);
+}
+
+/* Forget the live verification of phone+purpose if it is id, which is no longer pending. */
+static void
+otp_unlive(int shard, const char *phone, const char *purpose, const char *id)
+{
+	char *k = rkey_otp_live(shard, phone, purpose);
+	const char *v[2];
+
+	v[0] = k;
+	v[1] = id;
+	if (rds_evalsha(otp.unlive_script, otp_ignore_cb, NULL, 1, 1, v, NULL) != 0)
+		log_warn_limited("otp: a live verification was not forgotten (%s)", rds_error());
+	free(k);
+}
+
 /* Answer with an error and free o. A refused request leaves its Idempotency-Key free again, so
  * the client may retry with it. */
 static void
 otp_fail(struct otp_req *o, int status, const char *code, const char *msg)
 {
+	otp_refund(o);
 	if (o->idem_owned && rds_command(otp_ignore_cb, NULL, "DEL %s", o->idem_key) != 0)
 		log_warn_limited("otp: an Idempotency-Key could not be released (%s)", rds_error());
 	http_error(o->req, status, code, "%s", msg);
@@ -670,13 +887,14 @@ otp_fail(struct otp_req *o, int status, const char *code, const char *msg)
 
 /* Answer 429 with Retry-After and a sentence naming the limit, and free o. */
 static void
-otp_limited(struct otp_req *o, long long wait, const char *what)
+otp_limited(struct otp_req *o, enum otp_limit which, long long wait, const char *what)
 {
 	char ra[24];
 
 	snprintf(ra, sizeof ra, "%lld", wait < 1 ? 1 : wait);
 	http_add_header(o->req, "Retry-After", ra);
 	otp.limited++;
+	otp.refused[which]++;
 	otp_fail(o, 429, "rate_limited", what);
 }
 
@@ -745,6 +963,8 @@ otp_created(struct otp_req *o, const char *id, const char *channel, long long ex
 	otp_answer(o, 201, body);
 }
 
+static void	otp_create_store(struct otp_req *);
+
 static void
 otp_create_cb(struct redisReply *r, void *arg, const char *err)
 {
@@ -761,16 +981,31 @@ otp_create_cb(struct redisReply *r, void *arg, const char *err)
 		return;
 	}
 	what = r->element[0]->str;
+	if (strcmp(what, "LIVE") == 0 && r->element[1]->type == REDIS_REPLY_STRING) {
+		/* a live verification may be resent: call again with its key */
+		if (otp_id_shard(r->element[1]->str) != o->shard || ++o->tries >= OTP_LIVE_TRIES) {
+			otp_fail(o, 503, "unavailable", "The verification could not be stored; try "
+			    "again.");
+			return;
+		}
+		memcpy(o->live, r->element[1]->str, OTP_ID_LEN + 1);
+		otp_create_store(o);
+		return;
+	}
 	if ((strcmp(what, "NEW") == 0 || strcmp(what, "RESENT") == 0) && r->elements == 4 &&
 	    r->element[1]->type == REDIS_REPLY_STRING && r->element[2]->type == REDIS_REPLY_STRING &&
 	    r->element[3]->type == REDIS_REPLY_STRING) {
+		free(o->day_key);	/* the reserved send was made */
+		o->day_key = NULL;
 		phone_mask(o->phone, masked);
-		if (*what == 'N')
+		if (*what == 'N') {
 			otp.created++;
-		else
+			otp_count(rkey_otp_fraud("created", o->caller, clock_ms() / 3600000),
+			    OTP_FRAUD_TTL);
+		} else
 			otp.resent++;
 		log_info("otp: %s %s to %s for %s by %s", r->element[1]->str, *what == 'N' ? "sent" :
-		    "resent", masked, o->purpose, auth_caller(o->req));
+		    "resent", masked, o->purpose, o->caller);
 		outbox_kick();
 		otp_created(o, r->element[1]->str, r->element[2]->str,
 		    strtoll(r->element[3]->str, NULL, 10));
@@ -778,28 +1013,31 @@ otp_create_cb(struct redisReply *r, void *arg, const char *err)
 	}
 	n = r->element[1]->type == REDIS_REPLY_INTEGER ? r->element[1]->integer : 60;
 	if (strcmp(what, "COOLDOWN") == 0)
-		otp_limited(o, n, "A code was sent to this phone for this purpose a moment ago; wait "
-		    "for the cooldown (otp.cooldown_s) before asking again.");
+		otp_limited(o, OTP_COOLDOWN, n, "A code was sent to this phone for this purpose a "
+		    "moment ago; wait for the cooldown (otp.cooldown_s) before asking again.");
 	else if (strcmp(what, "MAXSENDS") == 0)
-		otp_limited(o, n, "This verification was sent the most times allowed "
+		otp_limited(o, OTP_MAXSENDS, n, "This verification was sent the most times allowed "
 		    "(otp.max_sends); wait until it expires.");
 	else
-		otp_limited(o, n, "Too many codes were sent to this phone in the last hour "
+		otp_limited(o, OTP_HOUR, n, "Too many codes were sent to this phone in the last hour "
 		    "(otp.sends_per_hour).");
 }
 
-/* The limits passed: make the code and store the verification, or resend the live one. */
+/* The limits passed: make the code and store the verification, or resend the live one. Called
+ * again with o->live set when the script answers that a live verification may be resent; the
+ * code made on each call is only stored when the verification is new. */
 static void
 otp_create_store(struct otp_req *o)
 {
 	const struct config *cfg = otp.cfg;
 	char code[OTP_CODE_LEN + 1], digest[OTP_DIGEST_HEX], now[24], life[24], cool[24];
 	char maxs[16], perh[16], maxc[16], *msg, *enc;
-	char *k_live, *k_rec, *k_out, *k_hour, *k_wait, *pfx, fb[24];
+	char *k_live, *k_rec, *k_out, *k_hour, *k_wait, *k_lrec = NULL, fb[24];
 	long long t = clock_ms();
 
 	snprintf(code, sizeof code, "%06u", (unsigned)randombytes_uniform(1000000));
 	otp_new_id(o->shard, o->id);
+	otp_id_seal(o->id, o->phone);
 	otp_digest(o->id, o->phone, code, digest);
 	msg = otp_render(cfg->otp_template, code, otp_purpose_name(cfg, o->purpose),
 	    (cfg->otp_lifetime_s + 59) / 60);
@@ -815,16 +1053,20 @@ otp_create_store(struct otp_req *o)
 	k_live = rkey_otp_live(o->shard, o->phone, o->purpose);
 	k_rec = rkey_otp(o->shard, o->id);
 	k_out = rkey_outbox_otp(o->shard);
+	k_hour = rkey_otp_hour(o->shard, o->phone, t / 3600000);
 	k_wait = rkey_otp_wait(o->shard);
 	snprintf(fb, sizeof fb, "%lld", o->fallback ? cfg->otp_zns_fallback_s * 1000LL : 0);
-	k_hour = rkey_otp_hour(o->shard, o->phone, t / 3600000);
-	pfx = rkey_otp_prefix(o->shard);
+	if (*o->live != '\0')
+		k_lrec = rkey_otp(o->shard, o->live);
 	{
-		const char *v[] = { k_live, k_rec, k_out, k_hour, k_wait, now, life, cool, maxs,
-		    perh, o->phone, o->purpose, o->channel, digest, enc, pfx, o->id, "",
-		    OTP_PLACEHOLDER, maxc, fb };
+		const char *v[] = { k_live, k_rec, k_out, k_hour, k_wait, k_lrec, now, life, cool,
+		    maxs, perh, o->phone, o->purpose, o->channel, digest, enc, o->id, "",
+		    OTP_PLACEHOLDER, maxc, o->caller, o->live, fb };
+		int nkeys = k_lrec != NULL ? 6 : 5;
 
-		if (rds_evalsha(otp.create_script, otp_create_cb, o, 5, 16, v, NULL) != 0)
+		if (k_lrec == NULL)	/* no sixth key: the arguments follow the fifth */
+			memmove(&v[5], &v[6], (sizeof v / sizeof v[0] - 6) * sizeof v[0]);
+		if (rds_evalsha(otp.create_script, otp_create_cb, o, nkeys, 17, v, NULL) != 0)
 			otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
 	}
 	free(k_live);
@@ -832,7 +1074,7 @@ otp_create_store(struct otp_req *o)
 	free(k_out);
 	free(k_hour);
 	free(k_wait);
-	free(pfx);
+	free(k_lrec);
 	free(enc);
 }
 
@@ -843,49 +1085,87 @@ otp_limits_cb(struct redisReply *r, void *arg, const char *err)
 	const char *what;
 	long long n;
 
-	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
 	    r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_INTEGER) {
+		log_warn_limited("otp: limits: %s", err ? err : r && r->type == REDIS_REPLY_ERROR ?
+		    r->str : rds_error());
+		free(o->day_key);	/* nothing was reserved */
+		o->day_key = NULL;
 		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
 		return;
 	}
 	what = r->element[0]->str;
 	n = r->element[1]->integer;
-	if (strcmp(what, "token") == 0)
-		otp_limited(o, n, "This client asked for too many codes this minute "
+	if (strcmp(what, "OK") != 0) {
+		free(o->day_key);	/* refused: no send was reserved */
+		o->day_key = NULL;
+	}
+	if (strcmp(what, "fraud") == 0) {
+		if (r->elements == 3 && r->element[2]->type == REDIS_REPLY_INTEGER &&
+		    r->element[2]->integer == 1)
+			log_error("otp: client \"%s\" left more than %g of its codes unverified in "
+			    "the last hour (otp.fraud_ratio, at least %d codes): its new codes are "
+			    "refused for %lld s (SMS pumping?)", o->caller, otp.cfg->otp_fraud_ratio,
+			    otp.cfg->otp_fraud_min, n);
+		otp_limited(o, OTP_FRAUD, n, "This client left too many of its codes unverified in "
+		    "the last hour (otp.fraud_ratio), which looks like SMS pumping; its new codes "
+		    "are refused for now.");
+	} else if (strcmp(what, "token") == 0)
+		otp_limited(o, OTP_TOKEN, n, "This client asked for too many codes this minute "
 		    "(otp.creates_per_minute).");
 	else if (strcmp(what, "ip") == 0)
-		otp_limited(o, n, "Too many codes were asked for from this address this minute "
-		    "(otp.creates_per_ip_minute).");
+		otp_limited(o, OTP_IP, n, "Too many codes were asked for from this address this "
+		    "minute (otp.creates_per_ip_minute).");
 	else if (strcmp(what, "day") == 0)
-		otp_limited(o, n, "The gateway's daily cap on OTP messages is reached "
+		otp_limited(o, OTP_DAY, n, "The gateway's daily cap on OTP messages is reached "
 		    "(otp.daily_sms_cap).");
 	else
 		otp_create_store(o);
 }
 
-/* Count the request against the per-client, per-address and daily limits. */
+/* Count the request against the fraud guard, the per-client, per-address and daily limits; the
+ * daily one reserves an SMS send, given back when none is made. */
 static void
 otp_create_limits(struct otp_req *o)
 {
 	const struct config *cfg = otp.cfg;
-	long long t = clock_ms() / 1000;
-	char *k_tok, *k_ip, *k_day, a[16], b[16], c[16];
+	long long ms = clock_ms(), t = ms / 1000, h = ms / 3600000;
+	char *k_tok, *k_ip, *k_c, *k_cp, *k_a, *k_ap, *k_log, a[16], b[16], c[16], ratio[32];
+	char fmin[16], into[24];
 
-	k_tok = rkey_otp_limit("token", auth_caller(o->req), t / 60);
+	o->caller = auth_caller(o->req);
+	k_tok = rkey_otp_limit("token", o->caller, t / 60);
 	k_ip = rkey_otp_limit("ip", http_peer(o->req), t / 60);
-	k_day = rkey_otp_limit("day", "all", t / 86400);
+	free(o->day_key);
+	o->day_key = rkey_otp_limit("day", "all", t / 86400);
+	k_c = rkey_otp_fraud("created", o->caller, h);
+	k_cp = rkey_otp_fraud("created", o->caller, h - 1);
+	k_a = rkey_otp_fraud("approved", o->caller, h);
+	k_ap = rkey_otp_fraud("approved", o->caller, h - 1);
+	k_log = rkey_otp_fraud("logged", o->caller, h);
 	snprintf(a, sizeof a, "%d", cfg->otp_creates_per_minute);
 	snprintf(b, sizeof b, "%d", cfg->otp_creates_per_ip_minute);
 	snprintf(c, sizeof c, "%d", cfg->otp_daily_sms_cap);
+	snprintf(ratio, sizeof ratio, "%.6f", cfg->otp_fraud_ratio);
+	snprintf(fmin, sizeof fmin, "%d", cfg->otp_fraud_min);
+	snprintf(into, sizeof into, "%lld", ms % 3600000);
 	{
-		const char *v[] = { k_tok, k_ip, k_day, a, b, c, "60", "60", "86400" };
+		const char *v[] = { k_tok, k_ip, o->day_key, k_c, k_cp, k_a, k_ap, k_log, a, b, c,
+		    "60", "60", "86400", ratio, fmin, into };
 
-		if (rds_evalsha(otp.limit_script, otp_limits_cb, o, 3, 6, v, NULL) != 0)
+		if (rds_evalsha(otp.limit_script, otp_limits_cb, o, 8, 9, v, NULL) != 0) {
+			free(o->day_key);
+			o->day_key = NULL;
 			otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+		}
 	}
 	free(k_tok);
 	free(k_ip);
-	free(k_day);
+	free(k_c);
+	free(k_cp);
+	free(k_a);
+	free(k_ap);
+	free(k_log);
 }
 
 static void
@@ -1028,11 +1308,22 @@ otp_create(struct http_req *req, void *arg)
 
 /* ---- POST /api/v1/otp/check ----------------------------------------------------------------- */
 
+static void	otp_check_send(struct otp_req *);
+
+/* An element of a reply that is a string, or "". */
+static const char *
+otp_reply_str(struct redisReply *r, size_t i)
+{
+	if (i >= r->elements || r->element[i]->type != REDIS_REPLY_STRING)
+		return "";
+	return r->element[i]->str;
+}
+
 static void
 otp_check_cb(struct redisReply *r, void *arg, const char *err)
 {
 	struct otp_req *o = arg;
-	const char *what;
+	const char *what, *phone;
 
 	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
 	    r->element[0]->type != REDIS_REPLY_STRING) {
@@ -1040,15 +1331,33 @@ otp_check_cb(struct redisReply *r, void *arg, const char *err)
 		return;
 	}
 	what = r->element[0]->str;
+	if (strcmp(what, "PHONE") == 0) {
+		/* the id does not carry the phone (made elsewhere or before): digest again with
+		 * the verification's own phone, once */
+		phone = otp_reply_str(r, 1);
+		if (*phone == '\0' || strlen(phone) >= PHONE_MAX || strcmp(phone, o->phone) == 0 ||
+		    o->tries++ > 0) {
+			otp_fail(o, 404, "not_found", "There is no pending verification with this id.");
+			return;
+		}
+		snprintf(o->phone, sizeof o->phone, "%s", phone);
+		otp_check_send(o);
+		return;
+	}
 	if (strcmp(what, "APPROVED") == 0) {
 		otp.approved++;
 		log_info("otp: %s approved", o->id);
+		if (*otp_reply_str(r, 1) != '\0')
+			otp_count(rkey_otp_fraud("approved", otp_reply_str(r, 1),
+			    clock_ms() / 3600000), OTP_FRAUD_TTL);
+		otp_unlive(o->shard, otp_reply_str(r, 3), otp_reply_str(r, 2), o->id);
 		otp_answer(o, 200, json_pack("{s:s, s:s}", "id", o->id, "status", "approved"));
 	} else if (strcmp(what, "PENDING") == 0 && r->elements == 2)
 		otp_answer(o, 200, json_pack("{s:s, s:s, s:I}", "id", o->id, "status", "pending",
 		    "attempts_left", (json_int_t)r->element[1]->integer));
 	else if (strcmp(what, "MAX") == 0) {
 		log_info("otp: %s dead after too many wrong codes", o->id);
+		otp_unlive(o->shard, otp_reply_str(r, 3), otp_reply_str(r, 2), o->id);
 		otp_answer(o, 200, json_pack("{s:s, s:s, s:i}", "id", o->id, "status",
 		    "max_attempts_reached", "attempts_left", 0));
 	} else
@@ -1056,37 +1365,27 @@ otp_check_cb(struct redisReply *r, void *arg, const char *err)
 		    "expired, cancelled or unknown).");
 }
 
+/* Run the check script with the digest of the code typed and the phone in o->phone. */
 static void
-otp_check_phone_cb(struct redisReply *r, void *arg, const char *err)
+otp_check_send(struct otp_req *o)
 {
-	struct otp_req *o = arg;
 	char digest[OTP_DIGEST_HEX], now[24], *k;
 
-	if (r == NULL || err != NULL || (r->type != REDIS_REPLY_NIL &&
-	    r->type != REDIS_REPLY_STRING)) {
-		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
-		return;
-	}
-	if (r->type == REDIS_REPLY_NIL || r->len >= PHONE_MAX) {
-		otp_fail(o, 404, "not_found", "There is no pending verification with this id.");
-		return;
-	}
-	memcpy(o->phone, r->str, r->len);
-	o->phone[r->len] = '\0';
 	otp_digest(o->id, o->phone, o->code, digest);
 	snprintf(now, sizeof now, "%lld", clock_ms());
 	k = rkey_otp(o->shard, o->id);
 	{
-		const char *v[] = { k, now, digest };
+		const char *v[] = { k, now, digest, o->phone };
 
-		if (rds_evalsha(otp.check_script, otp_check_cb, o, 1, 2, v, NULL) != 0)
+		if (rds_evalsha(otp.check_script, otp_check_cb, o, 1, 3, v, NULL) != 0)
 			otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
 	}
 	free(k);
 }
 
 /* POST /api/v1/otp/check: {"id", "code"} -> approved once, pending with the attempts left, or
- * max_attempts_reached; 404 for anything no longer pending. */
+ * max_attempts_reached; 404 for anything no longer pending. One round trip: the id carries the
+ * phone the digest needs (otp_id_seal); an id that does not costs a second. */
 void
 otp_verify(struct http_req *req, void *arg)
 {
@@ -1094,7 +1393,6 @@ otp_verify(struct http_req *req, void *arg)
 	struct otp_req *o;
 	const char *id, *code;
 	json_t *j;
-	char *k;
 
 	if (otp_unconfigured(req))
 		return;
@@ -1126,10 +1424,9 @@ otp_verify(struct http_req *req, void *arg)
 	memcpy(o->id, id, OTP_ID_LEN + 1);
 	o->code = xstrdup(code);
 	json_decref(j);
-	k = rkey_otp(o->shard, o->id);
-	if (rds_command(otp_check_phone_cb, o, "HGET %s phone", k) != 0)
-		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
-	free(k);
+	if (otp_id_phone(o->id, o->phone) != 0)
+		*o->phone = '\0';
+	otp_check_send(o);
 }
 
 /* ---- GET and DELETE /api/v1/otp/{id} -------------------------------------------------------- */
@@ -1198,14 +1495,16 @@ otp_cancel_cb(struct redisReply *r, void *arg, const char *err)
 {
 	struct otp_req *o = arg;
 
-	if (r == NULL || err != NULL || r->type != REDIS_REPLY_STRING) {
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+	    r->element[0]->type != REDIS_REPLY_STRING) {
 		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
 		return;
 	}
-	if (strcmp(r->str, "OK") != 0) {
+	if (strcmp(r->element[0]->str, "OK") != 0) {
 		otp_fail(o, 404, "not_found", "There is no pending verification with this id.");
 		return;
 	}
+	otp_unlive(o->shard, otp_reply_str(r, 1), otp_reply_str(r, 2), o->id);
 	log_info("otp: %s cancelled by %s", o->id, auth_caller(o->req));
 	otp_answer(o, 200, json_pack("{s:s, s:s}", "id", o->id, "status", "canceled"));
 }

@@ -143,14 +143,9 @@ rkey_otp(int shard, const char *id)
 	return xasprintf("%s{%d}:otp:%s", rkey_prefix(), shard, id);
 }
 
-/* What rkey_otp puts before the id: the create script finds a live verification's hash by it. */
-char *
-rkey_otp_prefix(int shard)
-{
-	return xasprintf("%s{%d}:otp:", rkey_prefix(), shard);
-}
-
-/* The live verification id of a phone and purpose: until the verification expires. */
+/* The live verification of a phone and purpose (a hash: its id, and its expiry, last send and
+ * sends, what refusing a resend needs): until the verification expires, or is approved,
+ * cancelled or dead. */
 char *
 rkey_otp_live(int shard, const char *phone, const char *purpose)
 {
@@ -170,6 +165,16 @@ char *
 rkey_otp_limit(const char *what, const char *who, long long window)
 {
 	return xasprintf("%s{otp}:lim:%s:%s:%lld", rkey_prefix(), what, who, window);
+}
+
+/* A portal token's OTP codes "created" or "approved" in one clock hour, and whether its fraud
+ * signal was "logged" that hour (by the token's name, never the token): two hours, as the next
+ * hour's estimate weighs this one. In the {otp} slot with the other limits, so the limit script
+ * reads them together. */
+char *
+rkey_otp_fraud(const char *what, const char *name, long long hour)
+{
+	return xasprintf("%s{otp}:fraud:%s:%s:%lld", rkey_prefix(), what, name, hour);
 }
 
 /* The first answer to an Idempotency-Key of a caller (key as its sha256 hex): 24 h. */
