@@ -43,6 +43,11 @@ size_t		 flowset_nstates(const struct flowset *);
 enum flow_data_kind {
 	FLOW_DATA_NONE,			/* nothing */
 	FLOW_DATA_DOSSIER,		/* key: normalised dossier code; value: the dossier object */
+	FLOW_DATA_OTP_STATUS,		/* key: phone; value: {"live", ...} (otp_conv_status) */
+	FLOW_DATA_OTP_RESEND,		/* key: phone; value: {"status", ...} (otp_conv_resend) */
+	FLOW_DATA_LINK_START,		/* key: "phone zalo_user"; value: {"status", ...} */
+	FLOW_DATA_LINK_CHECK,		/* key: "zalo_user code"; value: {"status", ...} */
+	FLOW_DATA_UNLINK,		/* key: zalo_user; value: {"status", ...} (link_remove) */
 };
 
 #define FLOW_DATA_KEY_MAX	64	/* bytes of a key, NUL included */
@@ -68,6 +73,9 @@ struct flow_input {
 						 * set was not loaded with: the plain texts */
 	const char		*user;		/* canonical phone (84...) or channel user id; NULL
 						 * if unknown */
+	const char		*phone;		/* the phone the sender is proven to own: on
+						 * "zalo" the linked one; NULL: none, or user
+						 * when the channel is not "zalo" */
 	int64_t			 now;		/* unix seconds */
 	const char		*today;		/* "YYYY-MM-DD" in the deployment's time zone (for
 						 * "quá hạn") */

@@ -38,11 +38,13 @@ static const char otp_limit_lua[] =
 	"return {'OK', 0}\n";
 
 /* KEYS: live id of phone+purpose, the new verification, the phone's outbox, the phone's hourly
- * counter. ARGV: now ms, lifetime ms, cooldown ms, max sends, sends per hour, phone, purpose,
+ * counter, the phone's latest verification (whatever the purpose, for the conversation).
+ * ARGV: now ms, lifetime ms, cooldown ms, max sends, sends per hour, phone, purpose,
  * channel, digest, enc, verification key prefix (same {shard}), new id, from, placeholder text,
- * max checks. A live verification is resent (its stored encrypted message, the same code) when
- * the cooldown and the limits allow. -> {"NEW"|"RESENT", id, channel, expires ms} or
- * {"COOLDOWN"|"MAXSENDS"|"HOUR", seconds to wait}. */
+ * max checks, "1" to only resend (never create). A live verification is resent (its stored
+ * encrypted message, the same code) when the cooldown and the limits allow. -> {"NEW"|"RESENT",
+ * id, channel, expires ms}, {"COOLDOWN"|"MAXSENDS"|"HOUR", seconds to wait} or {"NONE", 0} (only
+ * resend, and nothing is live). */
 static const char otp_create_lua[] =
 	"local now = tonumber(ARGV[1])\n"
 	"local function hour()\n"
@@ -82,6 +84,7 @@ static const char otp_create_lua[] =
 	"    return {'RESENT', live, r[5], r[2]}\n"
 	"  end\n"
 	"end\n"
+	"if ARGV[16] == '1' then return {'NONE', 0} end\n"
 	"local t = hour()\n"
 	"if t > 0 then return {'HOUR', t} end\n"
 	"local exp = now + tonumber(ARGV[2])\n"
@@ -90,6 +93,7 @@ static const char otp_create_lua[] =
 	" 'created', ARGV[1], 'expires', tostring(exp), 'max_checks', ARGV[15])\n"
 	"redis.call('PEXPIREAT', KEYS[2], exp + 3600000)\n"
 	"redis.call('SET', KEYS[1], ARGV[12], 'PX', ARGV[2])\n"
+	"redis.call('SET', KEYS[5], ARGV[12], 'PX', ARGV[2])\n"
 	"send(KEYS[2], ARGV[10], ARGV[12])\n"
 	"return {'NEW', ARGV[12], ARGV[8], tostring(exp)}\n";
 
@@ -162,9 +166,15 @@ static struct {
 	unsigned long long	 created, resent, approved, limited;
 } otp;
 
-/* One API request in flight. */
+/* One request in flight: from the API (req), or from the conversation (req NULL: cb gets the
+ * answer as JSON, see otp_conv_status). */
 struct otp_req {
 	struct http_req	*req;
+	otp_conv_cb	*cb;
+	void		*arg;
+	char		*caller, *peer;	/* counted against the per-client and per-address limits */
+	char		*zalo_user;	/* link_zalo: the Zalo user who asked */
+	int		 resend_only;	/* never create: resend the live verification or answer NONE */
 	int		 shard;
 	char		 phone[PHONE_MAX];
 	char		*purpose;
@@ -199,6 +209,7 @@ otp_init(const struct config *cfg)
 		otp.check_script = rds_script_add("otp_check", otp_check_lua);
 		otp.cancel_script = rds_script_add("otp_cancel", otp_cancel_lua);
 		otp.idem_script = rds_script_add("otp_idem", otp_idem_lua);
+		link_init();
 	}
 }
 
@@ -435,16 +446,33 @@ otp_iso(long long ms, char *out, size_t len)
 static void
 otp_req_free(struct otp_req *o)
 {
+	free(o->caller);
+	free(o->peer);
+	free(o->zalo_user);
 	free(o->purpose);
 	free(o->idem_key);
 	xfree_secret(o->code);
 	free(o);
 }
 
+/* Hand an internal caller its answer (rc as store_cb: 0 with value, -1 with err; value is
+ * borrowed by cb and released here) and free o. */
+static void
+otp_conv_answer(struct otp_req *o, int rc, json_t *value, const char *err)
+{
+	o->cb(rc, value, err, o->arg);
+	json_decref(value);
+	otp_req_free(o);
+}
+
 /* Answer and free o. */
 static void
 otp_answer(struct otp_req *o, int status, json_t *body)
 {
+	if (o->req == NULL) {
+		otp_conv_answer(o, 0, body, NULL);
+		return;
+	}
 	http_json(o->req, status, body);
 	http_release();
 	otp_req_free(o);
@@ -463,6 +491,10 @@ otp_ignore_cb(struct redisReply *r, void *arg, const char *err)
 static void
 otp_fail(struct otp_req *o, int status, const char *code, const char *msg)
 {
+	if (o->req == NULL) {
+		otp_conv_answer(o, -1, NULL, msg);
+		return;
+	}
 	if (o->idem_owned && rds_command(otp_ignore_cb, NULL, "DEL %s", o->idem_key) != 0)
 		log_warn_limited("otp: an Idempotency-Key could not be released (%s)", rds_error());
 	http_error(o->req, status, code, "%s", msg);
@@ -470,15 +502,23 @@ otp_fail(struct otp_req *o, int status, const char *code, const char *msg)
 	otp_req_free(o);
 }
 
-/* Answer 429 with Retry-After and a sentence naming the limit, and free o. */
+/* Answer 429 with Retry-After and a sentence naming the limit, and free o. An internal caller
+ * gets {"status": "limited", "limit": name, "wait": seconds} instead. */
 static void
-otp_limited(struct otp_req *o, long long wait, const char *what)
+otp_limited(struct otp_req *o, long long wait, const char *name, const char *what)
 {
 	char ra[24];
 
-	snprintf(ra, sizeof ra, "%lld", wait < 1 ? 1 : wait);
-	http_add_header(o->req, "Retry-After", ra);
 	otp.limited++;
+	if (wait < 1)
+		wait = 1;
+	if (o->req == NULL) {
+		otp_conv_answer(o, 0, json_pack("{s:s, s:s, s:I}", "status", "limited", "limit", name,
+		    "wait", (json_int_t)wait), NULL);
+		return;
+	}
+	snprintf(ra, sizeof ra, "%lld", wait);
+	http_add_header(o->req, "Retry-After", ra);
 	otp_fail(o, 429, "rate_limited", what);
 }
 
@@ -523,6 +563,7 @@ otp_body(struct http_req *req, const char *const *allowed, char *hash)
 /* ---- POST /api/v1/otp ----------------------------------------------------------------------- */
 
 static void	otp_create_limits(struct otp_req *);
+static void	otp_conv_created(struct otp_req *, const char *, int);
 
 /* The answer of a new or resent verification; remembered for its Idempotency-Key. */
 static void
@@ -572,21 +613,29 @@ otp_create_cb(struct redisReply *r, void *arg, const char *err)
 		else
 			otp.resent++;
 		log_info("otp: %s %s to %s for %s by %s", r->element[1]->str, *what == 'N' ? "sent" :
-		    "resent", masked, o->purpose, auth_caller(o->req));
+		    "resent", masked, o->purpose, o->caller);
 		outbox_kick();
+		if (o->req == NULL) {
+			otp_conv_created(o, r->element[1]->str, *what == 'N');
+			return;
+		}
 		otp_created(o, r->element[1]->str, r->element[2]->str,
 		    strtoll(r->element[3]->str, NULL, 10));
 		return;
 	}
 	n = r->element[1]->type == REDIS_REPLY_INTEGER ? r->element[1]->integer : 60;
-	if (strcmp(what, "COOLDOWN") == 0)
-		otp_limited(o, n, "A code was sent to this phone for this purpose a moment ago; wait "
+	if (strcmp(what, "NONE") == 0 && o->req == NULL)
+		otp_conv_answer(o, 0, json_pack("{s:s}", "status", "none"), NULL);
+	else if (strcmp(what, "NONE") == 0)
+		otp_fail(o, 404, "not_found", "There is no live verification to resend.");
+	else if (strcmp(what, "COOLDOWN") == 0)
+		otp_limited(o, n, "cooldown", "A code was sent to this phone for this purpose a moment ago; wait "
 		    "for the cooldown (otp.cooldown_s) before asking again.");
 	else if (strcmp(what, "MAXSENDS") == 0)
-		otp_limited(o, n, "This verification was sent the most times allowed "
+		otp_limited(o, n, "maxsends", "This verification was sent the most times allowed "
 		    "(otp.max_sends); wait until it expires.");
 	else
-		otp_limited(o, n, "Too many codes were sent to this phone in the last hour "
+		otp_limited(o, n, "hourly", "Too many codes were sent to this phone in the last hour "
 		    "(otp.sends_per_hour).");
 }
 
@@ -597,7 +646,7 @@ otp_create_store(struct otp_req *o)
 	const struct config *cfg = otp.cfg;
 	char code[OTP_CODE_LEN + 1], digest[OTP_DIGEST_HEX], now[24], life[24], cool[24];
 	char maxs[16], perh[16], maxc[16], *msg, *enc;
-	char *k_live, *k_rec, *k_out, *k_hour, *pfx;
+	char *k_live, *k_rec, *k_out, *k_hour, *k_phone, *pfx;
 	long long t = clock_ms();
 
 	snprintf(code, sizeof code, "%06u", (unsigned)randombytes_uniform(1000000));
@@ -618,19 +667,21 @@ otp_create_store(struct otp_req *o)
 	k_rec = rkey_otp(o->shard, o->id);
 	k_out = rkey_outbox(o->shard);
 	k_hour = rkey_otp_hour(o->shard, o->phone, t / 3600000);
+	k_phone = rkey_otp_phone(o->shard, o->phone);
 	pfx = rkey_otp_prefix(o->shard);
 	{
-		const char *v[] = { k_live, k_rec, k_out, k_hour, now, life, cool, maxs, perh,
-		    o->phone, o->purpose, o->channel, digest, enc, pfx, o->id, "", OTP_PLACEHOLDER,
-		    maxc };
+		const char *v[] = { k_live, k_rec, k_out, k_hour, k_phone, now, life, cool, maxs,
+		    perh, o->phone, o->purpose, o->channel, digest, enc, pfx, o->id, "",
+		    OTP_PLACEHOLDER, maxc, o->resend_only ? "1" : "0" };
 
-		if (rds_evalsha(otp.create_script, otp_create_cb, o, 4, 15, v, NULL) != 0)
+		if (rds_evalsha(otp.create_script, otp_create_cb, o, 5, 16, v, NULL) != 0)
 			otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
 	}
 	free(k_live);
 	free(k_rec);
 	free(k_out);
 	free(k_hour);
+	free(k_phone);
 	free(pfx);
 	free(enc);
 }
@@ -650,13 +701,13 @@ otp_limits_cb(struct redisReply *r, void *arg, const char *err)
 	what = r->element[0]->str;
 	n = r->element[1]->integer;
 	if (strcmp(what, "token") == 0)
-		otp_limited(o, n, "This client asked for too many codes this minute "
+		otp_limited(o, n, "busy", "This client asked for too many codes this minute "
 		    "(otp.creates_per_minute).");
 	else if (strcmp(what, "ip") == 0)
-		otp_limited(o, n, "Too many codes were asked for from this address this minute "
+		otp_limited(o, n, "busy", "Too many codes were asked for from this address this minute "
 		    "(otp.creates_per_ip_minute).");
 	else if (strcmp(what, "day") == 0)
-		otp_limited(o, n, "The gateway's daily cap on OTP messages is reached "
+		otp_limited(o, n, "busy", "The gateway's daily cap on OTP messages is reached "
 		    "(otp.daily_sms_cap).");
 	else
 		otp_create_store(o);
@@ -670,8 +721,8 @@ otp_create_limits(struct otp_req *o)
 	long long t = clock_ms() / 1000;
 	char *k_tok, *k_ip, *k_day, a[16], b[16], c[16];
 
-	k_tok = rkey_otp_limit("token", auth_caller(o->req), t / 60);
-	k_ip = rkey_otp_limit("ip", http_peer(o->req), t / 60);
+	k_tok = rkey_otp_limit("token", o->caller, t / 60);
+	k_ip = rkey_otp_limit("ip", o->peer, t / 60);
 	k_day = rkey_otp_limit("day", "all", t / 86400);
 	snprintf(a, sizeof a, "%d", cfg->otp_creates_per_minute);
 	snprintf(b, sizeof b, "%d", cfg->otp_creates_per_ip_minute);
@@ -785,6 +836,8 @@ otp_create(struct http_req *req, void *arg)
 		return;
 	}
 	o->purpose = xstrdup(purpose);
+	o->caller = xstrdup(auth_caller(req));
+	o->peer = xstrdup(http_peer(req));
 	o->channel = "sms";
 	o->shard = conv_shard("sms", o->phone);
 	json_decref(j);
@@ -1026,4 +1079,324 @@ otp_item(struct http_req *req, void *arg)
 	if (rc != 0)
 		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
 	free(k);
+}
+
+/* ---- The conversation: a phone's live code, resending it, linking a Zalo user ---------------- */
+
+/* A request of an internal caller about phone (canonical). */
+static struct otp_req *
+otp_conv_req(const char *phone, otp_conv_cb *cb, void *arg)
+{
+	struct otp_req *o = xcalloc(1, sizeof *o);
+
+	o->cb = cb;
+	o->arg = arg;
+	snprintf(o->phone, sizeof o->phone, "%s", phone);
+	o->shard = conv_shard("sms", o->phone);
+	o->channel = "sms";
+	return o;
+}
+
+/* A reply nobody waits for: storing or dropping a pending Zalo link. */
+static void
+otp_conv_ignore_cb(struct redisReply *r, void *arg, const char *err)
+{
+	if (err != NULL)
+		log_warn_limited("otp: a pending Zalo link: %s", err);
+}
+
+/* The create script sent or resent a code for an internal caller: {"status": "sent"|"resent",
+ * "phone": masked}. A link remembers which verification its Zalo user is to type the code of. */
+static void
+otp_conv_created(struct otp_req *o, const char *id, int created)
+{
+	char masked[PHONE_MAX], life[24], *k;
+
+	if (o->zalo_user != NULL) {
+		k = rkey_link_pending(conv_shard("zalo", o->zalo_user), o->zalo_user);
+		snprintf(life, sizeof life, "%lld", otp.cfg->otp_lifetime_s * 1000LL);
+		if (rds_command(otp_conv_ignore_cb, NULL, "SET %s %s PX %s", k, id, life) != 0) {
+			free(k);
+			otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+			return;
+		}
+		free(k);
+	}
+	phone_mask(o->phone, masked);
+	otp_conv_answer(o, 0, json_pack("{s:s, s:s}", "status", created ? "sent" : "resent", "phone",
+	    masked), NULL);
+}
+
+static void
+otp_conv_rec_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct otp_req *o = arg;
+	const char *status = NULL, *purpose = NULL, *channel = "sms", *log = NULL, *k, *v, *d;
+	long long expires = 0, last = 0, sends = 0;
+	json_t *l, *e, *list, *out;
+	size_t i;
+
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY) {
+		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+		return;
+	}
+	for (i = 0; i + 1 < r->elements; i += 2) {
+		if (r->element[i]->type != REDIS_REPLY_STRING ||
+		    r->element[i + 1]->type != REDIS_REPLY_STRING)
+			continue;
+		k = r->element[i]->str;
+		v = r->element[i + 1]->str;
+		if (strcmp(k, "status") == 0)
+			status = v;
+		else if (strcmp(k, "purpose") == 0)
+			purpose = v;
+		else if (strcmp(k, "channel") == 0)
+			channel = v;
+		else if (strcmp(k, "expires") == 0)
+			expires = strtoll(v, NULL, 10);
+		else if (strcmp(k, "last_send") == 0)
+			last = strtoll(v, NULL, 10);
+		else if (strcmp(k, "sends") == 0)
+			sends = strtoll(v, NULL, 10);
+		else if (strcmp(k, "log") == 0)
+			log = v;
+	}
+	if (status == NULL || strcmp(status, "pending") != 0 || expires <= clock_ms() ||
+	    purpose == NULL) {
+		otp_conv_answer(o, 0, o->resend_only ? json_pack("{s:s}", "status", "none") :
+		    json_pack("{s:b}", "live", 0), NULL);
+		return;
+	}
+	if (o->resend_only) {
+		/* The create script decides, with the API's limits: one set of rules. */
+		o->purpose = xstrdup(purpose);
+		o->caller = xstrdup("conv");
+		o->peer = xstrdup("conv");
+		otp_create_limits(o);
+		return;
+	}
+	list = json_array();
+	l = log != NULL ? json_loads(log, 0, NULL) : NULL;
+	json_array_foreach(l, i, e) {
+		d = json_string_value(json_object_get(e, "delivery"));
+		json_array_append_new(list, json_pack("{s:s, s:I, s:s}", "channel",
+		    json_string_value(json_object_get(e, "channel")) ?
+		    json_string_value(json_object_get(e, "channel")) : "sms", "at",
+		    (json_int_t)strtoll(json_string_value(json_object_get(e, "at")) ?
+		    json_string_value(json_object_get(e, "at")) : "0", NULL, 10), "delivery",
+		    d != NULL ? d : "queued"));
+	}
+	json_decref(l);
+	out = json_pack("{s:b, s:s, s:s, s:I, s:I, s:I, s:o}", "live", 1, "purpose", purpose,
+	    "channel", channel, "expires", (json_int_t)expires, "last_send", (json_int_t)last,
+	    "sends", (json_int_t)sends, "log", list);
+	otp_conv_answer(o, 0, out, NULL);
+}
+
+static void
+otp_conv_id_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct otp_req *o = arg;
+	char *k;
+
+	if (r == NULL || err != NULL || (r->type != REDIS_REPLY_NIL &&
+	    r->type != REDIS_REPLY_STRING)) {
+		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+		return;
+	}
+	if (r->type == REDIS_REPLY_NIL || otp_id_shard(r->str) != o->shard) {
+		otp_conv_answer(o, 0, o->resend_only ? json_pack("{s:s}", "status", "none") :
+		    json_pack("{s:b}", "live", 0), NULL);
+		return;
+	}
+	memcpy(o->id, r->str, OTP_ID_LEN + 1);
+	k = rkey_otp(o->shard, o->id);
+	if (rds_command(otp_conv_rec_cb, o, "HGETALL %s", k) != 0)
+		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+	free(k);
+}
+
+/* Look up the phone's latest verification (rkey_otp_phone); 0, or -1 with nothing called. */
+static int
+otp_conv_lookup(struct otp_req *o)
+{
+	char *k = rkey_otp_phone(o->shard, o->phone);
+	int rc = rds_command(otp_conv_id_cb, o, "GET %s", k);
+
+	free(k);
+	if (rc != 0) {
+		otp_req_free(o);
+		return -1;
+	}
+	return 0;
+}
+
+/* Is a code live for phone (canonical)? cb gets {"live": false} or {"live": true, "purpose",
+ * "channel", "expires" (ms), "last_send" (ms), "sends", "log": [{"channel", "at" (ms),
+ * "delivery"}]}; never the code. Returns 0, or -1 without calling cb. */
+int
+otp_conv_status(const char *phone, otp_conv_cb *cb, void *arg)
+{
+	return otp_conv_lookup(otp_conv_req(phone, cb, arg));
+}
+
+/* Resend the phone's live code by SMS to the same phone, through the API's limits and create
+ * script (same verification, same code). cb gets {"status": "resent", "phone": masked},
+ * {"status": "none"} or {"status": "limited", "limit": "cooldown"|"maxsends"|"hourly"|"busy",
+ * "wait": seconds}. Returns 0, or -1 without calling cb. */
+int
+otp_conv_resend(const char *phone, otp_conv_cb *cb, void *arg)
+{
+	struct otp_req *o = otp_conv_req(phone, cb, arg);
+
+	o->resend_only = 1;
+	return otp_conv_lookup(o);
+}
+
+/* Send a link_zalo code by SMS to phone (canonical) for zalo_user, as the API would (the same
+ * limits, counted per Zalo user, and the same create script: a live one is resent). cb gets
+ * {"status": "sent"|"resent", "phone": masked} or {"status": "limited", ...} as otp_conv_resend.
+ * Returns 0, or -1 without calling cb. */
+int
+otp_link_start(const char *phone, const char *zalo_user, otp_conv_cb *cb, void *arg)
+{
+	struct otp_req *o;
+
+	if (!otp.keyed || otp_purpose_name(otp.cfg, "link_zalo") == NULL) {
+		/* Not configured: the citizen hears that it cannot be done now. */
+		log_warn_limited("otp: a Zalo link was asked for, but otp.secret or the link_zalo "
+		    "purpose is not configured");
+		o = otp_conv_req(phone, cb, arg);
+		otp_conv_answer(o, 0, json_pack("{s:s, s:s, s:i}", "status", "limited", "limit",
+		    "busy", "wait", 60), NULL);
+		return 0;
+	}
+	o = otp_conv_req(phone, cb, arg);
+	o->purpose = xstrdup("link_zalo");
+	o->zalo_user = xstrdup(zalo_user);
+	o->caller = xasprintf("zalo:%s", zalo_user);
+	o->peer = xstrdup("zalo-link");
+	otp_create_limits(o);
+	return 0;
+}
+
+static void
+otp_link_check_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct otp_req *o = arg;
+	const char *what;
+	char masked[PHONE_MAX], *k;
+	json_t *out;
+
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+	    r->element[0]->type != REDIS_REPLY_STRING) {
+		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+		return;
+	}
+	what = r->element[0]->str;
+	phone_mask(o->phone, masked);
+	if (strcmp(what, "PENDING") == 0 && r->elements == 2) {
+		otp_conv_answer(o, 0, json_pack("{s:s, s:I}", "status", "pending", "left",
+		    (json_int_t)r->element[1]->integer), NULL);
+		return;
+	}
+	if (strcmp(what, "APPROVED") == 0) {
+		otp.approved++;
+		link_set(o->zalo_user, o->phone);
+		log_info("otp: %s approved: Zalo user %s linked to %s", o->id, o->zalo_user, masked);
+		out = json_pack("{s:s, s:s}", "status", "approved", "phone", masked);
+	} else if (strcmp(what, "MAX") == 0) {
+		log_info("otp: %s dead after too many wrong codes", o->id);
+		out = json_pack("{s:s}", "status", "max");
+	} else
+		out = json_pack("{s:s}", "status", "expired");
+	k = rkey_link_pending(conv_shard("zalo", o->zalo_user), o->zalo_user);
+	if (rds_command(otp_conv_ignore_cb, NULL, "DEL %s", k) != 0)
+		log_warn_limited("otp: a pending link could not be dropped (%s)", rds_error());
+	free(k);
+	otp_conv_answer(o, 0, out, NULL);
+}
+
+static void
+otp_link_phone_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct otp_req *o = arg;
+	char digest[OTP_DIGEST_HEX], now[24], *k;
+
+	if (r == NULL || err != NULL || (r->type != REDIS_REPLY_NIL &&
+	    r->type != REDIS_REPLY_STRING)) {
+		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+		return;
+	}
+	if (r->type == REDIS_REPLY_NIL || r->len >= PHONE_MAX) {
+		otp_conv_answer(o, 0, json_pack("{s:s}", "status", "expired"), NULL);
+		return;
+	}
+	memcpy(o->phone, r->str, r->len);
+	o->phone[r->len] = '\0';
+	otp_digest(o->id, o->phone, o->code, digest);
+	snprintf(now, sizeof now, "%lld", clock_ms());
+	k = rkey_otp(o->shard, o->id);
+	{
+		const char *v[] = { k, now, digest };
+
+		if (rds_evalsha(otp.check_script, otp_link_check_cb, o, 1, 2, v, NULL) != 0)
+			otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+	}
+	free(k);
+}
+
+static void
+otp_link_pending_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct otp_req *o = arg;
+	char *k;
+
+	if (r == NULL || err != NULL || (r->type != REDIS_REPLY_NIL &&
+	    r->type != REDIS_REPLY_STRING)) {
+		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+		return;
+	}
+	if (r->type == REDIS_REPLY_NIL || (o->shard = otp_id_shard(r->str)) < 0) {
+		otp_conv_answer(o, 0, json_pack("{s:s}", "status", "none"), NULL);
+		return;
+	}
+	memcpy(o->id, r->str, OTP_ID_LEN + 1);
+	k = rkey_otp(o->shard, o->id);
+	if (rds_command(otp_link_phone_cb, o, "HGET %s phone", k) != 0)
+		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+	free(k);
+}
+
+/* Check the code zalo_user typed against the link verification they started, with the API's
+ * check script (a wrong code counts, the last wrong one kills it, the right one is used once);
+ * on success the Zalo user is linked to the phone (link_set). cb gets {"status": "approved",
+ * "phone": masked}, {"status": "pending", "left": N}, {"status": "max"}, {"status": "expired"}
+ * or {"status": "none"} (no link was started). Returns 0, or -1 without calling cb. */
+int
+otp_link_check(const char *zalo_user, const char *code, otp_conv_cb *cb, void *arg)
+{
+	struct otp_req *o;
+	char *k;
+	int rc;
+
+	if (strlen(code) != OTP_CODE_LEN || strspn(code, "0123456789") != OTP_CODE_LEN)
+		return -1;
+	o = xcalloc(1, sizeof *o);
+	o->cb = cb;
+	o->arg = arg;
+	o->zalo_user = xstrdup(zalo_user);
+	o->code = xstrdup(code);
+	if (!otp.keyed) {
+		otp_conv_answer(o, 0, json_pack("{s:s}", "status", "none"), NULL);
+		return 0;
+	}
+	k = rkey_link_pending(conv_shard("zalo", zalo_user), zalo_user);
+	rc = rds_command(otp_link_pending_cb, o, "GET %s", k);
+	free(k);
+	if (rc != 0) {
+		otp_req_free(o);
+		return -1;
+	}
+	return 0;
 }
