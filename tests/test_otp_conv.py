@@ -3,6 +3,7 @@ it) on SMS, USSD and Zalo, and of linking a Zalo user to their phone (LIEN KET, 
 typed in Zalo; HUY LIEN KET): real redis-server, real daemon, fake Kannel, fake Zalo."""
 import json
 import os
+import unicodedata
 import re
 import sys
 import time
@@ -116,6 +117,12 @@ def with_zalo(t):
     return wrapped
 
 
+def plain(s):
+    """Unaccented, as the USSD channel shows a text."""
+    s = s.replace("đ", "d").replace("Đ", "D")
+    return "".join(c for c in unicodedata.normalize("NFD", s) if not unicodedata.combining(c))
+
+
 def redis_keys(env, pattern):
     return env.redis.raw("KEYS", pattern).split()
 
@@ -213,14 +220,14 @@ def test_ussd_status_and_resend(env):
     g = gateway(env, {"cooldown_s": 0})
     body = ussd(g, "u1", "")
     body = ussd(g, "u1", "OTP")
-    assert "khong co ma OTP nao dang cho" in body.lower() or "không có mã OTP" in body, body
+    assert "khong co ma OTP nao dang cho" in body and MASKED_PHONE in body, body
     st, j, _ = create(g)
     assert st == 201, j
     wait_until(lambda: len(otp_codes(env)) == 1, 5, "the OTP SMS")
     code = otp_codes(env)[0]
     body = ussd(g, "u2", "")
     body = ussd(g, "u2", "OTP")
-    assert "còn hiệu lực" in body and MASKED_PHONE in body and code not in body, body
+    assert "con hieu luc" in body and MASKED_PHONE in body and code not in body, body
     pages = [body]
     n = 0
     while "99." in pages[-1] and n < 10:
@@ -229,7 +236,8 @@ def test_ussd_status_and_resend(env):
     assert "GUI LAI" in "".join(pages), pages
     body = ussd(g, "u3", "")
     body = ussd(g, "u3", "GUI LAI")
-    assert body.startswith("END ") and "Đã gửi lại mã OTP" in body and code not in body, body
+    assert body.startswith("END ") and "Da gui lai ma OTP" in plain(body), body
+    assert code not in body, body
     wait_until(lambda: len(otp_codes(env)) == 2, 5, "the resent OTP SMS")
     assert otp_codes(env) == [code, code]
     no_secrets_in_logs(env, g)
@@ -292,7 +300,8 @@ def test_zalo_link_menu_and_prompt(env, z):
     g = gateway(env, zalo=z)
     u = Zalo(env, g, z)
     out = u.say("menu")
-    assert "Liên kết Zalo" in out, "the Zalo menu has the link entry: %r" % out
+    assert "Liên kết Zalo với số điện thoại của bạn: LIEN KET" in out, \
+        "the Zalo menu has the link entry: %r" % out
     out = u.say("lien ket")
     assert "nhập số di động của bạn" in out, out
     out = u.say("0912345678")
