@@ -277,8 +277,12 @@ def test_zalo_link_full_path(env, z):
     zs, ps = shard("zalo", ZUSER), shard("sms", CANON)
     assert env.redis.cli("GET", "t:{%d}:link-zalo:%s" % (zs, ZUSER)) == CANON
     assert env.redis.cli("GET", "t:{%d}:link-phone:%s" % (ps, CANON)) == ZUSER
-    for k in redis_keys(env, "t:*sess:zalo:*"):
-        assert code not in env.redis.raw("HGETALL", k), "the code typed is kept in the session"
+    keys = redis_keys(env, "t:*sess:zalo:*")
+    assert keys, "the Zalo session is stored"
+    for k in keys:
+        sess = env.redis.raw("HGETALL", k)
+        for typed in (code, code[:3] + " " + code[3:], wrong):
+            assert typed not in sess, "a code typed is kept in the session: %r" % sess
     out = u.say(code)
     assert "Không có mã liên kết nào đang chờ" in out, "a code is used once: %r" % out
     out = u.say("HS " + CODE)
