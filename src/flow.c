@@ -163,18 +163,21 @@ capture_value(const struct flow_capture *cap, const char *text, const char **val
 	return 1;
 }
 
-/* An option of st picked by the folded input (its key or one of its keywords), or -1. */
+/* An option of st picked by the folded input (its key or one of its keywords) and offered on
+ * variant var, or -1. */
 static int
-state_option(const struct flow_state *st, const char *fold)
+state_option(const struct flow_state *st, const char *fold, size_t var)
 {
 	size_t	i;
 
 	for (i = 0; i < st->nopts; i++) {
-		if (st->opts[i].key != NULL && strcmp(st->opts[i].key, fold) == 0)
+		if (st->opts[i].key != NULL && strcmp(st->opts[i].key, fold) == 0 &&
+		    !(st->opts[i].hide & (1U << var)))
 			return (int)i;
 	}
 	for (i = 0; i < st->nwords; i++) {
-		if (flow_ns_equal(fold, st->words[i].ns))
+		if (flow_ns_equal(fold, st->words[i].ns) &&
+		    !(st->opts[st->words[i].idx].hide & (1U << var)))
 			return (int)st->words[i].idx;
 	}
 	return -1;
@@ -798,8 +801,8 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 	trim = text_trim(in->text != NULL ? in->text : "");
 	fold = text_fold(trim);
 	core = flow_strip_fillers(fs, fold);
-	if ((o = state_option(st, fold)) != -1 ||
-	    (core != NULL && (o = state_option(st, core)) != -1)) {
+	if ((o = state_option(st, fold, var)) != -1 ||
+	    (core != NULL && (o = state_option(st, core, var)) != -1)) {
 		kind = STEP_GOTO;
 		target = st->opts[o].next;
 	} else if ((kw = keyword_find(fs, fold)) != NULL ||

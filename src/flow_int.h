@@ -47,8 +47,9 @@ struct flow_capture {
 
 /* One numbered choice of a state. */
 struct flow_option {
-	char	*key;
-	int	 next;
+	char		*key;
+	int		 next;
+	unsigned	 hide;		/* bit per variant (flow_variant) it is not offered on */
 };
 
 /* A folded keyword, spaces removed, that picks option idx (in a state) or global keyword idx. */

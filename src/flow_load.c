@@ -93,7 +93,7 @@ static const char *const state_keys[] = {
 };
 static const char *const file_channel_keys[] = { "texts", NULL };
 static const char *const state_channel_keys[] = { "message", "labels", NULL };
-static const char *const option_keys[] = { "key", "label", "keywords", "next", NULL };
+static const char *const option_keys[] = { "key", "label", "keywords", "next", "only", NULL };
 static const char *const capture_keys[] = { "regex", "var", "action", "next", NULL };
 static const char *const keyword_keys[] = { "match", "goto", "back", "capture", "anywhere",
 	NULL };
@@ -712,6 +712,8 @@ load_reply(struct flow_loader *l, size_t si, size_t c, const char *msg, const js
 	load_tmpl(l, t, src != NULL ? src : msg, NULL, file, st->name, c > 0 && src == NULL);
 	labels = json_object_get(chj, "labels");
 	json_array_foreach(opts, i, oj) {
+		if (i < st->nopts && (st->opts[i].hide & (1U << c)))
+			continue;
 		key = json_string_value(json_object_get(oj, "key"));
 		if (l->start != NULL && json_is_string(json_object_get(oj, "next")) &&
 		    strcmp(json_string_value(json_object_get(oj, "next")), l->start) == 0)
@@ -733,6 +735,29 @@ load_reply(struct flow_loader *l, size_t si, size_t c, const char *msg, const js
 	if (fs->have[c][TEXT_FOOTER] && (int)si != fs->start && !st->end && !tomenu) {
 		flow_tmpl_literal(t, "\n", 1);
 		flow_tmpl_append(t, &fs->texts[c][TEXT_FOOTER]);
+	}
+}
+
+/* An option's "only": the channels that offer it; every other variant, the plain one included,
+ * neither shows it nor takes its key. */
+static void
+load_option_only(struct flow_loader *l, struct flow_option *o, const json_t *kj,
+    const char *file, const char *where)
+{
+	const json_t	*v;
+	size_t		 j;
+	int		 c;
+
+	if (!json_is_array(kj) || json_array_size(kj) == 0) {
+		load_error(l, file, where, "\"only\" must be a non-empty array of channel names");
+		return;
+	}
+	o->hide = ~0U;
+	json_array_foreach(kj, j, v) {
+		if (!json_is_string(v))
+			load_error(l, file, where, "\"only\" must be channel names");
+		else if ((c = load_channel(l, json_string_value(v), file, where)) != -1)
+			o->hide &= ~(1U << (c + 1));
 	}
 }
 
@@ -830,6 +855,9 @@ load_state(struct flow_loader *l, size_t si, unsigned *needtexts)
 		else if ((o->next = load_state_index(l, json_string_value(v))) == -1)
 			load_error(l, file, where, "unknown target state \"%s\"",
 			    json_string_value(v));
+
+		if ((kj = json_object_get(oj, "only")) != NULL)
+			load_option_only(l, o, kj, file, where);
 
 		if ((kj = json_object_get(oj, "keywords")) != NULL && !json_is_array(kj))
 			load_error(l, file, where, "\"keywords\" must be an array of strings");

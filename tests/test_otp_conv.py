@@ -197,6 +197,10 @@ def test_sms_resend_respects_max_sends(env):
 def test_sms_lien_ket_is_for_zalo_only(env):
     g = gateway(env)
     s = Sms(env, g)
+    out = s.say("menu")
+    assert "Lien ket Zalo" not in out and "\n9." not in out, "only Zalo offers linking: %r" % out
+    out = s.say("9")
+    assert "Lua chon khong hop le" in out, out
     out = s.say("LIEN KET 0912345678")
     assert "chi dung trong Zalo" in out, out
     out = s.say("huy lien ket")
@@ -304,9 +308,8 @@ def test_zalo_link_menu_and_prompt(env, z):
     g = gateway(env, zalo=z)
     u = Zalo(env, g, z)
     out = u.say("menu")
-    assert "Liên kết Zalo với số điện thoại của bạn: LIEN KET" in out, \
-        "the Zalo menu has the link entry: %r" % out
-    out = u.say("lien ket")
+    assert "\n9. Liên kết Zalo với số điện thoại" in out, "the Zalo menu has the link entry: %r" % out
+    out = u.say("9")
     assert "nhập số di động của bạn" in out, out
     out = u.say("0912345678")
     assert "Đã gửi mã xác nhận" in out, out

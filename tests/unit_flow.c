@@ -96,6 +96,10 @@ test_validation(void)
 		    "a state's \"action\"",
 		    "main.json: status: action \"link_start\" needs a captured value: it belongs "
 		    "in a \"capture\"" }, 0 },
+		{ "bad-option-only", NULL, 480, 2000,
+		  { "main.json: menu: option 2: unknown channel \"fax\" (known: sms, zalo, ussd)",
+		    "main.json: menu: option 3: \"only\" must be a non-empty array of channel "
+		    "names" }, 0 },
 		{ "bad-regex", NULL, 480, 2000,
 		  { "main.json: ask: capture: regex \"^([a-z\" does not compile: " }, 1 },
 		{ "bad-unknown-var", NULL, 480, 2000,
@@ -849,6 +853,20 @@ test_otp_actions(void)
 	    0, &res);
 	CHECK(res.need.kind == FLOW_DATA_NONE && strstr(got, "chỉ dùng trong Zalo"),
 	    "sms: %s", got);
+	json_decref(session);
+
+	/* The link entry of the menu is offered on Zalo only. */
+	session = json_object();
+	got = step_shipped(set, session, "zalo", zu, NULL, "menu", NULL, 0, &res);
+	CHECK(strstr(got, "\n9. Liên kết Zalo") != NULL, "zalo menu: %s", got);
+	got = step_shipped(set, session, "zalo", zu, NULL, "9", NULL, 0, &res);
+	CHECK(strstr(got, "nhập số di động của bạn") != NULL, "zalo 9: %s", got);
+	got = step_shipped(set, session, "sms", "84912345678", NULL, "menu", NULL, 0, &res);
+	CHECK(strstr(got, "Liên kết") == NULL && strstr(got, "\n9.") == NULL, "sms menu: %s", got);
+	got = step_shipped(set, session, "sms", "84912345678", NULL, "9", NULL, 0, &res);
+	CHECK(strstr(got, "Lựa chọn không hợp lệ") != NULL, "sms 9: %s", got);
+	got = step_shipped(set, session, "ussd", "84912345678", NULL, "menu", NULL, 0, &res);
+	CHECK(strstr(got, "\n9.") == NULL, "ussd menu: %s", got);
 	json_decref(session);
 
 	/* A dossier from Zalo: masked, unless the Zalo user's linked phone is the dossier's. */
