@@ -263,7 +263,7 @@ def test_zalo_unlinked_asks_to_link(env, z):
 
 @with_zalo
 def test_zalo_link_full_path(env, z):
-    g = gateway(env, zalo=z, demo=True)
+    g = gateway(env, {"cooldown_s": 30}, zalo=z, demo=True)
     u = Zalo(env, g, z)
     out = u.say("HS " + CODE)
     assert MASKED_NAME in out and FULL_NAME not in out, out
@@ -293,6 +293,18 @@ def test_zalo_link_full_path(env, z):
     assert FULL_NAME in out, "a linked Zalo user sees their own dossier unmasked: %r" % out
     out = u.say("OTP")
     assert "không có mã OTP nào đang chờ cho số " + MASKED_PHONE in out, out
+    # a portal's code for the linked phone: Zalo now knows of it, and resends it by SMS
+    st, j, _ = create(g, purpose="register")
+    assert st == 201, j
+    wait_until(lambda: len(otp_codes(env)) == 2, 5, "the portal's OTP SMS")
+    out = u.say("mã xác nhận")
+    assert "Mã OTP cho số " + MASKED_PHONE + " còn hiệu lực" in out and "GUI LAI" in out, out
+    out = u.say("gui lai")
+    assert "Mã vừa được gửi, vui lòng chờ" in out, "the API's cooldown holds: %r" % out
+    time.sleep(0.3)
+    assert len(otp_codes(env)) == 2
+    st, j, _ = check(g, j["id"], otp_codes(env)[1])
+    assert st == 200 and j["status"] == "approved", j
     out = u.say("HỦY LIÊN KẾT")
     assert "Đã hủy liên kết Zalo với số " + MASKED_PHONE in out, out
     assert redis_keys(env, "t:*link-*") == [], redis_keys(env, "t:*link-*")
