@@ -629,14 +629,14 @@ otp_create_cb(struct redisReply *r, void *arg, const char *err)
 	else if (strcmp(what, "NONE") == 0)
 		otp_fail(o, 404, "not_found", "There is no live verification to resend.");
 	else if (strcmp(what, "COOLDOWN") == 0)
-		otp_limited(o, n, "cooldown", "A code was sent to this phone for this purpose a moment ago; wait "
-		    "for the cooldown (otp.cooldown_s) before asking again.");
+		otp_limited(o, n, "cooldown", "A code was sent to this phone for this purpose a "
+		    "moment ago; wait for the cooldown (otp.cooldown_s) before asking again.");
 	else if (strcmp(what, "MAXSENDS") == 0)
 		otp_limited(o, n, "maxsends", "This verification was sent the most times allowed "
 		    "(otp.max_sends); wait until it expires.");
 	else
-		otp_limited(o, n, "hourly", "Too many codes were sent to this phone in the last hour "
-		    "(otp.sends_per_hour).");
+		otp_limited(o, n, "hourly", "Too many codes were sent to this phone in the last "
+		    "hour (otp.sends_per_hour).");
 }
 
 /* The limits passed: make the code and store the verification, or resend the live one. */
@@ -704,8 +704,8 @@ otp_limits_cb(struct redisReply *r, void *arg, const char *err)
 		otp_limited(o, n, "busy", "This client asked for too many codes this minute "
 		    "(otp.creates_per_minute).");
 	else if (strcmp(what, "ip") == 0)
-		otp_limited(o, n, "busy", "Too many codes were asked for from this address this minute "
-		    "(otp.creates_per_ip_minute).");
+		otp_limited(o, n, "busy", "Too many codes were asked for from this address this "
+		    "minute (otp.creates_per_ip_minute).");
 	else if (strcmp(what, "day") == 0)
 		otp_limited(o, n, "busy", "The gateway's daily cap on OTP messages is reached "
 		    "(otp.daily_sms_cap).");
