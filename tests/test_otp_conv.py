@@ -73,6 +73,7 @@ class Sms:
         wait_until(lambda: len(replies(self.env, self.canon)) > before, 5, "a reply to %r" % text)
         self.env.provider.settle()
         out = "".join(replies(self.env, self.canon)[before:])
+        assert not out.endswith(".."), "a reply was cut to sms.max_parts: %r" % out
         for c in otp_codes(self.env, self.canon):
             assert c not in out, "a reply carried the code: %r" % out
         return out
@@ -137,6 +138,7 @@ def test_sms_no_live_code_explains_and_offers_no_resend(env):
     assert "Can bo khong bao gio hoi ma OTP" in out, out
     assert "Gui ma" in out, "it says how to ask the portal for a code: %r" % out
     assert "GUI LAI" not in out, "no resend is offered without a live code: %r" % out
+    assert out.endswith("MENU: Menu chinh"), "the whole reply fits the SMS parts: %r" % out
     out = s.say("Mã xác nhận")
     assert "khong co ma OTP nao dang cho" in out, out
     out = s.say("GUI LAI")
@@ -160,6 +162,7 @@ def test_sms_live_code_status_resend_and_cooldown(env):
     assert re.search(r"luc \d\d:\d\d", out), out
     assert "chua co bao nhan" in out, "the send's delivery is said: %r" % out
     assert "GUI LAI" in out and "can bo khong bao gio hoi ma OTP" in out, out
+    assert out.endswith("MENU: Menu chinh"), "the whole reply fits the SMS parts: %r" % out
     # at once: the API's cooldown holds, with a sentence saying so, and nothing is sent
     out = s.say("GUI LAI")
     assert "Ma vua duoc gui, vui long cho" in out and "giay" in out, out
@@ -364,6 +367,22 @@ def test_zalo_link_limits_and_dead_code(env, z):
 
 
 @with_zalo
+def test_zalo_link_code_expired(env, z):
+    """A link code typed after its lifetime is refused by the check script and links nothing."""
+    g = gateway(env, zalo=z)
+    u = Zalo(env, g, z)
+    assert "Đã gửi mã xác nhận" in u.say("LIEN KET 0912345678")
+    wait_until(lambda: len(otp_codes(env)) == 1, 5, "the link code by SMS")
+    recs = [k for k in redis_keys(env, "t:*:otp:VE*")]
+    assert len(recs) == 1, recs
+    env.redis.cli("HSET", recs[0], "expires", "1")      # its lifetime is over
+    out = u.say(otp_codes(env)[0])
+    assert "Không có mã liên kết nào đang chờ (mã đã hết hạn" in out, out
+    assert redis_keys(env, "t:*link-*") == [], "an expired code links nothing"
+    assert env.redis.cli("HGET", recs[0], "status") == "expired"
+
+
+@with_zalo
 def test_zalo_relink_moves_the_phone(env, z):
     """A phone linked by a second Zalo user is no longer linked to the first."""
     g = gateway(env, {"cooldown_s": 0}, zalo=z)
@@ -390,4 +409,5 @@ if __name__ == "__main__":
          test_zalo_link_menu_and_prompt,
          test_zalo_link_refuses_foreign_and_invalid_numbers,
          test_zalo_link_limits_and_dead_code,
+         test_zalo_link_code_expired,
          test_zalo_relink_moves_the_phone])
