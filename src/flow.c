@@ -523,6 +523,9 @@ action_otp_status(const struct flowset *fs, const struct flow_input *in, const c
 	    "expires"))));
 	json_object_set_new(local, "sends", json_sprintf("%lld",
 	    (long long)json_integer_value(json_object_get(v, "sends"))));
+	d = json_string_value(json_object_get(last, "channel"));
+	json_object_set_new(local, "via", json_string(d != NULL && strcmp(d, "zalo") == 0 ?
+	    "Zalo" : "SMS"));
 	d = json_string_value(json_object_get(last, "delivery"));
 	json_object_set_new(local, "delivery", json_string(d == NULL || strcmp(d, "queued") == 0 ?
 	    "chưa có báo nhận từ nhà mạng" : strcmp(d, "sent") == 0 ? "đã chuyển cho nhà mạng" :

@@ -52,8 +52,8 @@ static const char *const code_only[] = { "code", NULL };
 static const char *const input_only[] = { "input", NULL };
 /* What the OTP and Zalo link actions fill in (each text uses the ones it needs; unset are empty). */
 static const char *const otp_fields[] = {
-	"phone", "sent_at", "sends", "delivery", "expires_at", "wait", "cooldown", "maxsends",
-	"hourly", "busy", "left", "input", NULL
+	"phone", "sent_at", "via", "sends", "delivery", "expires_at", "wait", "cooldown",
+	"maxsends", "hourly", "busy", "left", "input", NULL
 };
 
 static const struct {
