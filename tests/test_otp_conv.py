@@ -367,6 +367,22 @@ def test_zalo_link_limits_and_dead_code(env, z):
 
 
 @with_zalo
+def test_zalo_link_counts_against_the_api_limits(env, z):
+    """One Zalo user asking codes for many phones is one caller of the API's per-minute limit
+    (SMS pumping through Zalo costs as much as through the API)."""
+    g = gateway(env, {"creates_per_minute": 2}, zalo=z)
+    u = Zalo(env, g, z)
+    for phone in ("0912345678", "0987654321"):
+        assert "Đã gửi mã xác nhận" in u.say("LIEN KET " + phone)
+    out = u.say("LIEN KET 0977777777")
+    assert "Hệ thống đang bận, vui lòng thử lại sau" in out, out
+    time.sleep(0.3)
+    assert len(env.provider.accepted()) == 2, env.provider.accepted()
+    other = Zalo(env, g, z, "5817296487162953299")
+    assert "Đã gửi mã xác nhận" in other.say("LIEN KET 0977777777"), "counted per Zalo user"
+
+
+@with_zalo
 def test_zalo_link_code_expired(env, z):
     """A link code typed after its lifetime is refused by the check script and links nothing."""
     g = gateway(env, zalo=z)
@@ -409,5 +425,6 @@ if __name__ == "__main__":
          test_zalo_link_menu_and_prompt,
          test_zalo_link_refuses_foreign_and_invalid_numbers,
          test_zalo_link_limits_and_dead_code,
+         test_zalo_link_counts_against_the_api_limits,
          test_zalo_link_code_expired,
          test_zalo_relink_moves_the_phone])
