@@ -17,7 +17,13 @@ static const char link_cad_lua[] =
 	"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
 	"return 0\n";
 
-static int link_cad_script = -1;
+/* KEYS: a mapping. -> what it held (now deleted), or nil. GETDEL before Redis 6.2. */
+static const char link_take_lua[] =
+	"local v = redis.call('GET', KEYS[1])\n"
+	"if v then redis.call('DEL', KEYS[1]) end\n"
+	"return v\n";
+
+static int link_cad_script = -1, link_take_script = -1;
 
 /* One call in flight. */
 struct link_req {
@@ -31,8 +37,10 @@ struct link_req {
 void
 link_init(void)
 {
-	if (link_cad_script == -1)
+	if (link_cad_script == -1) {
 		link_cad_script = rds_script_add("link_cad", link_cad_lua);
+		link_take_script = rds_script_add("link_take", link_take_lua);
+	}
 }
 
 static void
@@ -154,12 +162,13 @@ link_remove(const char *zalo_user, otp_conv_cb *cb, void *arg)
 {
 	struct link_req *l = xcalloc(1, sizeof *l);
 	char *k = rkey_link_zalo(conv_shard("zalo", zalo_user), zalo_user);
+	const char *v[1] = { k };
 	int rc;
 
 	l->zalo_user = xstrdup(zalo_user);
 	l->cb = cb;
 	l->arg = arg;
-	rc = rds_command(link_remove_cb, l, "GETDEL %s", k);
+	rc = rds_evalsha(link_take_script, link_remove_cb, l, 1, 0, v, NULL);
 	free(k);
 	if (rc != 0) {
 		link_req_free(l);
