@@ -1,9 +1,10 @@
 /* flow.h: the conversation engine. Pure: (flow set, session, input) -> (session, replies, need).
  * No I/O apart from reading the flow files in flowset_load. The schema is in flows/README.md.
  *
- * Data from outside (a dossier today; later OTP state, subscriptions, a backend answer) is never
- * fetched by the engine: an action that needs it sets result.need {kind, key} and leaves the session
- * alone; the caller fetches it and runs the same step again with it in input.data, repeating until
+ * Data from outside (a dossier, a phone's OTP, a Zalo link; later subscriptions, a backend answer)
+ * is never fetched by the engine, and what an action does outside (resend a code, send a link code,
+ * check one) is such a fetch too: an action that needs it sets result.need {kind, key} and leaves
+ * the session alone; the caller fetches it and runs the same step again with it in input.data, repeating until
  * need.kind is FLOW_DATA_NONE, at most FLOW_DATA_MAX fetches per turn. A new kind is one enum entry
  * here, its action in flow.c and one entry (with its fetch function) in conv.c's conv_sources[]. */
 #ifndef DVCGW_FLOW_H
