@@ -499,8 +499,8 @@ link_call(int rc)
 }
 
 /* Zalo users linked to phones, both ways, against a real redis-server: a phone's Zalo user
- * (link_zalo_of) follows the latest link, the user it replaced is unlinked, and HUY LIEN KET
- * (link_remove) removes both sides. */
+ * (link_zalo_of) follows the latest link, the user it replaced is unlinked, HUY LIEN KET
+ * (link_remove) removes both sides, and a user's new phone frees the old one. */
 static void
 test_link_zalo_of(void)
 {
@@ -539,6 +539,13 @@ test_link_zalo_of(void)
 	CHECK(lk.rc == 0 && strcmp(lk.got, "unlinked") == 0, "b unlinked: %s", lk.got);
 	link_call(link_zalo_of(p, link_answer_cb, NULL));
 	CHECK(lk.rc == 1, "after HUY LIEN KET: rc %d (%s)", lk.rc, lk.got);
+	/* A Zalo user who links another phone leaves the first one without a Zalo user. */
+	link_set(a, p);
+	link_set(a, "84987654321");
+	link_call(link_zalo_of("84987654321", link_answer_cb, NULL));
+	CHECK(lk.rc == 0 && strcmp(lk.got, a) == 0, "a's new phone: rc %d %s", lk.rc, lk.got);
+	link_call(link_zalo_of(p, link_answer_cb, NULL));
+	CHECK(lk.rc == 1, "a's old phone still names a: rc %d (%s)", lk.rc, lk.got);
 
 	rds_stop();
 	rkey_free();
