@@ -15,11 +15,14 @@
  * at most N attempts; beyond this the provider gets a 503 and retries later. */
 #define CONV_MAX_ATTEMPTS 32
 
-/* KEYS: session, seen. ARGV: message id ("" when none). -> {"DUP"} or {"OK", version, session}. */
+/* KEYS: session, seen, and for a Zalo user their linked phone's key (same shard). ARGV: message id
+ * ("" when none). -> {"DUP"} or {"OK", version, session, linked phone or ""}. */
 static const char conv_load_lua[] =
 	"if ARGV[1] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then return {'DUP'} end\n"
 	"local r = redis.call('HMGET', KEYS[1], 'v', 'd')\n"
-	"return {'OK', r[1] or '', r[2] or ''}\n";
+	"local p = ''\n"
+	"if KEYS[3] then p = redis.call('GET', KEYS[3]) or '' end\n"
+	"return {'OK', r[1] or '', r[2] or '', p}\n";
 
 /* KEYS: session, seen, outbox, history. ARGV: version, session, session ttl, message id, seen ttl,
  * channel, user, from, n, queue (1: XADD the replies; 0: they go back in the response), history
@@ -72,6 +75,9 @@ static int conv_load_script, conv_save_script, conv_send_script;
  * not exist, or rc -1 and err. The same shape as store_cb, so store_lookup fits as it is. */
 typedef void conv_data_cb(int rc, json_t *value, const char *err, void *arg);
 
+static int	conv_link_start(const char *, conv_data_cb *, void *);
+static int	conv_link_check(const char *, conv_data_cb *, void *);
+
 /* Where each kind of data the flows may ask for (struct flow_need) comes from. fetch(key, cb, arg)
  * returns 0 and calls cb exactly once later, or returns -1 without calling it. guess (may be NULL)
  * says which key a message's text is likely to need (1 and key filled, FLOW_DATA_KEY_MAX bytes), so
@@ -81,8 +87,14 @@ static const struct conv_source {
 	const char		*name;
 	int			(*fetch)(const char *, conv_data_cb *, void *);
 	int			(*guess)(const char *, char *);
+	int			 secret;	/* the key holds a code: never in a log line */
 } conv_sources[] = {
-	{ FLOW_DATA_DOSSIER, "dossier", store_lookup, dossier_code_guess },
+	{ FLOW_DATA_DOSSIER, "dossier", store_lookup, dossier_code_guess, 0 },
+	{ FLOW_DATA_OTP_STATUS, "OTP status", otp_conv_status, NULL, 0 },
+	{ FLOW_DATA_OTP_RESEND, "OTP resend", otp_conv_resend, NULL, 0 },
+	{ FLOW_DATA_LINK_START, "Zalo link", conv_link_start, NULL, 0 },
+	{ FLOW_DATA_LINK_CHECK, "Zalo link code", conv_link_check, NULL, 1 },
+	{ FLOW_DATA_UNLINK, "Zalo unlink", link_remove, NULL, 0 },
 };
 
 _Static_assert(DOSSIER_CODE_MAX <= FLOW_DATA_KEY_MAX, "a guessed dossier code must fit a data key");
@@ -115,7 +127,8 @@ struct conv {
 	int			 deliver;
 	int			 restart;
 	int			 shard;
-	char			*k_session, *k_seen, *k_outbox, *k_history;
+	char			*k_session, *k_seen, *k_outbox, *k_history, *k_link;
+	char			*phone;		/* a Zalo user's linked phone, or NULL */
 
 	int			 pending;	/* Redis calls in flight for this conversation */
 	int			 failed;
@@ -236,6 +249,8 @@ conv_free(struct conv *c)
 	free(c->k_seen);
 	free(c->k_outbox);
 	free(c->k_history);
+	free(c->k_link);
+	free(c->phone);
 	free(c->cause);
 	free(c->version);
 	for (i = 0; i < c->ndata; i++)
@@ -350,7 +365,9 @@ conv_load_cb(struct redisReply *r, void *arg, const char *err)
 		conv_fail(c, err);
 	else if (strcmp(r->element[0]->str, "DUP") == 0)
 		c->dup = 1;
-	else if (r->elements == 3) {
+	else if (r->elements == 4) {
+		free(c->phone);
+		c->phone = r->element[3]->len > 0 ? xstrdup(r->element[3]->str) : NULL;
 		free(c->version);
 		c->version = xstrdup(r->element[1]->str);
 		json_decref(c->session);
@@ -374,10 +391,13 @@ conv_load_cb(struct redisReply *r, void *arg, const char *err)
 static void
 conv_load(struct conv *c)
 {
-	const char *v[3] = { c->k_session, c->k_seen, c->msgid ? c->msgid : "" };
+	const char *v[4] = { c->k_session, c->k_seen, c->k_link, c->msgid ? c->msgid : "" };
+	int nkeys = c->k_link != NULL ? 3 : 2;
 
+	if (c->k_link == NULL)
+		v[2] = v[3];
 	c->pending++;
-	if (rds_evalsha(conv_load_script, conv_load_cb, c, 2, 1, v, NULL) != 0) {
+	if (rds_evalsha(conv_load_script, conv_load_cb, c, nkeys, 1, v, NULL) != 0) {
 		c->pending--;
 		conv_fail(c, NULL);
 	}
@@ -482,6 +502,7 @@ conv_step(struct conv *c)
 	in.text = c->text;
 	in.channel = c->channel;
 	in.user = c->user;
+	in.phone = c->phone;
 	in.now = now;
 	in.today = today;
 	in.data = data;
@@ -507,10 +528,11 @@ conv_step(struct conv *c)
 			    (int)res.need.kind);
 		else if (conv_data_have(c, res.need.kind, res.need.key))
 			why = xasprintf("the flow engine asked twice for %s \"%s\"", src->name,
-			    res.need.key);
+			    src->secret ? "(secret)" : res.need.key);
 		else if (c->ndata == FLOW_DATA_MAX)
 			why = xasprintf("the flows asked for more than %d pieces of data in one "
-			    "turn (last: %s \"%s\")", FLOW_DATA_MAX, src->name, res.need.key);
+			    "turn (last: %s \"%s\")", FLOW_DATA_MAX, src->name,
+			    src->secret ? "(secret)" : res.need.key);
 		if (why != NULL) {
 			log_error("flow: %s", why);
 			free(c->cause);
@@ -553,6 +575,8 @@ conv_handle(const struct conv_msg *m, conv_cb *cb, void *arg)
 	c->k_seen = rkey_seen(c->shard, m->channel, c->msgid ? c->msgid : "-");
 	c->k_outbox = rkey_outbox(c->shard);
 	c->k_history = rkey_history(c->shard, m->channel, m->user);
+	if (strcmp(m->channel, "zalo") == 0)
+		c->k_link = rkey_link_zalo(c->shard, m->user);
 	conv.inflight++;
 
 	if (!rds_ready()) {
@@ -568,6 +592,36 @@ conv_handle(const struct conv_msg *m, conv_cb *cb, void *arg)
 			conv_fetch(c, &conv_sources[i], key);
 	}
 	conv_next(c);
+}
+
+/* A FLOW_DATA_LINK_START key, "phone zalo_user": send the Zalo user a link code at phone. */
+static int
+conv_link_start(const char *key, conv_data_cb *cb, void *arg)
+{
+	const char *sp = strchr(key, ' ');
+	char phone[PHONE_MAX];
+
+	if (sp == NULL || (size_t)(sp - key) >= sizeof phone)
+		return -1;
+	memcpy(phone, key, (size_t)(sp - key));
+	phone[sp - key] = '\0';
+	return otp_link_start(phone, sp + 1, cb, arg);
+}
+
+/* A FLOW_DATA_LINK_CHECK key, "zalo_user code": check the code the Zalo user typed. */
+static int
+conv_link_check(const char *key, conv_data_cb *cb, void *arg)
+{
+	const char *sp = strrchr(key, ' ');
+	char *user;
+	int rc;
+
+	if (sp == NULL)
+		return -1;
+	user = xstrndup(key, (size_t)(sp - key));
+	rc = otp_link_check(user, sp + 1, cb, arg);
+	free(user);
+	return rc;
 }
 
 struct conv_sendreq {

@@ -265,9 +265,21 @@ int		 outbox_dlr(const char *, const char *, rds_cb *, void *, char **);
 
 /* otp_cli.c */
 int		 otp_cli(const struct config *, const char *, int, char **);
+/* link.c */
+/* How the conversation's calls answer, once: rc 0 and value (borrowed for the call), rc 1 when
+ * there is none, or rc -1 and err. The shape of store_cb, so conv.c's sources take them as is. */
+typedef void otp_conv_cb(int rc, json_t *value, const char *err, void *arg);
+void		 link_init(void);
+void		 link_set(const char *, const char *);
+int		 link_remove(const char *, otp_conv_cb *, void *);
+int		 link_zalo_of(const char *, otp_conv_cb *, void *);
 
 /* otp.c */
 void		 otp_init(const struct config *);
+int		 otp_conv_status(const char *, otp_conv_cb *, void *);
+int		 otp_conv_resend(const char *, otp_conv_cb *, void *);
+int		 otp_link_start(const char *, const char *, otp_conv_cb *, void *);
+int		 otp_link_check(const char *, const char *, otp_conv_cb *, void *);
 char		*otp_check_config(const struct config *);
 int		 otp_decrypt(const char *, char **, char **, long long *, char **);
 void		 otp_sent(const struct obx_msg *, int, const char *);
@@ -316,6 +328,10 @@ char		*rkey_otp_hour(int, const char *, long long);
 char		*rkey_otp_limit(const char *, const char *, long long);
 char		*rkey_otp_fraud(const char *, const char *, long long);
 char		*rkey_otp_idem(const char *, const char *);
+char		*rkey_otp_phone(int, const char *);
+char		*rkey_link_pending(int, const char *);
+char		*rkey_link_zalo(int, const char *);
+char		*rkey_link_phone(int, const char *);
 
 /* sms.c */
 unsigned long long sms_not_answered(void);

@@ -11,8 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
+#include <sodium.h>
 
 #include "dvcgw.h"
 #include "flow_int.h"
@@ -26,15 +28,37 @@ _Static_assert(DOSSIER_CODE_MAX <= FLOW_DATA_KEY_MAX, "a dossier code must fit a
 /* The actions a capture may run, by name. One that needs outside data looks in in->data
  * (flow_data_find) and, when it is not there, asks for it (flow_need) and returns 1; the caller
  * fetches it (conv.c's conv_sources[] says how, per kind) and runs the step again. */
-static int	action_lookup_dossier(const struct flowset *, const struct flow_input *,
-		    const char *, const json_t *, json_t *, struct flow_result *);
+#define FLOW_ACTION_FN(name) static int name(const struct flowset *, const struct flow_input *, \
+    const char *, const json_t *, json_t *, struct flow_result *)
+FLOW_ACTION_FN(action_lookup_dossier);
+FLOW_ACTION_FN(action_otp_status);
+FLOW_ACTION_FN(action_otp_resend);
+FLOW_ACTION_FN(action_link_start);
+FLOW_ACTION_FN(action_link_check);
+FLOW_ACTION_FN(action_unlink);
 
+#define T(x)	(1U << TEXT_##x)
 static const struct flow_action flow_actions[] = {
 	{ .name = "lookup_dossier", .output = "result",
-	  .texts = (1U << TEXT_DOSSIER_FOUND) | (1U << TEXT_DOSSIER_NOT_FOUND) |
-	    (1U << TEXT_DOSSIER_INVALID),
+	  .texts = T(DOSSIER_FOUND) | T(DOSSIER_NOT_FOUND) | T(DOSSIER_INVALID),
 	  .fn = action_lookup_dossier, .squeezes = 1 },
+	{ .name = "otp_status", .output = "otp", .flags = FLOW_ACTION_ENTER,
+	  .texts = T(OTP_LIVE) | T(OTP_NONE) | T(OTP_UNLINKED),
+	  .fn = action_otp_status },
+	{ .name = "otp_resend", .output = "otp", .flags = FLOW_ACTION_ENTER,
+	  .texts = T(OTP_RESENT) | T(OTP_LIMITED) | T(OTP_NONE) | T(OTP_UNLINKED),
+	  .fn = action_otp_resend },
+	{ .name = "link_start", .output = "link",
+	  .texts = T(LINK_SENT) | T(LINK_INVALID) | T(LINK_ZALO_ONLY) | T(OTP_LIMITED),
+	  .fn = action_link_start },
+	{ .name = "link_check", .output = "link", .flags = FLOW_ACTION_SECRET,
+	  .texts = T(LINK_DONE) | T(LINK_WRONG) | T(LINK_DEAD) | T(LINK_NONE) | T(LINK_ZALO_ONLY),
+	  .fn = action_link_check },
+	{ .name = "unlink_zalo", .output = "link", .flags = FLOW_ACTION_ENTER,
+	  .texts = T(UNLINK_DONE) | T(UNLINK_NONE) | T(LINK_ZALO_ONLY),
+	  .fn = action_unlink },
 };
+#undef T
 
 /* Find an action by name. */
 const struct flow_action *
@@ -139,18 +163,21 @@ capture_value(const struct flow_capture *cap, const char *text, const char **val
 	return 1;
 }
 
-/* An option of st picked by the folded input (its key or one of its keywords), or -1. */
+/* An option of st picked by the folded input (its key or one of its keywords) and offered on
+ * variant var, or -1. */
 static int
-state_option(const struct flow_state *st, const char *fold)
+state_option(const struct flow_state *st, const char *fold, size_t var)
 {
 	size_t	i;
 
 	for (i = 0; i < st->nopts; i++) {
-		if (st->opts[i].key != NULL && strcmp(st->opts[i].key, fold) == 0)
+		if (st->opts[i].key != NULL && strcmp(st->opts[i].key, fold) == 0 &&
+		    !(st->opts[i].hide & (1U << var)))
 			return (int)i;
 	}
 	for (i = 0; i < st->nwords; i++) {
-		if (flow_ns_equal(fold, st->words[i].ns))
+		if (flow_ns_equal(fold, st->words[i].ns) &&
+		    !(st->opts[st->words[i].idx].hide & (1U << var)))
 			return (int)st->words[i].idx;
 	}
 	return -1;
@@ -350,6 +377,18 @@ flow_need(struct flow_result *res, enum flow_data_kind kind, const char *key)
 	snprintf(res->need.key, sizeof res->need.key, "%s", key);
 }
 
+/* The phone the sender is proven to own: the linked one on Zalo, else the channel's user id (a
+ * phone on SMS and USSD), or NULL. */
+static const char *
+flow_sender_phone(const struct flow_input *in)
+{
+	if (in->phone != NULL)
+		return in->phone;
+	if (in->channel != NULL && strcmp(in->channel, "zalo") == 0)
+		return NULL;
+	return in->user;
+}
+
 /* Shorten the string obj[key] to at most max characters, at a space when there is one in its
  * second half, ending with "…". */
 static void
@@ -401,7 +440,7 @@ action_lookup_dossier(const struct flowset *fs, const struct flow_input *in, con
 		json_object_set_new(local, "code", json_string(code));
 		t = TEXT_DOSSIER_NOT_FOUND;
 	} else {
-		local = dossier_vars(dossier, in->user, in->today);
+		local = dossier_vars(dossier, flow_sender_phone(in), in->today);
 		if (res->squeeze > 0)
 			flow_shorten(local, "procedure", FLOW_SQUEEZE_FIRST - FLOW_SQUEEZE_STEP *
 			    (size_t)(res->squeeze - 1));
@@ -417,6 +456,273 @@ action_lookup_dossier(const struct flowset *fs, const struct flow_input *in, con
 	chain[2] = fs->vars;
 	json_object_set_new(out, "result", flow_text(fs, in->channel, t, chain, 3));
 	json_decref(local);
+	return 0;
+}
+
+/* Set out[output] to text t rendered with local's variables (stolen), the session's and the set's. */
+static void
+flow_action_text(const struct flowset *fs, const struct flow_input *in, const json_t *svars,
+    json_t *out, const char *output, int t, json_t *local)
+{
+	const json_t	*chain[3];
+
+	chain[0] = local;
+	chain[1] = svars;
+	chain[2] = fs->vars;
+	json_object_set_new(out, output, flow_text(fs, in->channel, t, chain, 3));
+	json_decref(local);
+}
+
+/* A time in ms as "HH:MM" in the deployment's time zone. */
+static json_t *
+flow_clock(json_int_t ms)
+{
+	time_t		 t = (time_t)(ms / 1000);
+	struct tm	 tm;
+	char		 buf[16];
+
+	localtime_r(&t, &tm);
+	strftime(buf, sizeof buf, "%H:%M", &tm);
+	return json_string(buf);
+}
+
+/* The masked phone of an answer, or the masked sender's phone. */
+static json_t *
+flow_masked(const json_t *v, const char *phone)
+{
+	char	 m[PHONE_MAX];
+
+	if (json_string_value(json_object_get(v, "phone")) != NULL)
+		return json_string(json_string_value(json_object_get(v, "phone")));
+	phone_mask(phone != NULL ? phone : "", m);
+	return json_string(m);
+}
+
+/* The variables of a "limited" answer: which limit ({{cooldown}} and the like set to "1") and
+ * {{wait}} (seconds, or minutes past two minutes: "3 phút"). */
+static json_t *
+flow_limit_vars(const json_t *v)
+{
+	const char	*limit = json_string_value(json_object_get(v, "limit"));
+	json_int_t	 wait = json_integer_value(json_object_get(v, "wait"));
+	json_t		*local = json_object();
+	char		 buf[32];
+
+	if (limit == NULL || (strcmp(limit, "cooldown") != 0 && strcmp(limit, "maxsends") != 0 &&
+	    strcmp(limit, "hourly") != 0))
+		limit = "busy";
+	json_object_set_new(local, limit, json_string("1"));
+	if (wait > 120)
+		snprintf(buf, sizeof buf, "%lld phút", (long long)((wait + 59) / 60));
+	else
+		snprintf(buf, sizeof buf, "%lld giây", (long long)(wait > 0 ? wait : 1));
+	json_object_set_new(local, "wait", json_string(buf));
+	return local;
+}
+
+/* otp_status (a state's action): is a code live for the sender's phone, when and how it was
+ * sent and whether it arrived; never the code. */
+static int
+action_otp_status(const struct flowset *fs, const struct flow_input *in, const char *value,
+    const json_t *svars, json_t *out, struct flow_result *res)
+{
+	const char	*phone = flow_sender_phone(in), *d;
+	const json_t	*v, *last;
+	json_t		*local;
+	size_t		 n;
+
+	(void)value;
+	if (phone == NULL) {
+		flow_action_text(fs, in, svars, out, "otp", TEXT_OTP_UNLINKED, json_object());
+		return 0;
+	}
+	if (!flow_data_find(in, FLOW_DATA_OTP_STATUS, phone, &v)) {
+		flow_need(res, FLOW_DATA_OTP_STATUS, phone);
+		return 1;
+	}
+	local = json_object();
+	json_object_set_new(local, "phone", flow_masked(NULL, phone));
+	if (v == NULL || !json_is_true(json_object_get(v, "live"))) {
+		flow_action_text(fs, in, svars, out, "otp", TEXT_OTP_NONE, local);
+		return 0;
+	}
+	n = json_array_size(json_object_get(v, "log"));
+	last = json_array_get(json_object_get(v, "log"), n > 0 ? n - 1 : 0);
+	json_object_set_new(local, "sent_at", flow_clock(json_integer_value(json_object_get(v,
+	    "last_send"))));
+	json_object_set_new(local, "expires_at", flow_clock(json_integer_value(json_object_get(v,
+	    "expires"))));
+	json_object_set_new(local, "sends", json_sprintf("%lld",
+	    (long long)json_integer_value(json_object_get(v, "sends"))));
+	d = json_string_value(json_object_get(last, "channel"));
+	json_object_set_new(local, "via", json_string(d != NULL && strcmp(d, "zalo") == 0 ?
+	    "Zalo" : "SMS"));
+	d = json_string_value(json_object_get(last, "delivery"));
+	json_object_set_new(local, "delivery", json_string(d == NULL || strcmp(d, "queued") == 0 ?
+	    "chưa có báo nhận từ nhà mạng" : strcmp(d, "sent") == 0 ? "đã chuyển cho nhà mạng" :
+	    strcmp(d, "delivered") == 0 ? "đã đến máy" : "không gửi được"));
+	flow_action_text(fs, in, svars, out, "otp", TEXT_OTP_LIVE, local);
+	return 0;
+}
+
+/* otp_resend (a state's action): resend the live code by SMS to the same phone, within the
+ * API's limits (the caller's create script decides). */
+static int
+action_otp_resend(const struct flowset *fs, const struct flow_input *in, const char *value,
+    const json_t *svars, json_t *out, struct flow_result *res)
+{
+	const char	*phone = flow_sender_phone(in), *st;
+	const json_t	*v;
+	json_t		*local;
+
+	(void)value;
+	if (phone == NULL) {
+		flow_action_text(fs, in, svars, out, "otp", TEXT_OTP_UNLINKED, json_object());
+		return 0;
+	}
+	if (!flow_data_find(in, FLOW_DATA_OTP_RESEND, phone, &v)) {
+		flow_need(res, FLOW_DATA_OTP_RESEND, phone);
+		return 1;
+	}
+	st = json_string_value(json_object_get(v, "status"));
+	if (st != NULL && strcmp(st, "resent") == 0) {
+		local = json_object();
+		json_object_set_new(local, "phone", flow_masked(v, phone));
+		flow_action_text(fs, in, svars, out, "otp", TEXT_OTP_RESENT, local);
+	} else if (st != NULL && strcmp(st, "limited") == 0)
+		flow_action_text(fs, in, svars, out, "otp", TEXT_OTP_LIMITED, flow_limit_vars(v));
+	else {
+		local = json_object();
+		json_object_set_new(local, "phone", flow_masked(NULL, phone));
+		flow_action_text(fs, in, svars, out, "otp", TEXT_OTP_NONE, local);
+	}
+	return 0;
+}
+
+/* Is this a Zalo conversation (linking is only there)? */
+static int
+flow_is_zalo(const struct flow_input *in)
+{
+	return in->channel != NULL && strcmp(in->channel, "zalo") == 0 && in->user != NULL &&
+	    strlen(in->user) + PHONE_MAX + 1 < FLOW_DATA_KEY_MAX;
+}
+
+/* link_start (a capture: the phone typed after LIEN KET): send a code by SMS to that Vietnamese
+ * mobile number, to be typed here. */
+static int
+action_link_start(const struct flowset *fs, const struct flow_input *in, const char *value,
+    const json_t *svars, json_t *out, struct flow_result *res)
+{
+	char		 phone[PHONE_MAX], key[FLOW_DATA_KEY_MAX], *cause = NULL;
+	const char	*st;
+	const json_t	*v;
+	json_t		*local;
+
+	if (!flow_is_zalo(in)) {
+		flow_action_text(fs, in, svars, out, "link", TEXT_LINK_ZALO_ONLY, json_object());
+		return 0;
+	}
+	if (phone_normalise(value, phone, &cause) != 0) {
+		free(cause);
+		local = json_object();
+		json_object_set_new(local, "input", json_string(value));
+		flow_action_text(fs, in, svars, out, "link", TEXT_LINK_INVALID, local);
+		return 0;
+	}
+	snprintf(key, sizeof key, "%s %s", phone, in->user);
+	if (!flow_data_find(in, FLOW_DATA_LINK_START, key, &v)) {
+		flow_need(res, FLOW_DATA_LINK_START, key);
+		return 1;
+	}
+	st = json_string_value(json_object_get(v, "status"));
+	if (st != NULL && (strcmp(st, "sent") == 0 || strcmp(st, "resent") == 0)) {
+		local = json_object();
+		json_object_set_new(local, "phone", flow_masked(v, phone));
+		flow_action_text(fs, in, svars, out, "link", TEXT_LINK_SENT, local);
+	} else
+		flow_action_text(fs, in, svars, out, "link", TEXT_OTP_LIMITED, flow_limit_vars(v));
+	return 0;
+}
+
+/* link_check (a capture: the 6 digits typed; never kept in the session): check them against the
+ * code link_start sent; linked on success. */
+static int
+action_link_check(const struct flowset *fs, const struct flow_input *in, const char *value,
+    const json_t *svars, json_t *out, struct flow_result *res)
+{
+	char		 code[8], key[FLOW_DATA_KEY_MAX];
+	const char	*p, *st;
+	const json_t	*v;
+	json_t		*local;
+	size_t		 n = 0;
+	int		 t;
+
+	if (!flow_is_zalo(in)) {
+		flow_action_text(fs, in, svars, out, "link", TEXT_LINK_ZALO_ONLY, json_object());
+		return 0;
+	}
+	for (p = value; *p != '\0'; p++) {
+		if (*p >= '0' && *p <= '9' && n < 7)
+			code[n++] = *p;
+		else if (*p != ' ' && *p != '-' && *p != '.')
+			n = 7;
+	}
+	code[n < 7 ? n : 0] = '\0';
+	local = json_object();
+	if (n != 6) {
+		flow_action_text(fs, in, svars, out, "link", TEXT_LINK_WRONG, local);
+		return 0;
+	}
+	snprintf(key, sizeof key, "%s %s", in->user, code);
+	sodium_memzero(code, sizeof code);
+	if (!flow_data_find(in, FLOW_DATA_LINK_CHECK, key, &v)) {
+		flow_need(res, FLOW_DATA_LINK_CHECK, key);
+		json_decref(local);
+		return 1;
+	}
+	st = json_string_value(json_object_get(v, "status"));
+	if (st == NULL)
+		st = "none";
+	if (strcmp(st, "approved") == 0) {
+		json_object_set_new(local, "phone", flow_masked(v, NULL));
+		t = TEXT_LINK_DONE;
+	} else if (strcmp(st, "pending") == 0) {
+		json_object_set_new(local, "left", json_sprintf("%lld",
+		    (long long)json_integer_value(json_object_get(v, "left"))));
+		t = TEXT_LINK_WRONG;
+	} else if (strcmp(st, "max") == 0)
+		t = TEXT_LINK_DEAD;
+	else
+		t = TEXT_LINK_NONE;
+	flow_action_text(fs, in, svars, out, "link", t, local);
+	return 0;
+}
+
+/* unlink_zalo (a state's action): HUY LIEN KET. */
+static int
+action_unlink(const struct flowset *fs, const struct flow_input *in, const char *value,
+    const json_t *svars, json_t *out, struct flow_result *res)
+{
+	const char	*st;
+	const json_t	*v;
+	json_t		*local;
+
+	(void)value;
+	if (!flow_is_zalo(in)) {
+		flow_action_text(fs, in, svars, out, "link", TEXT_LINK_ZALO_ONLY, json_object());
+		return 0;
+	}
+	if (!flow_data_find(in, FLOW_DATA_UNLINK, in->user, &v)) {
+		flow_need(res, FLOW_DATA_UNLINK, in->user);
+		return 1;
+	}
+	st = json_string_value(json_object_get(v, "status"));
+	if (st != NULL && strcmp(st, "unlinked") == 0) {
+		local = json_object();
+		json_object_set_new(local, "phone", flow_masked(v, NULL));
+		flow_action_text(fs, in, svars, out, "link", TEXT_UNLINK_DONE, local);
+	} else
+		flow_action_text(fs, in, svars, out, "link", TEXT_UNLINK_NONE, json_object());
 	return 0;
 }
 
@@ -458,6 +764,23 @@ session_push(const struct flowset *fs, json_t *session, int st)
 		json_array_remove(b, 0);
 }
 
+/* The state session_pop would return, without popping. */
+static int
+session_peek(const struct flowset *fs, const json_t *session)
+{
+	const json_t	*b = json_object_get(session, "b");
+	size_t		 n;
+	int		 i;
+
+	for (n = json_array_size(b); n > 0; n--) {
+		i = flow_state_find(fs, json_string_value(json_array_get(b, n - 1)) != NULL ?
+		    json_string_value(json_array_get(b, n - 1)) : "");
+		if (i != -1)
+			return i;
+	}
+	return fs->start;
+}
+
 /* Pop the back stack: the previous state that still exists, or the start state. */
 static int
 session_pop(const struct flowset *fs, json_t *session)
@@ -484,19 +807,19 @@ enum step_kind { STEP_SHOW, STEP_INVALID, STEP_GOTO, STEP_BACK, STEP_CAPTURE };
  * then the state's message, options and footer. */
 static void
 flow_reply_render(const struct flowset *fs, size_t var, int target, int invalid, int expired,
-    const json_t *const *chain, struct flow_buf *b)
+    const json_t *const *chain, size_t nchain, struct flow_buf *b)
 {
 	b->len = 0;
 	flow_tmpl_buf_add(b, "", 0);
 	if (invalid) {
-		flow_tmpl_render(b, &fs->texts[var][TEXT_INVALID_CHOICE], chain, 3);
+		flow_tmpl_render(b, &fs->texts[var][TEXT_INVALID_CHOICE], chain, nchain);
 		flow_tmpl_buf_add(b, "\n", 1);
 	}
 	if (expired && fs->have[var][TEXT_SESSION_EXPIRED]) {
-		flow_tmpl_render(b, &fs->texts[var][TEXT_SESSION_EXPIRED], chain, 3);
+		flow_tmpl_render(b, &fs->texts[var][TEXT_SESSION_EXPIRED], chain, nchain);
 		flow_tmpl_buf_add(b, "\n", 1);
 	}
-	flow_tmpl_render(b, &fs->states[target].reply[var], chain, 3);
+	flow_tmpl_render(b, &fs->states[target].reply[var], chain, nchain);
 }
 
 /* 1 when text fits variant var's channel: its SMS segments after unaccenting (the measure
@@ -526,14 +849,15 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 	const struct flow_state			*st;
 	const struct flow_global_keyword	*kw;
 	const struct flow_capture		*cap = NULL;
-	const json_t				*chain[3];
+	const json_t				*chain[4];
 	const char				*value = NULL;
 	enum step_kind				 kind;
 	struct flow_buf				 b = { NULL, 0, 0 };
-	json_t					*svars, *avars = NULL, *v, *reply;
+	json_t					*svars, *avars = NULL, *evars = NULL, *v;
+	json_t					*reply;
 	char					*trim, *fold, *core, *copy = NULL;
 	char					 guess[DOSSIER_CODE_MAX];
-	int					 cur, target = -1, fresh, o, rc = 0;
+	int					 cur, target = -1, fresh, o, rc = 0, shown;
 	size_t					 var = flow_variant(fs, in->channel);
 
 	memset(res, 0, sizeof *res);
@@ -550,8 +874,8 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 	trim = text_trim(in->text != NULL ? in->text : "");
 	fold = text_fold(trim);
 	core = flow_strip_fillers(fs, fold);
-	if ((o = state_option(st, fold)) != -1 ||
-	    (core != NULL && (o = state_option(st, core)) != -1)) {
+	if ((o = state_option(st, fold, var)) != -1 ||
+	    (core != NULL && (o = state_option(st, core, var)) != -1)) {
 		kind = STEP_GOTO;
 		target = st->opts[o].next;
 	} else if ((kw = keyword_find(fs, fold)) != NULL ||
@@ -591,6 +915,21 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 		}
 	}
 
+	/* The state about to be shown may run its own action (live data: whether an OTP came);
+	 * also before the session changes, so that asking for data leaves it alone. */
+	if (kind == STEP_SHOW || kind == STEP_INVALID)
+		shown = cur;
+	else if (kind == STEP_BACK)
+		shown = fresh ? fs->start : session_peek(fs, session);
+	else
+		shown = target;
+	if (fs->states[shown].enter != NULL) {
+		evars = json_object();
+		if (fs->states[shown].enter->fn(fs, in, "", kind == STEP_CAPTURE ? NULL : svars,
+		    evars, res) != 0)
+			goto out;
+	}
+
 	if (fresh)
 		json_object_clear(session);
 	switch (kind) {
@@ -612,18 +951,21 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 			v = json_object();
 			json_object_set_new(session, "v", v);
 		}
-		json_object_set_new(v, cap->var, json_string(value));
+		/* A secret (a code typed) is checked, never kept. */
+		if (cap->action == NULL || !(cap->action->flags & FLOW_ACTION_SECRET))
+			json_object_set_new(v, cap->var, json_string(value));
 		if (avars != NULL)
 			json_object_update(v, avars);
 	}
 	json_object_set_new(session, "s", json_string(fs->states[target].name));
 	json_object_set_new(session, "t", json_integer(in->now));
 
-	chain[0] = avars;
-	chain[1] = json_object_get(session, "v");
-	chain[2] = fs->vars;
+	chain[0] = evars;
+	chain[1] = avars;
+	chain[2] = json_object_get(session, "v");
+	chain[3] = fs->vars;
 	flow_reply_render(fs, var, target, kind == STEP_INVALID, fresh == 2 &&
-	    (kind == STEP_SHOW || o != -1), chain, &b);
+	    (kind == STEP_SHOW || o != -1), chain, 4, &b);
 	/* A reply built from data (a long procedure name) may not fit the channel: run the action
 	 * again, shorter, rather than let the channel cut the options off the end. */
 	while (kind == STEP_CAPTURE && cap->action != NULL && cap->action->squeezes &&
@@ -638,7 +980,7 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 		json_object_update(avars, again);
 		json_decref(again);
 		flow_reply_render(fs, var, target, kind == STEP_INVALID, fresh == 2 &&
-		    (kind == STEP_SHOW || o != -1), chain, &b);
+		    (kind == STEP_SHOW || o != -1), chain, 4, &b);
 	}
 	if ((reply = json_stringn(b.p, b.len)) == NULL) {
 		*cause = xstrdup("flow reply is not valid UTF-8");
@@ -654,6 +996,7 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 
 out:
 	json_decref(avars);
+	json_decref(evars);
 	free(b.p);
 	free(copy);
 	free(core);

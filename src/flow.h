@@ -1,9 +1,10 @@
 /* flow.h: the conversation engine. Pure: (flow set, session, input) -> (session, replies, need).
  * No I/O apart from reading the flow files in flowset_load. The schema is in flows/README.md.
  *
- * Data from outside (a dossier today; later OTP state, subscriptions, a backend answer) is never
- * fetched by the engine: an action that needs it sets result.need {kind, key} and leaves the session
- * alone; the caller fetches it and runs the same step again with it in input.data, repeating until
+ * Data from outside (a dossier, a phone's OTP, a Zalo link; later subscriptions, a backend answer)
+ * is never fetched by the engine, and what an action does outside (resend a code, send a link code,
+ * check one) is such a fetch too: an action that needs it sets result.need {kind, key} and leaves
+ * the session alone; the caller fetches it and runs the same step again with it in input.data, repeating until
  * need.kind is FLOW_DATA_NONE, at most FLOW_DATA_MAX fetches per turn. A new kind is one enum entry
  * here, its action in flow.c and one entry (with its fetch function) in conv.c's conv_sources[]. */
 #ifndef DVCGW_FLOW_H
@@ -43,6 +44,11 @@ size_t		 flowset_nstates(const struct flowset *);
 enum flow_data_kind {
 	FLOW_DATA_NONE,			/* nothing */
 	FLOW_DATA_DOSSIER,		/* key: normalised dossier code; value: the dossier object */
+	FLOW_DATA_OTP_STATUS,		/* key: phone; value: {"live", ...} (otp_conv_status) */
+	FLOW_DATA_OTP_RESEND,		/* key: phone; value: {"status", ...} (otp_conv_resend) */
+	FLOW_DATA_LINK_START,		/* key: "phone zalo_user"; value: {"status", ...} */
+	FLOW_DATA_LINK_CHECK,		/* key: "zalo_user code"; value: {"status", ...} */
+	FLOW_DATA_UNLINK,		/* key: zalo_user; value: {"status", ...} (link_remove) */
 };
 
 #define FLOW_DATA_KEY_MAX	64	/* bytes of a key, NUL included */
@@ -68,6 +74,9 @@ struct flow_input {
 						 * set was not loaded with: the plain texts */
 	const char		*user;		/* canonical phone (84...) or channel user id; NULL
 						 * if unknown */
+	const char		*phone;		/* the phone the sender is proven to own: on
+						 * "zalo" the linked one; NULL: none, or user
+						 * when the channel is not "zalo" */
 	int64_t			 now;		/* unix seconds */
 	const char		*today;		/* "YYYY-MM-DD" in the deployment's time zone (for
 						 * "quá hạn") */

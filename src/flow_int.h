@@ -47,8 +47,9 @@ struct flow_capture {
 
 /* One numbered choice of a state. */
 struct flow_option {
-	char	*key;
-	int	 next;
+	char		*key;
+	int		 next;
+	unsigned	 hide;		/* bit per variant (flow_variant) it is not offered on */
 };
 
 /* A folded keyword, spaces removed, that picks option idx (in a state) or global keyword idx. */
@@ -78,6 +79,7 @@ struct flow_state {
 	struct flow_keyword	*words;		/* the options' keywords */
 	size_t			 nwords;
 	struct flow_capture	*cap;
+	const struct flow_action *enter;	/* "action": runs each time the state is shown */
 };
 
 /* An entry of a file's top-level "keywords": works in every state. */
@@ -107,6 +109,20 @@ enum {
 	TEXT_DOSSIER_NOT_FOUND,
 	TEXT_DOSSIER_INVALID,
 	TEXT_SESSION_EXPIRED,	/* optional: first line after an idle restart */
+	TEXT_OTP_LIVE,
+	TEXT_OTP_NONE,
+	TEXT_OTP_UNLINKED,
+	TEXT_OTP_RESENT,
+	TEXT_OTP_LIMITED,
+	TEXT_LINK_SENT,
+	TEXT_LINK_INVALID,
+	TEXT_LINK_ZALO_ONLY,
+	TEXT_LINK_DONE,
+	TEXT_LINK_WRONG,
+	TEXT_LINK_DEAD,
+	TEXT_LINK_NONE,
+	TEXT_UNLINK_DONE,
+	TEXT_UNLINK_NONE,
 	TEXT_COUNT
 };
 
@@ -139,6 +155,9 @@ struct flow_action {
 	const char	*name;
 	const char	*output;	/* the variable it sets */
 	unsigned	 texts;		/* bit per text it needs */
+	int		 flags;
+#define FLOW_ACTION_ENTER	0x1	/* a state's "action" (no value), not a capture's */
+#define FLOW_ACTION_SECRET	0x2	/* the captured value is not kept in the session */
 	int		(*fn)(const struct flowset *, const struct flow_input *, const char *,
 			    const json_t *, json_t *, struct flow_result *);
 	int		 squeezes;	/* can shorten its variables (res->squeeze) to fit */

@@ -50,6 +50,11 @@ static const char *const dossier_fields[] = {
 };
 static const char *const code_only[] = { "code", NULL };
 static const char *const input_only[] = { "input", NULL };
+/* What the OTP and Zalo link actions fill in (each text uses the ones it needs; unset are empty). */
+static const char *const otp_fields[] = {
+	"phone", "sent_at", "via", "sends", "delivery", "expires_at", "wait", "cooldown",
+	"maxsends", "hourly", "busy", "left", "input", NULL
+};
 
 static const struct {
 	const char		*name;
@@ -61,18 +66,34 @@ static const struct {
 	[TEXT_DOSSIER_NOT_FOUND] = { "dossier_not_found", code_only },
 	[TEXT_DOSSIER_INVALID] = { "dossier_invalid", input_only },
 	[TEXT_SESSION_EXPIRED] = { "session_expired", NULL },
+	[TEXT_OTP_LIVE] = { "otp_live", otp_fields },
+	[TEXT_OTP_NONE] = { "otp_none", otp_fields },
+	[TEXT_OTP_UNLINKED] = { "otp_unlinked", otp_fields },
+	[TEXT_OTP_RESENT] = { "otp_resent", otp_fields },
+	[TEXT_OTP_LIMITED] = { "otp_limited", otp_fields },
+	[TEXT_LINK_SENT] = { "link_sent", otp_fields },
+	[TEXT_LINK_INVALID] = { "link_invalid", otp_fields },
+	[TEXT_LINK_ZALO_ONLY] = { "link_zalo_only", otp_fields },
+	[TEXT_LINK_DONE] = { "link_done", otp_fields },
+	[TEXT_LINK_WRONG] = { "link_wrong", otp_fields },
+	[TEXT_LINK_DEAD] = { "link_dead", otp_fields },
+	[TEXT_LINK_NONE] = { "link_none", otp_fields },
+	[TEXT_UNLINK_DONE] = { "unlink_done", otp_fields },
+	[TEXT_UNLINK_NONE] = { "unlink_none", otp_fields },
 };
+
+_Static_assert(TEXT_COUNT <= 32, "a text is one bit of flow_action.texts");
 
 static const char *const top_keys[] = {
 	"flow", "idle_timeout", "start", "vars", "texts", "keywords", "fillers", "states", "channels",
 	NULL
 };
 static const char *const state_keys[] = {
-	"message", "options", "capture", "end", "channels", NULL
+	"message", "options", "capture", "action", "end", "channels", NULL
 };
 static const char *const file_channel_keys[] = { "texts", NULL };
 static const char *const state_channel_keys[] = { "message", "labels", NULL };
-static const char *const option_keys[] = { "key", "label", "keywords", "next", NULL };
+static const char *const option_keys[] = { "key", "label", "keywords", "next", "only", NULL };
 static const char *const capture_keys[] = { "regex", "var", "action", "next", NULL };
 static const char *const keyword_keys[] = { "match", "goto", "back", "capture", "anywhere",
 	NULL };
@@ -302,6 +323,11 @@ load_capture(struct flow_loader *l, const json_t *cj, const char *file, const ch
 			load_error(l, file, w, "\"action\" must be a string");
 		else if ((cap->action = flow_action_find(json_string_value(v))) == NULL)
 			load_error(l, file, w, "unknown action \"%s\"", json_string_value(v));
+		else if (cap->action->flags & FLOW_ACTION_ENTER) {
+			load_error(l, file, w, "action \"%s\" takes no captured value: it is a "
+			    "state's \"action\"", json_string_value(v));
+			cap->action = NULL;
+		}
 	}
 out:
 	free(w);
@@ -321,6 +347,16 @@ load_runtime_names(struct flow_loader *l, const json_t *cj)
 		json_object_set_new(l->runtime, s, json_true());
 	if ((s = json_string_value(json_object_get(cj, "action"))) != NULL &&
 	    (act = flow_action_find(s)) != NULL)
+		json_object_set_new(l->runtime, act->output, json_true());
+}
+
+/* Note the variable a state's "action" fills at run time. */
+static void
+load_state_action_name(struct flow_loader *l, const json_t *v)
+{
+	const struct flow_action	*act;
+
+	if (json_is_string(v) && (act = flow_action_find(json_string_value(v))) != NULL)
 		json_object_set_new(l->runtime, act->output, json_true());
 }
 
@@ -676,6 +712,8 @@ load_reply(struct flow_loader *l, size_t si, size_t c, const char *msg, const js
 	load_tmpl(l, t, src != NULL ? src : msg, NULL, file, st->name, c > 0 && src == NULL);
 	labels = json_object_get(chj, "labels");
 	json_array_foreach(opts, i, oj) {
+		if (i < st->nopts && (st->opts[i].hide & (1U << c)))
+			continue;
 		key = json_string_value(json_object_get(oj, "key"));
 		if (l->start != NULL && json_is_string(json_object_get(oj, "next")) &&
 		    strcmp(json_string_value(json_object_get(oj, "next")), l->start) == 0)
@@ -697,6 +735,29 @@ load_reply(struct flow_loader *l, size_t si, size_t c, const char *msg, const js
 	if (fs->have[c][TEXT_FOOTER] && (int)si != fs->start && !st->end && !tomenu) {
 		flow_tmpl_literal(t, "\n", 1);
 		flow_tmpl_append(t, &fs->texts[c][TEXT_FOOTER]);
+	}
+}
+
+/* An option's "only": the channels that offer it; every other variant, the plain one included,
+ * neither shows it nor takes its key. */
+static void
+load_option_only(struct flow_loader *l, struct flow_option *o, const json_t *kj,
+    const char *file, const char *where)
+{
+	const json_t	*v;
+	size_t		 j;
+	int		 c;
+
+	if (!json_is_array(kj) || json_array_size(kj) == 0) {
+		load_error(l, file, where, "\"only\" must be a non-empty array of channel names");
+		return;
+	}
+	o->hide = ~0U;
+	json_array_foreach(kj, j, v) {
+		if (!json_is_string(v))
+			load_error(l, file, where, "\"only\" must be channel names");
+		else if ((c = load_channel(l, json_string_value(v), file, where)) != -1)
+			o->hide &= ~(1U << (c + 1));
 	}
 }
 
@@ -744,6 +805,19 @@ load_state(struct flow_loader *l, size_t si, unsigned *needtexts)
 			*needtexts |= st->cap->action->texts;
 	}
 
+	if ((v = json_object_get(sj, "action")) != NULL) {
+		if (!json_is_string(v))
+			load_error(l, file, st->name, "\"action\" must be a string");
+		else if ((st->enter = flow_action_find(json_string_value(v))) == NULL)
+			load_error(l, file, st->name, "unknown action \"%s\"", json_string_value(v));
+		else if (!(st->enter->flags & FLOW_ACTION_ENTER)) {
+			load_error(l, file, st->name, "action \"%s\" needs a captured value: it "
+			    "belongs in a \"capture\"", json_string_value(v));
+			st->enter = NULL;
+		} else
+			*needtexts |= st->enter->texts;
+	}
+
 	opts = json_object_get(sj, "options");
 	if (opts != NULL && !json_is_array(opts))
 		load_error(l, file, st->name, "\"options\" must be an array");
@@ -781,6 +855,9 @@ load_state(struct flow_loader *l, size_t si, unsigned *needtexts)
 		else if ((o->next = load_state_index(l, json_string_value(v))) == -1)
 			load_error(l, file, where, "unknown target state \"%s\"",
 			    json_string_value(v));
+
+		if ((kj = json_object_get(oj, "only")) != NULL)
+			load_option_only(l, o, kj, file, where);
 
 		if ((kj = json_object_get(oj, "keywords")) != NULL && !json_is_array(kj))
 			load_error(l, file, where, "\"keywords\" must be an array of strings");
@@ -1045,8 +1122,10 @@ flowset_load(const char *dir, const json_t *vars, const struct flow_limits *lim,
 
 	/* Names filled at run time: capture variables and action outputs. */
 	for (i = 0; i < fs->nstates; i++) {
-		if (json_is_object(l.sjs[i]))
+		if (json_is_object(l.sjs[i])) {
 			load_runtime_names(&l, json_object_get(l.sjs[i], "capture"));
+			load_state_action_name(&l, json_object_get(l.sjs[i], "action"));
+		}
 	}
 	for (i = 0; i < fs->nkws; i++) {
 		if (json_is_object(l.kwjs[i]))

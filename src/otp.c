@@ -79,11 +79,13 @@ static const char otp_count_lua[] =
 	"return 0\n";
 
 /* KEYS: the live verification of phone+purpose (a hash: id, expires, last_send, sends), the new
- * verification, the phone's OTP lane, the phone's hourly counter, the shard's ZNS wait set, and,
+ * verification, the phone's OTP lane, the phone's hourly counter, the shard's ZNS wait set, the
+ * phone's latest verification (whatever the purpose, for the conversation: otp_conv_status), and,
  * once the caller knows the live id, the live verification's own hash. ARGV: now ms, lifetime ms,
  * cooldown ms, max sends, sends per hour, phone, purpose, channel ("sms" or "zalo": ZNS), digest,
- * enc, new id, from, placeholder text, max checks, token name, the live id KEYS[6] belongs to (or
- * ""), ZNS fallback ms ("0": none). Each send is an entry of the OTP lane with its own uid
+ * enc, new id, from, placeholder text, max checks, token name, the live id KEYS[7] belongs to (or
+ * ""), ZNS fallback ms ("0": none), "1" to only resend (never create: {"NONE", 0} when nothing is
+ * live). Each send is an entry of the OTP lane with its own uid
  * ("<id>-<n>": delivery reports and ZNS tracking find it in the send log); a ZNS send with a
  * fallback waits in the wait set for its receipt; a resend goes on the verification's current
  * channel.
@@ -147,18 +149,19 @@ static const char otp_create_lua[] =
 	"    local no = refuse(tonumber(m[2]), tonumber(m[3]), tonumber(m[4]))\n"
 	"    if no then return no end\n"
 	"  end\n"
-	"  if not KEYS[6] or ARGV[16] ~= live then return {'LIVE', live} end\n"
-	"  local r = redis.call('HMGET', KEYS[6], 'status', 'expires', 'last_send', 'sends',"
+	"  if not KEYS[7] or ARGV[16] ~= live then return {'LIVE', live} end\n"
+	"  local r = redis.call('HMGET', KEYS[7], 'status', 'expires', 'last_send', 'sends',"
 	" 'channel', 'enc', 'fallback')\n"
 	"  if r[1] == 'pending' and r[6] and tonumber(r[2]) > now then\n"
 	"    local no = refuse(tonumber(r[2]), tonumber(r[3]), tonumber(r[4]))\n"
 	"    if no then return no end\n"
 	"    local t = hour()\n"
 	"    if t > 0 then return {'HOUR', t} end\n"
-	"    mirror(live, tonumber(r[2]), send(KEYS[6], r[6], live, r[5], r[7]))\n"
+	"    mirror(live, tonumber(r[2]), send(KEYS[7], r[6], live, r[5], r[7]))\n"
 	"    return {'RESENT', live, r[5], r[2]}\n"
 	"  end\n"
 	"end\n"
+	"if ARGV[18] == '1' then return {'NONE', 0} end\n"
 	"local t = hour()\n"
 	"if t > 0 then return {'HOUR', t} end\n"
 	"local exp = now + tonumber(ARGV[2])\n"
@@ -168,6 +171,7 @@ static const char otp_create_lua[] =
 	" 'fallback', ARGV[17])\n"
 	"redis.call('PEXPIREAT', KEYS[2], exp + 3600000)\n"
 	"mirror(ARGV[11], exp, send(KEYS[2], ARGV[10], ARGV[11], ARGV[8], ARGV[17]))\n"
+	"redis.call('SET', KEYS[6], ARGV[11], 'PX', ARGV[2])\n"
 	"return {'NEW', ARGV[11], ARGV[8], tostring(exp)}\n";
 
 /* KEYS: the live verification of a phone+purpose. ARGV: a verification id that is no longer
@@ -315,9 +319,15 @@ static const char *const otp_limit_names[OTP_NLIMITS] = {
 	"cooldown", "max_sends", "hour", "token", "ip", "daily_cap", "fraud"
 };
 
-/* One API request in flight. */
+/* One request in flight: from the API (req), or from the conversation (req NULL: cb gets the
+ * answer as JSON, see otp_conv_status). */
 struct otp_req {
 	struct http_req	*req;
+	otp_conv_cb	*cb;
+	void		*arg;
+	char		*caller, *peer;	/* counted against the per-client and per-address limits */
+	char		*zalo_user;	/* link_zalo: the Zalo user who asked */
+	int		 resend_only;	/* never create: resend the live verification or answer NONE */
 	int		 shard;
 	char		 phone[PHONE_MAX];
 	char		*purpose;
@@ -328,7 +338,6 @@ struct otp_req {
 	int		 idem_owned;	/* our marker is in it: replace it by the answer or drop it */
 	char		 body_hash[2 * crypto_hash_sha256_BYTES + 1];
 	char		*code;		/* check: the code typed (wiped when freed) */
-	const char	*caller;	/* the token's name (auth_caller) */
 	char		*day_key;	/* the daily counter a send was reserved in, until settled */
 	int		 tries;		/* create script calls (otp_create_store) */
 	char		 live[OTP_ID_LEN + 1];	/* the live id KEYS[5] is the hash of, or "" */
@@ -363,6 +372,7 @@ otp_init(const struct config *cfg)
 		otp.unlive_script = rds_script_add("otp_unlive", otp_unlive_lua);
 		otp.sent_script = rds_script_add("otp_sent", otp_sent_lua);
 		otp.dlr_script = rds_script_add("otp_dlr", otp_dlr_lua);
+		link_init();
 	}
 }
 
@@ -803,6 +813,9 @@ otp_iso(long long ms, char *out, size_t len)
 static void
 otp_req_free(struct otp_req *o)
 {
+	free(o->caller);
+	free(o->peer);
+	free(o->zalo_user);
 	free(o->purpose);
 	free(o->idem_key);
 	free(o->day_key);
@@ -810,10 +823,24 @@ otp_req_free(struct otp_req *o)
 	free(o);
 }
 
+/* Hand an internal caller its answer (rc as store_cb: 0 with value, -1 with err; value is
+ * borrowed by cb and released here) and free o. */
+static void
+otp_conv_answer(struct otp_req *o, int rc, json_t *value, const char *err)
+{
+	o->cb(rc, value, err, o->arg);
+	json_decref(value);
+	otp_req_free(o);
+}
+
 /* Answer and free o. */
 static void
 otp_answer(struct otp_req *o, int status, json_t *body)
 {
+	if (o->req == NULL) {
+		otp_conv_answer(o, 0, body, NULL);
+		return;
+	}
 	http_json(o->req, status, body);
 	http_release();
 	otp_req_free(o);
@@ -878,6 +905,10 @@ static void
 otp_fail(struct otp_req *o, int status, const char *code, const char *msg)
 {
 	otp_refund(o);
+	if (o->req == NULL) {
+		otp_conv_answer(o, -1, NULL, msg);
+		return;
+	}
 	if (o->idem_owned && rds_command(otp_ignore_cb, NULL, "DEL %s", o->idem_key) != 0)
 		log_warn_limited("otp: an Idempotency-Key could not be released (%s)", rds_error());
 	http_error(o->req, status, code, "%s", msg);
@@ -885,16 +916,26 @@ otp_fail(struct otp_req *o, int status, const char *code, const char *msg)
 	otp_req_free(o);
 }
 
-/* Answer 429 with Retry-After and a sentence naming the limit, and free o. */
+/* Answer 429 with Retry-After and a sentence naming the limit, and free o. An internal caller
+ * gets {"status": "limited", "limit": name, "wait": seconds} instead. */
 static void
-otp_limited(struct otp_req *o, enum otp_limit which, long long wait, const char *what)
+otp_limited(struct otp_req *o, enum otp_limit which, long long wait, const char *name,
+    const char *what)
 {
 	char ra[24];
 
-	snprintf(ra, sizeof ra, "%lld", wait < 1 ? 1 : wait);
-	http_add_header(o->req, "Retry-After", ra);
 	otp.limited++;
 	otp.refused[which]++;
+	if (wait < 1)
+		wait = 1;
+	if (o->req == NULL) {
+		otp_refund(o);
+		otp_conv_answer(o, 0, json_pack("{s:s, s:s, s:I}", "status", "limited", "limit", name,
+		    "wait", (json_int_t)wait), NULL);
+		return;
+	}
+	snprintf(ra, sizeof ra, "%lld", wait);
+	http_add_header(o->req, "Retry-After", ra);
 	otp_fail(o, 429, "rate_limited", what);
 }
 
@@ -939,6 +980,7 @@ otp_body(struct http_req *req, const char *const *allowed, char *hash)
 /* ---- POST /api/v1/otp ----------------------------------------------------------------------- */
 
 static void	otp_create_limits(struct otp_req *);
+static void	otp_conv_created(struct otp_req *, const char *, int);
 
 /* The answer of a new or resent verification; remembered for its Idempotency-Key. */
 static void
@@ -1007,20 +1049,29 @@ otp_create_cb(struct redisReply *r, void *arg, const char *err)
 		log_info("otp: %s %s to %s for %s by %s", r->element[1]->str, *what == 'N' ? "sent" :
 		    "resent", masked, o->purpose, o->caller);
 		outbox_kick();
+		if (o->req == NULL) {
+			otp_conv_created(o, r->element[1]->str, *what == 'N');
+			return;
+		}
 		otp_created(o, r->element[1]->str, r->element[2]->str,
 		    strtoll(r->element[3]->str, NULL, 10));
 		return;
 	}
 	n = r->element[1]->type == REDIS_REPLY_INTEGER ? r->element[1]->integer : 60;
-	if (strcmp(what, "COOLDOWN") == 0)
-		otp_limited(o, OTP_COOLDOWN, n, "A code was sent to this phone for this purpose a "
-		    "moment ago; wait for the cooldown (otp.cooldown_s) before asking again.");
+	if (strcmp(what, "NONE") == 0 && o->req == NULL) {
+		otp_refund(o);
+		otp_conv_answer(o, 0, json_pack("{s:s}", "status", "none"), NULL);
+	} else if (strcmp(what, "NONE") == 0)
+		otp_fail(o, 404, "not_found", "There is no live verification to resend.");
+	else if (strcmp(what, "COOLDOWN") == 0)
+		otp_limited(o, OTP_COOLDOWN, n, "cooldown", "A code was sent to this phone for this "
+		    "purpose a moment ago; wait for the cooldown (otp.cooldown_s) before asking again.");
 	else if (strcmp(what, "MAXSENDS") == 0)
-		otp_limited(o, OTP_MAXSENDS, n, "This verification was sent the most times allowed "
-		    "(otp.max_sends); wait until it expires.");
+		otp_limited(o, OTP_MAXSENDS, n, "maxsends", "This verification was sent the most times "
+		    "allowed (otp.max_sends); wait until it expires.");
 	else
-		otp_limited(o, OTP_HOUR, n, "Too many codes were sent to this phone in the last hour "
-		    "(otp.sends_per_hour).");
+		otp_limited(o, OTP_HOUR, n, "hourly", "Too many codes were sent to this phone in the "
+		    "last hour (otp.sends_per_hour).");
 }
 
 /* The limits passed: make the code and store the verification, or resend the live one. Called
@@ -1032,7 +1083,7 @@ otp_create_store(struct otp_req *o)
 	const struct config *cfg = otp.cfg;
 	char code[OTP_CODE_LEN + 1], digest[OTP_DIGEST_HEX], now[24], life[24], cool[24];
 	char maxs[16], perh[16], maxc[16], *msg, *enc;
-	char *k_live, *k_rec, *k_out, *k_hour, *k_wait, *k_lrec = NULL, fb[24];
+	char *k_live, *k_rec, *k_out, *k_hour, *k_wait, *k_phone, *k_lrec = NULL, fb[24];
 	long long t = clock_ms();
 
 	snprintf(code, sizeof code, "%06u", (unsigned)randombytes_uniform(1000000));
@@ -1055,18 +1106,19 @@ otp_create_store(struct otp_req *o)
 	k_out = rkey_outbox_otp(o->shard);
 	k_hour = rkey_otp_hour(o->shard, o->phone, t / 3600000);
 	k_wait = rkey_otp_wait(o->shard);
+	k_phone = rkey_otp_phone(o->shard, o->phone);
 	snprintf(fb, sizeof fb, "%lld", o->fallback ? cfg->otp_zns_fallback_s * 1000LL : 0);
 	if (*o->live != '\0')
 		k_lrec = rkey_otp(o->shard, o->live);
 	{
-		const char *v[] = { k_live, k_rec, k_out, k_hour, k_wait, k_lrec, now, life, cool,
-		    maxs, perh, o->phone, o->purpose, o->channel, digest, enc, o->id, "",
-		    OTP_PLACEHOLDER, maxc, o->caller, o->live, fb };
-		int nkeys = k_lrec != NULL ? 6 : 5;
+		const char *v[] = { k_live, k_rec, k_out, k_hour, k_wait, k_phone, k_lrec, now, life,
+		    cool, maxs, perh, o->phone, o->purpose, o->channel, digest, enc, o->id, "",
+		    OTP_PLACEHOLDER, maxc, o->caller, o->live, fb, o->resend_only ? "1" : "0" };
+		int nkeys = k_lrec != NULL ? 7 : 6;
 
-		if (k_lrec == NULL)	/* no sixth key: the arguments follow the fifth */
-			memmove(&v[5], &v[6], (sizeof v / sizeof v[0] - 6) * sizeof v[0]);
-		if (rds_evalsha(otp.create_script, otp_create_cb, o, nkeys, 17, v, NULL) != 0)
+		if (k_lrec == NULL)	/* no seventh key: the arguments follow the sixth */
+			memmove(&v[6], &v[7], (sizeof v / sizeof v[0] - 7) * sizeof v[0]);
+		if (rds_evalsha(otp.create_script, otp_create_cb, o, nkeys, 18, v, NULL) != 0)
 			otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
 	}
 	free(k_live);
@@ -1074,6 +1126,7 @@ otp_create_store(struct otp_req *o)
 	free(k_out);
 	free(k_hour);
 	free(k_wait);
+	free(k_phone);
 	free(k_lrec);
 	free(enc);
 }
@@ -1107,17 +1160,17 @@ otp_limits_cb(struct redisReply *r, void *arg, const char *err)
 			    "the last hour (otp.fraud_ratio, at least %d codes): its new codes are "
 			    "refused for %lld s (SMS pumping?)", o->caller, otp.cfg->otp_fraud_ratio,
 			    otp.cfg->otp_fraud_min, n);
-		otp_limited(o, OTP_FRAUD, n, "This client left too many of its codes unverified in "
+		otp_limited(o, OTP_FRAUD, n, "busy", "This client left too many of its codes unverified in "
 		    "the last hour (otp.fraud_ratio), which looks like SMS pumping; its new codes "
 		    "are refused for now.");
 	} else if (strcmp(what, "token") == 0)
-		otp_limited(o, OTP_TOKEN, n, "This client asked for too many codes this minute "
+		otp_limited(o, OTP_TOKEN, n, "busy", "This client asked for too many codes this minute "
 		    "(otp.creates_per_minute).");
 	else if (strcmp(what, "ip") == 0)
-		otp_limited(o, OTP_IP, n, "Too many codes were asked for from this address this "
+		otp_limited(o, OTP_IP, n, "busy", "Too many codes were asked for from this address this "
 		    "minute (otp.creates_per_ip_minute).");
 	else if (strcmp(what, "day") == 0)
-		otp_limited(o, OTP_DAY, n, "The gateway's daily cap on OTP messages is reached "
+		otp_limited(o, OTP_DAY, n, "busy", "The gateway's daily cap on OTP messages is reached "
 		    "(otp.daily_sms_cap).");
 	else
 		otp_create_store(o);
@@ -1133,9 +1186,8 @@ otp_create_limits(struct otp_req *o)
 	char *k_tok, *k_ip, *k_c, *k_cp, *k_a, *k_ap, *k_log, a[16], b[16], c[16], ratio[32];
 	char fmin[16], into[24];
 
-	o->caller = auth_caller(o->req);
 	k_tok = rkey_otp_limit("token", o->caller, t / 60);
-	k_ip = rkey_otp_limit("ip", http_peer(o->req), t / 60);
+	k_ip = rkey_otp_limit("ip", o->peer, t / 60);
 	free(o->day_key);
 	o->day_key = rkey_otp_limit("day", "all", t / 86400);
 	k_c = rkey_otp_fraud("created", o->caller, h);
@@ -1273,6 +1325,8 @@ otp_create(struct http_req *req, void *arg)
 	    "zalo" : "sms";
 	o->fallback = *o->channel == 'z' && (channel == NULL || strcmp(channel, "auto") == 0);
 	o->purpose = xstrdup(purpose);
+	o->caller = xstrdup(auth_caller(req));
+	o->peer = xstrdup(http_peer(req));
 	o->shard = conv_shard("sms", o->phone);
 	json_decref(j);
 	if ((key = http_header(req, "Idempotency-Key")) != NULL) {
@@ -1542,4 +1596,324 @@ otp_item(struct http_req *req, void *arg)
 	if (rc != 0)
 		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
 	free(k);
+}
+
+/* ---- The conversation: a phone's live code, resending it, linking a Zalo user ---------------- */
+
+/* A request of an internal caller about phone (canonical). */
+static struct otp_req *
+otp_conv_req(const char *phone, otp_conv_cb *cb, void *arg)
+{
+	struct otp_req *o = xcalloc(1, sizeof *o);
+
+	o->cb = cb;
+	o->arg = arg;
+	snprintf(o->phone, sizeof o->phone, "%s", phone);
+	o->shard = conv_shard("sms", o->phone);
+	o->channel = "sms";
+	return o;
+}
+
+/* A reply nobody waits for: storing or dropping a pending Zalo link. */
+static void
+otp_conv_ignore_cb(struct redisReply *r, void *arg, const char *err)
+{
+	if (err != NULL)
+		log_warn_limited("otp: a pending Zalo link: %s", err);
+}
+
+/* The create script sent or resent a code for an internal caller: {"status": "sent"|"resent",
+ * "phone": masked}. A link remembers which verification its Zalo user is to type the code of. */
+static void
+otp_conv_created(struct otp_req *o, const char *id, int created)
+{
+	char masked[PHONE_MAX], life[24], *k;
+
+	if (o->zalo_user != NULL) {
+		k = rkey_link_pending(conv_shard("zalo", o->zalo_user), o->zalo_user);
+		snprintf(life, sizeof life, "%lld", otp.cfg->otp_lifetime_s * 1000LL);
+		if (rds_command(otp_conv_ignore_cb, NULL, "SET %s %s PX %s", k, id, life) != 0) {
+			free(k);
+			otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+			return;
+		}
+		free(k);
+	}
+	phone_mask(o->phone, masked);
+	otp_conv_answer(o, 0, json_pack("{s:s, s:s}", "status", created ? "sent" : "resent", "phone",
+	    masked), NULL);
+}
+
+static void
+otp_conv_rec_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct otp_req *o = arg;
+	const char *status = NULL, *purpose = NULL, *channel = "sms", *log = NULL, *k, *v, *d;
+	long long expires = 0, last = 0, sends = 0;
+	json_t *l, *e, *list, *out;
+	size_t i;
+
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY) {
+		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+		return;
+	}
+	for (i = 0; i + 1 < r->elements; i += 2) {
+		if (r->element[i]->type != REDIS_REPLY_STRING ||
+		    r->element[i + 1]->type != REDIS_REPLY_STRING)
+			continue;
+		k = r->element[i]->str;
+		v = r->element[i + 1]->str;
+		if (strcmp(k, "status") == 0)
+			status = v;
+		else if (strcmp(k, "purpose") == 0)
+			purpose = v;
+		else if (strcmp(k, "channel") == 0)
+			channel = v;
+		else if (strcmp(k, "expires") == 0)
+			expires = strtoll(v, NULL, 10);
+		else if (strcmp(k, "last_send") == 0)
+			last = strtoll(v, NULL, 10);
+		else if (strcmp(k, "sends") == 0)
+			sends = strtoll(v, NULL, 10);
+		else if (strcmp(k, "log") == 0)
+			log = v;
+	}
+	if (status == NULL || strcmp(status, "pending") != 0 || expires <= clock_ms() ||
+	    purpose == NULL) {
+		otp_conv_answer(o, 0, o->resend_only ? json_pack("{s:s}", "status", "none") :
+		    json_pack("{s:b}", "live", 0), NULL);
+		return;
+	}
+	if (o->resend_only) {
+		/* The create script decides, with the API's limits: one set of rules. */
+		o->purpose = xstrdup(purpose);
+		o->caller = xstrdup("conv");
+		o->peer = xstrdup("conv");
+		otp_create_limits(o);
+		return;
+	}
+	list = json_array();
+	l = log != NULL ? json_loads(log, 0, NULL) : NULL;
+	json_array_foreach(l, i, e) {
+		d = json_string_value(json_object_get(e, "delivery"));
+		json_array_append_new(list, json_pack("{s:s, s:I, s:s}", "channel",
+		    json_string_value(json_object_get(e, "channel")) ?
+		    json_string_value(json_object_get(e, "channel")) : "sms", "at",
+		    (json_int_t)strtoll(json_string_value(json_object_get(e, "at")) ?
+		    json_string_value(json_object_get(e, "at")) : "0", NULL, 10), "delivery",
+		    d != NULL ? d : "queued"));
+	}
+	json_decref(l);
+	out = json_pack("{s:b, s:s, s:s, s:I, s:I, s:I, s:o}", "live", 1, "purpose", purpose,
+	    "channel", channel, "expires", (json_int_t)expires, "last_send", (json_int_t)last,
+	    "sends", (json_int_t)sends, "log", list);
+	otp_conv_answer(o, 0, out, NULL);
+}
+
+static void
+otp_conv_id_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct otp_req *o = arg;
+	char *k;
+
+	if (r == NULL || err != NULL || (r->type != REDIS_REPLY_NIL &&
+	    r->type != REDIS_REPLY_STRING)) {
+		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+		return;
+	}
+	if (r->type == REDIS_REPLY_NIL || otp_id_shard(r->str) != o->shard) {
+		otp_conv_answer(o, 0, o->resend_only ? json_pack("{s:s}", "status", "none") :
+		    json_pack("{s:b}", "live", 0), NULL);
+		return;
+	}
+	memcpy(o->id, r->str, OTP_ID_LEN + 1);
+	k = rkey_otp(o->shard, o->id);
+	if (rds_command(otp_conv_rec_cb, o, "HGETALL %s", k) != 0)
+		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+	free(k);
+}
+
+/* Look up the phone's latest verification (rkey_otp_phone); 0, or -1 with nothing called. */
+static int
+otp_conv_lookup(struct otp_req *o)
+{
+	char *k = rkey_otp_phone(o->shard, o->phone);
+	int rc = rds_command(otp_conv_id_cb, o, "GET %s", k);
+
+	free(k);
+	if (rc != 0) {
+		otp_req_free(o);
+		return -1;
+	}
+	return 0;
+}
+
+/* Is a code live for phone (canonical)? cb gets {"live": false} or {"live": true, "purpose",
+ * "channel", "expires" (ms), "last_send" (ms), "sends", "log": [{"channel", "at" (ms),
+ * "delivery"}]}; never the code. Returns 0, or -1 without calling cb. */
+int
+otp_conv_status(const char *phone, otp_conv_cb *cb, void *arg)
+{
+	return otp_conv_lookup(otp_conv_req(phone, cb, arg));
+}
+
+/* Resend the phone's live code by SMS to the same phone, through the API's limits and create
+ * script (same verification, same code). cb gets {"status": "resent", "phone": masked},
+ * {"status": "none"} or {"status": "limited", "limit": "cooldown"|"maxsends"|"hourly"|"busy",
+ * "wait": seconds}. Returns 0, or -1 without calling cb. */
+int
+otp_conv_resend(const char *phone, otp_conv_cb *cb, void *arg)
+{
+	struct otp_req *o = otp_conv_req(phone, cb, arg);
+
+	o->resend_only = 1;
+	return otp_conv_lookup(o);
+}
+
+/* Send a link_zalo code by SMS to phone (canonical) for zalo_user, as the API would (the same
+ * limits, counted per Zalo user, and the same create script: a live one is resent). cb gets
+ * {"status": "sent"|"resent", "phone": masked} or {"status": "limited", ...} as otp_conv_resend.
+ * Returns 0, or -1 without calling cb. */
+int
+otp_link_start(const char *phone, const char *zalo_user, otp_conv_cb *cb, void *arg)
+{
+	struct otp_req *o;
+
+	if (!otp.keyed || otp_purpose_name(otp.cfg, "link_zalo") == NULL) {
+		/* Not configured: the citizen hears that it cannot be done now. */
+		log_warn_limited("otp: a Zalo link was asked for, but otp.secret or the link_zalo "
+		    "purpose is not configured");
+		o = otp_conv_req(phone, cb, arg);
+		otp_conv_answer(o, 0, json_pack("{s:s, s:s, s:i}", "status", "limited", "limit",
+		    "busy", "wait", 60), NULL);
+		return 0;
+	}
+	o = otp_conv_req(phone, cb, arg);
+	o->purpose = xstrdup("link_zalo");
+	o->zalo_user = xstrdup(zalo_user);
+	o->caller = xasprintf("zalo:%s", zalo_user);
+	o->peer = xstrdup("zalo-link");
+	otp_create_limits(o);
+	return 0;
+}
+
+static void
+otp_link_check_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct otp_req *o = arg;
+	const char *what;
+	char masked[PHONE_MAX], *k;
+	json_t *out;
+
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+	    r->element[0]->type != REDIS_REPLY_STRING) {
+		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+		return;
+	}
+	what = r->element[0]->str;
+	phone_mask(o->phone, masked);
+	if (strcmp(what, "PENDING") == 0 && r->elements == 2) {
+		otp_conv_answer(o, 0, json_pack("{s:s, s:I}", "status", "pending", "left",
+		    (json_int_t)r->element[1]->integer), NULL);
+		return;
+	}
+	if (strcmp(what, "APPROVED") == 0) {
+		otp.approved++;
+		link_set(o->zalo_user, o->phone);
+		log_info("otp: %s approved: Zalo user %s linked to %s", o->id, o->zalo_user, masked);
+		out = json_pack("{s:s, s:s}", "status", "approved", "phone", masked);
+	} else if (strcmp(what, "MAX") == 0) {
+		log_info("otp: %s dead after too many wrong codes", o->id);
+		out = json_pack("{s:s}", "status", "max");
+	} else
+		out = json_pack("{s:s}", "status", "expired");
+	k = rkey_link_pending(conv_shard("zalo", o->zalo_user), o->zalo_user);
+	if (rds_command(otp_conv_ignore_cb, NULL, "DEL %s", k) != 0)
+		log_warn_limited("otp: a pending link could not be dropped (%s)", rds_error());
+	free(k);
+	otp_conv_answer(o, 0, out, NULL);
+}
+
+static void
+otp_link_phone_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct otp_req *o = arg;
+	char digest[OTP_DIGEST_HEX], now[24], *k;
+
+	if (r == NULL || err != NULL || (r->type != REDIS_REPLY_NIL &&
+	    r->type != REDIS_REPLY_STRING)) {
+		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+		return;
+	}
+	if (r->type == REDIS_REPLY_NIL || r->len >= PHONE_MAX) {
+		otp_conv_answer(o, 0, json_pack("{s:s}", "status", "expired"), NULL);
+		return;
+	}
+	memcpy(o->phone, r->str, r->len);
+	o->phone[r->len] = '\0';
+	otp_digest(o->id, o->phone, o->code, digest);
+	snprintf(now, sizeof now, "%lld", clock_ms());
+	k = rkey_otp(o->shard, o->id);
+	{
+		const char *v[] = { k, now, digest };
+
+		if (rds_evalsha(otp.check_script, otp_link_check_cb, o, 1, 2, v, NULL) != 0)
+			otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+	}
+	free(k);
+}
+
+static void
+otp_link_pending_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct otp_req *o = arg;
+	char *k;
+
+	if (r == NULL || err != NULL || (r->type != REDIS_REPLY_NIL &&
+	    r->type != REDIS_REPLY_STRING)) {
+		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+		return;
+	}
+	if (r->type == REDIS_REPLY_NIL || (o->shard = otp_id_shard(r->str)) < 0) {
+		otp_conv_answer(o, 0, json_pack("{s:s}", "status", "none"), NULL);
+		return;
+	}
+	memcpy(o->id, r->str, OTP_ID_LEN + 1);
+	k = rkey_otp(o->shard, o->id);
+	if (rds_command(otp_link_phone_cb, o, "HGET %s phone", k) != 0)
+		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
+	free(k);
+}
+
+/* Check the code zalo_user typed against the link verification they started, with the API's
+ * check script (a wrong code counts, the last wrong one kills it, the right one is used once);
+ * on success the Zalo user is linked to the phone (link_set). cb gets {"status": "approved",
+ * "phone": masked}, {"status": "pending", "left": N}, {"status": "max"}, {"status": "expired"}
+ * or {"status": "none"} (no link was started). Returns 0, or -1 without calling cb. */
+int
+otp_link_check(const char *zalo_user, const char *code, otp_conv_cb *cb, void *arg)
+{
+	struct otp_req *o;
+	char *k;
+	int rc;
+
+	if (strlen(code) != OTP_CODE_LEN || strspn(code, "0123456789") != OTP_CODE_LEN)
+		return -1;
+	o = xcalloc(1, sizeof *o);
+	o->cb = cb;
+	o->arg = arg;
+	o->zalo_user = xstrdup(zalo_user);
+	o->code = xstrdup(code);
+	if (!otp.keyed) {
+		otp_conv_answer(o, 0, json_pack("{s:s}", "status", "none"), NULL);
+		return 0;
+	}
+	k = rkey_link_pending(conv_shard("zalo", zalo_user), zalo_user);
+	rc = rds_command(otp_link_pending_cb, o, "GET %s", k);
+	free(k);
+	if (rc != 0) {
+		otp_req_free(o);
+		return -1;
+	}
+	return 0;
 }

@@ -183,3 +183,33 @@ rkey_otp_idem(const char *caller, const char *keyhex)
 {
 	return xasprintf("%s{otp}:idem:%s:%s", rkey_prefix(), caller, keyhex);
 }
+
+/* The id of a phone's latest verification, whatever its purpose (the conversation's "did my code
+ * come?"): in the phone's shard, until that verification expires. */
+char *
+rkey_otp_phone(int shard, const char *phone)
+{
+	return xasprintf("%s{%d}:otp-phone:%s", rkey_prefix(), shard, phone);
+}
+
+/* The link_zalo verification a Zalo user is to type the code of: in the Zalo user's shard, until
+ * it expires. */
+char *
+rkey_link_pending(int shard, const char *zalo_user)
+{
+	return xasprintf("%s{%d}:link-pending:%s", rkey_prefix(), shard, zalo_user);
+}
+
+/* A Zalo user's linked phone, in the Zalo user's shard (read with their session), and a phone's
+ * linked Zalo user, in the phone's shard: no expiry. */
+char *
+rkey_link_zalo(int shard, const char *zalo_user)
+{
+	return xasprintf("%s{%d}:link-zalo:%s", rkey_prefix(), shard, zalo_user);
+}
+
+char *
+rkey_link_phone(int shard, const char *phone)
+{
+	return xasprintf("%s{%d}:link-phone:%s", rkey_prefix(), shard, phone);
+}

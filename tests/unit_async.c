@@ -2,7 +2,8 @@
  * test.c shape): the Redis command deadline (rds.c's sweep), the Redis connect timeout, and a curl
  * transfer's timeout (fetch.c). The peers are sockets of this process that accept connections (the
  * kernel completes the handshake) and never answer. The outbox retry timer runs against a real
- * redis-server started here and an HTTP provider of this process that refuses the first send. */
+ * redis-server started here and an HTTP provider of this process that refuses the first send; the
+ * Zalo-phone links of link.c against another one. */
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -468,6 +469,90 @@ test_outbox_retry_timer(void)
 	waitpid(pid, &status, 0);
 }
 
+/* What a link.c call answered. */
+static struct {
+	int	 calls, rc;
+	char	 got[128];
+} lk;
+
+static void
+link_answer_cb(int rc, json_t *value, const char *err, void *arg)
+{
+	const char *st = json_string_value(json_object_get(value, "status"));
+
+	lk.calls++;
+	lk.rc = rc;
+	snprintf(lk.got, sizeof lk.got, "%s", json_is_string(value) ? json_string_value(value) :
+	    st != NULL ? st : err != NULL ? err : "");
+	event_base_loopbreak(base);
+}
+
+/* Run one link.c call to its answer. */
+static void
+link_call(int rc)
+{
+	lk.calls = 0;
+	lk.got[0] = '\0';
+	CHECK(rc == 0, "the call was refused: %s", rds_error());
+	if (rc == 0)
+		CHECK(run_loop() == 0 && lk.calls == 1, "no answer within %d ms", WATCHDOG_MS);
+}
+
+/* Zalo users linked to phones, both ways, against a real redis-server: a phone's Zalo user
+ * (link_zalo_of) follows the latest link, the user it replaced is unlinked, HUY LIEN KET
+ * (link_remove) removes both sides, and a user's new phone frees the old one. */
+static void
+test_link_zalo_of(void)
+{
+	const char *a = "5817296487162953217", *b = "5817296487162953299", *p = "84912345678";
+	struct timeval tv = { 0, 20000 };
+	struct event *poll;
+	char url[64], *cause = NULL;
+	int rport, lfd, status;
+	pid_t pid;
+
+	lfd = listener(16, &rport);
+	close(lfd);
+	pid = redis_start(rport);
+	rkey_init("ut:");
+	link_init();
+	snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", rport);
+	CHECK(rds_start(base, url, 1000, &cause) == 0, "rds_start: %s", cause ? cause : "");
+	poll = event_new(base, -1, EV_PERSIST, ready_check_cb, NULL);
+	event_add(poll, &tv);
+	CHECK(run_loop() == 0, "Redis not ready within %d ms", WATCHDOG_MS);
+	event_free(poll);
+
+	link_call(link_zalo_of(p, link_answer_cb, NULL));
+	CHECK(lk.rc == 1, "no link yet: rc %d (%s)", lk.rc, lk.got);
+	link_set(a, p);
+	link_call(link_zalo_of(p, link_answer_cb, NULL));
+	CHECK(lk.rc == 0 && strcmp(lk.got, a) == 0, "linked to a: rc %d %s", lk.rc, lk.got);
+	link_set(b, p);
+	link_call(link_zalo_of(p, link_answer_cb, NULL));
+	CHECK(lk.rc == 0 && strcmp(lk.got, b) == 0, "relinked to b: rc %d %s", lk.rc, lk.got);
+	link_call(link_remove(a, link_answer_cb, NULL));
+	CHECK(lk.rc == 0 && strcmp(lk.got, "none") == 0, "a was unlinked by b's link: %s", lk.got);
+	link_call(link_zalo_of(p, link_answer_cb, NULL));
+	CHECK(lk.rc == 0 && strcmp(lk.got, b) == 0, "a's unlink left b: rc %d %s", lk.rc, lk.got);
+	link_call(link_remove(b, link_answer_cb, NULL));
+	CHECK(lk.rc == 0 && strcmp(lk.got, "unlinked") == 0, "b unlinked: %s", lk.got);
+	link_call(link_zalo_of(p, link_answer_cb, NULL));
+	CHECK(lk.rc == 1, "after HUY LIEN KET: rc %d (%s)", lk.rc, lk.got);
+	/* A Zalo user who links another phone leaves the first one without a Zalo user. */
+	link_set(a, p);
+	link_set(a, "84987654321");
+	link_call(link_zalo_of("84987654321", link_answer_cb, NULL));
+	CHECK(lk.rc == 0 && strcmp(lk.got, a) == 0, "a's new phone: rc %d %s", lk.rc, lk.got);
+	link_call(link_zalo_of(p, link_answer_cb, NULL));
+	CHECK(lk.rc == 1, "a's old phone still names a: rc %d (%s)", lk.rc, lk.got);
+
+	rds_stop();
+	rkey_free();
+	kill(pid, SIGTERM);
+	waitpid(pid, &status, 0);
+}
+
 int
 main(void)
 {
@@ -478,6 +563,7 @@ main(void)
 	test_rds_connect_timeout();
 	test_fetch_timeout();
 	test_outbox_retry_timer();
+	test_link_zalo_of();
 	event_base_free(base);
 	UNIT_END();
 }

@@ -91,6 +91,15 @@ test_validation(void)
 		    "unaccenting, with options and footer (limit 41)" }, 0 },
 		{ "bad-unknown-action", NULL, 480, 2000,
 		  { "main.json: ask: capture: unknown action \"lookup_nothing\"" }, 0 },
+		{ "bad-action-kind", NULL, 480, 2000,
+		  { "main.json: ask: capture: action \"otp_status\" takes no captured value: it is "
+		    "a state's \"action\"",
+		    "main.json: status: action \"link_start\" needs a captured value: it belongs "
+		    "in a \"capture\"" }, 0 },
+		{ "bad-option-only", NULL, 480, 2000,
+		  { "main.json: menu: option 2: unknown channel \"fax\" (known: sms, zalo, ussd)",
+		    "main.json: menu: option 3: \"only\" must be a non-empty array of channel "
+		    "names" }, 0 },
 		{ "bad-regex", NULL, 480, 2000,
 		  { "main.json: ask: capture: regex \"^([a-z\" does not compile: " }, 1 },
 		{ "bad-unknown-var", NULL, 480, 2000,
@@ -726,6 +735,159 @@ test_sections(void)
 	json_decref(vars);
 }
 
+/* One input through the shipped flows as channel/user/phone with the data given. */
+static const char *
+step_shipped(struct flowset *set, json_t *session, const char *channel, const char *user,
+    const char *phone, const char *text, const struct flow_data *data, size_t ndata,
+    struct flow_result *res)
+{
+	static char		 reply[4096];
+	struct flow_input	 in = {
+		.text = text, .channel = channel, .user = user, .phone = phone, .now = NOW,
+		.today = "2023-12-01", .data = data, .ndata = ndata,
+	};
+	char			*cause = NULL;
+	int			 rc;
+
+	reply[0] = '\0';
+	flow_result_clear(res);
+	rc = flow_step(set, session, &in, res, &cause);
+	CHECK(rc == 0, "\"%s\": flow_step failed: %s", text, cause != NULL ? cause : "?");
+	free(cause);
+	if (rc == 0 && json_array_size(res->replies) == 1)
+		snprintf(reply, sizeof reply, "%s",
+		    json_string_value(json_array_get(res->replies, 0)));
+	return reply;
+}
+
+/* The OTP and Zalo link actions of the shipped flows: a state's action asks for live data before
+ * the session changes, the sender's phone is the SMS user or the Zalo user's linked phone, a code
+ * typed is never kept in the session, and a linked Zalo user sees their own dossier unmasked. */
+static void
+test_otp_actions(void)
+{
+	struct flow_limits	 lim = { 3, { { "an SMS reply", 0, 0, "sms" },
+	    { "a Zalo message", 2000, 0, "zalo" }, { "a USSD screen", 0, 0, "ussd" } } };
+	struct flowset		*set;
+	struct flow_result	 res;
+	struct flow_data	 d[2];
+	json_t			*errors = NULL, *session, *none, *live, *sent, *wrong;
+	const char		*got, *zu = "5817296487162953217";
+	char			*dump;
+
+	memset(&res, 0, sizeof res);
+	set = flowset_load("flows", NULL, &lim, &errors);
+	CHECK(set != NULL, "the shipped flows load");
+	if (set == NULL) {
+		dump_errors("flows", errors);
+		json_decref(errors);
+		return;
+	}
+	none = json_pack("{sb}", "live", 0);
+	live = json_pack("{sb ss ss sI sI sI s[{ss sI ss}]}", "live", 1, "purpose", "login",
+	    "channel", "sms", "expires", (json_int_t)NOW * 1000 + 300000, "last_send",
+	    (json_int_t)NOW * 1000, "sends", (json_int_t)2, "log", "channel", "sms", "at",
+	    (json_int_t)NOW * 1000, "delivery", "queued");
+
+	/* SMS: the sender's number is asked about, the session untouched until it is known. */
+	session = json_object();
+	got = step_shipped(set, session, "sms", "84912345678", NULL, "khong nhan duoc ma", NULL,
+	    0, &res);
+	CHECK(res.need.kind == FLOW_DATA_OTP_STATUS, "need kind %d", (int)res.need.kind);
+	CHECK_STR(res.need.key, "84912345678");
+	CHECK(json_object_size(session) == 0, "session changed while data is needed");
+	d[0] = (struct flow_data){ FLOW_DATA_OTP_STATUS, "84912345678", none };
+	got = step_shipped(set, session, "sms", "84912345678", NULL, "khong nhan duoc ma", d, 1,
+	    &res);
+	CHECK(strstr(got, "Hiện không có mã OTP nào đang chờ cho số 84912***678") != NULL &&
+	    strstr(got, "GUI LAI") == NULL, "no live code: %s", got);
+	d[0].value = live;
+	got = step_shipped(set, session, "sms", "84912345678", NULL, "OTP", d, 1, &res);
+	CHECK(strstr(got, "còn hiệu lực") != NULL && strstr(got, "(lần 2)") != NULL &&
+	    strstr(got, "chưa có báo nhận") != NULL && strstr(got, "GUI LAI") != NULL,
+	    "live code: %s", got);
+	/* Shown again after an invalid choice: asked again (live data is never kept). */
+	got = step_shipped(set, session, "sms", "84912345678", NULL, "7", NULL, 0, &res);
+	CHECK(res.need.kind == FLOW_DATA_OTP_STATUS, "re-shown: need kind %d", (int)res.need.kind);
+	json_decref(session);
+
+	/* Zalo without a linked phone: nothing is asked, the user is told to link. */
+	session = json_object();
+	got = step_shipped(set, session, "zalo", zu, NULL, "OTP", NULL, 0, &res);
+	CHECK(res.need.kind == FLOW_DATA_NONE && strstr(got, "LIEN KET") != NULL, "unlinked: %s",
+	    got);
+	json_decref(session);
+
+	/* LIEN KET: the phone normalised, then the code: never kept in the session. */
+	session = json_object();
+	got = step_shipped(set, session, "zalo", zu, NULL, "Liên kết +84 912 345 678", NULL, 0,
+	    &res);
+	CHECK(res.need.kind == FLOW_DATA_LINK_START, "need kind %d", (int)res.need.kind);
+	CHECK_STR(res.need.key, "84912345678 5817296487162953217");
+	sent = json_pack("{ss ss}", "status", "sent", "phone", "84912***678");
+	d[0] = (struct flow_data){ FLOW_DATA_LINK_START, "84912345678 5817296487162953217", sent };
+	got = step_shipped(set, session, "zalo", zu, NULL, "Liên kết +84 912 345 678", d, 1,
+	    &res);
+	CHECK(strstr(got, "Đã gửi mã xác nhận bằng SMS tới số 84912***678") != NULL, "sent: %s",
+	    got);
+	got = step_shipped(set, session, "zalo", zu, NULL, "123 456", NULL, 0, &res);
+	CHECK(res.need.kind == FLOW_DATA_LINK_CHECK, "need kind %d", (int)res.need.kind);
+	CHECK_STR(res.need.key, "5817296487162953217 123456");
+	wrong = json_pack("{ss sI}", "status", "pending", "left", (json_int_t)4);
+	d[0] = (struct flow_data){ FLOW_DATA_LINK_CHECK, "5817296487162953217 123456", wrong };
+	got = step_shipped(set, session, "zalo", zu, NULL, "123 456", d, 1, &res);
+	CHECK(strstr(got, "Còn 4 lần thử") != NULL, "wrong code: %s", got);
+	dump = json_dumps(session, JSON_COMPACT);
+	CHECK(strstr(dump, "123") == NULL, "the code typed is kept in the session: %s", dump);
+	free(dump);
+	json_decref(session);
+
+	/* A foreign number: nothing is asked for. */
+	session = json_object();
+	got = step_shipped(set, session, "zalo", zu, NULL, "LIEN KET +1 202 555 0100", NULL, 0,
+	    &res);
+	CHECK(res.need.kind == FLOW_DATA_NONE && strstr(got, "không phải số di động Việt Nam"),
+	    "foreign: %s", got);
+	/* On SMS linking is refused without asking anything. */
+	got = step_shipped(set, session, "sms", "84912345678", NULL, "LIEN KET 0912345678", NULL,
+	    0, &res);
+	CHECK(res.need.kind == FLOW_DATA_NONE && strstr(got, "chỉ dùng trong Zalo"),
+	    "sms: %s", got);
+	json_decref(session);
+
+	/* The link entry of the menu is offered on Zalo only. */
+	session = json_object();
+	got = step_shipped(set, session, "zalo", zu, NULL, "menu", NULL, 0, &res);
+	CHECK(strstr(got, "\n9. Liên kết Zalo") != NULL, "zalo menu: %s", got);
+	got = step_shipped(set, session, "zalo", zu, NULL, "9", NULL, 0, &res);
+	CHECK(strstr(got, "nhập số di động của bạn") != NULL, "zalo 9: %s", got);
+	got = step_shipped(set, session, "sms", "84912345678", NULL, "menu", NULL, 0, &res);
+	CHECK(strstr(got, "Liên kết") == NULL && strstr(got, "\n9.") == NULL, "sms menu: %s", got);
+	got = step_shipped(set, session, "sms", "84912345678", NULL, "9", NULL, 0, &res);
+	CHECK(strstr(got, "Lựa chọn không hợp lệ") != NULL, "sms 9: %s", got);
+	got = step_shipped(set, session, "ussd", "84912345678", NULL, "menu", NULL, 0, &res);
+	CHECK(strstr(got, "\n9.") == NULL, "ussd menu: %s", got);
+	json_decref(session);
+
+	/* A dossier from Zalo: masked, unless the Zalo user's linked phone is the dossier's. */
+	session = json_object();
+	d[0] = (struct flow_data){ FLOW_DATA_DOSSIER, CODE, dossier };
+	got = step_shipped(set, session, "zalo", zu, NULL, "HS " CODE, d, 1, &res);
+	CHECK(strstr(got, "Nguyễn V** A**") != NULL, "unlinked: %s", got);
+	got = step_shipped(set, session, "zalo", zu, "84912345678", "HS " CODE, d, 1, &res);
+	CHECK(strstr(got, "Nguyễn Văn An") != NULL, "linked: %s", got);
+	got = step_shipped(set, session, "zalo", zu, "84987654321", "HS " CODE, d, 1, &res);
+	CHECK(strstr(got, "Nguyễn V** A**") != NULL, "linked to another phone: %s", got);
+	json_decref(session);
+
+	flow_result_clear(&res);
+	json_decref(none);
+	json_decref(live);
+	json_decref(sent);
+	json_decref(wrong);
+	flowset_free(set);
+}
+
 int
 main(void)
 {
@@ -745,6 +907,7 @@ main(void)
 	test_data();
 	test_lookup_session();
 	test_bad_session();
+	test_otp_actions();
 	json_decref(dossier);
 	flowset_free(fs);
 	UNIT_END();
