@@ -1,4 +1,4 @@
-/* main.c: the command table (run, check, chat, import, outbox, token) and the daemon's life:
+/* main.c: the command table (run, check, chat, import, outbox, token, user) and the daemon's life:
  * start-up, SIGHUP reload, and SIGTERM/SIGINT drain; the terminal chat simulator. */
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -35,6 +35,7 @@ static int	cmd_chat(struct config *, int, char **);
 static int	cmd_import(struct config *, int, char **);
 static int	cmd_outbox(struct config *, int, char **);
 static int	cmd_token(struct config *, int, char **);
+static int	cmd_user(struct config *, int, char **);
 
 /* The commands: dvcgw NAME [-c FILE] [options] ARGS. One entry each; usage() is made from it. */
 static const struct cmd_entry {
@@ -53,11 +54,13 @@ static const struct cmd_entry {
 	  cmd_outbox },
 	{ "token", "new NAME ROLE", "a new API token (provider, portal, staff, onestop) and its "
 	  "api.tokens entry", 0, -1, cmd_token },
+	{ "user", "add|passwd|disable|enable|list [NAME] [--role agent|supervisor]", "staff "
+	  "accounts; the password is read from the terminal (no echo) or stdin", 1, 2, cmd_user },
 };
 
 /* Options some commands read (chat). */
 static struct {
-	const char	*channel, *user;
+	const char	*channel, *user, *role;
 } opt;
 
 static __dead void
@@ -130,6 +133,7 @@ static void
 gw_teardown(void)
 {
 	http_free();
+	staff_stop();
 	zalo_stop();
 	outbox_free();
 	smsout_free();
@@ -244,6 +248,7 @@ gw_setup(struct config *cfg, struct flowset *fs)
 	store_init(cfg);
 	conv_init(cfg, fs);
 	otp_init(cfg);
+	staff_init(gw.base, cfg);
 	ussd_init(gw.base, cfg);
 	fetch_init(gw.base);
 	outbox_init(gw.base, cfg);
@@ -371,6 +376,7 @@ chat_quit(void)
 	event_del(chat.ev);
 	event_free(chat.ev);
 	event_free(chat.wait);
+	staff_stop();
 	fetch_stop();
 	outbox_free();
 	smsout_free();
@@ -539,6 +545,12 @@ cmd_outbox(struct config *cfg, int argc, char **argv)
 	return outbox_cli(cfg, argc, argv);
 }
 
+static int
+cmd_user(struct config *cfg, int argc, char **argv)
+{
+	return staff_cli(cfg, opt.role, argc, argv);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -546,6 +558,7 @@ main(int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' },
 		{ "channel", required_argument, NULL, 'C' },
 		{ "user", required_argument, NULL, 'u' },
+		{ "role", required_argument, NULL, 'r' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const struct cmd_entry *cmd = &cmd_table[0];
@@ -570,6 +583,7 @@ main(int argc, char **argv)
 		case 'c': conf = optarg; break;
 		case 'C': opt.channel = optarg; break;
 		case 'u': opt.user = optarg; break;
+		case 'r': opt.role = optarg; break;
 		default: usage();
 		}
 	}
