@@ -217,9 +217,12 @@ hotline_message(struct http_req *req, void *arg)
 	h = xcalloc(1, sizeof *h);
 	h->req = req;
 	h->chan = channel_find(channel);
-	if (strlen(to) >= sizeof h->to || h->chan->user(to, h->to, sizeof h->to, &cause) != 0) {
+	/* The channel's own reading of a user id; a phone channel's must be a mobile: a short code
+	 * (another gateway, ours) is never written to from here. */
+	if (strlen(to) >= sizeof h->to || h->chan->user(to, h->to, sizeof h->to, &cause) != 0 ||
+	    (h->chan->user == phone_user && phone_normalise(to, h->to, &cause) != 0)) {
 		http_error(req, 400, "invalid_recipient", "\"to\" is not a %s recipient%s%s.",
-		    h->chan->name, cause ? ": " : "", cause ? cause : "");
+		    h->chan->name, cause ? ": " : " (a short code)", cause ? cause : "");
 		free(cause);
 		hotline_free(h);
 		goto fail;

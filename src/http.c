@@ -156,10 +156,10 @@ http_req_free(struct http_req *req)
 		return;
 	free(req->head);
 	free(req->path);
+	if (req->body != NULL)		/* it may have held a password */
+		sodium_memzero(req->body, req->clen);
 	free(req->body);
 	free(req->out);
-	if (req->body != NULL)
-		sodium_memzero(req->body, req->clen);
 	free(req->who);
 	free(req);
 }

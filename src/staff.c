@@ -2,8 +2,8 @@
  * accounts (Argon2id hashes via crypto_pwhash_str) over a blocking connection; POST /api/v1/login
  * counts the attempt against fixed windows per account and per address (one script), verifies the
  * password on pwhash.c's workers (never on the loop; unknown accounts against a dummy hash, so they
- * take as long) and stores a session under the SHA-256 of its random id with an idle and an absolute
- * expiry; POST /api/v1/logout deletes it. auth.c decides about every request; it reads sessions
+ * take as long) and stores a session under the SHA-256 of its random id with an idle and an
+ * absolute expiry; POST /api/v1/logout deletes it. auth.c decides about every request; it reads sessions
  * through staff_session_load. */
 #include <ctype.h>
 #include <stdarg.h>
@@ -29,13 +29,16 @@
 
 /* KEYS: the account's and the address's failed sign-in counters, the account. ARGV: their limits,
  * the window (s). Each attempt counts as a failure until it succeeds (staff_ok_lua takes it back),
- * so concurrent guesses cannot slip past the limit. -> {"USER"|"IP", seconds left in the window}
- * or {"OK", hash, role, disabled, gen} ("" for an unknown account). */
+ * so concurrent guesses cannot slip past the limit; refused attempts count too. -> {"USER"|"IP",
+ * seconds left in the window} or {"OK", hash, role, disabled, gen} ("" for an unknown account). */
 static const char staff_try_lua[] =
+	"local n = {}\n"
 	"for i = 1, 2 do\n"
-	"  local n = redis.call('INCR', KEYS[i])\n"
-	"  if n == 1 then redis.call('EXPIRE', KEYS[i], ARGV[3]) end\n"
-	"  if n > tonumber(ARGV[i]) then\n"
+	"  n[i] = redis.call('INCR', KEYS[i])\n"
+	"  if n[i] == 1 then redis.call('EXPIRE', KEYS[i], ARGV[3]) end\n"
+	"end\n"
+	"for i = 1, 2 do\n"
+	"  if n[i] > tonumber(ARGV[i]) then\n"
 	"    local t = redis.call('TTL', KEYS[i])\n"
 	"    if t < 1 then t = 1 end\n"
 	"    return {i == 1 and 'USER' or 'IP', t}\n"
@@ -248,7 +251,7 @@ staff_created(struct staff_login *o)
 	staff_login_free(o);
 }
 
-/* The attempt is counted: 429 over a limit, else verify the password (or the dummy) off the loop. */
+/* The attempt is counted: 429 over a limit, else verify the password (or dummy) off the loop. */
 static void
 staff_try_cb(struct redisReply *r, void *arg, const char *err)
 {
@@ -314,10 +317,9 @@ staff_login(struct http_req *req, void *arg)
 		    "again in a moment.");
 		return;
 	}
-	j = http_body_json(req, NULL);
+	if ((j = http_body_json(req, NULL)) == NULL)
+		return;		/* answered and freed (its body wiped) */
 	http_body_wipe(req);
-	if (j == NULL)
-		return;
 	json_object_foreach(j, key, v) {
 		if (strcmp(key, "user") != 0 && strcmp(key, "password") != 0) {
 			http_error(req, 400, "unknown_field", "Unknown field \"%s\".", key);
