@@ -274,28 +274,46 @@ auth_token(struct http_req *req, int role, char **cause)
 
 static int	auth_staff(struct http_req *, char **);
 
-/* May this request call a route for role? 0, or the HTTP status (401, 403, 503) and *cause, or
- * AUTH_PENDING: a session is being looked up and http_auth_done(req, ...) will say. */
-int
-auth_check(struct http_req *req, int role, char **cause)
+/* 1 when the client's address is in listen.allow (or no list is set). */
+static int
+auth_net_ok(struct http_req *req)
 {
 	unsigned char a[16];
 	size_t i;
 	int v4, ok = 0;
 
+	if (auth.nnets == 0)
+		return 1;
+	if (auth_addr(http_peer(req), a, &v4) != 0)
+		return 0;
+	for (i = 0; i < auth.nnets; i++)
+		ok |= auth_in_net(a, &auth.nets[i]);
+	return ok;
+}
+
+/* Sign-in (open to anyone with a password) is still narrowed by listen.allow: 0, or 403 and
+ * *cause. */
+int
+auth_check_signin(struct http_req *req, char **cause)
+{
+	if (auth_net_ok(req))
+		return 0;
+	*cause = xasprintf("Calls from %s are not accepted: the address is not in listen.allow.",
+	    http_peer(req));
+	return 403;
+}
+
+/* May this request call a route for role? 0, or the HTTP status (401, 403, 503) and *cause, or
+ * AUTH_PENDING: a session is being looked up and http_auth_done(req, ...) will say. */
+int
+auth_check(struct http_req *req, int role, char **cause)
+{
 	if (role == AUTH_ANYONE)
 		return 0;
-	if (auth.nnets > 0) {
-		if (auth_addr(http_peer(req), a, &v4) != 0)
-			ok = 0;
-		else
-			for (i = 0; i < auth.nnets; i++)
-				ok |= auth_in_net(a, &auth.nets[i]);
-		if (!ok) {
-			*cause = xasprintf("Calls from %s are not accepted: the address is not in "
-			    "listen.allow.", http_peer(req));
-			return 403;
-		}
+	if (!auth_net_ok(req)) {
+		*cause = xasprintf("Calls from %s are not accepted: the address is not in "
+		    "listen.allow.", http_peer(req));
+		return 403;
 	}
 	if (role == AUTH_STAFF)
 		return auth_staff(req, cause);

@@ -45,6 +45,7 @@ int		 auth_init(const struct config *, char **);
 int		 auth_role(const char *);
 const char	*auth_role_name(int);
 int		 auth_check(struct http_req *, int, char **);
+int		 auth_check_signin(struct http_req *, char **);
 const char	*auth_caller(struct http_req *);
 int		 auth_is_supervisor(struct http_req *);
 const char	*auth_session(struct http_req *);

@@ -306,7 +306,13 @@ staff_login(struct http_req *req, void *arg)
 	const char *key, *user = NULL, *password = NULL;
 	long long window;
 	json_t *j, *v;
+	char *cause = NULL;
 
+	if (auth_check_signin(req, &cause) != 0) {
+		http_error(req, 403, "forbidden", "%s", cause);
+		free(cause);
+		return;
+	}
 	if (!staff.ready) {
 		http_error(req, 503, "unavailable", "Sign-in is not available.");
 		return;

@@ -515,6 +515,39 @@ def test_no_secrets_in_logs(env):
         assert secret not in logs, "%r is in the log:\n%s" % (secret, logs)
 
 
+def test_listen_allow_narrows_sign_in(env):
+    g = gw(env, **{"listen__allow": ["10.0.0.0/8"]})
+    add(g, "lan")
+    st, j, _, sid = login(g, "lan")
+    assert st == 403 and "listen.allow" in j["message"] and sid is None, (st, j)
+    st, j, _ = call(g, "GET", "/api/v1/audit", headers=bearer(STAFF_TOKEN))
+    assert st == 403, (st, j)
+
+
+def test_stop_answers_logins_being_hashed(env):
+    g = gw(env, hash_workers=1, hash_queue=16, login_failures=100, login_ip_failures=100)
+    add(g, "lan")
+    results = []
+
+    def one():
+        try:
+            results.append(login(g, "lan")[0])
+        except OSError as e:   # a dropped answer is what this test is about
+            results.append(repr(e))
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    rc = g.stop()
+    for t in threads:
+        t.join(30)
+    assert rc == 0, (rc, g.logs())
+    # every login already read was hashed and answered before the workers stopped
+    assert results == [200] * 6, results
+    assert "stop: drained" in g.logs(), g.logs()
+
+
 def test_user_cli(env):
     g = gw(env)
     out = user(g, "add", "lan", role="supervisor")
@@ -555,4 +588,5 @@ if __name__ == "__main__":
                   test_redis_down_503, test_loop_answers_while_logins_hash,
                   test_full_hash_queue_answers_503, test_dossier_lookup_any_form,
                   test_message_queued_on_the_outbox, test_audit_scoping_and_limit,
-                  test_no_secrets_in_logs, test_user_cli]))
+                  test_no_secrets_in_logs, test_listen_allow_narrows_sign_in,
+                  test_stop_answers_logins_being_hashed, test_user_cli]))
