@@ -238,7 +238,8 @@ auth_token(struct http_req *req, int role, char **cause)
 	if ((tok = auth_presented(req)) == NULL || *tok == '\0') {
 		free(tok);
 		*cause = xasprintf("This endpoint needs a %s token: send \"Authorization: Bearer "
-		    "<token>\" or add key=<token> to the URL.", auth_role_name(role));
+		    "<token>\" or add key=<token> to the URL%s.", auth_role_name(role),
+		    role == AUTH_STAFF ? ", or sign in (POST /api/v1/login)" : "");
 		return 401;
 	}
 	if (strlen(tok) > AUTH_MAX_TOKEN) {

@@ -538,6 +538,18 @@ staff_cli(const struct config *cfg, const char *role, int argc, char **argv)
 		    STAFF_NAME_MAX);
 		return 2;
 	}
+	if (name != NULL && strcmp(what, "add") == 0) {
+		json_t *t;
+
+		/* Account and token names share the audit's "who". */
+		json_array_foreach(cfg->api_tokens, i, t)
+			if (json_is_string(json_object_get(t, "name")) && strcmp(name,
+			    json_string_value(json_object_get(t, "name"))) == 0) {
+				fprintf(stderr, "dvcgw user: %s is the name of an API token in "
+				    "api.tokens; choose another\n", name);
+				return 2;
+			}
+	}
 	if ((c = rds_connect_sync(cfg->redis_url, cfg->redis_timeout_ms, &cause)) == NULL) {
 		fprintf(stderr, "dvcgw user: %s\n", cause);
 		free(cause);

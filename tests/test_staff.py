@@ -560,6 +560,10 @@ def test_user_cli(env):
     assert out.returncode == 2, out
     out = user(g, "add", "x", role="boss")
     assert out.returncode == 2 and "--role" in out.stderr, out
+    out = user(g, "add", "crm")
+    assert out.returncode == 2 and "API token" in out.stderr, out
+    st, j, _ = call(g, "GET", "/api/v1/audit")
+    assert st == 401 and "sign in" in j["message"], (st, j)
     out = user(g, "passwd", "nobody")
     assert out.returncode == 1 and "does not exist" in out.stderr, out
     out = user(g, "add", "ngan", password=None)
