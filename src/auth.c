@@ -272,7 +272,6 @@ auth_token(struct http_req *req, int role, char **cause)
 	return 401;
 }
 
-
 static int	auth_staff(struct http_req *, char **);
 
 /* 1 when the client's address is in listen.allow (or no list is set). */
