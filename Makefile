@@ -35,10 +35,10 @@ $(B)/%.o: src/%.c $(FLAGS_STAMP) | $(B)
 	$(CC) $(WARN) $(CFLAGS) $(PKGCFLAGS) -MMD -MP -c $< -o $@
 
 $(B)/dvcgw: $(OBJS)
-	$(CC) $(LDFLAGS) -o $@ $(OBJS) $(PKGLIBS) -lm
+	$(CC) $(LDFLAGS) -o $@ $(OBJS) $(PKGLIBS) -lm -pthread
 
 $(B)/unit_%: tests/unit_%.c $(LIBOBJS) $(FLAGS_STAMP)
-	$(CC) $(WARN) $(CFLAGS) $(PKGCFLAGS) -Isrc -MMD -MP -o $@ $< $(LIBOBJS) $(LDFLAGS) $(PKGLIBS) -lm
+	$(CC) $(WARN) $(CFLAGS) $(PKGCFLAGS) -Isrc -MMD -MP -o $@ $< $(LIBOBJS) $(LDFLAGS) $(PKGLIBS) -lm -pthread
 
 units: $(UNITS)
 
@@ -86,20 +86,20 @@ units: $(FUZZERS)
 
 $(B)/fuzz_%: tests/fuzz_%.c tests/fuzz_main.c tests/fuzz.h $(LIBOBJS) $(wildcard src/*.h) $(FLAGS_STAMP)
 	$(CC) $(WARN) $(CFLAGS) $(PKGCFLAGS) -Isrc -o $@ $< tests/fuzz_main.c $(LIBOBJS) $(LDFLAGS) \
-	    $(PKGLIBS) -lm
+	    $(PKGLIBS) -lm -pthread
 
 # fuzz_http drives the real server and handlers with Redis stubbed (tests/rds_stub.c).
 HTTP_FUZZ_OBJS := $(filter-out $(B)/rds.o,$(LIBOBJS))
 $(B)/fuzz_http: tests/fuzz_http.c tests/rds_stub.c tests/rds_stub.h tests/fuzz_main.c tests/fuzz.h \
     $(HTTP_FUZZ_OBJS) $(wildcard src/*.h) $(FLAGS_STAMP)
 	$(CC) $(WARN) $(CFLAGS) $(PKGCFLAGS) -Isrc -o $@ tests/fuzz_http.c tests/rds_stub.c \
-	    tests/fuzz_main.c $(HTTP_FUZZ_OBJS) $(LDFLAGS) $(PKGLIBS) -lm
+	    tests/fuzz_main.c $(HTTP_FUZZ_OBJS) $(LDFLAGS) $(PKGLIBS) -lm -pthread
 
 $(FUZZ_B)/fuzz_http: tests/fuzz_http.c tests/rds_stub.c tests/fuzz.h \
     $(filter-out $(FUZZ_B)/obj/rds.o,$(FUZZ_OBJS))
 	$(FUZZ_CC) $(WARN) $(FUZZ_CFLAGS) -fsanitize=fuzzer,$(FUZZ_SAN) $(PKGCFLAGS) -Isrc -o $@ \
 	    tests/fuzz_http.c tests/rds_stub.c $(filter-out $(FUZZ_B)/obj/rds.o,$(FUZZ_OBJS)) \
-	    $(PKGLIBS) -lm
+	    $(PKGLIBS) -lm -pthread
 
 $(FUZZ_B)/obj/%.o: src/%.c $(wildcard src/*.h)
 	@mkdir -p $(@D)
@@ -107,7 +107,7 @@ $(FUZZ_B)/obj/%.o: src/%.c $(wildcard src/*.h)
 
 $(FUZZ_B)/fuzz_%: tests/fuzz_%.c tests/fuzz.h $(FUZZ_OBJS)
 	$(FUZZ_CC) $(WARN) $(FUZZ_CFLAGS) -fsanitize=fuzzer,$(FUZZ_SAN) $(PKGCFLAGS) -Isrc -o $@ $< \
-	    $(FUZZ_OBJS) $(PKGLIBS) -lm
+	    $(FUZZ_OBJS) $(PKGLIBS) -lm -pthread
 
 fuzz: $(FUZZ_BINS)
 	@for f in $(FUZZ_BINS); do \

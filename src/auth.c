@@ -1,19 +1,41 @@
-/* auth.c: who may call an endpoint. API tokens (api.tokens: name, role, sha256 of the token) are
- * checked by hashing what the caller presents and comparing in constant time with every token of
- * the route's role; listen.allow narrows callers to networks. Provider endpoints without any
- * provider token configured accept only clients on this machine (or in listen.allow). */
+/* auth.c: who may call an endpoint, decided here for every route. API tokens (api.tokens: name,
+ * role, sha256 of the token) are checked by hashing what the caller presents and comparing in
+ * constant time with every token of the route's role; listen.allow narrows callers to networks.
+ * Provider endpoints without any provider token configured accept only clients on this machine (or
+ * in listen.allow). Staff routes take a staff token or a signed-in staff session (the dvcgw_session
+ * cookie, looked up in Redis through staff.c, so that check answers later: AUTH_PENDING, then
+ * http_auth_done); a write with a session also needs its X-CSRF-Token. Staff routes never accept a
+ * caller without a credential, loopback or not. */
 #include <sys/socket.h>
 
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include <hiredis/hiredis.h>
 #include <sodium.h>
 
 #include "dvcgw.h"
 
 #define AUTH_MAX_TOKEN	512	/* bytes of a presented token */
+#define AUTH_COOKIE	"dvcgw_session"
+#define AUTH_SID_HEX	64	/* a session id: 32 random bytes in hex */
+
+/* Who is calling, kept with the request once a check let it through (http_set_who). */
+struct auth_who {
+	char	 name[128];		/* the token's name or the account's */
+	int	 session;		/* 1: a signed-in account; 0: an API token */
+	int	 supervisor;		/* session of a supervisor account */
+	char	 sid[2 * crypto_hash_sha256_BYTES + 1];	/* session: sha256 hex of its id */
+};
+
+/* A session lookup in flight; the request lives until it is answered. */
+struct auth_pending {
+	struct http_req	*req;
+	char		 sid[2 * crypto_hash_sha256_BYTES + 1];
+};
 
 struct auth_token {
 	char		*name;
@@ -155,9 +177,12 @@ auth_caller(struct http_req *req)
 {
 	unsigned char h[crypto_hash_sha256_BYTES];
 	const char *name = "local";
+	struct auth_who *who = http_who(req);
 	char *tok;
 	size_t i;
 
+	if (who != NULL)
+		return who->name;
 	if ((tok = auth_presented(req)) == NULL || strlen(tok) > AUTH_MAX_TOKEN) {
 		free(tok);
 		return name;
@@ -199,41 +224,22 @@ auth_presented(struct http_req *req)
 	return http_query_value(http_query_string(req), "key");
 }
 
-/* May this request call a route for role? 0, or the HTTP status (401, 403) and *cause. */
-int
-auth_check(struct http_req *req, int role, char **cause)
+/* Check the token the caller presents against the route's role: 0 (and the caller recorded),
+ * 401 or 403 with *cause. */
+static int
+auth_token(struct http_req *req, int role, char **cause)
 {
-	unsigned char a[16], h[crypto_hash_sha256_BYTES];
-	char *tok;
+	unsigned char h[crypto_hash_sha256_BYTES];
+	struct auth_who *who;
 	size_t i;
-	int v4, ok = 0, other = -1;
+	int ok = 0, other = -1;
+	char *tok;
 
-	if (role == AUTH_ANYONE)
-		return 0;
-	if (auth.nnets > 0) {
-		if (auth_addr(http_peer(req), a, &v4) != 0)
-			ok = 0;
-		else
-			for (i = 0; i < auth.nnets; i++)
-				ok |= auth_in_net(a, &auth.nets[i]);
-		if (!ok) {
-			*cause = xasprintf("Calls from %s are not accepted: the address is not in "
-			    "listen.allow.", http_peer(req));
-			return 403;
-		}
-	}
-	if (!auth_has_role(role)) {
-		if (auth.nnets > 0 || http_peer_loopback(req))
-			return 0;
-		*cause = xasprintf("No %s token is configured, so this endpoint accepts calls only "
-		    "from this machine; add one to api.tokens (see dvcgw token new).",
-		    auth_role_name(role));
-		return 403;
-	}
 	if ((tok = auth_presented(req)) == NULL || *tok == '\0') {
 		free(tok);
 		*cause = xasprintf("This endpoint needs a %s token: send \"Authorization: Bearer "
-		    "<token>\" or add key=<token> to the URL.", auth_role_name(role));
+		    "<token>\" or add key=<token> to the URL%s.", auth_role_name(role),
+		    role == AUTH_STAFF ? ", or sign in (POST /api/v1/login)" : "");
 		return 401;
 	}
 	if (strlen(tok) > AUTH_MAX_TOKEN) {
@@ -244,16 +250,19 @@ auth_check(struct http_req *req, int role, char **cause)
 	crypto_hash_sha256(h, (const unsigned char *)tok, strlen(tok));
 	sodium_memzero(tok, strlen(tok));
 	free(tok);
-	ok = 0;
 	for (i = 0; i < auth.ntokens; i++)	/* every token, so timing tells nothing */
 		if (sodium_memcmp(h, auth.tokens[i].hash, sizeof h) == 0) {
 			if (auth.tokens[i].role == role)
-				ok = 1;
+				ok = (int)i + 1;
 			else
 				other = auth.tokens[i].role;
 		}
-	if (ok)
+	if (ok) {
+		who = xcalloc(1, sizeof *who);
+		snprintf(who->name, sizeof who->name, "%s", auth.tokens[ok - 1].name);
+		http_set_who(req, who);
 		return 0;
+	}
 	if (other >= 0) {
 		*cause = xasprintf("A %s token may not call this endpoint; it needs a %s token.",
 		    auth_role_name(other), auth_role_name(role));
@@ -261,6 +270,187 @@ auth_check(struct http_req *req, int role, char **cause)
 	}
 	*cause = xstrdup("The token is not valid.");
 	return 401;
+}
+
+static int	auth_staff(struct http_req *, char **);
+
+/* 1 when the client's address is in listen.allow (or no list is set). */
+static int
+auth_net_ok(struct http_req *req)
+{
+	unsigned char a[16];
+	size_t i;
+	int v4, ok = 0;
+
+	if (auth.nnets == 0)
+		return 1;
+	if (auth_addr(http_peer(req), a, &v4) != 0)
+		return 0;
+	for (i = 0; i < auth.nnets; i++)
+		ok |= auth_in_net(a, &auth.nets[i]);
+	return ok;
+}
+
+/* Sign-in (open to anyone with a password) is still narrowed by listen.allow: 0, or 403 and
+ * *cause. */
+int
+auth_check_signin(struct http_req *req, char **cause)
+{
+	if (auth_net_ok(req))
+		return 0;
+	*cause = xasprintf("Calls from %s are not accepted: the address is not in listen.allow.",
+	    http_peer(req));
+	return 403;
+}
+
+/* May this request call a route for role? 0, or the HTTP status (401, 403, 503) and *cause, or
+ * AUTH_PENDING: a session is being looked up and http_auth_done(req, ...) will say. */
+int
+auth_check(struct http_req *req, int role, char **cause)
+{
+	if (role == AUTH_ANYONE)
+		return 0;
+	if (!auth_net_ok(req)) {
+		*cause = xasprintf("Calls from %s are not accepted: the address is not in "
+		    "listen.allow.", http_peer(req));
+		return 403;
+	}
+	if (role == AUTH_STAFF)
+		return auth_staff(req, cause);
+	if (!auth_has_role(role)) {
+		if (auth.nnets > 0 || http_peer_loopback(req))
+			return 0;
+		*cause = xasprintf("No %s token is configured, so this endpoint accepts calls only "
+		    "from this machine; add one to api.tokens (see dvcgw token new).",
+		    auth_role_name(role));
+		return 403;
+	}
+	return auth_token(req, role, cause);
+}
+
+/* The dvcgw_session cookie's value (a pointer into the header and its length), or NULL. */
+static const char *
+auth_cookie(struct http_req *req, size_t *len)
+{
+	const char *h = http_header(req, "Cookie"), *p, *end;
+	size_t n = strlen(AUTH_COOKIE);
+
+	for (p = h; p != NULL && *p != '\0'; p = end) {
+		while (*p == ' ' || *p == ';')
+			p++;
+		if ((end = strchr(p, ';')) == NULL)
+			end = p + strlen(p);
+		if ((size_t)(end - p) > n && strncmp(p, AUTH_COOKIE, n) == 0 && p[n] == '=') {
+			*len = (size_t)(end - p) - n - 1;
+			while (*len > 0 && p[n + *len] == ' ')
+				(*len)--;
+			return p + n + 1;
+		}
+	}
+	return NULL;
+}
+
+/* The session script answered: {"OK", user, role, csrf}, {"NONE"} or {"DISABLED"}. Decide. */
+static void
+auth_session_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct auth_pending *ap = arg;
+	struct http_req *req = ap->req;
+	struct auth_who *who;
+	const char *what, *csrf;
+	int status = 0, m;
+	const char *cause = NULL;
+
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+	    r->element[0]->type != REDIS_REPLY_STRING) {
+		log_warn_limited("auth: a session could not be looked up: %s", err ? err :
+		    rds_error());
+		status = 503;
+		cause = "The gateway cannot reach its store now; try again.";
+		goto done;
+	}
+	what = r->element[0]->str;
+	if (strcmp(what, "DISABLED") == 0) {
+		status = 401;
+		cause = "This account is disabled; its sessions have ended.";
+		goto done;
+	}
+	if (strcmp(what, "OK") != 0 || r->elements != 4 ||
+	    r->element[1]->type != REDIS_REPLY_STRING || r->element[2]->type != REDIS_REPLY_STRING ||
+	    r->element[3]->type != REDIS_REPLY_STRING) {
+		status = 401;
+		cause = "The session has ended or is not valid; sign in again.";
+		goto done;
+	}
+	m = http_method(req);
+	if (m != HTTP_GET && m != HTTP_HEAD) {
+		csrf = http_header(req, "X-CSRF-Token");
+		if (csrf == NULL || strlen(csrf) != r->element[3]->len || r->element[3]->len == 0 ||
+		    sodium_memcmp(csrf, r->element[3]->str, r->element[3]->len) != 0) {
+			status = 403;
+			cause = "A change made with a session needs its X-CSRF-Token header (the "
+			    "\"csrf\" value from the sign-in).";
+			goto done;
+		}
+	}
+	who = xcalloc(1, sizeof *who);
+	snprintf(who->name, sizeof who->name, "%s", r->element[1]->str);
+	who->session = 1;
+	who->supervisor = strcmp(r->element[2]->str, "supervisor") == 0;
+	memcpy(who->sid, ap->sid, sizeof who->sid);
+	http_set_who(req, who);
+done:
+	free(ap);
+	http_release();
+	http_auth_done(req, status, cause);
+}
+
+/* A staff route: a staff token (Authorization) or else a signed-in session (the cookie, looked up
+ * in Redis: AUTH_PENDING). Nothing else, from anywhere. */
+static int
+auth_staff(struct http_req *req, char **cause)
+{
+	unsigned char h[crypto_hash_sha256_BYTES];
+	struct auth_pending *ap;
+	const char *c;
+	size_t len;
+
+	if (http_header(req, "Authorization") != NULL ||
+	    (c = auth_cookie(req, &len)) == NULL)
+		return auth_token(req, AUTH_STAFF, cause);
+	if (len != AUTH_SID_HEX || strspn(c, "0123456789abcdef") < AUTH_SID_HEX) {
+		*cause = xstrdup("The session has ended or is not valid; sign in again.");
+		return 401;
+	}
+	ap = xcalloc(1, sizeof *ap);
+	ap->req = req;
+	crypto_hash_sha256(h, (const unsigned char *)c, len);
+	sodium_bin2hex(ap->sid, sizeof ap->sid, h, sizeof h);
+	if (staff_session_load(ap->sid, auth_session_cb, ap) != 0) {
+		free(ap);
+		*cause = xstrdup("The gateway cannot reach its store now; try again.");
+		return 503;
+	}
+	http_hold();
+	return AUTH_PENDING;
+}
+
+/* 1 when the caller is a signed-in supervisor (they read the whole audit). */
+int
+auth_is_supervisor(struct http_req *req)
+{
+	struct auth_who *who = http_who(req);
+
+	return who != NULL && who->session && who->supervisor;
+}
+
+/* The caller's session (sha256 hex of its id, the Redis key's tail), or NULL for a token. */
+const char *
+auth_session(struct http_req *req)
+{
+	struct auth_who *who = http_who(req);
+
+	return who != NULL && who->session ? who->sid : NULL;
 }
 
 /* Forget the tokens and networks. */

@@ -101,12 +101,21 @@ static const struct cfg_key cfg_keys[] = {
 	I("otp.zns_fallback_s", otp_zns_fallback_s, 60, 5, 600),
 	N("otp.fraud_ratio", otp_fraud_ratio, 0.8, 0.01, 1),
 	I("otp.fraud_min", otp_fraud_min, 20, 1, 1000000),
+	B("staff.cookie_secure", staff_cookie_secure, 0),
+	I("staff.session_idle_s", staff_session_idle_s, 1800, 1, 86400),
+	I("staff.session_max_s", staff_session_max_s, 43200, 1, 7 * 86400),
+	I("staff.login_failures", staff_login_failures, 5, 1, 1000),
+	I("staff.login_ip_failures", staff_login_ip_failures, 20, 1, 100000),
+	I("staff.login_window_s", staff_login_window_s, 900, 1, 86400),
+	I("staff.hash_queue", staff_hash_queue, 16, 1, 1024),
+	I("staff.hash_workers", staff_hash_workers, 1, 1, 8),
+	I("staff.audit_max", staff_audit_max, 100000, 100, 100000000),
 };
 
 /* Objects that only group keys: a key is valid when it is a table entry or such a group. */
 static const char *cfg_groups[] = {
 	"listen", "redis", "flows", "dossier", "log", "sms", "sms.kannel", "sms.http", "sms.file",
-	"outbox", "ussd", "zalo", "api", "otp", "history",
+	"outbox", "ussd", "zalo", "api", "otp", "history", "staff",
 };
 
 static const struct cfg_key *

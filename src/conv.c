@@ -755,6 +755,13 @@ conv_history(struct http_req *req, void *arg)
 		free(cause);
 		return;
 	}
+	/* Reading a citizen's messages is reading personal data: audited, with who read it. */
+	{
+		char *obj = xasprintf("%s:%s", ch->name, user);
+
+		audit_add(auth_caller(req), "conversation.read", obj, "");
+		free(obj);
+	}
 	h = xcalloc(1, sizeof *h);
 	h->req = req;
 	h->channel = xstrdup(ch->name);

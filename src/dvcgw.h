@@ -28,6 +28,13 @@ typedef void rds_cb(struct redisReply *, void *, const char *);	/* rds.c */
 
 /* rds.c */
 
+/* audit.c */
+void		 audit_init(const struct config *);
+int		 audit_write(const char *, const char *, const char *, const char *, rds_cb *,
+		    void *);
+void		 audit_add(const char *, const char *, const char *, const char *);
+void		 audit_list(struct http_req *, void *);
+
 /* auth.c */
 #define AUTH_ANYONE	0
 #define AUTH_PROVIDER	1	/* Kannel, an SMS aggregator, a USSD gateway */
@@ -38,7 +45,11 @@ int		 auth_init(const struct config *, char **);
 int		 auth_role(const char *);
 const char	*auth_role_name(int);
 int		 auth_check(struct http_req *, int, char **);
+int		 auth_check_signin(struct http_req *, char **);
 const char	*auth_caller(struct http_req *);
+int		 auth_is_supervisor(struct http_req *);
+const char	*auth_session(struct http_req *);
+#define AUTH_PENDING	1	/* auth_check: a session is being looked up; http_auth_done follows */
 int		 auth_cidr_parse(const char *, unsigned char *, int *, int *);
 void		 auth_free(void);
 
@@ -118,6 +129,9 @@ struct config {
 	double	 otp_fraud_ratio;	/* unverified share of a client's codes that blocks it */
 	int	 otp_fraud_min;		/* codes in the hour before the share counts */
 	int	 max_connections;
+	int	 staff_cookie_secure, staff_session_idle_s, staff_session_max_s;
+	int	 staff_login_failures, staff_login_ip_failures, staff_login_window_s;
+	int	 staff_hash_queue, staff_hash_workers, staff_audit_max;
 };
 struct config	*config_load(const char *, json_t **);
 void		 config_free(struct config *);
@@ -218,6 +232,10 @@ const char	*http_query_get(const struct http_query *, const char *, size_t *);
 void		 http_query_free(struct http_query *);
 char		*http_query_value(const char *, const char *);
 const char	*http_query_string(struct http_req *);
+void		 http_auth_done(struct http_req *, int, const char *);
+void		*http_who(struct http_req *);
+void		 http_set_who(struct http_req *, void *);
+void		 http_body_wipe(struct http_req *);
 void		 http_hold(void);
 void		 http_release(void);
 int		 http_inflight(void);
@@ -332,6 +350,30 @@ char		*rkey_otp_phone(int, const char *);
 char		*rkey_link_pending(int, const char *);
 char		*rkey_link_zalo(int, const char *);
 char		*rkey_link_phone(int, const char *);
+char		*rkey_staff_user(const char *);
+char		*rkey_staff_user_prefix(void);
+char		*rkey_staff_users(void);
+char		*rkey_staff_session(const char *);
+char		*rkey_staff_limit(const char *, const char *, long long);
+char		*rkey_audit(const char *);
+
+/* pwhash.c */
+/* ok: 1 when the password matches the hash, 0 when not (or the hash was NULL: the dummy). */
+typedef void pwhash_cb(int ok, void *arg);
+void		 pwhash_init(struct event_base *, int, int);
+int		 pwhash_verify(const char *, const char *, pwhash_cb *, void *);
+int		 pwhash_pending(void);
+void		 pwhash_stop(void);
+
+/* staff.c (accounts, sign-in, sessions) and hotline.c (the staff API) */
+void		 staff_init(struct event_base *, const struct config *);
+void		 staff_stop(void);
+int		 staff_session_load(const char *, rds_cb *, void *);
+void		 staff_login(struct http_req *, void *);
+void		 staff_logout(struct http_req *, void *);
+int		 staff_cli(const struct config *, const char *, int, char **);
+void		 hotline_dossier(struct http_req *, void *);
+void		 hotline_message(struct http_req *, void *);
 
 /* sms.c */
 unsigned long long sms_not_answered(void);

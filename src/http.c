@@ -52,6 +52,8 @@ struct http_req {
 	char			*out;		/* extra answer header lines, "Name: value\r\n"... */
 	char			 peer[INET6_ADDRSTRLEN];
 	int			 loopback;
+	const struct http_route	*route;		/* matched; its handler runs once auth allows */
+	void			*who;		/* auth.c's record of the caller (plain, free()d) */
 };
 
 struct http_conn {
@@ -86,6 +88,11 @@ static const struct http_route http_routes[] = {
 	{ "/api/v1/otp/", HTTP_GET | HTTP_DELETE, AUTH_PORTAL, otp_item, HTTP_ROUTE_PREFIX },
 	{ "/api/v1/conversations/", HTTP_GET, AUTH_STAFF, conv_history,
 	    HTTP_ROUTE_PREFIX | HTTP_ROUTE_SEGMENTS },
+	{ "/api/v1/login", HTTP_POST, AUTH_ANYONE, staff_login, 0 },	/* checks the password */
+	{ "/api/v1/logout", HTTP_POST, AUTH_STAFF, staff_logout, 0 },
+	{ "/api/v1/dossiers/", HTTP_GET, AUTH_STAFF, hotline_dossier, HTTP_ROUTE_PREFIX },
+	{ "/api/v1/messages", HTTP_POST, AUTH_STAFF, hotline_message, 0 },
+	{ "/api/v1/audit", HTTP_GET, AUTH_STAFF, audit_list, 0 },
 };
 
 static const struct {
@@ -151,8 +158,11 @@ http_req_free(struct http_req *req)
 		return;
 	free(req->head);
 	free(req->path);
+	if (req->body != NULL)		/* it may have held a password */
+		sodium_memzero(req->body, req->clen);
 	free(req->body);
 	free(req->out);
+	free(req->who);
 	free(req);
 }
 
@@ -304,6 +314,29 @@ http_body_json(struct http_req *req, char *sha256)
 		return NULL;
 	}
 	return j;
+}
+
+/* Overwrite the body (it held a password). */
+void
+http_body_wipe(struct http_req *req)
+{
+	if (req->body != NULL)
+		sodium_memzero(req->body, req->clen);
+}
+
+/* auth.c's record of who is calling (NULL before auth_check let the request through). */
+void *
+http_who(struct http_req *req)
+{
+	return req->who;
+}
+
+/* Keep auth.c's record of the caller with the request (freed with it by free()). */
+void
+http_set_who(struct http_req *req, void *who)
+{
+	free(req->who);
+	req->who = who;
 }
 
 /* The value of a header field (the first; http_parse refuses repeats of the ones that matter). */
@@ -739,14 +772,28 @@ http_dispatch(struct http_req *req)
 		    req->path, allow);
 		return;
 	}
-	if ((status = auth_check(req, r->role, &cause)) != 0) {
-		if (status == 401)
-			http_add_header(req, "WWW-Authenticate", "Bearer realm=\"dvcgw\"");
-		http_error(req, status, status == 401 ? "unauthorized" : "forbidden", "%s", cause);
-		free(cause);
+	req->route = r;
+	if ((status = auth_check(req, r->role, &cause)) == AUTH_PENDING)
+		return;		/* auth.c calls http_auth_done */
+	http_auth_done(req, status, cause);
+	free(cause);
+}
+
+/* auth.c decided about req: 0 runs the route's handler; otherwise answer status (401, 403, 503)
+ * with the sentence cause. */
+void
+http_auth_done(struct http_req *req, int status, const char *cause)
+{
+	if (status == 0) {
+		req->route->fn(req, NULL);
 		return;
 	}
-	r->fn(req, NULL);
+	if (status == 401)
+		http_add_header(req, "WWW-Authenticate", "Bearer realm=\"dvcgw\"");
+	if (status == 503)
+		http_add_header(req, "Retry-After", "1");
+	http_error(req, status, status == 401 ? "unauthorized" : status == 403 ? "forbidden" :
+	    "unavailable", "%s", cause ? cause : "");
 }
 
 /* Answer a request that could not be read whole, and close. */

@@ -1,4 +1,4 @@
-/* main.c: the command table (run, check, chat, import, outbox, token, otp) and the daemon's life:
+/* main.c: the command table (run, check, chat, import, outbox, token, otp, user) and the daemon's life:
  * start-up, SIGHUP reload, and SIGTERM/SIGINT drain; the terminal chat simulator. */
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -36,6 +36,7 @@ static int	cmd_import(struct config *, int, char **);
 static int	cmd_outbox(struct config *, int, char **);
 static int	cmd_token(struct config *, int, char **);
 static int	cmd_otp(struct config *, int, char **);
+static int	cmd_user(struct config *, int, char **);
 
 /* The commands: dvcgw NAME [-c FILE] [options] ARGS. One entry each; usage() is made from it. */
 static const struct cmd_entry {
@@ -57,11 +58,13 @@ static const struct cmd_entry {
 	{ "otp", "[--token TOKEN] send PHONE [PURPOSE] | check ID CODE | status ID",
 	  "act as a portal: the running daemon's OTP API (token: --token or DVCGW_TOKEN)", 1, 3,
 	  cmd_otp },
+	{ "user", "add|passwd|disable|enable|list [NAME] [--role agent|supervisor]", "staff "
+	  "accounts; the password is read from the terminal (no echo) or stdin", 1, 2, cmd_user },
 };
 
 /* Options some commands read (chat, otp). */
 static struct {
-	const char	*channel, *user, *token;
+	const char	*channel, *user, *token, *role;
 } opt;
 
 /* The commands from cmd_table, on stderr with exit 2 (bad usage) or stdout with exit 0 (--help). */
@@ -141,6 +144,7 @@ static void
 gw_teardown(void)
 {
 	http_free();
+	staff_stop();
 	zalo_stop();
 	outbox_free();
 	smsout_free();
@@ -255,6 +259,7 @@ gw_setup(struct config *cfg, struct flowset *fs)
 	store_init(cfg);
 	conv_init(cfg, fs);
 	otp_init(cfg);
+	staff_init(gw.base, cfg);
 	ussd_init(gw.base, cfg);
 	fetch_init(gw.base);
 	outbox_init(gw.base, cfg);
@@ -382,6 +387,7 @@ chat_quit(void)
 	event_del(chat.ev);
 	event_free(chat.ev);
 	event_free(chat.wait);
+	staff_stop();
 	fetch_stop();
 	outbox_free();
 	smsout_free();
@@ -556,6 +562,12 @@ cmd_otp(struct config *cfg, int argc, char **argv)
 	return otp_cli(cfg, opt.token, argc, argv);
 }
 
+static int
+cmd_user(struct config *cfg, int argc, char **argv)
+{
+	return staff_cli(cfg, opt.role, argc, argv);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -565,6 +577,7 @@ main(int argc, char **argv)
 		{ "user", required_argument, NULL, 'u' },
 		{ "token", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "role", required_argument, NULL, 'r' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const struct cmd_entry *cmd = &cmd_table[0];
@@ -590,6 +603,7 @@ main(int argc, char **argv)
 		case 'C': opt.channel = optarg; break;
 		case 'u': opt.user = optarg; break;
 		case 'T': opt.token = optarg; break;
+		case 'r': opt.role = optarg; break;
 		case 'h': usage_to(stdout, 0);
 		default: usage();
 		}

@@ -213,3 +213,50 @@ rkey_link_phone(int shard, const char *phone)
 {
 	return xasprintf("%s{%d}:link-phone:%s", rkey_prefix(), shard, phone);
 }
+
+/* Staff accounts, sessions, sign-in limits and the audit all share the {staff} slot, so a script may
+ * touch several of them. A staff account (a hash: password hash, role, disabled): no expiry. */
+char *
+rkey_staff_user(const char *name)
+{
+	return xasprintf("%s{staff}:user:%s", rkey_prefix(), name);
+}
+
+/* What rkey_staff_user puts before the name: the session script finds the account by it. */
+char *
+rkey_staff_user_prefix(void)
+{
+	return xasprintf("%s{staff}:user:", rkey_prefix());
+}
+
+/* The set of every account name (dvcgw user list): no expiry. */
+char *
+rkey_staff_users(void)
+{
+	return xasprintf("%s{staff}:users", rkey_prefix());
+}
+
+/* A signed-in session under the SHA-256 (hex) of its id, never the id: the idle expiry, at most
+ * the absolute one. */
+char *
+rkey_staff_session(const char *sha256hex)
+{
+	return xasprintf("%s{staff}:sess:%s", rkey_prefix(), sha256hex);
+}
+
+/* Failed sign-ins ("user" or "ip") of one account or address in one fixed window: the window. */
+char *
+rkey_staff_limit(const char *what, const char *who, long long window)
+{
+	return xasprintf("%s{staff}:lim:%s:%s:%lld", rkey_prefix(), what, who, window);
+}
+
+/* The audit stream (every staff read of personal data and every send), and one staff member's
+ * own entries (who NULL: the whole stream). Trimmed to about staff.audit_max entries. */
+char *
+rkey_audit(const char *who)
+{
+	if (who == NULL)
+		return xasprintf("%s{staff}:audit", rkey_prefix());
+	return xasprintf("%s{staff}:audit-by:%s", rkey_prefix(), who);
+}

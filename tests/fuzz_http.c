@@ -63,6 +63,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	outbox_init(base, cfg);
 	zalo_init(base, cfg);
 	otp_init(cfg);
+	staff_init(base, cfg);
 	rds_start(base, "stub", 100, NULL);
 	if (auth_init(cfg, NULL) != 0)
 		abort();

@@ -1,0 +1,258 @@
+/* hotline.c: the staff API (role staff: a staff token or a signed-in account, auth.c decides):
+ * GET /api/v1/dossiers/{code} (the code however a citizen reads it out, the dossier unmasked) and
+ * POST /api/v1/messages (a free-text reply to a citizen, queued on their normal outbox lane). Every
+ * read of personal data and every send is in the audit (audit.c) before the answer goes out: no
+ * audit entry, no data and no send. Message text never goes to the info log. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+
+#include "dvcgw.h"
+
+/* One request; exactly one Redis call pending for it at a time. */
+struct hotline_req {
+	struct http_req		*req;
+	char			 code[DOSSIER_CODE_MAX];
+	json_t			*dossier;	/* found, answered once the audit entry is stored */
+	const struct channel	*chan;
+	char			 to[128];
+	char			*text;
+	char			*object;	/* "sms:849...": the audit's object */
+};
+
+static void
+hotline_free(struct hotline_req *h)
+{
+	json_decref(h->dossier);
+	free(h->text);
+	free(h->object);
+	free(h);
+}
+
+static void
+hotline_fail(struct hotline_req *h, int status, const char *code, const char *msg)
+{
+	if (status == 503)
+		http_add_header(h->req, "Retry-After", "1");
+	http_error(h->req, status, code, "%s", msg);
+	http_release();
+	hotline_free(h);
+}
+
+/* ---- GET /api/v1/dossiers/{code} ------------------------------------------------------------ */
+
+/* The read is in the audit: now the dossier may be shown. */
+static void
+hotline_dossier_audited_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct hotline_req *h = arg;
+	json_t *d;
+	const char *st;
+
+	if (r == NULL || err != NULL) {
+		log_warn_limited("hotline: the audit entry of a dossier read was not stored: %s",
+		    err ? err : rds_error());
+		hotline_fail(h, 503, "unavailable", "The read could not be recorded in the audit; "
+		    "try again.");
+		return;
+	}
+	d = json_deep_copy(h->dossier);
+	if (json_is_integer(json_object_get(d, "status")) && (st = dossier_status_text((int)
+	    json_integer_value(json_object_get(d, "status")))) != NULL)
+		json_object_set_new(d, "status_text", json_string(st));
+	http_json(h->req, 200, d);
+	http_release();
+	hotline_free(h);
+}
+
+static void
+hotline_dossier_cb(int rc, json_t *dossier, const char *err, void *arg)
+{
+	struct hotline_req *h = arg;
+
+	if (rc < 0) {
+		log_warn_limited("hotline: dossier lookup: %s", err ? err : "store failed");
+		hotline_fail(h, 503, "unavailable", "The dossier store cannot be reached now; try "
+		    "again.");
+		return;
+	}
+	if (rc == 1) {
+		hotline_fail(h, 404, "not_found", "There is no dossier with this code.");
+		return;
+	}
+	h->dossier = json_incref(dossier);
+	if (audit_write(auth_caller(h->req), "dossier.read", h->code, "",
+	    hotline_dossier_audited_cb, h) != 0)
+		hotline_fail(h, 503, "unavailable", "The read could not be recorded in the audit; "
+		    "try again.");
+}
+
+/* GET /api/v1/dossiers/{code}: the code as typed (percent-encoded spaces, dashes, lower case,
+ * missing dots), normalised like a citizen's message; the dossier unmasked; each read audited. */
+void
+hotline_dossier(struct http_req *req, void *arg)
+{
+	struct hotline_req *h;
+	char *q, *raw, *cause = NULL;
+
+	q = xasprintf("c=%s", http_path_rest(req));
+	raw = http_query_value(q, "c");
+	free(q);
+	if (raw == NULL || !text_utf8_valid(raw, strlen(raw))) {
+		free(raw);
+		http_error(req, 400, "invalid_code", "The dossier code in the path is not valid "
+		    "UTF-8 or has a malformed %%-escape.");
+		return;
+	}
+	if (strlen(raw) >= 4 * DOSSIER_CODE_MAX) {
+		free(raw);
+		http_error(req, 400, "invalid_code", "That is too long to be a dossier code.");
+		return;
+	}
+	h = xcalloc(1, sizeof *h);
+	h->req = req;
+	if (dossier_code_normalise(raw, h->code, &cause) == DCODE_BAD) {
+		free(raw);
+		http_error(req, 400, "invalid_code", "%s", cause ? cause : "This is not a dossier "
+		    "code.");
+		free(cause);
+		hotline_free(h);
+		return;
+	}
+	free(raw);
+	free(cause);
+	http_hold();
+	if (store_lookup(h->code, hotline_dossier_cb, h) != 0)
+		hotline_fail(h, 503, "unavailable", "The dossier store cannot be reached now; try "
+		    "again.");
+}
+
+/* ---- POST /api/v1/messages ------------------------------------------------------------------ */
+
+static void
+hotline_sent_cb(int status, json_t *replies, int end, const char *cause, void *arg)
+{
+	struct hotline_req *h = arg;
+
+	if (status != CONV_OK) {
+		log_warn_limited("hotline: a staff message could not be queued: %s",
+		    cause ? cause : "?");
+		audit_add(auth_caller(h->req), "message.failed", h->object, "not queued");
+		hotline_fail(h, 503, "unavailable", "The message could not be queued; try again.");
+		return;
+	}
+	log_info("hotline: %s queued a %s message (%zu characters)", auth_caller(h->req),
+	    h->chan->name, text_utf8_len(h->text));
+	log_debug("hotline: text: %s", h->text);
+	http_json(h->req, 202, json_pack("{s:s, s:s, s:s}", "status", "queued", "channel",
+	    h->chan->name, "to", h->to));
+	http_release();
+	hotline_free(h);
+}
+
+/* The send is in the audit: queue it. */
+static void
+hotline_message_audited_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct hotline_req *h = arg;
+	struct conv_msg m;
+
+	if (r == NULL || err != NULL) {
+		log_warn_limited("hotline: the audit entry of a send was not stored: %s",
+		    err ? err : rds_error());
+		hotline_fail(h, 503, "unavailable", "The send could not be recorded in the audit; "
+		    "nothing was sent; try again.");
+		return;
+	}
+	memset(&m, 0, sizeof m);
+	m.channel = h->chan->name;
+	m.user = h->to;
+	m.to = h->chan->from;	/* our sender, never the request's */
+	m.deliver = 1;
+	conv_send(&m, h->text, hotline_sent_cb, h);
+}
+
+/* POST /api/v1/messages {"channel": "sms"|"zalo", "to", "text"} -> 202: a reply from the hotline,
+ * queued on the user's outbox lane like a flow's reply. */
+void
+hotline_message(struct http_req *req, void *arg)
+{
+	static const char *const channels[] = { "sms", "zalo", NULL };
+	struct hotline_req *h;
+	const char *key, *channel, *to, *text;
+	char *cause = NULL, *detail;
+	json_t *j, *v;
+	size_t i, n;
+
+	if ((j = http_body_json(req, NULL)) == NULL)
+		return;
+	json_object_foreach(j, key, v) {
+		if (strcmp(key, "channel") != 0 && strcmp(key, "to") != 0 &&
+		    strcmp(key, "text") != 0) {
+			http_error(req, 400, "unknown_field", "Unknown field \"%s\".", key);
+			goto fail;
+		}
+		if (!json_is_string(v)) {
+			http_error(req, 400, "invalid_parameter", "\"%s\" must be a string.", key);
+			goto fail;
+		}
+	}
+	channel = json_string_value(json_object_get(j, "channel"));
+	to = json_string_value(json_object_get(j, "to"));
+	text = json_string_value(json_object_get(j, "text"));
+	if (channel == NULL || to == NULL || text == NULL) {
+		http_error(req, 400, "missing_parameter", "\"channel\", \"to\" and \"text\" are "
+		    "required.");
+		goto fail;
+	}
+	for (i = 0; channels[i] != NULL && strcmp(channels[i], channel) != 0; i++)
+		;
+	if (channels[i] == NULL || channel_find(channel) == NULL) {
+		http_error(req, 400, "invalid_channel", "\"channel\" must be \"sms\" or \"zalo\".");
+		goto fail;
+	}
+	h = xcalloc(1, sizeof *h);
+	h->req = req;
+	h->chan = channel_find(channel);
+	/* The channel's own reading of a user id; a phone channel's must be a mobile: a short code
+	 * (another gateway, ours) is never written to from here. */
+	if (strlen(to) >= sizeof h->to || h->chan->user(to, h->to, sizeof h->to, &cause) != 0 ||
+	    (h->chan->user == phone_user && phone_normalise(to, h->to, &cause) != 0)) {
+		http_error(req, 400, "invalid_recipient", "\"to\" is not a %s recipient%s%s.",
+		    h->chan->name, cause ? ": " : " (a short code)", cause ? cause : "");
+		free(cause);
+		hotline_free(h);
+		goto fail;
+	}
+	n = text_utf8_len(text);
+	for (i = 0; text[i] != '\0' && (text[i] == ' ' || text[i] == '\n' || text[i] == '\t' ||
+	    text[i] == '\r'); i++)
+		;
+	if (text[i] == '\0') {
+		http_error(req, 400, "invalid_text", "\"text\" is empty.");
+		hotline_free(h);
+		goto fail;
+	}
+	if (h->chan->max_chars > 0 && n > h->chan->max_chars) {
+		http_error(req, 413, "text_too_long", "\"text\" has %zu characters; at most %zu fit "
+		    "in %s.", n, h->chan->max_chars, h->chan->what);
+		hotline_free(h);
+		goto fail;
+	}
+	h->text = xstrdup(text);
+	h->object = xasprintf("%s:%s", h->chan->name, h->to);
+	json_decref(j);
+	detail = xasprintf("%zu characters", n);
+	http_hold();
+	if (audit_write(auth_caller(req), "message.send", h->object, detail,
+	    hotline_message_audited_cb, h) != 0)
+		hotline_fail(h, 503, "unavailable", "The send could not be recorded in the audit; "
+		    "nothing was sent; try again.");
+	free(detail);
+	return;
+fail:
+	json_decref(j);
+}
