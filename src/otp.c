@@ -80,12 +80,14 @@ static const char otp_count_lua[] =
 
 /* KEYS: the live verification of phone+purpose (a hash: id, expires, last_send, sends), the new
  * verification, the phone's OTP lane, the phone's hourly counter, the shard's ZNS wait set, the
- * phone's latest verification (whatever the purpose, for the conversation: otp_conv_status), and,
+ * phone's latest verification (whatever the purpose, for the conversation: otp_conv_status), the
+ * phone's SMS conversation history, and,
  * once the caller knows the live id, the live verification's own hash. ARGV: now ms, lifetime ms,
  * cooldown ms, max sends, sends per hour, phone, purpose, channel ("sms" or "zalo": ZNS), digest,
- * enc, new id, from, placeholder text, max checks, token name, the live id KEYS[7] belongs to (or
+ * enc, new id, from, placeholder text, max checks, token name, the live id KEYS[8] belongs to (or
  * ""), ZNS fallback ms ("0": none), "1" to only resend (never create: {"NONE", 0} when nothing is
- * live). Each send is an entry of the OTP lane with its own uid
+ * live), history length and ttl (each send is noted in the phone's SMS conversation, KEYS[7], as
+ * "a code was sent", never the code). Each send is an entry of the OTP lane with its own uid
  * ("<id>-<n>": delivery reports and ZNS tracking find it in the send log); a ZNS send with a
  * fallback waits in the wait set for its receipt; a resend goes on the verification's current
  * channel.
@@ -128,6 +130,12 @@ static const char otp_create_lua[] =
 	"  if ch == 'zalo' and tonumber(fb or '0') > 0 then\n"
 	"    redis.call('ZADD', KEYS[5], tonumber(ARGV[1]) + tonumber(fb), id)\n"
 	"  end\n"
+	"  if tonumber(ARGV[19]) > 0 then\n"	/* what staff read: that a code went, never which */
+	"    redis.call('RPUSH', KEYS[7], ARGV[1] .. ' o ' .. (ch == 'zalo' and"
+	" '[Đã gửi mã OTP qua Zalo ZNS]' or '[Đã gửi mã OTP qua SMS]'))\n"
+	"    redis.call('LTRIM', KEYS[7], -tonumber(ARGV[19]), -1)\n"
+	"    redis.call('EXPIRE', KEYS[7], ARGV[20])\n"
+	"  end\n"
 	"  return n\n"
 	"end\n"
 	"local function mirror(id, exp, sends)\n"
@@ -149,15 +157,15 @@ static const char otp_create_lua[] =
 	"    local no = refuse(tonumber(m[2]), tonumber(m[3]), tonumber(m[4]))\n"
 	"    if no then return no end\n"
 	"  end\n"
-	"  if not KEYS[7] or ARGV[16] ~= live then return {'LIVE', live} end\n"
-	"  local r = redis.call('HMGET', KEYS[7], 'status', 'expires', 'last_send', 'sends',"
+	"  if not KEYS[8] or ARGV[16] ~= live then return {'LIVE', live} end\n"
+	"  local r = redis.call('HMGET', KEYS[8], 'status', 'expires', 'last_send', 'sends',"
 	" 'channel', 'enc', 'fallback')\n"
 	"  if r[1] == 'pending' and r[6] and tonumber(r[2]) > now then\n"
 	"    local no = refuse(tonumber(r[2]), tonumber(r[3]), tonumber(r[4]))\n"
 	"    if no then return no end\n"
 	"    local t = hour()\n"
 	"    if t > 0 then return {'HOUR', t} end\n"
-	"    mirror(live, tonumber(r[2]), send(KEYS[7], r[6], live, r[5], r[7]))\n"
+	"    mirror(live, tonumber(r[2]), send(KEYS[8], r[6], live, r[5], r[7]))\n"
 	"    return {'RESENT', live, r[5], r[2]}\n"
 	"  end\n"
 	"end\n"
@@ -1083,7 +1091,8 @@ otp_create_store(struct otp_req *o)
 	const struct config *cfg = otp.cfg;
 	char code[OTP_CODE_LEN + 1], digest[OTP_DIGEST_HEX], now[24], life[24], cool[24];
 	char maxs[16], perh[16], maxc[16], *msg, *enc;
-	char *k_live, *k_rec, *k_out, *k_hour, *k_wait, *k_phone, *k_lrec = NULL, fb[24];
+	char *k_live, *k_rec, *k_out, *k_hour, *k_wait, *k_phone, *k_hist, *k_lrec = NULL, fb[24];
+	char hmax[16], httl[16];
 	long long t = clock_ms();
 
 	snprintf(code, sizeof code, "%06u", (unsigned)randombytes_uniform(1000000));
@@ -1107,18 +1116,22 @@ otp_create_store(struct otp_req *o)
 	k_hour = rkey_otp_hour(o->shard, o->phone, t / 3600000);
 	k_wait = rkey_otp_wait(o->shard);
 	k_phone = rkey_otp_phone(o->shard, o->phone);
+	k_hist = rkey_history(o->shard, "sms", o->phone);	/* the phone's SMS conversation */
+	snprintf(hmax, sizeof hmax, "%d", cfg->history_max);
+	snprintf(httl, sizeof httl, "%d", cfg->history_ttl);
 	snprintf(fb, sizeof fb, "%lld", o->fallback ? cfg->otp_zns_fallback_s * 1000LL : 0);
 	if (*o->live != '\0')
 		k_lrec = rkey_otp(o->shard, o->live);
 	{
-		const char *v[] = { k_live, k_rec, k_out, k_hour, k_wait, k_phone, k_lrec, now, life,
-		    cool, maxs, perh, o->phone, o->purpose, o->channel, digest, enc, o->id, "",
-		    OTP_PLACEHOLDER, maxc, o->caller, o->live, fb, o->resend_only ? "1" : "0" };
-		int nkeys = k_lrec != NULL ? 7 : 6;
+		const char *v[] = { k_live, k_rec, k_out, k_hour, k_wait, k_phone, k_hist, k_lrec, now,
+		    life, cool, maxs, perh, o->phone, o->purpose, o->channel, digest, enc, o->id, "",
+		    OTP_PLACEHOLDER, maxc, o->caller, o->live, fb, o->resend_only ? "1" : "0", hmax,
+		    httl };
+		int nkeys = k_lrec != NULL ? 8 : 7;
 
-		if (k_lrec == NULL)	/* no seventh key: the arguments follow the sixth */
-			memmove(&v[6], &v[7], (sizeof v / sizeof v[0] - 7) * sizeof v[0]);
-		if (rds_evalsha(otp.create_script, otp_create_cb, o, nkeys, 18, v, NULL) != 0)
+		if (k_lrec == NULL)	/* no eighth key: the arguments follow the seventh */
+			memmove(&v[7], &v[8], (sizeof v / sizeof v[0] - 8) * sizeof v[0]);
+		if (rds_evalsha(otp.create_script, otp_create_cb, o, nkeys, 20, v, NULL) != 0)
 			otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
 	}
 	free(k_live);
@@ -1127,6 +1140,7 @@ otp_create_store(struct otp_req *o)
 	free(k_hour);
 	free(k_wait);
 	free(k_phone);
+	free(k_hist);
 	free(k_lrec);
 	free(enc);
 }

@@ -142,6 +142,23 @@ def test_roles_and_bad_input(env):
     assert st == 503 and j["error"] == "unavailable", (st, j)
 
 
+def test_otp_sends_noted_never_the_code(env):
+    g = gw(env, otp__secret="5f" * 32)
+    st, body, _ = g.request("POST", "/api/v1/otp", json.dumps({"phone": "0912345678",
+                                                                "purpose": "login"}),
+                            {"Authorization": "Bearer " + PORTAL, "Content-Type": "application/json"})
+    assert st == 201, (st, body)
+    wait_until(lambda: env.provider.texts_to("84912345678"), 5, "the OTP SMS")
+    code = env.provider.texts_to("84912345678")[0][:6]
+    sms(g, "0912345678", "khong nhan duoc ma", "q1")
+    st, j = history(g, "sms", "0912345678")
+    m = j["messages"]
+    assert m[0] == {"at": m[0]["at"], "direction": "out", "text": "[Đã gửi mã OTP qua SMS]"}, m
+    assert m[1]["text"] == "khong nhan duoc ma" and m[2]["direction"] == "out", m
+    assert code not in json.dumps(j), "the code must never be in the history"
+
+
 if __name__ == "__main__":
     sys.exit(run([test_sms_turns_both_ways, test_bounded_and_expiring, test_off_keeps_nothing,
-                  test_ussd_and_zalo, test_roles_and_bad_input]))
+                  test_ussd_and_zalo, test_roles_and_bad_input,
+                  test_otp_sends_noted_never_the_code]))
