@@ -50,6 +50,8 @@ auth_role(const char *name)
 const char *
 auth_role_name(int role)
 {
+	if (role == AUTH_STAFF_OR_ONESTOP)
+		return "staff or onestop";
 	return role >= 0 && role < (int)(sizeof auth_roles / sizeof auth_roles[0]) ?
 	    auth_roles[role] : "?";
 }
@@ -171,6 +173,14 @@ auth_caller(struct http_req *req)
 	return name;
 }
 
+/* May a token of role have call a route for role want? AUTH_STAFF_OR_ONESTOP takes either. */
+static int
+auth_role_fits(int have, int want)
+{
+	return have == want || (want == AUTH_STAFF_OR_ONESTOP &&
+	    (have == AUTH_STAFF || have == AUTH_ONESTOP));
+}
+
 /* 1 when some token of this role is configured. */
 static int
 auth_has_role(int role)
@@ -178,7 +188,7 @@ auth_has_role(int role)
 	size_t i;
 
 	for (i = 0; i < auth.ntokens; i++)
-		if (auth.tokens[i].role == role)
+		if (auth_role_fits(auth.tokens[i].role, role))
 			return 1;
 	return 0;
 }
@@ -247,7 +257,7 @@ auth_check(struct http_req *req, int role, char **cause)
 	ok = 0;
 	for (i = 0; i < auth.ntokens; i++)	/* every token, so timing tells nothing */
 		if (sodium_memcmp(h, auth.tokens[i].hash, sizeof h) == 0) {
-			if (auth.tokens[i].role == role)
+			if (auth_role_fits(auth.tokens[i].role, role))
 				ok = 1;
 			else
 				other = auth.tokens[i].role;
