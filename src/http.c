@@ -84,6 +84,9 @@ static const struct http_route http_routes[] = {
 	{ "/api/v1/otp", HTTP_POST, AUTH_PORTAL, otp_create, 0 },
 	{ "/api/v1/otp/check", HTTP_POST, AUTH_PORTAL, otp_verify, 0 },
 	{ "/api/v1/otp/", HTTP_GET | HTTP_DELETE, AUTH_PORTAL, otp_item, HTTP_ROUTE_PREFIX },
+	{ "/api/v1/dossiers/*/status", HTTP_POST, AUTH_STAFF_OR_ONESTOP, notify_status,
+	    HTTP_ROUTE_SEGMENT },
+	{ "/api/v1/dossiers/*/notify", HTTP_POST, AUTH_STAFF, notify_push, HTTP_ROUTE_SEGMENT },
 };
 
 static const struct {
@@ -682,12 +685,23 @@ bad_line:
 /* ---- connections ---------------------------------------------------------------------------- */
 
 /* Does route r serve path? An exact route matches the whole path; a prefix route a path that is
- * its prefix and then one non-empty segment (no further '/'), which *rest points to. */
+ * its prefix and then one non-empty segment (no further '/'), which *rest points to; a segment
+ * route a path with one non-empty segment where its '*' is (*rest points to it, up to the '/'). */
 static int
 http_route_match(const struct http_route *r, const char *path, const char **rest)
 {
 	size_t n;
 
+	if (r->flags & HTTP_ROUTE_SEGMENT) {
+		const char *star = strchr(r->path, '*'), *end;
+
+		n = (size_t)(star - r->path);
+		if (strncmp(r->path, path, n) != 0 || path[n] == '\0' || path[n] == '/' ||
+		    (end = strchr(path + n, '/')) == NULL || strcmp(end, star + 1) != 0)
+			return 0;
+		*rest = path + n;
+		return 1;
+	}
 	if (!(r->flags & HTTP_ROUTE_PREFIX))
 		return strcmp(r->path, path) == 0;
 	n = strlen(r->path);
@@ -1061,6 +1075,7 @@ http_counters(void)
 {
 	unsigned long long turns, conflicts, sent, retried, dead, reclaimed, recreated;
 	unsigned long long otp_created, otp_resent, otp_approved, otp_limited;
+	unsigned long long n_changes, n_jobs, n_queued, n_held, n_sent, n_dead;
 	int shards, instances;
 	json_t *j;
 
@@ -1069,6 +1084,8 @@ http_counters(void)
 	outbox_recoveries(&reclaimed, &recreated);
 	outbox_shares(&shards, &instances);
 	otp_stats(&otp_created, &otp_resent, &otp_approved, &otp_limited);
+	notify_stats(&n_changes, &n_jobs, &n_queued, &n_held);
+	outbox_notify_stats(&n_sent, &n_dead);
 	j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:I, s:I, s:I, s:i, s:i, s:I}",
 	    "turns",
 	    (json_int_t)turns, "conflicts", (json_int_t)conflicts, "replies_sent", (json_int_t)sent,
@@ -1082,6 +1099,11 @@ http_counters(void)
 		json_object_update_new(j, json_pack("{s:I, s:I, s:I, s:I}", "otp_created",
 		    (json_int_t)otp_created, "otp_resent", (json_int_t)otp_resent, "otp_approved",
 		    (json_int_t)otp_approved, "otp_limited", (json_int_t)otp_limited));
+	if (j != NULL)
+		json_object_update_new(j, json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}",
+		    "notify_changes", (json_int_t)n_changes, "notify_jobs", (json_int_t)n_jobs,
+		    "notify_queued", (json_int_t)n_queued, "notify_held", (json_int_t)n_held,
+		    "notify_sent", (json_int_t)n_sent, "notify_dead", (json_int_t)n_dead));
 	return j;
 }
 

@@ -130,6 +130,7 @@ static void
 gw_teardown(void)
 {
 	http_free();
+	notify_stop();
 	zalo_stop();
 	outbox_free();
 	smsout_free();
@@ -244,6 +245,7 @@ gw_setup(struct config *cfg, struct flowset *fs)
 	store_init(cfg);
 	conv_init(cfg, fs);
 	otp_init(cfg);
+	notify_init(gw.base, cfg);
 	ussd_init(gw.base, cfg);
 	fetch_init(gw.base);
 	outbox_init(gw.base, cfg);
