@@ -101,6 +101,10 @@ enum {
 	TEXT_DOSSIER_NOT_FOUND,
 	TEXT_DOSSIER_INVALID,
 	TEXT_SESSION_EXPIRED,	/* optional: first line after an idle restart */
+	TEXT_FOLLOW_OK,
+	TEXT_FOLLOW_FULL,
+	TEXT_UNFOLLOW_OK,
+	TEXT_STATUS_CHANGED,	/* optional: a follower's notification (notify.c) */
 	TEXT_COUNT
 };
 

@@ -61,6 +61,10 @@ static const struct {
 	[TEXT_DOSSIER_NOT_FOUND] = { "dossier_not_found", code_only },
 	[TEXT_DOSSIER_INVALID] = { "dossier_invalid", input_only },
 	[TEXT_SESSION_EXPIRED] = { "session_expired", NULL },
+	[TEXT_FOLLOW_OK] = { "follow_ok", code_only },
+	[TEXT_FOLLOW_FULL] = { "follow_full", code_only },
+	[TEXT_UNFOLLOW_OK] = { "unfollow_ok", code_only },
+	[TEXT_STATUS_CHANGED] = { "dossier_status_changed", dossier_fields },
 };
 
 static const char *const top_keys[] = {
