@@ -145,19 +145,22 @@ def test_follow_on_sms_ussd_and_zalo_notified_once(env):
 
 def test_retry_two_instances_and_a_rerun_job_do_not_double(env):
     p = env.fake_kannel()
-    g1 = gateway(env)
-    g2 = gateway(env, demo=False)
+    g1 = gateway(env, outbox__max_attempts=30, outbox__retry_max_ms=200)
+    g2 = gateway(env, demo=False, outbox__max_attempts=30, outbox__retry_max_ms=200)
     follow_by_sms(env, g1, p, A, "a1")
+    p.mode = "down"         # nothing leaves until both copies of the job are expanded
     r1 = status(g1, CODE, {"status": 5})
     r2 = status(g2, CODE, {"status": 5})        # the same request retried, on another instance
     assert r1[0] == 200 and r2[0] == 200, (r1, r2)
     assert [r1[1]["changed"], r2[1]["changed"]] == [True, False], (r1, r2)
-    wait_until(lambda: notices(p, A) and notices(p, OWNER), 5, "notifications")
     # the same job queued again (an instance died after queueing, before acknowledging)
     change = r1[1]["change"]
     env.redis.cli("XADD", "t:notify:jobs", "*", "change", change, "code", CODE, "status", "5",
                   "owner", OWNER, "kind", "status")
-    time.sleep(1.0)
+    wait_until(lambda: env.redis.cli("XLEN", "t:notify:jobs") == "0", 5, "both jobs expanded")
+    p.mode = "ok"
+    wait_until(lambda: notices(p, A) and notices(p, OWNER), 5, "notifications")
+    time.sleep(0.5)
     p.settle(0.5)
     assert len(notices(p, A)) == 1 and len(notices(p, OWNER)) == 1, p.texts_to(A)
     # a push sends the current status again, once, through either instance
@@ -244,6 +247,24 @@ def test_thousand_followers_once_each_without_holding_the_request(env):
         got[m["to"]] = got.get(m["to"], 0) + 1
     assert len(got) == 1001 and set(got.values()) == {1}, \
         [k for k, v in got.items() if v != 1][:5]
+
+
+def test_fan_out_does_not_hold_replies(env):
+    # a big fan-out on a rate-limited link: a citizen writing meanwhile is answered at once, on the
+    # replies' own room and rate, while the notifications trickle out at theirs
+    p = env.fake_kannel()
+    g = gateway(env, outbox__sms_rate=50, outbox__notify_rate=20, outbox__concurrency=64)
+    args = []
+    for i in range(300):
+        args += [str(i), "sms:8497%07d" % i]
+    env.redis.cli("ZADD", "t:dossier-subs:" + CODE, *args)
+    assert status(g, CODE, {"status": 8})[0] == 200
+    wait_until(lambda: len(p.accepted()) >= 20, 5, "the fan-out to start")
+    t0 = time.time()
+    sms(g, A, "HS " + CODE, "a1")
+    wait_reply(p, A, "Dung xu ly", timeout=3)
+    assert time.time() - t0 < 1.5, time.time() - t0
+    assert len(p.accepted()) < 200, len(p.accepted())     # the fan-out was still going
 
 
 def test_provider_down_delivered_later_once(env):
