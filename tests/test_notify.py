@@ -5,12 +5,13 @@ redis-server, real daemon(s), the fake Kannel and the fake Zalo."""
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ROOT, run, settle, wait_until  # noqa: E402
+from harness import DVCGW, ROOT, run, wait_until  # noqa: E402
 from zalo_fake import APP_ID, OA_ID, OA_SECRET, FakeZalo, mac  # noqa: E402
 
 CODE = "000.00.20.H21-231125-0001"      # demo dossier, status 4, phone 0912345678
@@ -216,6 +217,10 @@ def test_quiet_hours_hold_sms_then_release(env):
         assert notices(p, A) == [] and notices(p, OWNER) == []
         held = sum(int(env.redis.cli("ZCARD", "t:{%d}:notify-later" % s)) for s in range(8))
         assert held == 2, held
+        out = subprocess.run([DVCGW, "outbox", "-c", g.config], capture_output=True,
+                             text=True).stdout.splitlines()
+        col = out[0].split().index("held")
+        assert sum(int(l.split()[col]) for l in out[1:9]) == 2, out
         wait_until(lambda: notices(p, A) and notices(p, OWNER), 10, "the release")
         assert time.time() - t0 >= 2.5, time.time() - t0
         p.settle(0.5)
