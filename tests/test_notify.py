@@ -100,7 +100,7 @@ def test_follow_on_sms_ussd_and_zalo_notified_once(env):
         follow_by_sms(env, g, p, A, "a1")
         # after a lookup: the option, then "1" for the dossier just looked up
         sms(g, B, "HS " + CODE, "b1")
-        wait_reply(p, B, "Nhan tin khi ho so doi trang thai")
+        wait_reply(p, B, "3. Menu")
         sms(g, B, "4", "b2")
         wait_reply(p, B, "go 1 de dong y")
         sms(g, B, "1", "b3")
@@ -111,6 +111,8 @@ def test_follow_on_sms_ussd_and_zalo_notified_once(env):
              "text": "TB " + NATIONAL}), {"Content-Type": "application/x-www-form-urlencoded"})
         assert st == 200 and "Ban se nhan tin nhan khi ho so " + CODE in body.decode(), \
             body.decode()
+        zalo_text(g, ZUSER, "HS " + CODE, "z0")     # Zalo lists the offer under the reply
+        wait_until(lambda: any("4. Theo dõi" in t for t in z.texts_to(ZUSER)), 5, "the offer")
         zalo_text(g, ZUSER, "tb " + CODE.lower(), "z1")
         wait_until(lambda: any("Bạn sẽ nhận tin" in t for t in z.texts_to(ZUSER)), 5, "zalo")
         assert env.redis.cli("ZCARD", "t:dossier-subs:" + CODE) == "4"
