@@ -591,6 +591,8 @@ notify_taken_cb(struct redisReply *r, void *arg, const char *err)
 	redisReply *f;
 	const char *change, *code, *status, *owner, *kind;
 
+	if (nt.stopping)
+		return;		/* a job taken now stays pending for the next holder */
 	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
 	    r->element[0]->type != REDIS_REPLY_STRING) {
 		if (r != NULL && r->type == REDIS_REPLY_ERROR)
