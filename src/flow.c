@@ -402,8 +402,23 @@ action_lookup_dossier(const struct flowset *fs, const struct flow_input *in, con
 	return 0;
 }
 
+/* Is value a yes ("1", "có", "đồng ý", "ok") to the offer to follow the dossier just looked up? */
+static int
+follow_confirms(const char *value)
+{
+	static const char *const yes[] = { "1", "co", "dong y", "ok", "vang", "yes", NULL };
+	char	*f = text_fold(value);
+	int	 i, ok = 0;
+
+	for (i = 0; yes[i] != NULL; i++)
+		if (strcmp(f, yes[i]) == 0)
+			ok = 1;
+	free(f);
+	return ok;
+}
+
 /* follow_dossier / unfollow_dossier: the code is the one in the text, else the one captured (a
- * short answer such as "1" at the offer after a lookup means the dossier just looked up). Asks the
+ * yes such as "1" at the offer after a lookup means the dossier just looked up). Asks the
  * caller to record it (kind), then says what was done. */
 static int
 action_follow(const struct flowset *fs, const struct flow_input *in, const char *value,
@@ -416,7 +431,7 @@ action_follow(const struct flowset *fs, const struct flow_input *in, const char 
 	int		 t, rc = 0;
 
 	if (!dossier_code_guess(in->text != NULL ? in->text : "", code)) {
-		if (strlen(value) > 6 || prev == NULL ||
+		if (!follow_confirms(value) || prev == NULL ||
 		    dossier_code_normalise(prev, code, &cause) == DCODE_BAD) {
 			free(cause);
 			cause = NULL;
