@@ -230,6 +230,8 @@ struct obx_shard {
 	char			*k_stream, *k_dead, *k_sent, *k_lease, *k_otp, *k_notify;
 	int			 owned, fresh;	/* fresh: taken over, reclaim pending entries first */
 	int			 reclaim;	/* look for our own stranded pending entries */
+	int			 reclaim_read;	/* the last reclaim pass was partial (a lane had
+					 * no room): read new entries before the next */
 	int			 mode;		/* of the take in flight: 0 new, 1 take-over, 2 own */
 	unsigned		 epoch;
 	int			 reading, renewing;
@@ -889,6 +891,9 @@ outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 		outbox_kick();
 		return;
 	}
+	/* A partial reclaim pass (a lane without room, e.g. replies waiting for a slow link) is
+	 * retried, but after a pass that reads new entries, or no lane would be read meanwhile. */
+	s->reclaim_read = s->mode == 2 && flag != 3;
 	if (s->mode == 1 && flag == 0)
 		s->fresh = 0;	/* nothing left that a previous holder took and did not settle */
 	if (flag == 3)
@@ -969,7 +974,8 @@ outbox_poll_cb(evutil_socket_t fd, short events, void *arg)
 		snprintf(shard, sizeof shard, "%d", sh);
 		/* Our own stranded entries only while no settle is in flight: an entry sent and being
 		 * acknowledged is still pending but must not be sent again. */
-		s->mode = s->fresh ? 1 : s->reclaim && obx.settling == 0 ? 2 : 0;
+		s->mode = s->fresh ? 1 : s->reclaim && obx.settling == 0 && !s->reclaim_read ? 2 :
+		    0;
 		{
 			const char *v[] = { s->k_stream, s->k_sent, s->k_otp, s->k_notify,
 			    OUTBOX_GROUP, obx.me, count, s->mode == 1 ? "1" : s->mode == 2 ? "2" : "0",

@@ -274,6 +274,26 @@ def test_fan_out_does_not_hold_replies(env):
     assert len(p.accepted()) < 200, len(p.accepted())     # the fan-out was still going
 
 
+def test_notifications_flow_while_replies_have_no_room(env):
+    # Zalo replies retried against an API that is down fill the replies' whole room and never
+    # settle; the periodic look for stranded entries cannot finish while they do, and must not
+    # stop the other lanes being read
+    p = env.fake_kannel()
+    g = gateway(env, outbox__concurrency=4, outbox__max_attempts=100, outbox__retry_max_ms=2000,
+                zalo__app_id=APP_ID, zalo__oa_secret_key=OA_SECRET,
+                zalo__app_secret_key="app-secret-Pq72xZ", zalo__api_base="http://127.0.0.1:1",
+                zalo__oauth_base="http://127.0.0.1:1/", zalo__access_token="acc-0",
+                zalo__refresh_token="ref-0")
+    follow_by_sms(env, g, p, A, "a1")
+    for i in range(40):
+        env.redis.cli("XADD", "t:{%d}:outbox" % (i % 8), "*", "ch", "zalo", "to",
+                      "58172964871%08d" % i, "from", "", "text", "backlog %d" % i, "att", "0")
+    time.sleep(6.5)                 # a reclaim tick (every 5 s) while the replies have no room
+    st, j = status(g, CODE, {"status": 9})
+    assert st == 200
+    wait_until(lambda: notices(p, A) and notices(p, OWNER), 4, "the notifications")
+
+
 def test_provider_down_delivered_later_once(env):
     p = env.fake_kannel()
     g = gateway(env, outbox__max_attempts=30, outbox__retry_max_ms=300)
