@@ -37,6 +37,10 @@
 #                              ordinary replies queued just before on a link limited to 100 SMS/s (a
 #                              second gateway on its own prefix, 10 samples): the lane at work
 #   otp_backlog_ahead_max      of those 200 replies, the most that left before an OTP
+#   notify_status_ms           POST /api/v1/dossiers/{code}/status answered (1,000 followers: the
+#                              fan-out is a job, not part of the request)
+#   notify_1000_followers_ms   from that request to the last of the 1,000 followers' notifications
+#                              written by the SMS file driver (outbox.notify_rate 0)
 #   target                     "met" when ratio >= 0.6 and p99 <= 10 ms, else "missed (why)"
 #                              (the OTP figures are reported, not part of the target)
 # Exit status 0 either way; non-zero only when the run itself failed (non-2xx answers, socket
@@ -136,10 +140,13 @@ cat >"$CFG" <<EOF
   "zalo": { "app_id": "4370918234512345", "oa_secret_key": "bench-oa-secret",
             "api_base": "http://127.0.0.1:1", "oauth_base": "http://127.0.0.1:1",
             "app_secret_key": "bench-app-secret", "access_token": "bench", "refresh_token": "bench" },
-  "outbox": { "zalo_rate": 1 },
+  "outbox": { "zalo_rate": 1, "notify_rate": 0 },
   "history": { "max": ${BENCH_HISTORY:-50} },
+  "notify": { "quiet_hours": "" },
   "api": { "tokens": [ { "name": "bench-portal", "role": "portal",
-                         "sha256": "$(printf %s bench-portal-token | sha256sum | cut -d' ' -f1)" } ] },
+                         "sha256": "$(printf %s bench-portal-token | sha256sum | cut -d' ' -f1)" },
+                       { "name": "bench-staff", "role": "staff",
+                         "sha256": "$(printf %s bench-staff-token | sha256sum | cut -d' ' -f1)" } ] },
   "otp": { "secret": "$(printf '%064d' 7)", "creates_per_minute": 1000000,
            "creates_per_ip_minute": 1000000, "daily_sms_cap": 100000000 },
   "log": { "level": "warn" }
@@ -357,6 +364,41 @@ PY
 kill -TERM "$LANE_PID" 2>/dev/null
 wait "$LANE_PID" 2>/dev/null
 
+# --- a status change to 1,000 followers ----------------------------------------------------------------
+say "notify: a status change to 1000 followers (from the change to the last one handed to the SMS driver)"
+python3 - "$SOCK" "$PORT" "$TMP/sms-outbox.log" >"$TMP/notify.figures" <<'PY' || die "the notification run failed"
+import json, subprocess, sys, time, urllib.request
+sock, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+code = "000.00.20.H21-231125-0001"
+cmds = "ZADD dvcgw:dossier-subs:%s %s\n" % (code, " ".join("%d sms:8496%07d" % (i, i) for i in range(1000)))
+subprocess.run(["redis-cli", "-s", sock], input=cmds, capture_output=True, text=True, check=True)
+with open(path, "rb") as f:
+    f.seek(0, 2)
+    pos = f.tell()
+req = urllib.request.Request("http://127.0.0.1:%d/api/v1/dossiers/%s/status" % (port, code),
+    method="POST", data=json.dumps({"status": 9}).encode(),
+    headers={"Authorization": "Bearer bench-staff-token", "Content-Type": "application/json"})
+t0 = time.monotonic()
+urllib.request.urlopen(req, timeout=5).read()
+answered = (time.monotonic() - t0) * 1000
+seen, buf = set(), b""
+while len(seen) < 1000:
+    if time.monotonic() - t0 > 60:
+        sys.exit("only %d of 1000 notifications left within 60 s" % len(seen))
+    with open(path, "rb") as f:
+        f.seek(pos)
+        chunk = f.read()
+    pos += len(chunk)
+    buf += chunk
+    *lines, buf = buf.split(b"\n")
+    for l in lines:
+        if b'"to":"8496' in l:
+            seen.add(json.loads(l)["to"])
+    time.sleep(0.002)
+print("notify_status_ms: %.1f" % answered)
+print("notify_1000_followers_ms: %.0f" % ((time.monotonic() - t0) * 1000))
+PY
+
 # --- figures -----------------------------------------------------------------------------------------
 B=$TMP/before.stats
 A=$TMP/after.stats
@@ -411,6 +453,7 @@ echo "zalo_p99_ms: $(wrk_pct_ms "$TMP/zalo.out" 99)"
 echo "otp_creates_per_s: $(wrk_rps "$TMP/otp.out")"
 echo "otp_p99_ms: $(wrk_pct_ms "$TMP/otp.out" 99)"
 cat "$TMP/lane.figures"
+cat "$TMP/notify.figures"
 why=$(awk -v r="$ratio" -v p="$p99" -v tr="$TARGET_RATIO" -v tp="$TARGET_P99_MS" 'BEGIN {
 	s = ""
 	if (r + 0 < tr + 0) s = sprintf("ratio %s < %s", r, tr)

@@ -72,6 +72,8 @@ auth_role(const char *name)
 const char *
 auth_role_name(int role)
 {
+	if (role == AUTH_STAFF_OR_ONESTOP)
+		return "staff or onestop";
 	return role >= 0 && role < (int)(sizeof auth_roles / sizeof auth_roles[0]) ?
 	    auth_roles[role] : "?";
 }
@@ -196,6 +198,14 @@ auth_caller(struct http_req *req)
 	return name;
 }
 
+/* May a token of role have call a route for role want? AUTH_STAFF_OR_ONESTOP takes either. */
+static int
+auth_role_fits(int have, int want)
+{
+	return have == want || (want == AUTH_STAFF_OR_ONESTOP &&
+	    (have == AUTH_STAFF || have == AUTH_ONESTOP));
+}
+
 /* 1 when some token of this role is configured. */
 static int
 auth_has_role(int role)
@@ -203,7 +213,7 @@ auth_has_role(int role)
 	size_t i;
 
 	for (i = 0; i < auth.ntokens; i++)
-		if (auth.tokens[i].role == role)
+		if (auth_role_fits(auth.tokens[i].role, role))
 			return 1;
 	return 0;
 }
@@ -239,7 +249,8 @@ auth_token(struct http_req *req, int role, char **cause)
 		free(tok);
 		*cause = xasprintf("This endpoint needs a %s token: send \"Authorization: Bearer "
 		    "<token>\" or add key=<token> to the URL%s.", auth_role_name(role),
-		    role == AUTH_STAFF ? ", or sign in (POST /api/v1/login)" : "");
+		    role == AUTH_STAFF || role == AUTH_STAFF_OR_ONESTOP ? ", or sign in (POST "
+		    "/api/v1/login)" : "");
 		return 401;
 	}
 	if (strlen(tok) > AUTH_MAX_TOKEN) {
@@ -252,7 +263,7 @@ auth_token(struct http_req *req, int role, char **cause)
 	free(tok);
 	for (i = 0; i < auth.ntokens; i++)	/* every token, so timing tells nothing */
 		if (sodium_memcmp(h, auth.tokens[i].hash, sizeof h) == 0) {
-			if (auth.tokens[i].role == role)
+			if (auth_role_fits(auth.tokens[i].role, role))
 				ok = (int)i + 1;
 			else
 				other = auth.tokens[i].role;
@@ -272,7 +283,7 @@ auth_token(struct http_req *req, int role, char **cause)
 	return 401;
 }
 
-static int	auth_staff(struct http_req *, char **);
+static int	auth_staff(struct http_req *, int, char **);
 
 /* 1 when the client's address is in listen.allow (or no list is set). */
 static int
@@ -315,8 +326,8 @@ auth_check(struct http_req *req, int role, char **cause)
 		    "listen.allow.", http_peer(req));
 		return 403;
 	}
-	if (role == AUTH_STAFF)
-		return auth_staff(req, cause);
+	if (role == AUTH_STAFF || role == AUTH_STAFF_OR_ONESTOP)
+		return auth_staff(req, role, cause);
 	if (!auth_has_role(role)) {
 		if (auth.nnets > 0 || http_peer_loopback(req))
 			return 0;
@@ -405,10 +416,11 @@ done:
 	http_auth_done(req, status, cause);
 }
 
-/* A staff route: a staff token (Authorization) or else a signed-in session (the cookie, looked up
- * in Redis: AUTH_PENDING). Nothing else, from anywhere. */
+/* A staff route (role AUTH_STAFF, or AUTH_STAFF_OR_ONESTOP: the one-stop system's token too): a
+ * token of the role (Authorization) or else a signed-in session (the cookie, looked up in Redis:
+ * AUTH_PENDING). Nothing else, from anywhere. */
 static int
-auth_staff(struct http_req *req, char **cause)
+auth_staff(struct http_req *req, int role, char **cause)
 {
 	unsigned char h[crypto_hash_sha256_BYTES];
 	struct auth_pending *ap;
@@ -417,7 +429,7 @@ auth_staff(struct http_req *req, char **cause)
 
 	if (http_header(req, "Authorization") != NULL ||
 	    (c = auth_cookie(req, &len)) == NULL)
-		return auth_token(req, AUTH_STAFF, cause);
+		return auth_token(req, role, cause);
 	if (len != AUTH_SID_HEX || strspn(c, "0123456789abcdef") < AUTH_SID_HEX) {
 		*cause = xstrdup("The session has ended or is not valid; sign in again.");
 		return 401;

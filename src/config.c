@@ -71,6 +71,10 @@ static const struct cfg_key cfg_keys[] = {
 	I("outbox.lease_ms", outbox_lease_ms, 10000, 500, 600000),
 	I("outbox.zalo_rate", outbox_zalo_rate, 0, 0, 100000),
 	I("outbox.otp_rate", outbox_otp_rate, 20, 0, 100000),
+	I("outbox.notify_rate", outbox_notify_rate, 10, 0, 100000),
+	S("notify.quiet_hours", notify_quiet_hours, "21:00-07:00"),
+	I("notify.max_followers", notify_max_followers, 5000, 1, 1000000),
+	I("notify.batch", notify_batch, 200, 1, 10000),
 	I("ussd.budget_ms", ussd_budget_ms, 4000, 100, 9000),
 	I("ussd.session_ttl", ussd_session_ttl, 300, 30, 3600),
 	I("zalo.refresh_ahead_s", zalo_refresh_ahead_s, 3600, 0, 86400),
@@ -115,7 +119,7 @@ static const struct cfg_key cfg_keys[] = {
 /* Objects that only group keys: a key is valid when it is a table entry or such a group. */
 static const char *cfg_groups[] = {
 	"listen", "redis", "flows", "dossier", "log", "sms", "sms.kannel", "sms.http", "sms.file",
-	"outbox", "ussd", "zalo", "api", "otp", "history", "staff",
+	"outbox", "ussd", "zalo", "api", "otp", "history", "staff", "notify",
 };
 
 static const struct cfg_key *
@@ -246,6 +250,9 @@ config_check(struct config *cfg, json_t *errors)
 		char *why = otp_check_config(cfg);
 
 		if (why != NULL)
+			config_error(errors, "config: %s", why);
+		free(why);
+		if ((why = notify_check_config(cfg)) != NULL)
 			config_error(errors, "config: %s", why);
 		free(why);
 	}

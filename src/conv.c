@@ -75,26 +75,40 @@ static int conv_load_script, conv_save_script, conv_send_script;
  * not exist, or rc -1 and err. The same shape as store_cb, so store_lookup fits as it is. */
 typedef void conv_data_cb(int rc, json_t *value, const char *err, void *arg);
 
-static int	conv_link_start(const char *, conv_data_cb *, void *);
-static int	conv_link_check(const char *, conv_data_cb *, void *);
+static int	conv_fetch_dossier(const char *, const char *, const char *, conv_data_cb *,
+		    void *);
+static int	conv_fetch_follow(const char *, const char *, const char *, conv_data_cb *,
+		    void *);
+static int	conv_fetch_unfollow(const char *, const char *, const char *, conv_data_cb *,
+		    void *);
+static int	conv_otp_status(const char *, const char *, const char *, conv_data_cb *, void *);
+static int	conv_otp_resend(const char *, const char *, const char *, conv_data_cb *, void *);
+static int	conv_link_start(const char *, const char *, const char *, conv_data_cb *, void *);
+static int	conv_link_check(const char *, const char *, const char *, conv_data_cb *, void *);
+static int	conv_unlink(const char *, const char *, const char *, conv_data_cb *, void *);
 
-/* Where each kind of data the flows may ask for (struct flow_need) comes from. fetch(key, cb, arg)
- * returns 0 and calls cb exactly once later, or returns -1 without calling it. guess (may be NULL)
+/* Where each kind of data the flows may ask for (struct flow_need) comes from. fetch(key,
+ * channel, user, cb, arg) returns 0 and calls cb exactly once later, or returns -1 without calling
+ * it; a follow "fetch" records the subscription (idempotent, so a re-run step may repeat it).
+ * guess (may be NULL)
  * says which key a message's text is likely to need (1 and key filled, FLOW_DATA_KEY_MAX bytes), so
  * it is fetched with the session in the same round trip. A new kind is one entry here. */
 static const struct conv_source {
 	enum flow_data_kind	 kind;
 	const char		*name;
-	int			(*fetch)(const char *, conv_data_cb *, void *);
+	int			(*fetch)(const char *, const char *, const char *, conv_data_cb *,
+				    void *);
 	int			(*guess)(const char *, char *);
 	int			 secret;	/* the key holds a code: never in a log line */
 } conv_sources[] = {
-	{ FLOW_DATA_DOSSIER, "dossier", store_lookup, dossier_code_guess, 0 },
-	{ FLOW_DATA_OTP_STATUS, "OTP status", otp_conv_status, NULL, 0 },
-	{ FLOW_DATA_OTP_RESEND, "OTP resend", otp_conv_resend, NULL, 0 },
+	{ FLOW_DATA_DOSSIER, "dossier", conv_fetch_dossier, dossier_code_guess, 0 },
+	{ FLOW_DATA_FOLLOW, "follow", conv_fetch_follow, NULL, 0 },
+	{ FLOW_DATA_UNFOLLOW, "unfollow", conv_fetch_unfollow, NULL, 0 },
+	{ FLOW_DATA_OTP_STATUS, "OTP status", conv_otp_status, NULL, 0 },
+	{ FLOW_DATA_OTP_RESEND, "OTP resend", conv_otp_resend, NULL, 0 },
 	{ FLOW_DATA_LINK_START, "Zalo link", conv_link_start, NULL, 0 },
 	{ FLOW_DATA_LINK_CHECK, "Zalo link code", conv_link_check, NULL, 1 },
-	{ FLOW_DATA_UNLINK, "Zalo unlink", link_remove, NULL, 0 },
+	{ FLOW_DATA_UNLINK, "Zalo unlink", conv_unlink, NULL, 0 },
 };
 
 _Static_assert(DOSSIER_CODE_MAX <= FLOW_DATA_KEY_MAX, "a guessed dossier code must fit a data key");
@@ -151,6 +165,37 @@ struct conv {
 
 static void	conv_load(struct conv *);
 static void	conv_step(struct conv *);
+
+static int
+conv_fetch_dossier(const char *key, const char *channel, const char *user, conv_data_cb *cb,
+    void *arg)
+{
+	return store_lookup(key, cb, arg);
+}
+
+static int
+conv_fetch_follow(const char *key, const char *channel, const char *user, conv_data_cb *cb,
+    void *arg)
+{
+	return notify_follow(key, channel, user, 1, cb, arg);
+}
+
+static int
+conv_fetch_unfollow(const char *key, const char *channel, const char *user, conv_data_cb *cb,
+    void *arg)
+{
+	return notify_follow(key, channel, user, 0, cb, arg);
+}
+
+/* A dossier's status notification as the current flows word it for channel: xmalloc'd, or NULL
+ * when the flows have no such text. */
+char *
+conv_render_notice(const char *channel, const json_t *vars)
+{
+	if (conv.flows == NULL)
+		return NULL;
+	return flow_render_notice(conv.flows->fs, channel, vars);
+}
 
 /* Register the scripts (before rds_start). */
 void
@@ -349,7 +394,7 @@ conv_fetch(struct conv *c, const struct conv_source *src, const char *key)
 	d->kind = src->kind;
 	snprintf(d->key, sizeof d->key, "%s", key);
 	c->pending++;
-	if (src->fetch(d->key, conv_data_done_cb, d) != 0) {
+	if (src->fetch(d->key, c->channel, c->user, conv_data_done_cb, d) != 0) {
 		c->pending--;
 		conv_fail(c, NULL);
 	}
@@ -594,9 +639,30 @@ conv_handle(const struct conv_msg *m, conv_cb *cb, void *arg)
 	conv_next(c);
 }
 
+/* The OTP and link sources: their key says everything (the phone, the Zalo user). */
+static int
+conv_otp_status(const char *key, const char *channel, const char *user, conv_data_cb *cb,
+    void *arg)
+{
+	return otp_conv_status(key, cb, arg);
+}
+
+static int
+conv_otp_resend(const char *key, const char *channel, const char *user, conv_data_cb *cb,
+    void *arg)
+{
+	return otp_conv_resend(key, cb, arg);
+}
+
+static int
+conv_unlink(const char *key, const char *channel, const char *user, conv_data_cb *cb, void *arg)
+{
+	return link_remove(key, cb, arg);
+}
+
 /* A FLOW_DATA_LINK_START key, "phone zalo_user": send the Zalo user a link code at phone. */
 static int
-conv_link_start(const char *key, conv_data_cb *cb, void *arg)
+conv_link_start(const char *key, const char *channel, const char *u, conv_data_cb *cb, void *arg)
 {
 	const char *sp = strchr(key, ' ');
 	char phone[PHONE_MAX];
@@ -610,7 +676,7 @@ conv_link_start(const char *key, conv_data_cb *cb, void *arg)
 
 /* A FLOW_DATA_LINK_CHECK key, "zalo_user code": check the code the Zalo user typed. */
 static int
-conv_link_check(const char *key, conv_data_cb *cb, void *arg)
+conv_link_check(const char *key, const char *channel, const char *u, conv_data_cb *cb, void *arg)
 {
 	const char *sp = strrchr(key, ' ');
 	char *user;

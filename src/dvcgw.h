@@ -41,6 +41,7 @@ void		 audit_list(struct http_req *, void *);
 #define AUTH_PORTAL	2	/* a public-service portal asking for OTPs */
 #define AUTH_STAFF	3	/* hotline staff, integrations */
 #define AUTH_ONESTOP	4	/* the provincial one-stop system */
+#define AUTH_STAFF_OR_ONESTOP 5	/* a route either may call (dossier status changes) */
 int		 auth_init(const struct config *, char **);
 int		 auth_role(const char *);
 const char	*auth_role_name(int);
@@ -114,7 +115,9 @@ struct config {
 	int	 sms_unaccented, sms_max_parts;
 	int	 outbox_max_attempts, outbox_retry_base_ms, outbox_retry_max_ms;
 	int	 outbox_send_timeout_ms, outbox_concurrency, outbox_sms_rate, outbox_zalo_rate;
-	int	 outbox_lease_ms, outbox_otp_rate;
+	int	 outbox_lease_ms, outbox_otp_rate, outbox_notify_rate;
+	char	*notify_quiet_hours;
+	int	 notify_max_followers, notify_batch;
 	int	 ussd_budget_ms, ussd_session_ttl;
 	int	 zalo_refresh_ahead_s, zalo_max_event_age_s;
 	char	*zalo_app_id, *zalo_oa_secret, *zalo_app_secret, *zalo_api_base, *zalo_oauth_base;
@@ -163,6 +166,7 @@ void		 conv_handle(const struct conv_msg *, conv_cb *, void *);
 void		 conv_send(const struct conv_msg *, const char *, conv_cb *, void *);
 int		 conv_inflight(void);
 int		 conv_shard(const char *, const char *);
+char		*conv_render_notice(const char *, const json_t *);
 void		 conv_stats(unsigned long long *, unsigned long long *);
 void		 conv_history(struct http_req *, void *);
 
@@ -204,6 +208,8 @@ struct http_route {
 				 * one non-empty segment */
 #define HTTP_ROUTE_SEGMENTS 0x2	/* with HTTP_ROUTE_PREFIX: the rest may hold several segments
 				 * (the handler splits them) */
+#define HTTP_ROUTE_SEGMENT 0x4	/* path has one '*' standing for a non-empty segment
+				 * (http_path_rest points to it, up to its '/') */
 };
 void		 http_init(struct event_base *, const struct config *);
 int		 http_start(struct event_base *, const struct config *);
@@ -251,7 +257,8 @@ struct obx_msg {
 	char	*enc;		/* "" or an encrypted text (otp_decrypt) sent instead of text */
 	char	*otp;		/* "" or the verification an OTP send belongs to */
 	char	*code;		/* an OTP's code, once enc is decrypted (ZNS sends it alone) */
-	int	 lane;		/* 1: the OTP lane (taken first, its own rate), 0: replies */
+	int	 lane;		/* OBX_LANE_*: replies, OTPs (taken first, their own rate) or
+				 * notifications (taken last, their own room and rate) */
 	long long expires_ms;	/* an OTP's expiry (set when enc is decrypted), 0 otherwise */
 	const struct channel *chan;	/* the channel named by ch (NULL: unknown, dead-lettered) */
 	size_t	 part, nparts;	/* the part being sent (0-based) and how many the reply has */
@@ -262,6 +269,10 @@ struct obx_msg {
 				 * (a phone for SMS); xmalloc'd, the outbox frees it */
 	struct obx_priv	*priv;	/* the outbox's own bookkeeping */
 };
+#define OBX_LANE_REPLY	0
+#define OBX_LANE_OTP	1
+#define OBX_LANE_NOTIFY	2
+#define OBX_LANES	3
 #define OBX_OK		0	/* the provider accepted the part */
 #define OBX_RETRY	1	/* temporary failure: try again later (backoff, max attempts) */
 #define OBX_FAIL	2	/* refused for good: dead-letter with the reason */
@@ -279,6 +290,7 @@ void		 outbox_free(void);
 void		 outbox_stats(unsigned long long *, unsigned long long *, unsigned long long *);
 void		 outbox_recoveries(unsigned long long *, unsigned long long *);
 void		 outbox_shares(int *, int *);
+void		 outbox_notify_stats(unsigned long long *, unsigned long long *);
 int		 outbox_dlr(const char *, const char *, rds_cb *, void *, char **);
 
 /* otp_cli.c */
@@ -291,6 +303,19 @@ void		 link_init(void);
 void		 link_set(const char *, const char *);
 int		 link_remove(const char *, otp_conv_cb *, void *);
 int		 link_zalo_of(const char *, otp_conv_cb *, void *);
+/* notify.c */
+void		 notify_init(struct event_base *, const struct config *);
+char		*notify_check_config(const struct config *);
+void		 notify_stop(void);
+void		 notify_tick(int);
+void		 notify_status(struct http_req *, void *);
+void		 notify_push(struct http_req *, void *);
+int		 notify_follow(const char *, const char *, const char *, int,
+		    void (*)(int, json_t *, const char *, void *), void *);
+long long	 notify_quiet_until(const char *, long long);
+void		 notify_stats(unsigned long long *, unsigned long long *, unsigned long long *,
+		    unsigned long long *);
+extern const char notify_change_lua[];
 
 /* otp.c */
 void		 otp_init(const struct config *);
@@ -337,6 +362,13 @@ char		*rkey_instances(void);
 char		*rkey_rate(const char *, long long);
 char		*rkey_outbox_otp(int);
 char		*rkey_history(int, const char *, const char *);
+char		*rkey_outbox_notify(int);
+char		*rkey_notify_later(int);
+char		*rkey_notified(int, const char *, const char *, const char *);
+char		*rkey_notify_jobs(void);
+char		*rkey_dossier_log(const char *);
+char		*rkey_dossier_subs(const char *);
+char		*rkey_dossier_optout(const char *);
 char		*rkey_otp_wait(int);
 char		*rkey_dossier(const char *);
 char		*rkey_zalo(const char *, const char *);

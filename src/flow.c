@@ -1,7 +1,8 @@
 /* flow.c: how a conversation behaves; start here. flow_step takes one message and the user's
  * session and tries, in this order: a numbered option or option keyword of the current state, a
  * global keyword (MENU, back; both also with trailing fillers such as "a", "nhe" dropped), a
- * dossier code anywhere in the text, a keyword with an argument ("HS <code>"), an "anywhere"
+ * keyword with an argument whose action is not the lookup ("TB <code>"), a dossier code anywhere
+ * in the text, a keyword with an argument ("HS <code>"), an "anywhere"
  * keyword inside the text ("cho em hoi cach nop ho so"), the state's free-text capture, a code typed
  * wrong (answered with the expected shape), else "invalid choice". A capture may run an action
  * (the table below); an action that needs data the caller has not fetched asks for it and the
@@ -36,6 +37,8 @@ FLOW_ACTION_FN(action_otp_resend);
 FLOW_ACTION_FN(action_link_start);
 FLOW_ACTION_FN(action_link_check);
 FLOW_ACTION_FN(action_unlink);
+FLOW_ACTION_FN(action_follow_dossier);
+FLOW_ACTION_FN(action_unfollow_dossier);
 
 #define T(x)	(1U << TEXT_##x)
 static const struct flow_action flow_actions[] = {
@@ -57,6 +60,12 @@ static const struct flow_action flow_actions[] = {
 	{ .name = "unlink_zalo", .output = "link", .flags = FLOW_ACTION_ENTER,
 	  .texts = T(UNLINK_DONE) | T(UNLINK_NONE) | T(LINK_ZALO_ONLY),
 	  .fn = action_unlink },
+	{ .name = "follow_dossier", .output = "result",
+	  .texts = T(FOLLOW_OK) | T(FOLLOW_FULL) | T(DOSSIER_NOT_FOUND) | T(DOSSIER_INVALID),
+	  .fn = action_follow_dossier },
+	{ .name = "unfollow_dossier", .output = "result",
+	  .texts = T(UNFOLLOW_OK) | T(DOSSIER_NOT_FOUND) | T(DOSSIER_INVALID),
+	  .fn = action_unfollow_dossier },
 };
 #undef T
 
@@ -726,6 +735,119 @@ action_unlink(const struct flowset *fs, const struct flow_input *in, const char 
 	return 0;
 }
 
+/* Is value a yes ("1", "có", "đồng ý", "ok") to the offer to follow the dossier just looked up? */
+static int
+follow_confirms(const char *value)
+{
+	static const char *const yes[] = { "1", "co", "dong y", "ok", "vang", "yes", NULL };
+	char	*f = text_fold(value);
+	int	 i, ok = 0;
+
+	for (i = 0; yes[i] != NULL; i++)
+		if (strcmp(f, yes[i]) == 0)
+			ok = 1;
+	free(f);
+	return ok;
+}
+
+/* follow_dossier / unfollow_dossier: the code is the one in the text, else the one captured (a
+ * yes such as "1" at the offer after a lookup means the dossier just looked up). Asks the
+ * caller to record it (kind), then says what was done. */
+static int
+action_follow(const struct flowset *fs, const struct flow_input *in, const char *value,
+    const json_t *svars, json_t *out, struct flow_result *res, enum flow_data_kind kind)
+{
+	const json_t	*chain[3], *v;
+	const char	*prev = json_string_value(json_object_get(svars, "code"));
+	char		 code[DOSSIER_CODE_MAX], *cause = NULL;
+	json_t		*local = json_object();
+	int		 t, rc = 0;
+
+	if (!dossier_code_guess(in->text != NULL ? in->text : "", code)) {
+		if (!follow_confirms(value) || prev == NULL ||
+		    dossier_code_normalise(prev, code, &cause) == DCODE_BAD) {
+			free(cause);
+			cause = NULL;
+			if (dossier_code_normalise(value, code, &cause) == DCODE_BAD) {
+				json_object_set_new(local, "input", json_string(value));
+				t = TEXT_DOSSIER_INVALID;
+				goto render;
+			}
+		}
+	}
+	free(cause);
+	cause = NULL;
+	if (!flow_data_find(in, kind, code, &v)) {
+		flow_need(res, kind, code);
+		rc = 1;
+		goto out;
+	}
+	if (v == NULL) {
+		json_object_set_new(local, "code", json_string(code));
+		t = TEXT_DOSSIER_NOT_FOUND;
+	} else {
+		json_object_set_new(local, "code", json_string(json_string_value(json_object_get(v,
+		    "code")) != NULL ? json_string_value(json_object_get(v, "code")) : code));
+		t = kind == FLOW_DATA_UNFOLLOW ? TEXT_UNFOLLOW_OK :
+		    json_is_true(json_object_get(v, "full")) ? TEXT_FOLLOW_FULL : TEXT_FOLLOW_OK;
+	}
+render:
+	chain[0] = local;
+	chain[1] = svars;
+	chain[2] = fs->vars;
+	json_object_set_new(out, "result", flow_text(fs, in->channel, t, chain, 3));
+out:
+	free(cause);
+	json_decref(local);
+	return rc;
+}
+
+static int
+action_follow_dossier(const struct flowset *fs, const struct flow_input *in, const char *value,
+    const json_t *svars, json_t *out, struct flow_result *res)
+{
+	return action_follow(fs, in, value, svars, out, res, FLOW_DATA_FOLLOW);
+}
+
+static int
+action_unfollow_dossier(const struct flowset *fs, const struct flow_input *in, const char *value,
+    const json_t *svars, json_t *out, struct flow_result *res)
+{
+	return action_follow(fs, in, value, svars, out, res, FLOW_DATA_UNFOLLOW);
+}
+
+/* The notification text of a dossier for channel, or NULL when the set has none. */
+char *
+flow_render_notice(const struct flowset *fs, const char *channel, const json_t *vars)
+{
+	const json_t	*chain[2];
+	struct flow_buf	 b = { NULL, 0, 0 };
+	size_t		 var = flow_variant(fs, channel);
+
+	if (!fs->have[var][TEXT_STATUS_CHANGED])
+		return NULL;
+	chain[0] = vars;
+	chain[1] = fs->vars;
+	flow_tmpl_buf_add(&b, "", 0);
+	flow_tmpl_render(&b, &fs->texts[var][TEXT_STATUS_CHANGED], chain, 2);
+	return b.p;
+}
+
+/* A capturing keyword with its argument whose action is not the lookup ("TB <code>"): tried
+ * before a dossier code anywhere in the text, which would otherwise make it a lookup. */
+static const struct flow_global_keyword *
+keyword_find_other_arg(const struct flowset *fs, char *trim, const char **value, char **copy)
+{
+	const struct flow_global_keyword *kw = keyword_find_arg(fs, trim, value, copy);
+
+	if (kw != NULL && kw->cap->action != NULL && kw->cap->action->fn != action_lookup_dossier)
+		return kw;
+	free(*copy);
+	*copy = NULL;
+	*value = NULL;
+	return NULL;
+}
+
 /* The session's current state, or the start state with *fresh set when there is none or it no
  * longer exists (1), or the user was idle too long in its flow (2). */
 static int
@@ -882,6 +1004,9 @@ flow_step(const struct flowset *fs, json_t *session, const struct flow_input *in
 	    (core != NULL && (kw = keyword_find(fs, core)) != NULL)) {
 		kind = kw->back ? STEP_BACK : STEP_GOTO;
 		target = kw->go;
+	} else if ((kw = keyword_find_other_arg(fs, trim, &value, &copy)) != NULL) {
+		kind = STEP_CAPTURE;
+		cap = kw->cap;
 	} else if ((kw = keyword_lookup(fs)) != NULL && dossier_code_guess(trim, guess)) {
 		/* A dossier code anywhere in the text is a lookup, at any state. */
 		kind = STEP_CAPTURE;

@@ -49,6 +49,9 @@ enum flow_data_kind {
 	FLOW_DATA_LINK_START,		/* key: "phone zalo_user"; value: {"status", ...} */
 	FLOW_DATA_LINK_CHECK,		/* key: "zalo_user code"; value: {"status", ...} */
 	FLOW_DATA_UNLINK,		/* key: zalo_user; value: {"status", ...} (link_remove) */
+	FLOW_DATA_FOLLOW,		/* key: a dossier code; fetching it follows the dossier;
+					 * value: {code, full} */
+	FLOW_DATA_UNFOLLOW,		/* the same, stops following */
 };
 
 #define FLOW_DATA_KEY_MAX	64	/* bytes of a key, NUL included */
@@ -106,5 +109,9 @@ struct flow_result {
 int		 flow_step(const struct flowset *, json_t *session, const struct flow_input *,
 		    struct flow_result *, char **cause);
 void		 flow_result_clear(struct flow_result *);
+
+/* A dossier's status notification (texts.dossier_status_changed) for channel with the dossier's
+ * variables (dossier_vars): xmalloc'd, or NULL when the set has no such text. */
+char		*flow_render_notice(const struct flowset *, const char *channel, const json_t *vars);
 
 #endif

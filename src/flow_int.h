@@ -123,6 +123,10 @@ enum {
 	TEXT_LINK_NONE,
 	TEXT_UNLINK_DONE,
 	TEXT_UNLINK_NONE,
+	TEXT_FOLLOW_OK,
+	TEXT_FOLLOW_FULL,
+	TEXT_UNFOLLOW_OK,
+	TEXT_STATUS_CHANGED,	/* optional: a follower's notification (notify.c) */
 	TEXT_COUNT
 };
 

@@ -80,6 +80,10 @@ static const struct {
 	[TEXT_LINK_NONE] = { "link_none", otp_fields },
 	[TEXT_UNLINK_DONE] = { "unlink_done", otp_fields },
 	[TEXT_UNLINK_NONE] = { "unlink_none", otp_fields },
+	[TEXT_FOLLOW_OK] = { "follow_ok", code_only },
+	[TEXT_FOLLOW_FULL] = { "follow_full", code_only },
+	[TEXT_UNFOLLOW_OK] = { "unfollow_ok", code_only },
+	[TEXT_STATUS_CHANGED] = { "dossier_status_changed", dossier_fields },
 };
 
 _Static_assert(TEXT_COUNT <= 32, "a text is one bit of flow_action.texts");
@@ -682,9 +686,10 @@ load_state_channels(struct flow_loader *l, const struct flow_state *st, const js
 			if (!found)
 				load_error(l, file, where, "label for \"%s\", which is not an option "
 				    "key of the state", key);
-			else if (!load_nonblank(v))
+			else if (!load_nonblank(v) && !json_is_false(v))
 				load_error(l, file, where, "label for \"%s\" must be a non-empty "
-				    "string", key);
+				    "string, or false to leave the option off this channel's screen",
+				    key);
 		}
 next:
 		free(where);
@@ -720,6 +725,9 @@ load_reply(struct flow_loader *l, size_t si, size_t c, const char *msg, const js
 			tomenu = 1;
 		v = json_object_get(oj, "label");
 		if (key == NULL || !json_is_string(v))
+			continue;
+		/* false: not listed on this channel (its key and keywords still choose it). */
+		if (json_is_false(json_object_get(labels, key)))
 			continue;
 		src = json_string_value(json_object_get(labels, key));
 		where = xasprintf("%s: option %zu", st->name, i + 1);

@@ -93,6 +93,9 @@ static const struct http_route http_routes[] = {
 	{ "/api/v1/dossiers/", HTTP_GET, AUTH_STAFF, hotline_dossier, HTTP_ROUTE_PREFIX },
 	{ "/api/v1/messages", HTTP_POST, AUTH_STAFF, hotline_message, 0 },
 	{ "/api/v1/audit", HTTP_GET, AUTH_STAFF, audit_list, 0 },
+	{ "/api/v1/dossiers/*/status", HTTP_POST, AUTH_STAFF_OR_ONESTOP, notify_status,
+	    HTTP_ROUTE_SEGMENT },
+	{ "/api/v1/dossiers/*/notify", HTTP_POST, AUTH_STAFF, notify_push, HTTP_ROUTE_SEGMENT },
 };
 
 static const struct {
@@ -717,12 +720,23 @@ bad_line:
 /* ---- connections ---------------------------------------------------------------------------- */
 
 /* Does route r serve path? An exact route matches the whole path; a prefix route a path that is
- * its prefix and then one non-empty segment (no further '/'), which *rest points to. */
+ * its prefix and then one non-empty segment (no further '/'), which *rest points to; a segment
+ * route a path with one non-empty segment where its '*' is (*rest points to it, up to the '/'). */
 static int
 http_route_match(const struct http_route *r, const char *path, const char **rest)
 {
 	size_t n;
 
+	if (r->flags & HTTP_ROUTE_SEGMENT) {
+		const char *star = strchr(r->path, '*'), *end;
+
+		n = (size_t)(star - r->path);
+		if (strncmp(r->path, path, n) != 0 || path[n] == '\0' || path[n] == '/' ||
+		    (end = strchr(path + n, '/')) == NULL || strcmp(end, star + 1) != 0)
+			return 0;
+		*rest = path + n;
+		return 1;
+	}
 	if (!(r->flags & HTTP_ROUTE_PREFIX))
 		return strcmp(r->path, path) == 0;
 	n = strlen(r->path);
@@ -1110,6 +1124,7 @@ static json_t *
 http_counters(void)
 {
 	unsigned long long turns, conflicts, sent, retried, dead, reclaimed, recreated;
+	unsigned long long n_changes, n_jobs, n_queued, n_held, n_sent, n_dead;
 	int shards, instances;
 	json_t *j;
 
@@ -1117,6 +1132,8 @@ http_counters(void)
 	outbox_stats(&sent, &retried, &dead);
 	outbox_recoveries(&reclaimed, &recreated);
 	outbox_shares(&shards, &instances);
+	notify_stats(&n_changes, &n_jobs, &n_queued, &n_held);
+	outbox_notify_stats(&n_sent, &n_dead);
 	j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:I, s:I, s:I, s:i, s:i, s:I}",
 	    "turns",
 	    (json_int_t)turns, "conflicts", (json_int_t)conflicts, "replies_sent", (json_int_t)sent,
@@ -1128,6 +1145,11 @@ http_counters(void)
 	    "sms_not_answered", (json_int_t)sms_not_answered());
 	if (j != NULL)
 		json_object_update_new(j, otp_stats());
+	if (j != NULL)
+		json_object_update_new(j, json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}",
+		    "notify_changes", (json_int_t)n_changes, "notify_jobs", (json_int_t)n_jobs,
+		    "notify_queued", (json_int_t)n_queued, "notify_held", (json_int_t)n_held,
+		    "notify_sent", (json_int_t)n_sent, "notify_dead", (json_int_t)n_dead));
 	return j;
 }
 

@@ -145,6 +145,7 @@ gw_teardown(void)
 {
 	http_free();
 	staff_stop();
+	notify_stop();
 	zalo_stop();
 	outbox_free();
 	smsout_free();
@@ -260,6 +261,7 @@ gw_setup(struct config *cfg, struct flowset *fs)
 	conv_init(cfg, fs);
 	otp_init(cfg);
 	staff_init(gw.base, cfg);
+	notify_init(gw.base, cfg);
 	ussd_init(gw.base, cfg);
 	fetch_init(gw.base);
 	outbox_init(gw.base, cfg);

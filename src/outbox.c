@@ -55,10 +55,12 @@ static const char outbox_peers_lua[] =
 	"redis.call('PEXPIRE', KEYS[1], ARGV[3])\n"
 	"return redis.call('ZCARD', KEYS[1])\n";
 
-/* KEYS: stream, sent set, OTP stream (the priority lane). ARGV: group, me, count, mode, now ms,
- * shard, min idle ms, OTP count. The OTP lane is read first and with its own count, so codes never
- * wait behind replies. Returns {flag, entries}: entries [id, uid, ch, to, from, text, att, enc,
- * otp] that still need sending; an OTP lane entry's id is "o" and its stream id. uid, the id
+/* KEYS: stream, sent set, OTP stream (the priority lane), notification stream. ARGV: group, me,
+ * count, mode, now ms, shard, min idle ms, OTP count, notification count. The OTP lane is read first
+ * and with its own count, so codes never wait behind replies; the notification lane last, with its
+ * own count, so a big fan-out never takes the room of conversations in progress. Returns {flag,
+ * entries}: entries [id, uid, ch, to, from, text, att, enc, otp] that still need sending; an OTP
+ * lane entry's id is "o" and its stream id, a notification's "n" and its stream id. uid, the id
  * providers and delivery reports see, is "<shard>-<entry id>" (replies) or the entry's own uid
  * field (an OTP send: "<verification>-<n>"), unique across shards. Mode 1 (after taking the lease
  * over): the entries other consumers (dead holders) left pending come first, claimed a page at a
@@ -68,8 +70,8 @@ static const char outbox_peers_lua[] =
  * consumer group (Redis came back empty) is created again: flag 2. */
 static const char outbox_take_lua[] =
 	"local out, more, flag = {}, false, 0\n"
-	"local keys, tags = {KEYS[3], KEYS[1]}, {'o', ''}\n"
-	"local counts = {tonumber(ARGV[8]), tonumber(ARGV[3])}\n"
+	"local keys, tags = {KEYS[3], KEYS[1], KEYS[4]}, {'o', '', 'n'}\n"
+	"local counts = {tonumber(ARGV[8]), tonumber(ARGV[3]), tonumber(ARGV[9])}\n"
 	"local function take(lane, entries)\n"
 	"  for _, e in ipairs(entries) do\n"
 	"    local f, h = e[2], {}\n"
@@ -88,10 +90,10 @@ static const char outbox_take_lua[] =
 	"local function nogroup(err)\n"
 	"  local m = tostring(type(err) == 'table' and err.err or err)\n"
 	"  if not m:find('NOGROUP') then return redis.error_reply(m) end\n"
-	"  for l = 1, 2 do pcall(redis.call, 'XGROUP', 'CREATE', keys[l], ARGV[1], '0', 'MKSTREAM') end\n"
+	"  for l = 1, 3 do pcall(redis.call, 'XGROUP', 'CREATE', keys[l], ARGV[1], '0', 'MKSTREAM') end\n"
 	"  return {2, out}\n"
 	"end\n"
-	"for l = 1, 2 do\n"
+	"for l = 1, 3 do\n"
 	"  local key, n = keys[l], counts[l]\n"
 	"  if n > 0 then\n"
 	"    if ARGV[4] == '2' then\n"
@@ -136,8 +138,9 @@ static const char outbox_take_lua[] =
 	"    end\n"
 	"  end\n"
 	"end\n"
-	"if ARGV[4] == '1' and (counts[1] == 0 or counts[2] == 0) then more = true end\n"
-	"if ARGV[4] == '2' and (counts[1] == 0 or counts[2] == 0) then flag = 0 end\n"
+	"local skipped = counts[1] == 0 or counts[2] == 0 or counts[3] == 0\n"
+	"if ARGV[4] == '1' and skipped then more = true end\n"
+	"if ARGV[4] == '2' and skipped then flag = 0 end\n"
 	"if more then flag = 1 end\n"
 	"return {flag, out}\n";
 
@@ -150,25 +153,28 @@ static const char outbox_dlr_lua[] =
 	"end\n"
 	"return 0\n";
 
-/* KEYS: stream, sent set, OTP stream. ARGV: group, now ms, n, then n ids ("o<id>": the OTP
- * lane), then n uids. */
+/* KEYS: stream, sent set, OTP stream, notification stream. ARGV: group, now ms, n, then n ids
+ * ("o<id>": the OTP lane, "n<id>": notifications), then n uids. */
 static const char outbox_settle_lua[] =
 	"local n = tonumber(ARGV[3])\n"
 	"for i = 1, n do\n"
 	"  local key, id = KEYS[1], ARGV[3 + i]\n"
 	"  if id:sub(1, 1) == 'o' then key, id = KEYS[3], id:sub(2) end\n"
+	"  if id:sub(1, 1) == 'n' then key, id = KEYS[4], id:sub(2) end\n"
 	"  redis.call('XACK', key, ARGV[1], id)\n"
 	"  redis.call('XDEL', key, id)\n"
 	"  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3 + n + i])\n"
 	"end\n"
 	"return n\n";
 
-/* KEYS: stream, dead stream, sent set, OTP stream. ARGV: group, id ("o<id>": the OTP lane), uid,
+/* KEYS: stream, dead stream, sent set, OTP stream, notification stream. ARGV: group, id ("o<id>":
+ * the OTP lane, "n<id>": notifications), uid,
  * now ms, reason, ch, to, from, text, attempts, fallback address ("" none), fallback channel.
  * Dead-letters the entry, or requeues its text to the fallback address on the fallback channel. */
 static const char outbox_fail_lua[] =
 	"local key, id = KEYS[1], ARGV[2]\n"
 	"if id:sub(1, 1) == 'o' then key, id = KEYS[4], id:sub(2) end\n"
+	"if id:sub(1, 1) == 'n' then key, id = KEYS[5], id:sub(2) end\n"
 	"redis.call('XACK', key, ARGV[1], id)\n"
 	"redis.call('XDEL', key, id)\n"
 	"redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])\n"
@@ -210,7 +216,7 @@ TAILQ_HEAD(obx_msgs, obx_msg);
 /* Per-channel send slots, shared by all instances through a one-second window in Redis. */
 struct obx_rate {
 	const struct channel	*chan;
-	int			 otp;		/* the OTP lane's budget on chan */
+	int			 lane;		/* OBX_LANE_*: whose budget on chan */
 	int			 limit;		/* messages per second, 0: unlimited */
 	int			 tokens;	/* granted and not used yet in this window */
 	long long		 window;	/* unix second the tokens belong to */
@@ -221,9 +227,11 @@ struct obx_rate {
 };
 
 struct obx_shard {
-	char			*k_stream, *k_dead, *k_sent, *k_lease, *k_otp;
+	char			*k_stream, *k_dead, *k_sent, *k_lease, *k_otp, *k_notify;
 	int			 owned, fresh;	/* fresh: taken over, reclaim pending entries first */
 	int			 reclaim;	/* look for our own stranded pending entries */
+	int			 reclaim_read;	/* the last reclaim pass was partial (a lane had
+					 * no room): read new entries before the next */
 	int			 mode;		/* of the take in flight: 0 new, 1 take-over, 2 own */
 	unsigned		 epoch;
 	int			 reading, renewing;
@@ -245,15 +253,17 @@ static struct {
 	int				 peers;		/* instances alive, us included */
 	struct obx_shard		 shards[CONV_SHARDS];
 	struct obx_rate			*rates;		/* per channel, by channel id, then
-							 * the OTP lane's per channel */
-	size_t				 nrates;	/* 2 * channel_count() */
+							 * the OTP lane's and the notification
+							 * lane's per channel */
+	size_t				 nrates;	/* OBX_LANES * channel_count() */
 	struct obx_msgs			 heads;		/* chain heads being sent or retried */
 	int				 taken;		/* messages taken and not settled */
-	int				 taken_otp;	/* of which from the OTP lane */
+	int				 taken_lane[OBX_LANES];	/* of which per lane */
 	int				 sending;	/* driver calls in flight */
 	int				 settling;	/* settle and fail scripts in flight */
 	int				 stopping;
 	unsigned long long		 sent, retried, dead, reclaimed, groups_recreated;
+	unsigned long long		 notify_sent, notify_dead;
 	unsigned			 ticks;
 } obx;
 
@@ -272,7 +282,7 @@ outbox_inflight(void)
 static struct obx_rate *
 outbox_rate_for(const struct obx_msg *m)
 {
-	return &obx.rates[m->chan->id + (m->lane ? obx.nrates / 2 : 0)];
+	return &obx.rates[m->chan->id + (size_t)m->lane * channel_count()];
 }
 
 static void
@@ -304,7 +314,7 @@ outbox_settle_later(struct obx_shard *s, char *id, char *uid)
 		s->done_id = xrealloc(s->done_id, s->capdone * sizeof *s->done_id);
 		s->done_uid = xrealloc(s->done_uid, s->capdone * sizeof *s->done_uid);
 	}
-	s->done_id[s->ndone] = id;
+	s->done_id[s->ndone] = id;	/* "o" or "n" first: which lane */
 	s->done_uid[s->ndone] = uid;
 	s->ndone++;
 }
@@ -404,11 +414,12 @@ outbox_flush_cb(evutil_socket_t fd, short events, void *arg)
 			outbox_settle_retry();
 			continue;
 		}
-		v = xcalloc(6 + 2 * s->ndone, sizeof *v);
+		v = xcalloc(7 + 2 * s->ndone, sizeof *v);
 		k = 0;
 		v[k++] = s->k_stream;
 		v[k++] = s->k_sent;
 		v[k++] = s->k_otp;
+		v[k++] = s->k_notify;
 		v[k++] = OUTBOX_GROUP;
 		v[k++] = now;
 		snprintf(n, sizeof n, "%zu", s->ndone);
@@ -426,7 +437,7 @@ outbox_flush_cb(evutil_socket_t fd, short events, void *arg)
 		memcpy(st->uid, s->done_uid, s->ndone * sizeof *st->uid);
 		obx.settling++;
 		s->settling++;
-		if (rds_evalsha(outbox_settle_script, outbox_settled_cb, st, 3, (int)k - 3, v,
+		if (rds_evalsha(outbox_settle_script, outbox_settled_cb, st, 4, (int)k - 4, v,
 		    NULL) != 0) {
 			obx.settling--;
 			s->settling--;
@@ -463,7 +474,7 @@ outbox_chain_next(struct obx_msg *m)
 		for (; next != NULL; next = t) {
 			t = next->priv->next;
 			obx.shards[next->shard].held--;
-			obx.taken_otp -= next->lane;
+			obx.taken_lane[next->lane]--;
 			outbox_msg_free(next);
 			obx.taken--;
 		}
@@ -479,7 +490,7 @@ outbox_release(struct obx_msg *m)
 {
 	outbox_chain_next(m);
 	obx.shards[m->shard].held--;
-	obx.taken_otp -= m->lane;
+	obx.taken_lane[m->lane]--;
 	outbox_msg_free(m);
 	obx.taken--;
 	if (!obx.stopping)
@@ -492,20 +503,22 @@ outbox_fail(struct obx_msg *m, const char *why, const char *fallback)
 {
 	struct obx_shard *s = &obx.shards[m->shard];
 	char now[24], att[16];
-	const char *v[16];
+	const char *v[17];
 
 	snprintf(now, sizeof now, "%lld", clock_ms());
 	snprintf(att, sizeof att, "%d", m->att + 1);
 	v[0] = s->k_stream; v[1] = s->k_dead; v[2] = s->k_sent; v[3] = s->k_otp;
-	v[4] = OUTBOX_GROUP; v[5] = m->id; v[6] = m->uid; v[7] = now; v[8] = why;
-	v[9] = m->ch; v[10] = m->to; v[11] = m->from; v[12] = m->text; v[13] = att;
-	v[14] = fallback ? fallback : "";
-	v[15] = fallback ? m->chan->fallback : "";
+	v[4] = s->k_notify;
+	v[5] = OUTBOX_GROUP; v[6] = m->id; v[7] = m->uid; v[8] = now; v[9] = why;
+	v[10] = m->ch; v[11] = m->to; v[12] = m->from; v[13] = m->text; v[14] = att;
+	v[15] = fallback ? fallback : "";
+	v[16] = fallback ? m->chan->fallback : "";
 	if (fallback != NULL)
 		log_info("outbox: %s reply %s cannot reach its user (%s); sending it by %s", m->ch,
 		    m->uid, why, m->chan->fallback);
 	else {
 		obx.dead++;
+		obx.notify_dead += m->lane == OBX_LANE_NOTIFY;
 		log_warn("outbox: %s reply %s dead-lettered after %d attempts: %s", m->ch, m->uid,
 		    m->att + 1, why);
 	}
@@ -513,7 +526,7 @@ outbox_fail(struct obx_msg *m, const char *why, const char *fallback)
 	s->settling++;
 	if (*m->otp != '\0')
 		otp_sent(m, OBX_FAIL, why);
-	if (rds_evalsha(outbox_fail_script, outbox_failed_cb, s, 4, 12, v, NULL) != 0) {
+	if (rds_evalsha(outbox_fail_script, outbox_failed_cb, s, 5, 12, v, NULL) != 0) {
 		obx.settling--;
 		s->settling--;
 		log_warn("outbox: cannot record the failure of %s now; it will be retried after a "
@@ -548,6 +561,7 @@ outbox_done(struct obx_msg *m, int result, const char *why)
 		/* The whole reply went out: record it as sent even if the shard changed hands
 		 * meanwhile, so its new owner does not send it again. */
 		obx.sent++;
+		obx.notify_sent += m->lane == OBX_LANE_NOTIFY;
 		if (*m->otp != '\0')
 			otp_sent(m, OBX_OK, NULL);
 		outbox_settle_later(s, m->id, m->uid);
@@ -674,10 +688,11 @@ outbox_rate_ask(struct obx_rate *rt)
 	if (n > rt->limit)
 		n = rt->limit;
 	rt->asked = clock_ms() / 1000;
-	if (rt->otp) {
+	if (rt->lane != OBX_LANE_REPLY) {
 		char lane[48];
 
-		snprintf(lane, sizeof lane, "otp-%s", rt->chan->name);
+		snprintf(lane, sizeof lane, "%s-%s", rt->lane == OBX_LANE_OTP ? "otp" : "notify",
+		    rt->chan->name);
 		key = rkey_rate(lane, rt->asked);
 	} else
 		key = rkey_rate(rt->chan->name, rt->asked);
@@ -876,6 +891,9 @@ outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 		outbox_kick();
 		return;
 	}
+	/* A partial reclaim pass (a lane without room, e.g. replies waiting for a slow link) is
+	 * retried, but after a pass that reads new entries, or no lane would be read meanwhile. */
+	s->reclaim_read = s->mode == 2 && flag != 3;
 	if (s->mode == 1 && flag == 0)
 		s->fresh = 0;	/* nothing left that a previous holder took and did not settle */
 	if (flag == 3)
@@ -901,7 +919,8 @@ outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 		m->att = atoi(outbox_field_str(e->element[6]));
 		m->enc = outbox_field(e->element[7]);
 		m->otp = outbox_field(e->element[8]);
-		m->lane = m->id[0] == 'o';
+		m->lane = m->id[0] == 'o' ? OBX_LANE_OTP : m->id[0] == 'n' ? OBX_LANE_NOTIFY :
+		    OBX_LANE_REPLY;
 		if (*m->id == '\0' || (flag == 3 && outbox_holding(m->id))) {
 			outbox_msg_free(m);	/* unusable, or ours already in flight */
 			continue;
@@ -912,7 +931,7 @@ outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 			    m->uid);
 		}
 		obx.taken++;
-		obx.taken_otp += m->lane;
+		obx.taken_lane[m->lane]++;
 		s->held++;
 		outbox_dispatch(m);
 	}
@@ -925,8 +944,8 @@ static void
 outbox_poll_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct obx_shard *s;
-	char count[16], ocount[16], now[24], shard[8], idle[16];
-	int sh, room, oroom;
+	char count[16], ocount[16], ncount[16], now[24], shard[8], idle[16];
+	int sh, room, oroom, nroom;
 
 	if (!rds_ready() || obx.stopping)
 		return;
@@ -934,29 +953,35 @@ outbox_poll_cb(evutil_socket_t fd, short events, void *arg)
 	snprintf(idle, sizeof idle, "%d", OUTBOX_RECLAIM_IDLE_MS);
 	for (sh = 0; sh < CONV_SHARDS; sh++) {
 		s = &obx.shards[sh];
-		/* Replies and OTPs have a budget each: a backlog of replies waiting for their
-		 * rate slots leaves the OTP lane's room untouched. */
-		room = obx.cfg->outbox_concurrency - (obx.taken - obx.taken_otp);
-		oroom = obx.cfg->outbox_concurrency - obx.taken_otp;
-		if (room <= 0 && oroom <= 0)
+		/* Replies, OTPs and notifications have a budget each: a backlog of replies
+		 * waiting for their rate slots leaves the OTP lane's room untouched, and a big
+		 * fan-out of notifications leaves the replies' room untouched. */
+		room = obx.cfg->outbox_concurrency - obx.taken_lane[OBX_LANE_REPLY];
+		oroom = obx.cfg->outbox_concurrency - obx.taken_lane[OBX_LANE_OTP];
+		nroom = obx.cfg->outbox_concurrency - obx.taken_lane[OBX_LANE_NOTIFY];
+		if (room <= 0 && oroom <= 0 && nroom <= 0)
 			return;
 		if (!s->owned || s->reading || s->releasing)
 			continue;
 		room = room < 0 ? 0 : room;
 		oroom = oroom < 0 ? 0 : oroom;
+		nroom = nroom < 0 ? 0 : nroom;
+		snprintf(ncount, sizeof ncount, "%d", nroom < OUTBOX_TAKE_MAX ? nroom :
+		    OUTBOX_TAKE_MAX);
 		snprintf(count, sizeof count, "%d", room < OUTBOX_TAKE_MAX ? room : OUTBOX_TAKE_MAX);
 		snprintf(ocount, sizeof ocount, "%d", oroom < OUTBOX_TAKE_MAX ? oroom :
 		    OUTBOX_TAKE_MAX);
 		snprintf(shard, sizeof shard, "%d", sh);
 		/* Our own stranded entries only while no settle is in flight: an entry sent and being
 		 * acknowledged is still pending but must not be sent again. */
-		s->mode = s->fresh ? 1 : s->reclaim && obx.settling == 0 ? 2 : 0;
+		s->mode = s->fresh ? 1 : s->reclaim && obx.settling == 0 && !s->reclaim_read ? 2 :
+		    0;
 		{
-			const char *v[] = { s->k_stream, s->k_sent, s->k_otp, OUTBOX_GROUP, obx.me,
-			    count, s->mode == 1 ? "1" : s->mode == 2 ? "2" : "0", now, shard, idle,
-			    ocount };
+			const char *v[] = { s->k_stream, s->k_sent, s->k_otp, s->k_notify,
+			    OUTBOX_GROUP, obx.me, count, s->mode == 1 ? "1" : s->mode == 2 ? "2" : "0",
+			    now, shard, idle, ocount, ncount };
 
-			if (rds_evalsha(outbox_take_script, outbox_take_cb, s, 3, 8, v, NULL) == 0)
+			if (rds_evalsha(outbox_take_script, outbox_take_cb, s, 4, 9, v, NULL) == 0)
 				s->reading = 1;
 		}
 	}
@@ -1086,6 +1111,10 @@ outbox_tick_cb(evutil_socket_t fd, short events, void *arg)
 	for (sh = 0; sh < CONV_SHARDS; sh++)
 		if (obx.shards[sh].owned)
 			otp_tick(sh);
+	/* Notifications held for quiet hours that are due now join the shard's lane. */
+	for (sh = 0; sh < CONV_SHARDS; sh++)
+		if (obx.shards[sh].owned)
+			notify_tick(sh);
 	/* Now and then, look for own entries a lost answer stranded in our pending list. */
 	if (++obx.ticks % OUTBOX_RECLAIM_S == 0)
 		for (sh = 0; sh < CONV_SHARDS; sh++)
@@ -1139,15 +1168,17 @@ outbox_init(struct event_base *base, const struct config *cfg)
 		s->k_sent = rkey_sent(sh);
 		s->k_lease = rkey_lease(sh);
 		s->k_otp = rkey_outbox_otp(sh);
+		s->k_notify = rkey_outbox_notify(sh);
 	}
-	obx.nrates = 2 * channel_count();
+	obx.nrates = OBX_LANES * channel_count();
 	obx.rates = xcalloc(obx.nrates, sizeof *obx.rates);
 	for (i = 0; i < obx.nrates; i++) {
 		struct obx_rate *rt = &obx.rates[i];
 
 		rt->chan = channel_at(i % channel_count());
-		rt->otp = i >= channel_count();
-		rt->limit = rt->otp ? cfg->outbox_otp_rate : rt->chan->rate;
+		rt->lane = (int)(i / channel_count());
+		rt->limit = rt->lane == OBX_LANE_OTP ? cfg->outbox_otp_rate :
+		    rt->lane == OBX_LANE_NOTIFY ? cfg->outbox_notify_rate : rt->chan->rate;
 		TAILQ_INIT(&rt->waiting);
 		rt->later = evtimer_new(base, outbox_rate_later_cb, rt);
 	}
@@ -1286,6 +1317,7 @@ outbox_free(void)
 		free(s->k_sent);
 		free(s->k_lease);
 		free(s->k_otp);
+		free(s->k_notify);
 		memset(s, 0, sizeof *s);
 	}
 }
@@ -1297,6 +1329,14 @@ outbox_stats(unsigned long long *sent, unsigned long long *retried, unsigned lon
 	*sent = obx.sent;
 	*retried = obx.retried;
 	*dead = obx.dead;
+}
+
+/* Notifications sent and dead-lettered since start, for /healthz. */
+void
+outbox_notify_stats(unsigned long long *sent, unsigned long long *dead)
+{
+	*sent = obx.notify_sent;
+	*dead = obx.notify_dead;
 }
 
 /* How many shards this instance sends, and how many instances are alive, for /healthz. */

@@ -37,7 +37,8 @@ outbox_cli_field(redisReply *f, const char *name)
 }
 
 /* `dvcgw outbox -c FILE [status | dead | requeue [ID...]]`: queue depth, entries taken and not yet
- * settled, who sends each shard; the dead letters with their last error; put dead letters back into
+ * settled, the OTP and notification lanes and the notifications held for quiet hours, who sends
+ * each shard; the dead letters with their last error; put dead letters back into
  * their queue (all, or the given ids) with a fresh attempt count. */
 int
 outbox_cli(const struct config *cfg, int argc, char **argv)
@@ -61,15 +62,16 @@ outbox_cli(const struct config *cfg, int argc, char **argv)
 		return 1;
 	}
 	if (strcmp(what, "status") == 0)
-		printf("%-5s %8s %8s %6s %6s  %s\n", "shard", "queued", "pending", "otp", "dead",
-		    "sender");
+		printf("%-5s %8s %8s %6s %8s %6s %6s  %s\n", "shard", "queued", "pending", "otp",
+		    "notify", "held", "dead", "sender");
 	for (sh = 0; sh < CONV_SHARDS; sh++) {
 		stream = rkey_outbox(sh);
 		dead = rkey_dead(sh);
 		lease = rkey_lease(sh);
 		if (strcmp(what, "status") == 0) {
-			long long q, pe, d, o;
-			char *lane = rkey_outbox_otp(sh);
+			long long q, pe, d, o, n, h;
+			char *lane = rkey_outbox_otp(sh), *nlane = rkey_outbox_notify(sh);
+			char *later = rkey_notify_later(sh);
 
 			r = outbox_cli_cmd(c, "XLEN %s", stream);
 			q = r->integer;
@@ -78,6 +80,14 @@ outbox_cli(const struct config *cfg, int argc, char **argv)
 			o = r->integer;
 			freeReplyObject(r);
 			free(lane);
+			r = outbox_cli_cmd(c, "XLEN %s", nlane);
+			n = r->integer;
+			freeReplyObject(r);
+			free(nlane);
+			r = outbox_cli_cmd(c, "ZCARD %s", later);
+			h = r->integer;
+			freeReplyObject(r);
+			free(later);
 			r = outbox_cli_cmd(c, "XPENDING %s %s", stream, OUTBOX_GROUP);
 			pe = r->type == REDIS_REPLY_ARRAY && r->elements > 0 ?
 			    r->element[0]->integer : 0;
@@ -86,7 +96,7 @@ outbox_cli(const struct config *cfg, int argc, char **argv)
 			d = r->integer;
 			freeReplyObject(r);
 			p = outbox_cli_cmd(c, "GET %s", lease);
-			printf("%-5d %8lld %8lld %6lld %6lld  %s\n", sh, q, pe, o, d,
+			printf("%-5d %8lld %8lld %6lld %8lld %6lld %6lld  %s\n", sh, q, pe, o, n, h, d,
 			    p->type == REDIS_REPLY_STRING ? p->str : "-");
 			freeReplyObject(p);
 			depth += q;

@@ -15,7 +15,7 @@
 
 #define RDS_BACKOFF_MIN_MS	100
 #define RDS_BACKOFF_MAX_MS	5000
-#define RDS_MAX_SCRIPTS		32
+#define RDS_MAX_SCRIPTS		64
 #define RDS_CONNECT_TIMEOUT_MS	2000	/* until rds_set_connect_timeout (redis.connect_timeout_ms) */
 
 /* One command in flight. Freed by rds_reply_cb, the only place hiredis hands it back. */

@@ -72,6 +72,57 @@ rkey_outbox_otp(int shard)
 	return xasprintf("%s{%d}:outbox-otp", rkey_prefix(), shard);
 }
 
+/* The notification lane of one shard: dossier status notifications, taken after the shard's
+ * replies, with their own room and rate. */
+char *
+rkey_outbox_notify(int shard)
+{
+	return xasprintf("%s{%d}:outbox-notify", rkey_prefix(), shard);
+}
+
+/* Notifications held for quiet hours, by the time (ms) they may leave. */
+char *
+rkey_notify_later(int shard)
+{
+	return xasprintf("%s{%d}:notify-later", rkey_prefix(), shard);
+}
+
+/* The mark that one change was queued for one recipient (idempotency across retries and
+ * instances): 7 days. */
+char *
+rkey_notified(int shard, const char *change, const char *channel, const char *to)
+{
+	return xasprintf("%s{%d}:notified:%s:%s:%s", rkey_prefix(), shard, change, channel, to);
+}
+
+/* The fan-out jobs (a stream, group gw): one per status change or push, expanded in batches. */
+char *
+rkey_notify_jobs(void)
+{
+	return xasprintf("%snotify:jobs", rkey_prefix());
+}
+
+/* A dossier's status history (a stream, the last 1000 changes), its followers ("<channel>:<user>"
+ * in a sorted set by time, bounded by notify.max_followers) and the owner's opt-out (a set holding
+ * the dossier's phone after HUY TB from it). All under the dossier's own code. */
+char *
+rkey_dossier_log(const char *code)
+{
+	return xasprintf("%sdossier-log:%s", rkey_prefix(), code);
+}
+
+char *
+rkey_dossier_subs(const char *code)
+{
+	return xasprintf("%sdossier-subs:%s", rkey_prefix(), code);
+}
+
+char *
+rkey_dossier_optout(const char *code)
+{
+	return xasprintf("%sdossier-optout:%s", rkey_prefix(), code);
+}
+
 /* Verifications whose ZNS send falls back to SMS unless delivered by the score (ms). */
 char *
 rkey_otp_wait(int shard)

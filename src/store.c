@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <hiredis/hiredis.h>
+#include <sodium.h>
 
 #include "dvcgw.h"
 
@@ -110,8 +111,8 @@ store_read_file(const char *path, size_t *len)
 int
 store_import(const struct config *cfg, const char *path)
 {
-	char *data, *cause = NULL, *key, *s;
-	size_t len, i, ok = 0, bad = 0, pending = 0;
+	char *data, *cause = NULL, *key, *s, *pfx, *jobs, change[32], now[24];
+	size_t len, i, ok = 0, bad = 0, pending = 0, changed = 0;
 	json_t *rows, *errors = NULL, *lines = NULL, *row, *d, *e;
 	json_error_t jerr;
 	redisContext *rc;
@@ -154,6 +155,9 @@ store_import(const struct config *cfg, const char *path)
 		json_decref(lines);
 		return 1;
 	}
+	pfx = rkey_dossier("");
+	pfx[strlen(pfx) - strlen("dossier:")] = '\0';
+	jobs = rkey_notify_jobs();
 	json_array_foreach(rows, i, row) {
 		if ((d = dossier_check(row, &cause)) == NULL) {
 			/* CSV: the row's line in the file; JSON: the entry's place in the array. */
@@ -167,17 +171,21 @@ store_import(const struct config *cfg, const char *path)
 			bad++;
 			continue;
 		}
+		/* Stored by the status change script, so that a changed status is recorded and
+		 * notified like one made through the API (the daemon's workers send it). */
 		s = json_dumps(d, JSON_COMPACT);
 		key = rkey_dossier(json_string_value(json_object_get(d, "code")));
-		redisAppendCommand(rc, "SET %s %s", key, s);
+		snprintf(change, sizeof change, "%lld%04u", clock_ms(),
+		    (unsigned)randombytes_uniform(10000));
+		snprintf(now, sizeof now, "%lld", clock_ms());
+		{
+			const char *v[] = { "EVAL", notify_change_lua, "2", key, jobs, pfx, "",
+			    "import", now, "", change, "import", s };
+
+			redisAppendCommandArgv(rc, 13, v, NULL);
+		}
 		pending++;
 		free(key);
-		if (json_is_string(json_object_get(d, "national_code"))) {
-			key = rkey_dossier(json_string_value(json_object_get(d, "national_code")));
-			redisAppendCommand(rc, "SET %s %s", key, s);
-			pending++;
-			free(key);
-		}
 		free(s);
 		json_decref(d);
 		ok++;
@@ -185,18 +193,30 @@ store_import(const struct config *cfg, const char *path)
 	for (i = 0; i < pending; i++) {
 		if (redisGetReply(rc, (void **)&reply) != REDIS_OK) {
 			fprintf(stderr, "dvcgw import: Redis: %s\n", rc->errstr);
+			free(pfx);
+			free(jobs);
 			redisFree(rc);
 			json_decref(rows);
 			json_decref(errors);
 			json_decref(lines);
 			return 1;
 		}
+		if (reply->type == REDIS_REPLY_ERROR) {
+			fprintf(stderr, "dvcgw import: Redis: %s\n", reply->str);
+			bad++;
+		} else if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+		    reply->element[0]->type == REDIS_REPLY_STRING &&
+		    strcmp(reply->element[0]->str, "OK") == 0)
+			changed++;
 		freeReplyObject(reply);
 	}
+	free(pfx);
+	free(jobs);
 	redisFree(rc);
 	json_decref(rows);
 	json_decref(errors);
 	json_decref(lines);
-	printf("%s: %zu imported, %zu rejected\n", path, ok, bad);
+	printf("%s: %zu imported, %zu rejected, %zu status changes notified\n", path, ok, bad,
+	    changed);
 	return bad > 0 ? 1 : 0;
 }

@@ -662,6 +662,82 @@ test_lookup_session(void)
 	json_decref(session);
 }
 
+/* The shipped flows' TB / HUY TB: the keyword with a code asks the caller to record it (not a
+ * lookup, though the text holds a code), a short answer at the offer means the code looked up, and
+ * the notification text renders with the dossier's fields. */
+static void
+test_follow(void)
+{
+	struct flowset		*saved = fs;
+	struct flow_result	 res;
+	struct flow_data	 data[2];
+	json_t			*session, *errors = NULL, *v, *vars;
+	const char		*got;
+	char			*notice;
+
+	fs = load("../../flows", NULL, 0, 0, &errors);
+	CHECK(fs != NULL, "the shipped flows load");
+	if (fs == NULL) {
+		dump_errors("flows", errors);
+		json_decref(errors);
+		fs = saved;
+		return;
+	}
+	session = json_object();
+	got = step_data(session, "TB " CODE, NULL, 0, "84987000001", NULL, &res);
+	CHECK(res.need.kind == FLOW_DATA_FOLLOW, "TB: need kind %d", (int)res.need.kind);
+	CHECK_STR(res.need.key, CODE);
+	flow_result_clear(&res);
+	v = json_pack("{s:s, s:b}", "code", CODE, "full", 0);
+	data[0] = (struct flow_data){ FLOW_DATA_FOLLOW, CODE, v };
+	got = step_data(session, "TB " CODE, data, 1, "84987000001", NULL, &res);
+	CHECK(strncmp(got, "Bạn sẽ nhận tin nhắn khi hồ sơ " CODE " đổi trạng thái.\nGõ HUY TB "
+	    CODE " để ngừng nhận.", 90) == 0, "TB reply: %s", got);
+	CHECK_STR(json_string_value(json_object_get(session, "s")), "follow_result");
+	flow_result_clear(&res);
+	json_object_set_new(v, "full", json_true());
+	got = step_data(session, "theo doi " CODE, data, 1, NULL, NULL, &res);
+	CHECK(strstr(got, "quá nhiều người theo dõi") != NULL, "full: %s", got);
+	flow_result_clear(&res);
+	got = step_data(session, "HUY TB " CODE, NULL, 0, NULL, NULL, &res);
+	CHECK(res.need.kind == FLOW_DATA_UNFOLLOW, "HUY TB: need kind %d", (int)res.need.kind);
+	flow_result_clear(&res);
+	data[1] = (struct flow_data){ FLOW_DATA_UNFOLLOW, CODE, NULL };
+	got = step_data(session, "huỷ tb " CODE, data, 2, NULL, NULL, &res);
+	CHECK(strncmp(got, "Không tìm thấy hồ sơ " CODE, 40) == 0, "unknown: %s", got);
+	flow_result_clear(&res);
+	got = step_data(session, "TB abc", NULL, 0, NULL, NULL, &res);
+	CHECK(strncmp(got, "Mã hồ sơ \"abc\" không đúng dạng.", 30) == 0, "bad code: %s", got);
+	flow_result_clear(&res);
+	/* After a lookup: option 4, then "1" follows the dossier looked up. */
+	json_decref(session);
+	session = json_object();
+	data[0] = (struct flow_data){ FLOW_DATA_DOSSIER, CODE, dossier };
+	got = step_data(session, "HS " CODE, data, 1, NULL, NULL, &res);
+	flow_result_clear(&res);
+	got = step_data(session, "4", NULL, 0, NULL, NULL, &res);
+	CHECK(strncmp(got, "Nhận tin nhắn khi hồ sơ " CODE, 40) == 0, "offer: %s", got);
+	flow_result_clear(&res);
+	json_object_set_new(v, "full", json_false());
+	data[0] = (struct flow_data){ FLOW_DATA_FOLLOW, CODE, v };
+	got = step_data(session, "1", NULL, 0, NULL, NULL, &res);
+	CHECK(res.need.kind == FLOW_DATA_FOLLOW, "1 at the offer: need kind %d",
+	    (int)res.need.kind);
+	CHECK_STR(res.need.key, CODE);
+	flow_result_clear(&res);
+	json_decref(session);
+	json_decref(v);
+
+	vars = json_pack("{s:s, s:s}", "code", CODE, "status_text", "Đã xử lý xong");
+	notice = flow_render_notice(fs, "zalo", vars);
+	CHECK_STR(notice, "Hồ sơ " CODE " chuyển sang: Đã xử lý xong.\nGõ HUY TB " CODE
+	    " để ngừng nhận tin.");
+	free(notice);
+	json_decref(vars);
+	flowset_free(fs);
+	fs = saved;
+}
+
 /* A session that is not an object is the caller's bug: -1 with a cause. */
 static void
 test_bad_session(void)
@@ -906,6 +982,7 @@ main(void)
 	test_lookups();
 	test_data();
 	test_lookup_session();
+	test_follow();
 	test_bad_session();
 	test_otp_actions();
 	json_decref(dossier);
