@@ -17,6 +17,8 @@ struct hotline_req {
 	struct http_req		*req;
 	char			 code[DOSSIER_CODE_MAX];
 	json_t			*dossier;	/* found, answered once the audit entry is stored */
+	json_t			*subs, *changes;	/* its followers (masked) and status changes */
+	int			 pending;		/* their reads in flight */
 	const struct channel	*chan;
 	char			 to[128];
 	char			*text;
@@ -26,6 +28,8 @@ struct hotline_req {
 static void
 hotline_free(struct hotline_req *h)
 {
+	json_decref(h->subs);
+	json_decref(h->changes);
 	json_decref(h->dossier);
 	free(h->text);
 	free(h->object);
@@ -45,12 +49,103 @@ hotline_fail(struct hotline_req *h, int status, const char *code, const char *ms
 /* ---- GET /api/v1/dossiers/{code} ------------------------------------------------------------ */
 
 /* The read is in the audit: now the dossier may be shown. */
+/* A stream entry's field as a string, or "". */
+static const char *
+hotline_field(redisReply *f, const char *name)
+{
+	size_t i;
+
+	for (i = 0; f != NULL && f->type == REDIS_REPLY_ARRAY && i + 1 < f->elements; i += 2)
+		if (f->element[i]->type == REDIS_REPLY_STRING &&
+		    strcmp(f->element[i]->str, name) == 0 &&
+		    f->element[i + 1]->type == REDIS_REPLY_STRING)
+			return f->element[i + 1]->str;
+	return "";
+}
+
+/* The followers: "<channel>:<user>" members, shown masked (a phone as 84912***678). */
+static void
+hotline_subs_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct hotline_req *h = arg;
+	char masked[PHONE_MAX], *sep;
+	size_t i;
+
+	h->pending--;
+	h->subs = json_array();
+	for (i = 0; r != NULL && err == NULL && r->type == REDIS_REPLY_ARRAY && i < r->elements;
+	    i++) {
+		if (r->element[i]->type != REDIS_REPLY_STRING ||
+		    (sep = strchr(r->element[i]->str, ':')) == NULL)
+			continue;
+		phone_mask(sep + 1, masked);
+		json_array_append_new(h->subs, json_pack("{s:s%, s:s}", "channel",
+		    r->element[i]->str, (size_t)(sep - r->element[i]->str), "user", masked));
+	}
+}
+
+/* The status changes, newest first: who, when, from, to, the note. */
+static void
+hotline_changes_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct hotline_req *h = arg;
+	redisReply *e;
+	json_t *c;
+	size_t i;
+
+	h->pending--;
+	h->changes = json_array();
+	for (i = 0; r != NULL && err == NULL && r->type == REDIS_REPLY_ARRAY && i < r->elements;
+	    i++) {
+		e = r->element[i];
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
+			continue;
+		c = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "change",
+		    hotline_field(e->element[1], "change"), "from", hotline_field(e->element[1],
+		    "from"), "to", hotline_field(e->element[1], "to"), "who",
+		    hotline_field(e->element[1], "who"), "at", hotline_field(e->element[1], "at"),
+		    "note", hotline_field(e->element[1], "note"));
+		if (c != NULL)
+			json_array_append_new(h->changes, c);
+	}
+}
+
+static void
+hotline_dossier_answer(struct hotline_req *h)
+{
+	json_t *d;
+	const char *st;
+
+	d = json_deep_copy(h->dossier);
+	if (json_is_integer(json_object_get(d, "status")) && (st = dossier_status_text((int)
+	    json_integer_value(json_object_get(d, "status")))) != NULL)
+		json_object_set_new(d, "status_text", json_string(st));
+	json_object_set_new(d, "subscribers", h->subs ? json_incref(h->subs) : json_array());
+	json_object_set_new(d, "changes", h->changes ? json_incref(h->changes) : json_array());
+	http_json(h->req, 200, d);
+	http_release();
+	hotline_free(h);
+}
+
+static void
+hotline_extra_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct hotline_req *h = arg;
+
+	if (h->subs == NULL)
+		hotline_subs_cb(r, arg, err);
+	else
+		hotline_changes_cb(r, arg, err);
+	if (h->pending == 0)
+		hotline_dossier_answer(h);
+}
+
 static void
 hotline_dossier_audited_cb(struct redisReply *r, void *arg, const char *err)
 {
 	struct hotline_req *h = arg;
-	json_t *d;
-	const char *st;
+	const char *code = json_string_value(json_object_get(h->dossier, "code"));
+	char *ks, *kl;
 
 	if (r == NULL || err != NULL) {
 		log_warn_limited("hotline: the audit entry of a dossier read was not stored: %s",
@@ -59,13 +154,18 @@ hotline_dossier_audited_cb(struct redisReply *r, void *arg, const char *err)
 		    "try again.");
 		return;
 	}
-	d = json_deep_copy(h->dossier);
-	if (json_is_integer(json_object_get(d, "status")) && (st = dossier_status_text((int)
-	    json_integer_value(json_object_get(d, "status")))) != NULL)
-		json_object_set_new(d, "status_text", json_string(st));
-	http_json(h->req, 200, d);
-	http_release();
-	hotline_free(h);
+	/* Its followers and its last status changes, pipelined (answered in order). */
+	ks = rkey_dossier_subs(code != NULL ? code : h->code);
+	kl = rkey_dossier_log(code != NULL ? code : h->code);
+	h->pending = 2;
+	if (rds_command(hotline_extra_cb, h, "ZRANGE %s 0 199", ks) != 0)
+		h->pending--;
+	if (rds_command(hotline_extra_cb, h, "XREVRANGE %s + - COUNT 50", kl) != 0)
+		h->pending--;
+	free(ks);
+	free(kl);
+	if (h->pending == 0)
+		hotline_dossier_answer(h);
 }
 
 static void

@@ -363,5 +363,22 @@ def test_errors_and_roles(env):
     assert "7" not in env.redis.raw("XRANGE", "t:dossier-log:" + CODE, "-", "+").split("\n")
 
 
+def test_staff_view_shows_followers_masked_and_changes(env):
+    p = env.fake_kannel()
+    g = gateway(env)
+    follow_by_sms(env, g, p, A, "v1")
+    st, j = status(g, CODE, {"status": 7, "note": "Đã ký <b>duyệt</b>"})
+    assert st == 200, (st, j)
+    st, data, _ = g.request("GET", "/api/v1/dossiers/" + CODE, None,
+                            {"Authorization": "Bearer " + STAFF})
+    d = json.loads(data)
+    assert st == 200 and d["status"] == 7, (st, d)
+    assert d["subscribers"] == [{"channel": "sms", "user": "84987***001"}], d["subscribers"]
+    assert A not in data.decode(), "a follower's full number must not be shown"
+    ch = d["changes"]
+    assert len(ch) == 1 and ch[0]["from"] == "4" and ch[0]["to"] == "7", ch
+    assert ch[0]["who"] == "alice" and ch[0]["note"] == "Đã ký <b>duyệt</b>", ch
+
+
 if __name__ == "__main__":
     sys.exit(run([v for k, v in list(globals().items()) if k.startswith("test_")]))
