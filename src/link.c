@@ -123,6 +123,16 @@ link_set(const char *zalo_user, const char *phone)
 		log_warn_limited("link: a link could not be stored (%s)", rds_error());
 		link_req_free(b);
 	}
+	{
+		/* The proven phone is where a Zalo message that cannot reach the user falls back
+		 * to (zalo_send.c reads the follower's shared phone there). */
+		char *ks = rkey_zalo("phone", zalo_user);
+
+		if (rds_command(link_ignore_cb, NULL, "SET %s %s", ks, phone) != 0)
+			log_warn_limited("link: the fallback phone could not be stored (%s)",
+			    rds_error());
+		free(ks);
+	}
 	free(kz);
 	free(kp);
 }

@@ -97,15 +97,21 @@ static const char notify_follow_lua[] =
 	"end\n"
 	"return {'OK', code}\n";
 
-/* KEYS: the shard's notification stream, its held set, then n marks (one per recipient). ARGV:
- * release at ms ("0": now), n, then per recipient channel, address, uid, text. A recipient whose
- * mark exists already got this change: skipped. SMS held for quiet hours goes to the held set.
- * -> {queued, held}. */
+/* KEYS: the shard's notification stream, its held set, then n marks (one per recipient), then n
+ * keys: an SMS recipient's linked Zalo user (the phone's link, link.c), or the mark again for a
+ * Zalo recipient. ARGV: release at ms ("0": now), n, then per recipient channel, address, uid,
+ * text, its Zalo text. A recipient whose mark exists already got this change: skipped. A phone
+ * linked to a Zalo user is told on Zalo (free; Zalo falls back to SMS when it cannot reach them).
+ * SMS held for quiet hours goes to the held set. -> {queued, held}. */
 static const char notify_enqueue_lua[] =
 	"local n, q, h = tonumber(ARGV[2]), 0, 0\n"
 	"for i = 1, n do\n"
-	"  local b = 2 + (i - 1) * 4\n"
+	"  local b = 2 + (i - 1) * 5\n"
 	"  local ch, to, uid, text = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]\n"
+	"  if ch == 'sms' then\n"
+	"    local z = redis.call('GET', KEYS[2 + n + i])\n"
+	"    if z and z:match('^%d+$') then ch, to, text = 'zalo', z, ARGV[b + 5] end\n"
+	"  end\n"
 	"  if redis.call('SET', KEYS[2 + i], '1', 'NX', 'EX', 604800) then\n"
 	"    if ch == 'sms' and ARGV[1] ~= '0' then\n"
 	"      redis.call('ZADD', KEYS[2], ARGV[1], cjson.encode({uid, ch, to, text}))\n"
@@ -384,7 +390,7 @@ notify_members_cb(struct redisReply *r, void *arg, const char *err)
 	struct notify_job *j = nt.job;
 	struct notify_part parts[CONV_SHARDS];
 	const char *m, *user;
-	char rel[24], cnt[16], ch[8], *owner = NULL;
+	char rel[24], cnt[24], ch[8], *owner = NULL;
 	long long release;
 	size_t i, n, k, nkeys[CONV_SHARDS];
 	int sh, zalo;
@@ -402,8 +408,8 @@ notify_members_cb(struct redisReply *r, void *arg, const char *err)
 	n = r->elements + (j->offset == 0 && *j->owner != '\0');
 	if (j->offset == 0 && *j->owner != '\0')
 		owner = xasprintf("sms:%s", j->owner);
-	/* Per shard: first the marks (keys), then the fields; built in two passes. */
-	for (k = 0; k < 2; k++)
+	/* Per shard: the marks (keys), the links (keys), then the fields; built in three passes. */
+	for (k = 0; k < 3; k++)
 		for (i = 0; i < n; i++) {
 			m = i < r->elements ? r->element[i]->str : owner;
 			if (m == NULL || (i < r->elements && r->element[i]->type != REDIS_REPLY_STRING))
@@ -428,12 +434,17 @@ notify_members_cb(struct redisReply *r, void *arg, const char *err)
 				notify_part_add(&parts[sh], rkey_notified(sh, j->change, ch, user),
 				    1);
 				nkeys[sh]++;
+			} else if (k == 1) {
+				notify_part_add(&parts[sh], zalo ? rkey_notified(sh, j->change, ch,
+				    user) : rkey_link_phone(sh, user), 1);
+				nkeys[sh]++;
 			} else {
 				notify_part_add(&parts[sh], xstrdup(ch), 1);
 				notify_part_add(&parts[sh], xstrdup(user), 1);
 				notify_part_add(&parts[sh], xasprintf("%d-%s-%d%s", sh, j->change,
 				    zalo ? 2 : 1, user), 1);
 				notify_part_add(&parts[sh], j->text[zalo], 0);
+				notify_part_add(&parts[sh], j->text[1], 0);
 			}
 		}
 	free(owner);
@@ -454,7 +465,7 @@ notify_members_cb(struct redisReply *r, void *arg, const char *err)
 		v[1] = p->own[p->nown - 1];
 		for (q = 2; q < nk; q++)
 			v[q] = p->v[q];
-		snprintf(cnt, sizeof cnt, "%zu", nkeys[sh]);
+		snprintf(cnt, sizeof cnt, "%zu", nkeys[sh] / 2);	/* a mark and a link each */
 		v[nk] = rel;
 		v[nk + 1] = cnt;
 		for (q = nk; q < p->n; q++)

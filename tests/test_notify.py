@@ -363,6 +363,33 @@ def test_errors_and_roles(env):
     assert "7" not in env.redis.raw("XRANGE", "t:dossier-log:" + CODE, "-", "+").split("\n")
 
 
+def test_linked_owner_is_told_on_zalo(env):
+    # The owner proved their phone from Zalo (LIEN KET): the notification goes by Zalo, free;
+    # when Zalo cannot reach them it falls back to SMS at that phone.
+    from test_ussd import shard
+    z = FakeZalo()
+    try:
+        p = env.fake_kannel()
+        g = gateway(env, z)
+        owner, zuser = "84912345678", "1100000000000000077"
+        env.redis.cli("SET", "t:{%d}:link-phone:%s" % (shard("sms", owner), owner), zuser)
+        env.redis.cli("SET", "t:zalo:phone:%s" % zuser, owner)
+        st, j = status(g, CODE, {"status": 7})
+        assert st == 200, (st, j)
+        wait_until(lambda: z.texts_to(zuser), 5, "the Zalo notification")
+        assert "chuyển sang" in z.texts_to(zuser)[0], z.texts_to(zuser)
+        time.sleep(0.5)
+        assert notices(p, owner) == [], "a linked owner is not also told by SMS"
+        # not reachable on Zalo (not a follower any more): SMS at the proven phone instead
+        z.plan.append(("error", -213))
+        st, j = status(g, CODE, {"status": 10})
+        assert st == 200, (st, j)
+        wait_until(lambda: notices(p, owner), 5, "the SMS fallback")
+        assert len(notices(p, owner)) == 1
+    finally:
+        z.stop()
+
+
 def test_staff_view_shows_followers_masked_and_changes(env):
     p = env.fake_kannel()
     g = gateway(env)
