@@ -148,7 +148,7 @@ cat >"$CFG" <<EOF
                        { "name": "bench-staff", "role": "staff",
                          "sha256": "$(printf %s bench-staff-token | sha256sum | cut -d' ' -f1)" } ] },
   "otp": { "secret": "$(printf '%064d' 7)", "creates_per_minute": 1000000,
-           "creates_per_ip_minute": 1000000, "daily_sms_cap": 100000000 },
+           "creates_per_ip_minute": 1000000, "daily_sms_cap": 100000000, "fraud_ratio": 1 },
   "log": { "level": "warn" }
 }
 EOF
