@@ -45,6 +45,7 @@ static const struct cfg_key cfg_keys[] = {
 	I("history.max", history_max, 50, 0, 1000),
 	I("history.ttl", history_ttl, 30 * 86400, 60, 366 * 86400),
 	S("flows.dir", flows_dir, "flows"),
+	S("console.dir", console_dir, "console"),
 	O("flows.vars", flows_vars),
 	S("dossier.code_pattern", code_pattern, DOSSIER_DEFAULT_PATTERN),
 	S("time_zone", time_zone, "Asia/Ho_Chi_Minh"),

@@ -93,6 +93,9 @@ static const struct http_route http_routes[] = {
 	{ "/api/v1/dossiers/", HTTP_GET, AUTH_STAFF, hotline_dossier, HTTP_ROUTE_PREFIX },
 	{ "/api/v1/messages", HTTP_POST, AUTH_STAFF, hotline_message, 0 },
 	{ "/api/v1/audit", HTTP_GET, AUTH_STAFF, audit_list, 0 },
+	{ "/console", HTTP_GET, AUTH_ANYONE, console_redirect, 0 },
+	{ "/console/", HTTP_GET, AUTH_ANYONE, console_serve, 0 },	/* index.html */
+	{ "/console/", HTTP_GET, AUTH_ANYONE, console_serve, HTTP_ROUTE_PREFIX },
 };
 
 static const struct {
