@@ -115,8 +115,8 @@ static const struct cfg_key cfg_keys[] = {
 
 /* Objects that only group keys: a key is valid when it is a table entry or such a group. */
 static const char *cfg_groups[] = {
-	"listen", "redis", "flows", "dossier", "log", "sms", "sms.kannel", "sms.http", "sms.file",
-	"outbox", "ussd", "zalo", "api", "otp", "history", "staff",
+	"listen", "redis", "flows", "console", "dossier", "log", "sms", "sms.kannel", "sms.http",
+	"sms.file", "outbox", "ussd", "zalo", "api", "otp", "history", "staff",
 };
 
 static const struct cfg_key *

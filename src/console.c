@@ -79,8 +79,11 @@ console_read(int dfd, const char *name, size_t *len)
 	size_t got = 0;
 	int fd;
 
-	if ((fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)) == -1)
+	if ((fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)) == -1) {
+		log_warn("console: %s cannot be opened (%s; symlinks are refused); not served",
+		    name, strerror(errno));
 		return NULL;
+	}
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > CONSOLE_MAX_SIZE) {
 		log_warn("console: %s is not a regular file under %d bytes; not served", name,
 		    CONSOLE_MAX_SIZE);
