@@ -177,6 +177,12 @@ def browser():
     return d, profile
 
 
+def narrow(d):
+    """The page fits a 412 px wide phone screen: nothing wider than the window."""
+    w = d.execute_script("return [document.documentElement.scrollWidth, window.innerWidth];")
+    assert w[0] <= w[1], "the page is %d px wide on a %d px screen" % tuple(w)
+
+
 def test_console_in_chromium(env):
     if not os.path.exists(CHROMIUM) or not os.path.exists(CHROMEDRIVER):
         print("# skipped: %s or %s is not installed (apt-get install chromium chromium-driver "
@@ -231,6 +237,7 @@ def test_console_in_chromium(env):
         assert fields["code"] == CODE and fields["applicant"] == "Nguyễn Văn An", fields
         assert fields["phone"].endswith("912345678") and "*" not in fields["phone"], fields
         assert fields["status_text"] == "Đang xử lý", fields
+        narrow(d)
 
         # an unknown dossier: the API's sentence
         box.clear()
@@ -259,6 +266,16 @@ def test_console_in_chromium(env):
             wait_until(lambda: len(p.texts_to("84912345678")) > before, 5,
                        "the citizen's status notification")
 
+        # push the current status to the citizen now (h-notify's endpoint too)
+        el("notify-submit").click()
+        wait.until(lambda _: el("status-result").text != res)
+        res = el("status-result").text
+        if res.startswith("There is nothing at /api/v1/dossiers/"):
+            print("# note: POST /api/v1/dossiers/{code}/notify is not in this branch (404, the UI "
+                  "shows: %r); the push step is skipped until h-notify is merged" % res)
+        else:
+            assert re.match(r"^Đã gửi trạng thái cho \d+ người nhận\.$", res), res
+
         # the citizen's conversation: the hostile text shown as text, never run
         Select(el("conv-channel")).select_by_value("sms")
         el("conv-user").send_keys(citizen)
@@ -273,6 +290,8 @@ def test_console_in_chromium(env):
             raise AssertionError("an alert opened: the citizen's text ran as script")
         except NoAlertPresentException:
             pass
+
+        narrow(d)
 
         # a canned reply fills {{code}} from the dossier on screen
         Select(el("canned")).select_by_index(1)
