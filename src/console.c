@@ -192,7 +192,8 @@ console_redirect(struct http_req *req, void *arg)
 	http_text(req, 301, "/console/\n");
 }
 
-/* GET /console/ and /console/{file}: a file of the table, index.html for the folder itself. */
+/* GET /console/ and /console/{file}: a file of the table, index.html for the folder itself; any
+ * other path below /console/ is 404 and any other method 405, with the same headers. */
 void
 console_serve(struct http_req *req, void *arg)
 {
@@ -203,6 +204,12 @@ console_serve(struct http_req *req, void *arg)
 	if (name[0] == '\0')
 		name = "index.html";
 	console_headers(req);
+	if (http_method(req) != HTTP_GET && http_method(req) != HTTP_HEAD) {
+		http_add_header(req, "Allow", "GET, HEAD");
+		http_error(req, 405, "method_not_allowed", "The console's files are only read (GET, "
+		    "HEAD).");
+		return;
+	}
 	for (i = 0; i < console.n; i++)
 		if (strcmp(console.files[i].name, name) == 0) {
 			/* The page is small and holds the current script names: always fetched

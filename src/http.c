@@ -73,6 +73,9 @@ struct http_conn {
 	LIST_ENTRY(http_conn)	 entry;
 };
 
+#define HTTP_CONSOLE_METHODS	(HTTP_GET | HTTP_POST | HTTP_PUT | HTTP_DELETE | HTTP_PATCH | \
+    HTTP_OPTIONS)
+
 static void	http_healthz(struct http_req *, void *);
 static void	http_livez(struct http_req *, void *);
 static json_t	*http_counters(void);
@@ -93,9 +96,11 @@ static const struct http_route http_routes[] = {
 	{ "/api/v1/dossiers/", HTTP_GET, AUTH_STAFF, hotline_dossier, HTTP_ROUTE_PREFIX },
 	{ "/api/v1/messages", HTTP_POST, AUTH_STAFF, hotline_message, 0 },
 	{ "/api/v1/audit", HTTP_GET, AUTH_STAFF, audit_list, 0 },
+	/* console.c answers every method and depth itself, so each answer has its headers */
 	{ "/console", HTTP_GET, AUTH_ANYONE, console_redirect, 0 },
-	{ "/console/", HTTP_GET, AUTH_ANYONE, console_serve, 0 },	/* index.html */
-	{ "/console/", HTTP_GET, AUTH_ANYONE, console_serve, HTTP_ROUTE_PREFIX },
+	{ "/console/", HTTP_CONSOLE_METHODS, AUTH_ANYONE, console_serve, 0 },	/* index.html */
+	{ "/console/", HTTP_CONSOLE_METHODS, AUTH_ANYONE, console_serve,
+	    HTTP_ROUTE_PREFIX | HTTP_ROUTE_SEGMENTS },
 };
 
 static const struct {

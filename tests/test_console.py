@@ -70,8 +70,11 @@ def test_files_and_headers(env):
     st, body, h = g.request("GET", "/console")
     assert st == 301 and h.get("Location") == "/console/", (st, h)
     console_headers(h)
-    st, body, h = g.request("POST", "/console/", "{}")
-    assert st == 405, st
+    for m, path in (("POST", "/console/"), ("PUT", "/console/index.html"),
+                    ("DELETE", "/console/console.js"), ("OPTIONS", "/console/")):
+        st, body, h = g.request(m, path, "{}")
+        assert st == 405 and h.get("Allow") == "GET, HEAD", (m, path, st, h)
+        console_headers(h)
     # the canned replies are a valid list of {title, text}
     st, body, h = g.request("GET", "/console/canned.json")
     canned = json.loads(body)
@@ -111,6 +114,7 @@ def test_traversal_and_unknown_files_404(env):
                      "/console/%69ndex.html", "/console/.", "/console/.."):
             st, body, h = g.request("GET", path)
             assert st == 404, (path, st, body[:200])
+            console_headers(h)
             assert b"TOP-SECRET" not in body and b"root:" not in body, path
             st, body, h = g.request("HEAD", path)
             assert st == 404 and body == b"", (path, st)
