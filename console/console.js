@@ -76,6 +76,30 @@
     return String(v);
   }
 
+  /* A list (subscribers, notifications) as one line per item: "name: value · name: value". */
+  function listOf(items) {
+    var ul = document.createElement("ul"), i, li, it;
+
+    ul.className = "items";
+    for (i = 0; i < items.length; i++) {
+      it = items[i];
+      li = document.createElement("li");
+      if (it !== null && typeof it === "object" && !Array.isArray(it))
+        li.textContent = Object.keys(it).map(function (k) {
+          return (LABELS[k] || k) + ": " + asText(it[k]);
+        }).join(" · ");
+      else
+        li.textContent = asText(it);
+      ul.appendChild(li);
+    }
+    if (items.length === 0) {
+      li = document.createElement("li");
+      li.textContent = "(không có)";
+      ul.appendChild(li);
+    }
+    return ul;
+  }
+
   /* ---- sign in and out ---- */
   $("login-form").addEventListener("submit", function (ev) {
     ev.preventDefault();
@@ -114,7 +138,10 @@
       dt = document.createElement("dt");
       dt.textContent = LABELS[keys[i]] || keys[i];
       dd = document.createElement("dd");
-      dd.textContent = asText(d[keys[i]]);
+      if (Array.isArray(d[keys[i]]))
+        dd.appendChild(listOf(d[keys[i]]));
+      else
+        dd.textContent = asText(d[keys[i]]);
       dd.setAttribute("data-field", keys[i]);
       dl.appendChild(dt);
       dl.appendChild(dd);
