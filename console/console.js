@@ -100,6 +100,12 @@
     return ul;
   }
 
+  /* A time from the API in the staff member's local time, or as sent when it is not one. */
+  function when(at) {
+    var t = new Date(at);
+    return isNaN(t.getTime()) ? asText(at) : t.toLocaleString("vi-VN");
+  }
+
   /* ---- sign in and out ---- */
   $("login-form").addEventListener("submit", function (ev) {
     ev.preventDefault();
@@ -228,7 +234,7 @@
       meta = document.createElement("span");
       meta.className = "meta";
       meta.textContent = (msgs[i].direction === "in" ? "Công dân" : "Tổng đài") + " · " +
-        asText(msgs[i].at);
+        when(msgs[i].at);
       text = document.createElement("span");
       text.className = "text";
       text.textContent = asText(msgs[i].text);
