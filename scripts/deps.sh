@@ -2,7 +2,8 @@
 # Install the Debian packages dvcgw needs to build, run and test; as root with apt-get, otherwise
 # print the exact command. Quiet when everything is there.
 PKGS="build-essential pkg-config libevent-dev libhiredis-dev libjansson-dev libsodium-dev
-libcurl4-openssl-dev redis-server redis-tools kannel kannel-extras wrk python3 curl tzdata"
+libcurl4-openssl-dev redis-server redis-tools kannel kannel-extras wrk python3 curl tzdata
+chromium chromium-driver python3-selenium"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

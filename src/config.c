@@ -45,6 +45,7 @@ static const struct cfg_key cfg_keys[] = {
 	I("history.max", history_max, 50, 0, 1000),
 	I("history.ttl", history_ttl, 30 * 86400, 60, 366 * 86400),
 	S("flows.dir", flows_dir, "flows"),
+	S("console.dir", console_dir, "console"),
 	O("flows.vars", flows_vars),
 	S("dossier.code_pattern", code_pattern, DOSSIER_DEFAULT_PATTERN),
 	S("time_zone", time_zone, "Asia/Ho_Chi_Minh"),
@@ -118,8 +119,8 @@ static const struct cfg_key cfg_keys[] = {
 
 /* Objects that only group keys: a key is valid when it is a table entry or such a group. */
 static const char *cfg_groups[] = {
-	"listen", "redis", "flows", "dossier", "log", "sms", "sms.kannel", "sms.http", "sms.file",
-	"outbox", "ussd", "zalo", "api", "otp", "history", "staff", "notify",
+	"listen", "redis", "flows", "console", "dossier", "log", "sms", "sms.kannel", "sms.http",
+	"sms.file", "outbox", "ussd", "zalo", "api", "otp", "history", "staff", "notify",
 };
 
 static const struct cfg_key *

@@ -107,6 +107,7 @@ struct config {
 	int	 redis_connect_timeout_ms;
 	int	 history_max, history_ttl;
 	char	*flows_dir;
+	char	*console_dir;
 	json_t	*flows_vars;
 	char	*code_pattern, *time_zone, *log_level;
 	char	*sms_driver, *kannel_url, *kannel_user, *kannel_pass, *kannel_from, *kannel_dlr_url;
@@ -138,6 +139,12 @@ struct config {
 };
 struct config	*config_load(const char *, json_t **);
 void		 config_free(struct config *);
+
+/* console.c */
+size_t		 console_load(const char *);
+void		 console_free(void);
+void		 console_redirect(struct http_req *, void *);
+void		 console_serve(struct http_req *, void *);
 
 /* conv.c */
 #define CONV_SHARDS 8

@@ -73,6 +73,9 @@ struct http_conn {
 	LIST_ENTRY(http_conn)	 entry;
 };
 
+#define HTTP_CONSOLE_METHODS	(HTTP_GET | HTTP_POST | HTTP_PUT | HTTP_DELETE | HTTP_PATCH | \
+    HTTP_OPTIONS)
+
 static void	http_healthz(struct http_req *, void *);
 static void	http_livez(struct http_req *, void *);
 static json_t	*http_counters(void);
@@ -96,6 +99,11 @@ static const struct http_route http_routes[] = {
 	{ "/api/v1/dossiers/*/status", HTTP_POST, AUTH_STAFF_OR_ONESTOP, notify_status,
 	    HTTP_ROUTE_SEGMENT },
 	{ "/api/v1/dossiers/*/notify", HTTP_POST, AUTH_STAFF, notify_push, HTTP_ROUTE_SEGMENT },
+	/* console.c answers every method and depth itself, so each answer has its headers */
+	{ "/console", HTTP_GET, AUTH_ANYONE, console_redirect, 0 },
+	{ "/console/", HTTP_CONSOLE_METHODS, AUTH_ANYONE, console_serve, 0 },	/* index.html */
+	{ "/console/", HTTP_CONSOLE_METHODS, AUTH_ANYONE, console_serve,
+	    HTTP_ROUTE_PREFIX | HTTP_ROUTE_SEGMENTS },
 };
 
 static const struct {

@@ -144,6 +144,7 @@ static void
 gw_teardown(void)
 {
 	http_free();
+	console_free();
 	staff_stop();
 	notify_stop();
 	zalo_stop();
@@ -231,6 +232,7 @@ gw_reload_cb(evutil_socket_t sig, short events, void *arg)
 		config_free(ncfg);
 	}
 
+	console_load(gw.cfg->console_dir);	/* the console's files, edited in place */
 	if ((fs = load_flows(gw.cfg)) == NULL) {
 		log_error("reload: the new flows have errors (above); keeping the current ones");
 		return;
@@ -301,6 +303,7 @@ cmd_run(struct config *cfg, int argc, char **argv)
 		    "will refuse every caller not on this machine (add a provider token to "
 		    "api.tokens: dvcgw token new)", cfg->listen_host);
 	gw_setup(cfg, fs);
+	console_load(cfg->console_dir);
 	port = http_start(gw.base, cfg);
 	gw.sigterm = evsignal_new(gw.base, SIGTERM, gw_stop_cb, NULL);
 	gw.sigint = evsignal_new(gw.base, SIGINT, gw_stop_cb, NULL);
