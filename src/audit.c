@@ -86,20 +86,6 @@ audit_add(const char *who, const char *action, const char *object, const char *d
 		    rds_error());
 }
 
-/* A field of a stream entry's field list, or "". */
-static const char *
-audit_field(const redisReply *f, const char *name)
-{
-	size_t i;
-
-	for (i = 0; i + 1 < f->elements; i += 2)
-		if (f->element[i]->type == REDIS_REPLY_STRING &&
-		    f->element[i + 1]->type == REDIS_REPLY_STRING &&
-		    strcmp(f->element[i]->str, name) == 0)
-			return f->element[i + 1]->str;
-	return "";
-}
-
 static void
 audit_list_cb(struct redisReply *r, void *arg, const char *err)
 {
@@ -123,14 +109,14 @@ audit_list_cb(struct redisReply *r, void *arg, const char *err)
 		    e->element[0]->type != REDIS_REPLY_STRING ||
 		    e->element[1]->type != REDIS_REPLY_ARRAY)
 			continue;
-		t = (time_t)(strtoll(audit_field(e->element[1], "at"), NULL, 10) / 1000);
+		t = (time_t)(strtoll(rds_field(e->element[1], "at", ""), NULL, 10) / 1000);
 		gmtime_r(&t, &tm);
 		strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
 		json_array_append_new(entries, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id",
-		    e->element[0]->str, "at", at, "who", audit_field(e->element[1], "who"), "action",
-		    audit_field(e->element[1], "action"), "object",
-		    audit_field(e->element[1], "object"), "detail",
-		    audit_field(e->element[1], "detail")));
+		    e->element[0]->str, "at", at, "who", rds_field(e->element[1], "who", ""), "action",
+		    rds_field(e->element[1], "action", ""), "object",
+		    rds_field(e->element[1], "object", ""), "detail",
+		    rds_field(e->element[1], "detail", "")));
 	}
 	http_json(req, 200, json_pack("{s:o}", "entries", entries));
 	http_release();

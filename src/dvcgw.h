@@ -353,6 +353,7 @@ int		 rds_commandv(rds_cb *, void *, int, const char **, const size_t *);
 int		 rds_command(rds_cb *, void *, const char *, ...);
 struct redisContext *rds_connect_sync(const char *, int, char **);
 int		 rds_evalsha(int, rds_cb *, void *, int, int, const char **, const size_t *);
+const char	*rds_field(const struct redisReply *, const char *, const char *);
 
 /* rkey.c */
 void		 rkey_init(const char *);

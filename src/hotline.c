@@ -49,20 +49,6 @@ hotline_fail(struct hotline_req *h, int status, const char *code, const char *ms
 /* ---- GET /api/v1/dossiers/{code} ------------------------------------------------------------ */
 
 /* The read is in the audit: now the dossier may be shown. */
-/* A stream entry's field as a string, or "". */
-static const char *
-hotline_field(redisReply *f, const char *name)
-{
-	size_t i;
-
-	for (i = 0; f != NULL && f->type == REDIS_REPLY_ARRAY && i + 1 < f->elements; i += 2)
-		if (f->element[i]->type == REDIS_REPLY_STRING &&
-		    strcmp(f->element[i]->str, name) == 0 &&
-		    f->element[i + 1]->type == REDIS_REPLY_STRING)
-			return f->element[i + 1]->str;
-	return "";
-}
-
 /* The followers: "<channel>:<user>" members, shown masked (a phone as 84912***678). */
 static void
 hotline_subs_cb(struct redisReply *r, void *arg, const char *err)
@@ -101,10 +87,10 @@ hotline_changes_cb(struct redisReply *r, void *arg, const char *err)
 		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
 			continue;
 		c = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "change",
-		    hotline_field(e->element[1], "change"), "from", hotline_field(e->element[1],
-		    "from"), "to", hotline_field(e->element[1], "to"), "who",
-		    hotline_field(e->element[1], "who"), "at", hotline_field(e->element[1], "at"),
-		    "note", hotline_field(e->element[1], "note"));
+		    rds_field(e->element[1], "change", ""), "from", rds_field(e->element[1],
+		    "from", ""), "to", rds_field(e->element[1], "to", ""), "who",
+		    rds_field(e->element[1], "who", ""), "at", rds_field(e->element[1], "at", ""),
+		    "note", rds_field(e->element[1], "note", ""));
 		if (c != NULL)
 			json_array_append_new(h->changes, c);
 	}

@@ -582,19 +582,6 @@ notify_retry_cb(evutil_socket_t fd, short events, void *arg)
 		notify_job_later();
 }
 
-static const char *
-notify_field(redisReply *f, const char *name)
-{
-	size_t i;
-
-	for (i = 0; f != NULL && i + 1 < f->elements; i += 2)
-		if (f->element[i]->type == REDIS_REPLY_STRING &&
-		    strcmp(f->element[i]->str, name) == 0 &&
-		    f->element[i + 1]->type == REDIS_REPLY_STRING)
-			return f->element[i + 1]->str;
-	return NULL;
-}
-
 static void
 notify_taken_cb(struct redisReply *r, void *arg, const char *err)
 {
@@ -612,11 +599,11 @@ notify_taken_cb(struct redisReply *r, void *arg, const char *err)
 		return;
 	}
 	f = r->element[1];
-	change = notify_field(f, "change");
-	code = notify_field(f, "code");
-	status = notify_field(f, "status");
-	owner = notify_field(f, "owner");
-	kind = notify_field(f, "kind");
+	change = rds_field(f, "change", NULL);
+	code = rds_field(f, "code", NULL);
+	status = rds_field(f, "status", NULL);
+	owner = rds_field(f, "owner", NULL);
+	kind = rds_field(f, "kind", NULL);
 	j = xcalloc(1, sizeof *j);
 	j->id = xstrdup(r->element[0]->str);
 	nt.job = j;

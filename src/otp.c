@@ -1512,8 +1512,8 @@ static void
 otp_get_cb(struct redisReply *r, void *arg, const char *err)
 {
 	struct otp_req *o = arg;
-	const char *status = NULL, *channel = "sms", *log = NULL, *k, *v;
-	long long expires = 0;
+	const char *status, *channel, *log;
+	long long expires;
 	json_t *sends, *l, *e;
 	char at[32];
 	size_t i;
@@ -1522,21 +1522,10 @@ otp_get_cb(struct redisReply *r, void *arg, const char *err)
 		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
 		return;
 	}
-	for (i = 0; i + 1 < r->elements; i += 2) {
-		if (r->element[i]->type != REDIS_REPLY_STRING ||
-		    r->element[i + 1]->type != REDIS_REPLY_STRING)
-			continue;
-		k = r->element[i]->str;
-		v = r->element[i + 1]->str;
-		if (strcmp(k, "status") == 0)
-			status = v;
-		else if (strcmp(k, "channel") == 0)
-			channel = v;
-		else if (strcmp(k, "expires") == 0)
-			expires = strtoll(v, NULL, 10);
-		else if (strcmp(k, "log") == 0)
-			log = v;
-	}
+	status = rds_field(r, "status", NULL);
+	channel = rds_field(r, "channel", "sms");
+	expires = strtoll(rds_field(r, "expires", "0"), NULL, 10);
+	log = rds_field(r, "log", NULL);
 	if (status == NULL) {
 		otp_fail(o, 404, "not_found", "There is no verification with this id.");
 		return;
@@ -1662,8 +1651,8 @@ static void
 otp_conv_rec_cb(struct redisReply *r, void *arg, const char *err)
 {
 	struct otp_req *o = arg;
-	const char *status = NULL, *purpose = NULL, *channel = "sms", *log = NULL, *k, *v, *d;
-	long long expires = 0, last = 0, sends = 0;
+	const char *status, *purpose, *channel, *log, *d;
+	long long expires, last, sends;
 	json_t *l, *e, *list, *out;
 	size_t i;
 
@@ -1671,27 +1660,13 @@ otp_conv_rec_cb(struct redisReply *r, void *arg, const char *err)
 		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
 		return;
 	}
-	for (i = 0; i + 1 < r->elements; i += 2) {
-		if (r->element[i]->type != REDIS_REPLY_STRING ||
-		    r->element[i + 1]->type != REDIS_REPLY_STRING)
-			continue;
-		k = r->element[i]->str;
-		v = r->element[i + 1]->str;
-		if (strcmp(k, "status") == 0)
-			status = v;
-		else if (strcmp(k, "purpose") == 0)
-			purpose = v;
-		else if (strcmp(k, "channel") == 0)
-			channel = v;
-		else if (strcmp(k, "expires") == 0)
-			expires = strtoll(v, NULL, 10);
-		else if (strcmp(k, "last_send") == 0)
-			last = strtoll(v, NULL, 10);
-		else if (strcmp(k, "sends") == 0)
-			sends = strtoll(v, NULL, 10);
-		else if (strcmp(k, "log") == 0)
-			log = v;
-	}
+	status = rds_field(r, "status", NULL);
+	purpose = rds_field(r, "purpose", NULL);
+	channel = rds_field(r, "channel", "sms");
+	expires = strtoll(rds_field(r, "expires", "0"), NULL, 10);
+	last = strtoll(rds_field(r, "last_send", "0"), NULL, 10);
+	sends = strtoll(rds_field(r, "sends", "0"), NULL, 10);
+	log = rds_field(r, "log", NULL);
 	if (status == NULL || strcmp(status, "pending") != 0 || expires <= clock_ms() ||
 	    purpose == NULL) {
 		otp_conv_answer(o, 0, o->resend_only ? json_pack("{s:s}", "status", "none") :

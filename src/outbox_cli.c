@@ -25,17 +25,6 @@ outbox_cli_cmd(redisContext *c, const char *fmt, ...)
 	return r;
 }
 
-static const char *
-outbox_cli_field(redisReply *f, const char *name)
-{
-	size_t i;
-
-	for (i = 0; i + 1 < f->elements; i += 2)
-		if (strcmp(f->element[i]->str, name) == 0)
-			return f->element[i + 1]->str;
-	return "";
-}
-
 /* `dvcgw outbox -c FILE [status | dead | requeue [ID...]]`: queue depth, entries taken and not yet
  * settled, the OTP and notification lanes and the notifications held for quiet hours, who sends
  * each shard; the dead letters with their last error; put dead letters back into
@@ -109,11 +98,11 @@ outbox_cli(const struct config *cfg, int argc, char **argv)
 				if (strcmp(what, "dead") == 0) {
 					printf("%s %s to %s after %s attempts: %s\n  %s\n",
 					    e->element[0]->str,
-					    outbox_cli_field(e->element[1], "ch"),
-					    outbox_cli_field(e->element[1], "to"),
-					    outbox_cli_field(e->element[1], "att"),
-					    outbox_cli_field(e->element[1], "error"),
-					    outbox_cli_field(e->element[1], "text"));
+					    rds_field(e->element[1], "ch", ""),
+					    rds_field(e->element[1], "to", ""),
+					    rds_field(e->element[1], "att", ""),
+					    rds_field(e->element[1], "error", ""),
+					    rds_field(e->element[1], "text", ""));
 					ndead++;
 					continue;
 				}
@@ -123,7 +112,7 @@ outbox_cli(const struct config *cfg, int argc, char **argv)
 						want = 1;
 				if (!want)
 					continue;
-				if (strncmp(outbox_cli_field(e->element[1], "uid"), "VE", 2) == 0) {
+				if (strncmp(rds_field(e->element[1], "uid", ""), "VE", 2) == 0) {
 					/* Its text is a placeholder and its code is gone: the portal
 					 * asks for a new one. */
 					printf("%s not requeued: an OTP send (ask the portal for a new "
@@ -131,10 +120,10 @@ outbox_cli(const struct config *cfg, int argc, char **argv)
 					continue;
 				}
 				p = outbox_cli_cmd(c, "XADD %s * ch %s to %s from %s text %s att 0",
-				    stream, outbox_cli_field(e->element[1], "ch"),
-				    outbox_cli_field(e->element[1], "to"),
-				    outbox_cli_field(e->element[1], "from"),
-				    outbox_cli_field(e->element[1], "text"));
+				    stream, rds_field(e->element[1], "ch", ""),
+				    rds_field(e->element[1], "to", ""),
+				    rds_field(e->element[1], "from", ""),
+				    rds_field(e->element[1], "text", ""));
 				freeReplyObject(p);
 				p = outbox_cli_cmd(c, "XDEL %s %s", dead, e->element[0]->str);
 				freeReplyObject(p);

@@ -1,0 +1,24 @@
+/* rds_reply.c: reading hiredis replies, apart from rds.c's connection so that the tests' Redis stub
+ * (tests/rds_stub.c, which replaces rds.c) links with the same readers. */
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+
+#include "dvcgw.h"
+
+/* The string value of name in a reply of alternating names and values (HGETALL, a stream entry's
+ * field list), or def when it is missing, not a string, or the reply is not such a list. */
+const char *
+rds_field(const redisReply *pairs, const char *name, const char *def)
+{
+	size_t i;
+
+	if (pairs == NULL || pairs->type != REDIS_REPLY_ARRAY)
+		return def;
+	for (i = 0; i + 1 < pairs->elements; i += 2)
+		if (pairs->element[i]->type == REDIS_REPLY_STRING &&
+		    pairs->element[i + 1]->type == REDIS_REPLY_STRING &&
+		    strcmp(pairs->element[i]->str, name) == 0)
+			return pairs->element[i + 1]->str;
+	return def;
+}
