@@ -352,6 +352,7 @@ unsigned long long rds_ncommands(void);
 int		 rds_commandv(rds_cb *, void *, int, const char **, const size_t *);
 int		 rds_command(rds_cb *, void *, const char *, ...);
 struct redisContext *rds_connect_sync(const char *, int, char **);
+struct redisReply *rds_sync_command(struct redisContext *, const char *, ...);
 int		 rds_evalsha(int, rds_cb *, void *, int, int, const char **, const size_t *);
 const char	*rds_field(const struct redisReply *, const char *, const char *);
 

@@ -9,22 +9,6 @@
 
 #include "dvcgw.h"
 
-static redisReply *
-outbox_cli_cmd(redisContext *c, const char *fmt, ...)
-{
-	va_list ap;
-	redisReply *r;
-
-	va_start(ap, fmt);
-	r = redisvCommand(c, fmt, ap);
-	va_end(ap);
-	if (r == NULL)
-		fatalx("Redis: %s", c->errstr);
-	if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOGROUP", 7) != 0)
-		fatalx("Redis: %s", r->str);
-	return r;
-}
-
 /* `dvcgw outbox -c FILE [status | dead | requeue [ID...]]`: queue depth, entries taken and not yet
  * settled, the OTP and notification lanes and the notifications held for quiet hours, who sends
  * each shard; the dead letters with their last error; put dead letters back into
@@ -62,29 +46,29 @@ outbox_cli(const struct config *cfg, int argc, char **argv)
 			char *lane = rkey_outbox_otp(sh), *nlane = rkey_outbox_notify(sh);
 			char *later = rkey_notify_later(sh);
 
-			r = outbox_cli_cmd(c, "XLEN %s", stream);
+			r = rds_sync_command(c, "XLEN %s", stream);
 			q = r->integer;
 			freeReplyObject(r);
-			r = outbox_cli_cmd(c, "XLEN %s", lane);
+			r = rds_sync_command(c, "XLEN %s", lane);
 			o = r->integer;
 			freeReplyObject(r);
 			free(lane);
-			r = outbox_cli_cmd(c, "XLEN %s", nlane);
+			r = rds_sync_command(c, "XLEN %s", nlane);
 			n = r->integer;
 			freeReplyObject(r);
 			free(nlane);
-			r = outbox_cli_cmd(c, "ZCARD %s", later);
+			r = rds_sync_command(c, "ZCARD %s", later);
 			h = r->integer;
 			freeReplyObject(r);
 			free(later);
-			r = outbox_cli_cmd(c, "XPENDING %s %s", stream, OUTBOX_GROUP);
+			r = rds_sync_command(c, "XPENDING %s %s", stream, OUTBOX_GROUP);
 			pe = r->type == REDIS_REPLY_ARRAY && r->elements > 0 ?
 			    r->element[0]->integer : 0;
 			freeReplyObject(r);
-			r = outbox_cli_cmd(c, "XLEN %s", dead);
+			r = rds_sync_command(c, "XLEN %s", dead);
 			d = r->integer;
 			freeReplyObject(r);
-			p = outbox_cli_cmd(c, "GET %s", lease);
+			p = rds_sync_command(c, "GET %s", lease);
 			printf("%-5d %8lld %8lld %6lld %8lld %6lld %6lld  %s\n", sh, q, pe, o, n, h, d,
 			    p->type == REDIS_REPLY_STRING ? p->str : "-");
 			freeReplyObject(p);
@@ -92,7 +76,7 @@ outbox_cli(const struct config *cfg, int argc, char **argv)
 			pending += pe;
 			ndead += d;
 		} else {
-			r = outbox_cli_cmd(c, "XRANGE %s - +", dead);
+			r = rds_sync_command(c, "XRANGE %s - +", dead);
 			for (i = 0; i < r->elements; i++) {
 				e = r->element[i];
 				if (strcmp(what, "dead") == 0) {
@@ -119,13 +103,13 @@ outbox_cli(const struct config *cfg, int argc, char **argv)
 					    "code)\n", e->element[0]->str);
 					continue;
 				}
-				p = outbox_cli_cmd(c, "XADD %s * ch %s to %s from %s text %s att 0",
+				p = rds_sync_command(c, "XADD %s * ch %s to %s from %s text %s att 0",
 				    stream, rds_field(e->element[1], "ch", ""),
 				    rds_field(e->element[1], "to", ""),
 				    rds_field(e->element[1], "from", ""),
 				    rds_field(e->element[1], "text", ""));
 				freeReplyObject(p);
-				p = outbox_cli_cmd(c, "XDEL %s %s", dead, e->element[0]->str);
+				p = rds_sync_command(c, "XDEL %s %s", dead, e->element[0]->str);
 				freeReplyObject(p);
 				moved++;
 			}

@@ -488,22 +488,6 @@ staff_cli_hash(const char *password)
 	return xstrdup(out);
 }
 
-static redisReply *
-staff_cli_cmd(redisContext *c, const char *fmt, ...)
-{
-	va_list ap;
-	redisReply *r;
-
-	va_start(ap, fmt);
-	r = redisvCommand(c, fmt, ap);
-	va_end(ap);
-	if (r == NULL)
-		fatalx("Redis: %s", c->errstr);
-	if (r->type == REDIS_REPLY_ERROR)
-		fatalx("Redis: %s", r->str);
-	return r;
-}
-
 static int
 staff_cli_cmpstr(const void *a, const void *b)
 {
@@ -558,7 +542,7 @@ staff_cli(const struct config *cfg, const char *role, int argc, char **argv)
 	users = rkey_staff_users();
 	k = name != NULL ? rkey_staff_user(name) : NULL;
 	if (strcmp(what, "list") == 0) {
-		r = staff_cli_cmd(c, "SMEMBERS %s", users);
+		r = rds_sync_command(c, "SMEMBERS %s", users);
 		names = xcalloc(r->elements + 1, sizeof *names);
 		for (i = 0; i < r->elements; i++)
 			names[i] = r->element[i]->str;
@@ -566,7 +550,7 @@ staff_cli(const struct config *cfg, const char *role, int argc, char **argv)
 		for (i = 0; i < r->elements; i++) {
 			char *ki = rkey_staff_user(names[i]);
 
-			a = staff_cli_cmd(c, "HMGET %s role disabled", ki);
+			a = rds_sync_command(c, "HMGET %s role disabled", ki);
 			if (a->elements == 2 && a->element[0]->type == REDIS_REPLY_STRING)
 				printf("%-24s %-10s %s\n", names[i], a->element[0]->str,
 				    a->element[1]->type == REDIS_REPLY_STRING &&
@@ -579,7 +563,7 @@ staff_cli(const struct config *cfg, const char *role, int argc, char **argv)
 		freeReplyObject(r);
 		goto done;
 	}
-	r = staff_cli_cmd(c, "EXISTS %s", k);
+	r = rds_sync_command(c, "EXISTS %s", k);
 	i = (size_t)r->integer;
 	freeReplyObject(r);
 	if (strcmp(what, "add") == 0 ? i != 0 : i == 0) {
@@ -590,8 +574,8 @@ staff_cli(const struct config *cfg, const char *role, int argc, char **argv)
 	}
 	if (strcmp(what, "disable") == 0 || strcmp(what, "enable") == 0) {
 		/* A new gen ends the account's sessions at their next use. */
-		freeReplyObject(staff_cli_cmd(c, "HSET %s disabled %s", k, *what == 'd' ? "1" : "0"));
-		freeReplyObject(staff_cli_cmd(c, "HINCRBY %s gen 1", k));
+		freeReplyObject(rds_sync_command(c, "HSET %s disabled %s", k, *what == 'd' ? "1" : "0"));
+		freeReplyObject(rds_sync_command(c, "HINCRBY %s gen 1", k));
 		printf("%s %s\n", name, *what == 'd' ? "disabled; its sessions have ended" :
 		    "enabled");
 		goto done;
@@ -607,15 +591,15 @@ staff_cli(const struct config *cfg, const char *role, int argc, char **argv)
 		goto done;
 	}
 	if (strcmp(what, "add") == 0) {
-		freeReplyObject(staff_cli_cmd(c, "HSET %s hash %s role %s disabled 0 gen 0 created "
+		freeReplyObject(rds_sync_command(c, "HSET %s hash %s role %s disabled 0 gen 0 created "
 		    "%lld", k, hash, role ? role : "agent", (long long)time(NULL)));
-		freeReplyObject(staff_cli_cmd(c, "SADD %s %s", users, name));
+		freeReplyObject(rds_sync_command(c, "SADD %s %s", users, name));
 		printf("%s added (%s)\n", name, role ? role : "agent");
 	} else {
-		freeReplyObject(staff_cli_cmd(c, "HSET %s hash %s", k, hash));
+		freeReplyObject(rds_sync_command(c, "HSET %s hash %s", k, hash));
 		if (role != NULL)
-			freeReplyObject(staff_cli_cmd(c, "HSET %s role %s", k, role));
-		freeReplyObject(staff_cli_cmd(c, "HINCRBY %s gen 1", k));
+			freeReplyObject(rds_sync_command(c, "HSET %s role %s", k, role));
+		freeReplyObject(rds_sync_command(c, "HINCRBY %s gen 1", k));
 		printf("%s: password changed; its sessions have ended\n", name);
 	}
 	free(hash);
