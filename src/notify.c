@@ -331,6 +331,27 @@ notify_job_done(void)
 	notify_kick();
 }
 
+/* One of the batch's holds ended (a shard's enqueue answered, or the expansion itself finished):
+ * once none is left, retry the job later if a part failed, else go on to the next page or finish. */
+static void
+notify_batch_release(struct notify_job *j)
+{
+	if (--j->pending > 0)
+		return;
+	if (j->failed) {
+		j->failed = 0;
+		notify_job_later();
+		return;
+	}
+	outbox_kick();
+	if (j->batch < (size_t)nt.cfg->notify_batch) {
+		notify_job_done();
+		return;
+	}
+	j->offset += (long long)j->batch;
+	notify_job_batch();
+}
+
 static void
 notify_enqueued_cb(struct redisReply *r, void *arg, const char *err)
 {
@@ -346,20 +367,7 @@ notify_enqueued_cb(struct redisReply *r, void *arg, const char *err)
 		nt.queued += (unsigned long long)r->element[0]->integer;
 		nt.held += (unsigned long long)r->element[1]->integer;
 	}
-	if (--j->pending > 0)
-		return;
-	if (j->failed) {
-		j->failed = 0;
-		notify_job_later();
-		return;
-	}
-	outbox_kick();
-	if (j->batch < (size_t)nt.cfg->notify_batch) {
-		notify_job_done();
-		return;
-	}
-	j->offset += (long long)j->batch;
-	notify_job_batch();
+	notify_batch_release(j);
 }
 
 /* One shard's part of a batch. */
@@ -485,19 +493,7 @@ notify_members_cb(struct redisReply *r, void *arg, const char *err)
 		free(parts[sh].v);
 	}
 	/* Drop the hold: answers that came already, or none at all, are accounted here. */
-	if (--j->pending > 0)
-		return;
-	if (j->failed) {
-		j->failed = 0;
-		notify_job_later();
-		return;
-	}
-	if (j->batch < (size_t)nt.cfg->notify_batch) {
-		notify_job_done();
-		return;
-	}
-	j->offset += (long long)j->batch;
-	notify_job_batch();
+	notify_batch_release(j);
 }
 
 /* Read the next page of the job's followers (and keep the job ours: its idle time restarts). */
