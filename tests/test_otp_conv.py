@@ -12,7 +12,7 @@ import urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import run, wait_until  # noqa: E402
 from test_otp import CANON, PHONE, PROVIDER, TOKENS, SECRET, call, check, create, flat  # noqa: E402
-from zalo_fake import FakeZalo  # noqa: E402
+from zalo_fake import with_zalo  # noqa: E402
 from test_zalo import post, text_ev, zalo_config  # noqa: E402
 
 CODE = "000.00.20.H21-231125-0001"      # demo dossier of 0912345678 (Nguyễn Văn An)
@@ -105,17 +105,6 @@ def no_secrets_in_logs(env, g):
     assert CANON not in logs and PHONE not in logs, "a full phone number is in the log"
     assert "912345678" not in logs, "a full phone number is in the log"
 
-
-def with_zalo(t):
-    def wrapped(env):
-        z = FakeZalo()
-        try:
-            t(env, z)
-            assert not z.problems, z.problems
-        finally:
-            z.stop()
-    wrapped.__name__ = t.__name__
-    return wrapped
 
 
 def plain(s):

@@ -11,7 +11,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import DVCGW, ROOT, run, wait_until  # noqa: E402
-from zalo_fake import APP_ID, APP_SECRET, OA_ID, OA_SECRET, FakeZalo, mac  # noqa: E402
+from zalo_fake import APP_ID, APP_SECRET, OA_ID, OA_SECRET, mac, with_zalo  # noqa: E402
 
 CODE = "000.00.20.H21-231125-0001"
 USER = "5817296487162953217"        # beyond 2^53: must stay a string end to end
@@ -92,18 +92,6 @@ def setup(env, z, demo=True, **kw):
         assert out.returncode == 0, out.stderr
     return g
 
-
-def with_zalo(t):
-    """Give the test a fake Zalo and stop it afterwards; fail on any protocol mistake it saw."""
-    def wrapped(env):
-        z = FakeZalo()
-        try:
-            t(env, z)
-            assert not z.problems, z.problems
-        finally:
-            z.stop()
-    wrapped.__name__ = t.__name__
-    return wrapped
 
 
 # --- the signature -------------------------------------------------------------------------------

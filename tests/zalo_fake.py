@@ -229,3 +229,15 @@ class FakeZalo(harness.FakeServer):
         """Wait until no new send arrived for `quiet` seconds."""
         harness.settle(lambda: len(self.sends), quiet, timeout, "Zalo sends")
 
+
+def with_zalo(t):
+    """Give the test a fake Zalo and stop it afterwards; fail on any protocol mistake it saw."""
+    def wrapped(env):
+        z = FakeZalo()
+        try:
+            t(env, z)
+            assert not z.problems, z.problems
+        finally:
+            z.stop()
+    wrapped.__name__ = t.__name__
+    return wrapped
