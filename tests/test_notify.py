@@ -413,5 +413,51 @@ def test_staff_view_shows_followers_masked_and_changes(env):
     assert ch[0]["who"] == "alice" and ch[0]["note"] == "Đã ký <b>duyệt</b>", ch
 
 
+def test_two_staff_change_one_dossier_at_once(env):
+    # two staff (two tokens, two instances) change one dossier in the same instant, many times: every
+    # change is recorded in an unbroken chain (each one's "from" is the one before's "to"), the
+    # dossier ends in the last one's state, and a follower gets one notice per change, the last
+    # one naming the final state, none twice
+    import threading
+    bob = "staff-token-2"
+    tokens = TOKENS + [{"name": "bob", "role": "staff", "sha256": sha256(bob)}]
+    p = env.fake_kannel()
+    g1 = gateway(env, api__tokens=tokens)
+    g2 = gateway(env, demo=False, api__tokens=tokens)
+    follow_by_sms(env, g1, p, A, "c1")
+    answers = []
+    for rnd, (s1, s2) in enumerate([(5, 6), (7, 8), (2, 3)]):
+        go = threading.Barrier(2)
+
+        def change(g, tok, st):
+            go.wait()
+            answers.append(status(g, CODE, {"status": st, "note": "round %d" % rnd}, token=tok))
+        ts = [threading.Thread(target=change, args=(g1, STAFF, s1)),
+              threading.Thread(target=change, args=(g2, bob, s2))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    assert all(a[0] == 200 and a[1]["changed"] for a in answers), answers
+    log = env.redis.raw("XRANGE", "t:dossier-log:" + CODE, "-", "+").split("\n")
+    chain = [(log[i + 1], log[i + 3]) for i in range(len(log)) if log[i] == "from"]
+    assert len(chain) == 6, log
+    assert chain[0][0] == "4", chain
+    for a, b in zip(chain, chain[1:]):
+        assert a[1] == b[0], chain
+    who = [log[i + 1] for i in range(len(log)) if log[i] == "who"]
+    assert sorted(who) == ["alice"] * 3 + ["bob"] * 3, who
+    final = int(chain[-1][1])
+    assert json.loads(env.redis.cli("GET", "t:dossier:" + CODE))["status"] == final
+    wait_until(lambda: len(notices(p, A)) >= 6, 10, "six notices")
+    p.settle(0.5)
+    got = notices(p, A)
+    assert len(got) == 6 and len(set(got)) == 6, got
+    names = {2: "Duoc tiep nhan", 3: "Khong duoc tiep nhan", 5: "Yeu cau bo sung giay to",
+             6: "Yeu cau thuc hien nghia vu tai chinh", 7: "Cong dan yeu cau rut ho so",
+             8: "Dung xu ly"}
+    assert [names[int(b)] in t for (a, b), t in zip(chain, got)] == [True] * 6, (chain, got)
+
+
 if __name__ == "__main__":
     sys.exit(run([v for k, v in list(globals().items()) if k.startswith("test_")]))
