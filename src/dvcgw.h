@@ -415,6 +415,7 @@ void		 staff_logout(struct http_req *, void *);
 int		 staff_cli(const struct config *, const char *, int, char **);
 void		 hotline_dossier(struct http_req *, void *);
 void		 hotline_message(struct http_req *, void *);
+void		 hotline_otp(struct http_req *, void *);
 
 /* sms.c */
 unsigned long long sms_not_answered(void);

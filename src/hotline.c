@@ -23,6 +23,7 @@ struct hotline_req {
 	char			 to[128];
 	char			*text;
 	char			*object;	/* "sms:849...": the audit's object */
+	int			 resend;	/* POST .../otp/resend */
 };
 
 static void
@@ -341,4 +342,129 @@ hotline_message(struct http_req *req, void *arg)
 	return;
 fail:
 	json_decref(j);
+}
+
+/* ---- GET /api/v1/phones/{phone}/otp, POST /api/v1/phones/{phone}/otp/resend ------------------ */
+
+/* The phone in the path, canonical, into h->to; 0, or -1 with the 400 sent. */
+static int
+hotline_path_phone(struct http_req *req, struct hotline_req *h)
+{
+	const char *rest = http_path_rest(req), *slash = strchr(rest, '/');
+	size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
+	char raw[64], *q, *v, *cause = NULL;
+
+	if (n >= sizeof raw) {
+		http_error(req, 400, "invalid_phone", "That is too long to be a phone number.");
+		return -1;
+	}
+	memcpy(raw, rest, n);
+	raw[n] = '\0';
+	q = xasprintf("p=%s", raw);
+	v = http_query_value(q, "p");	/* "%2B84..." as typed into a URL */
+	free(q);
+	if (v == NULL || phone_normalise(v, h->to, &cause) != 0) {
+		http_error(req, 400, "invalid_phone", "The path does not hold a Vietnamese mobile "
+		    "number%s%s.", cause ? ": " : "", cause ? cause : "");
+		free(cause);
+		free(v);
+		return -1;
+	}
+	free(v);
+	return 0;
+}
+
+/* The answer about the phone's latest code: {"phone", "otp": null | {...}} (otp_conv_status). */
+static void
+hotline_otp_cb(int rc, json_t *value, const char *err, void *arg)
+{
+	struct hotline_req *h = arg;
+
+	if (rc != 0) {
+		hotline_fail(h, 503, "unavailable", err ? err : "The OTP store cannot be reached.");
+		return;
+	}
+	http_json(h->req, 200, json_pack("{s:s, s:O}", "phone", h->to, "otp",
+	    json_is_true(json_object_get(value, "live")) || json_object_get(value, "status") ?
+	    value : json_null()));
+	http_release();
+	hotline_free(h);
+}
+
+/* A resend's outcome: 200 resent, 404 nothing live, 429 a limit (the API's own). */
+static void
+hotline_resent_cb(int rc, json_t *value, const char *err, void *arg)
+{
+	struct hotline_req *h = arg;
+	const char *st = json_string_value(json_object_get(value, "status"));
+	char wait[24], masked[PHONE_MAX];
+
+	if (rc != 0 || st == NULL) {
+		hotline_fail(h, 503, "unavailable", err ? err : "The code could not be resent.");
+		return;
+	}
+	if (strcmp(st, "none") == 0) {
+		hotline_fail(h, 404, "no_live_code", "This phone has no live code to resend; the "
+		    "portal must ask for a new one.");
+		return;
+	}
+	if (strcmp(st, "limited") == 0) {
+		snprintf(wait, sizeof wait, "%lld", (long long)json_integer_value(json_object_get(value,
+		    "wait")));
+		http_add_header(h->req, "Retry-After", wait);
+		http_error(h->req, 429, "rate_limited", "The code cannot be resent yet (limit %s); "
+		    "try again in %s seconds.", json_string_value(json_object_get(value, "limit")) ?
+		    json_string_value(json_object_get(value, "limit")) : "?", wait);
+		http_release();
+		hotline_free(h);
+		return;
+	}
+	phone_mask(h->to, masked);
+	log_info("hotline: %s resent the code of %s", auth_caller(h->req), masked);
+	http_json(h->req, 200, json_pack("{s:s, s:s}", "status", "resent", "phone", h->to));
+	http_release();
+	hotline_free(h);
+}
+
+/* The read or the resend is in the audit: do it. */
+static void
+hotline_otp_audited_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct hotline_req *h = arg;
+	int rc;
+
+	if (r == NULL || err != NULL) {
+		log_warn_limited("hotline: the audit entry of an OTP %s was not stored: %s",
+		    h->resend ? "resend" : "read", err ? err : rds_error());
+		hotline_fail(h, 503, "unavailable", "This could not be recorded in the audit; "
+		    "nothing was done; try again.");
+		return;
+	}
+	rc = h->resend ? otp_conv_resend(h->to, hotline_resent_cb, h) :
+	    otp_conv_status(h->to, hotline_otp_cb, h);
+	if (rc != 0)
+		hotline_fail(h, 503, "unavailable", "The OTP store cannot be reached now; try "
+		    "again.");
+}
+
+/* GET /api/v1/phones/{phone}/otp: the phone's latest code, when and how it went and its
+ * delivery, never the code; POST .../otp/resend: send the live code again by SMS, within the
+ * limits a portal's resend has. Both audited. */
+void
+hotline_otp(struct http_req *req, void *arg)
+{
+	struct hotline_req *h = xcalloc(1, sizeof *h);
+
+	h->req = req;
+	h->resend = http_method(req) == HTTP_POST;
+	if (hotline_path_phone(req, h) != 0) {
+		hotline_free(h);
+		return;
+	}
+	h->object = xasprintf("sms:%s", h->to);
+	http_hold();
+	if (audit_write(auth_caller(req), h->resend ? "otp.resend" : "otp.read", h->object, "",
+	    hotline_otp_audited_cb, h) != 0)
+		hotline_fail(h, 503, "unavailable", "This could not be recorded in the audit; "
+		    "nothing was done; try again.");
 }

@@ -96,6 +96,8 @@ static const struct http_route http_routes[] = {
 	{ "/api/v1/dossiers/", HTTP_GET, AUTH_STAFF, hotline_dossier, HTTP_ROUTE_PREFIX },
 	{ "/api/v1/messages", HTTP_POST, AUTH_STAFF, hotline_message, 0 },
 	{ "/api/v1/audit", HTTP_GET, AUTH_STAFF, audit_list, 0 },
+	{ "/api/v1/phones/*/otp", HTTP_GET, AUTH_STAFF, hotline_otp, HTTP_ROUTE_SEGMENT },
+	{ "/api/v1/phones/*/otp/resend", HTTP_POST, AUTH_STAFF, hotline_otp, HTTP_ROUTE_SEGMENT },
 	{ "/api/v1/dossiers/*/status", HTTP_POST, AUTH_STAFF_OR_ONESTOP, notify_status,
 	    HTTP_ROUTE_SEGMENT },
 	{ "/api/v1/dossiers/*/notify", HTTP_POST, AUTH_STAFF, notify_push, HTTP_ROUTE_SEGMENT },

@@ -1655,6 +1655,7 @@ otp_conv_rec_cb(struct redisReply *r, void *arg, const char *err)
 	long long expires, last, sends;
 	json_t *l, *e, *list, *out;
 	size_t i;
+	int live;
 
 	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY) {
 		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
@@ -1667,8 +1668,9 @@ otp_conv_rec_cb(struct redisReply *r, void *arg, const char *err)
 	last = strtoll(rds_field(r, "last_send", "0"), NULL, 10);
 	sends = strtoll(rds_field(r, "sends", "0"), NULL, 10);
 	log = rds_field(r, "log", NULL);
-	if (status == NULL || strcmp(status, "pending") != 0 || expires <= clock_ms() ||
-	    purpose == NULL) {
+	live = status != NULL && strcmp(status, "pending") == 0 && expires > clock_ms() &&
+	    purpose != NULL;
+	if (status == NULL || purpose == NULL || (!live && o->resend_only)) {
 		otp_conv_answer(o, 0, o->resend_only ? json_pack("{s:s}", "status", "none") :
 		    json_pack("{s:b}", "live", 0), NULL);
 		return;
@@ -1693,7 +1695,8 @@ otp_conv_rec_cb(struct redisReply *r, void *arg, const char *err)
 		    d != NULL ? d : "queued"));
 	}
 	json_decref(l);
-	out = json_pack("{s:b, s:s, s:s, s:I, s:I, s:I, s:o}", "live", 1, "purpose", purpose,
+	out = json_pack("{s:b, s:s, s:s, s:s, s:I, s:I, s:I, s:o}", "live", live, "status",
+	    !live && strcmp(status, "pending") == 0 ? "expired" : status, "purpose", purpose,
 	    "channel", channel, "expires", (json_int_t)expires, "last_send", (json_int_t)last,
 	    "sends", (json_int_t)sends, "log", list);
 	otp_conv_answer(o, 0, out, NULL);
@@ -1737,8 +1740,9 @@ otp_conv_lookup(struct otp_req *o)
 	return 0;
 }
 
-/* Is a code live for phone (canonical)? cb gets {"live": false} or {"live": true, "purpose",
- * "channel", "expires" (ms), "last_send" (ms), "sends", "log": [{"channel", "at" (ms),
+/* The phone's (canonical) latest verification: cb gets {"live": false} when there is none, else
+ * {"live": true|false, "status" ("pending", "expired", "approved", "canceled", "dead"...),
+ * "purpose", "channel", "expires" (ms), "last_send" (ms), "sends", "log": [{"channel", "at" (ms),
  * "delivery"}]}; never the code. Returns 0, or -1 without calling cb. */
 int
 otp_conv_status(const char *phone, otp_conv_cb *cb, void *arg)

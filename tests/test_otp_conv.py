@@ -11,7 +11,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import run, wait_until  # noqa: E402
-from test_otp import CANON, PHONE, PROVIDER, TOKENS, SECRET, call, check, create, flat  # noqa: E402
+from test_otp import CANON, PHONE, PORTAL, PROVIDER, TOKENS, SECRET, call, check, create, flat  # noqa: E402
 from zalo_fake import with_zalo  # noqa: E402
 from test_zalo import post, text_ev, zalo_config  # noqa: E402
 
@@ -406,6 +406,75 @@ def test_zalo_relink_moves_the_phone(env, z):
     assert env.redis.cli("GET", "t:{%d}:link-phone:%s" % (ps, CANON)) == b.user
 
 
+def test_staff_see_a_phones_otp_and_resend_within_limits(env):
+    # the hotline reads a phone's latest code (when, how, its delivery; never the code), resends it
+    # within the portal's own limits, and every read and resend is in the audit
+    import hashlib
+    staff = "staff-token-9"
+    tokens = TOKENS + [{"name": "hana", "role": "staff",
+                        "sha256": hashlib.sha256(staff.encode()).hexdigest()}]
+    env.fake_kannel()
+    kw = flat("otp", {"secret": SECRET, "cooldown_s": 2, "max_sends": 2})
+    g = env.gateway(api__tokens=tokens, **kw)
+    sh = {"Authorization": "Bearer " + staff, "Content-Type": "application/json"}
+
+    def get(path):
+        st, raw, hd = g.request("GET", path, None, sh)
+        return st, json.loads(raw), hd
+
+    def resend(phone=CANON):
+        st, raw, hd = g.request("POST", "/api/v1/phones/%s/otp/resend" % phone, "", sh)
+        return st, json.loads(raw), hd
+
+    st, j, _ = get("/api/v1/phones/0912345678/otp")
+    assert st == 200 and j == {"phone": CANON, "otp": None}, (st, j)
+    assert resend()[0] == 404
+    st, j, _ = create(g)
+    assert st == 201, (st, j)
+    vid = j["id"]
+    wait_until(lambda: len(otp_codes(env)) == 1, 5, "the OTP SMS")
+    code = otp_codes(env)[0]
+    wait_until(lambda: get("/api/v1/phones/%2B84912345678/otp")[1]["otp"]["log"][0]["delivery"]
+               == "sent", 5, "the send seen as taken by the provider")
+    st, j, _ = get("/api/v1/phones/%2B84912345678/otp")
+    o = j["otp"]
+    assert o["live"] is True and o["status"] == "pending" and o["purpose"] == "login", o
+    assert o["sends"] == 1 and o["log"][0]["channel"] == "sms", o
+    assert code not in json.dumps(j), "never the code"
+    # inside the cooldown: 429 naming the limit, nothing sent
+    st, j, hd = resend()
+    assert st == 429 and j["error"] == "rate_limited" and "Retry-After" in hd, (st, j, hd)
+    time.sleep(2.1)
+    st, j, _ = resend()
+    assert st == 200 and j["status"] == "resent", (st, j)
+    wait_until(lambda: len(otp_codes(env)) == 2, 5, "the resent SMS")
+    assert otp_codes(env) == [code, code]
+    time.sleep(2.1)
+    st, j, _ = resend()      # max_sends is 2
+    assert st == 429, (st, j)
+    assert len(otp_codes(env)) == 2
+    # approved: still shown, not live, and nothing to resend
+    assert check(g, vid, code)[1]["status"] == "approved"
+    st, j, _ = get("/api/v1/phones/84912345678/otp")
+    assert j["otp"]["live"] is False and j["otp"]["status"] == "approved", j
+    assert resend()[0] == 404
+    # bad input and roles
+    for bad in ("12345", "849123456789999", "%FF%FE", "x" * 100, "%3Cscript%3E"):
+        st, j, _ = get("/api/v1/phones/%s/otp" % bad)
+        assert st == 400 and j["error"] == "invalid_phone", (bad, st, j)
+        assert "<script>" not in j["message"] or "\ufffd" not in j["message"], j
+    st, _, _ = g.request("GET", "/api/v1/phones/84912345678/otp", None,
+                         {"Authorization": "Bearer " + PORTAL})
+    assert st == 403
+    assert g.request("GET", "/api/v1/phones/84912345678/otp")[0] == 401
+    # every read and resend audited, with the staff name
+    st, raw, _ = g.request("GET", "/api/v1/audit?limit=100", None, sh)
+    acts = [e["action"] for e in json.loads(raw)["entries"] if e["who"] == "hana"]
+    log = g.logs()
+    assert CANON not in log, "a phone in the log unmasked"
+    assert acts.count("otp.resend") == 5 and acts.count("otp.read") >= 4, acts
+
+
 if __name__ == "__main__":
     run([test_sms_no_live_code_explains_and_offers_no_resend,
          test_sms_live_code_status_resend_and_cooldown,
@@ -419,4 +488,5 @@ if __name__ == "__main__":
          test_zalo_link_limits_and_dead_code,
          test_zalo_link_counts_against_the_api_limits,
          test_zalo_link_code_expired,
-         test_zalo_relink_moves_the_phone])
+         test_zalo_relink_moves_the_phone,
+         test_staff_see_a_phones_otp_and_resend_within_limits])
