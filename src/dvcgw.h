@@ -416,6 +416,8 @@ int		 staff_cli(const struct config *, const char *, int, char **);
 void		 hotline_dossier(struct http_req *, void *);
 void		 hotline_message(struct http_req *, void *);
 void		 hotline_otp(struct http_req *, void *);
+void		 staff_users(struct http_req *, void *);
+void		 staff_user_able(struct http_req *, void *);
 
 /* sms.c */
 unsigned long long sms_not_answered(void);

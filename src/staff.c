@@ -76,6 +76,28 @@ static const char staff_session_lua[] =
 	"redis.call('PEXPIRE', KEYS[1], math.min(tonumber(ARGV[2]), tonumber(s[3]) - now))\n"
 	"return {'OK', s[1], a[1], s[2]}\n";
 
+/* KEYS: the account set. ARGV: the account key prefix (same {staff} slot). -> {name, role,
+ * disabled, ...} for every account, sorted by name. */
+static const char staff_list_lua[] =
+	"local names = redis.call('SMEMBERS', KEYS[1])\n"
+	"table.sort(names)\n"
+	"local out = {}\n"
+	"for _, n in ipairs(names) do\n"
+	"  local a = redis.call('HMGET', ARGV[1] .. n, 'role', 'disabled')\n"
+	"  if a[1] then\n"
+	"    out[#out + 1] = n; out[#out + 1] = a[1]; out[#out + 1] = a[2] or '0'\n"
+	"  end\n"
+	"end\n"
+	"return out\n";
+
+/* KEYS: the account. ARGV: "1" to disable, "0" to enable. A new gen ends its sessions at their next
+ * use. -> 1, or 0 when there is no such account. */
+static const char staff_able_lua[] =
+	"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+	"redis.call('HSET', KEYS[1], 'disabled', ARGV[1])\n"
+	"redis.call('HINCRBY', KEYS[1], 'gen', 1)\n"
+	"return 1\n";
+
 /* One sign-in, from the body to the answer; exactly one Redis call or hash is pending for it. */
 struct staff_login {
 	struct http_req	*req;
@@ -92,6 +114,7 @@ struct staff_login {
 static struct {
 	const struct config	*cfg;
 	int			 try_script, ok_script, session_script;
+	int			 list_script, able_script;
 	int			 ready;
 } staff;
 
@@ -104,6 +127,8 @@ staff_init(struct event_base *base, const struct config *cfg)
 		staff.try_script = rds_script_add("staff_try", staff_try_lua);
 		staff.ok_script = rds_script_add("staff_ok", staff_ok_lua);
 		staff.session_script = rds_script_add("staff_session", staff_session_lua);
+		staff.list_script = rds_script_add("staff_list", staff_list_lua);
+		staff.able_script = rds_script_add("staff_able", staff_able_lua);
 	}
 	audit_init(cfg);
 	pwhash_init(base, cfg->staff_hash_workers, cfg->staff_hash_queue);
@@ -492,6 +517,160 @@ static int
 staff_cli_cmpstr(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* ---- GET /api/v1/users, POST /api/v1/users/{name}/disable|enable (supervisors) -------------- */
+
+/* One account change, from the audit entry to the answer. */
+struct staff_able {
+	struct http_req	*req;
+	char		 name[STAFF_NAME_MAX + 1];
+	int		 disable;
+};
+
+/* 1 when the caller may manage accounts: a signed-in supervisor; else the 403 is sent. */
+static int
+staff_supervisor(struct http_req *req)
+{
+	if (auth_is_supervisor(req))
+		return 1;
+	http_error(req, 403, "forbidden", "Only a signed-in supervisor manages staff accounts.");
+	return 0;
+}
+
+static void
+staff_list_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct http_req *req = arg;
+	json_t *users;
+	size_t i;
+
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY) {
+		http_error(req, 503, "unavailable", "The accounts cannot be read now; try again.");
+		http_release();
+		return;
+	}
+	users = json_array();
+	for (i = 0; i + 2 < r->elements; i += 3)
+		if (r->element[i]->type == REDIS_REPLY_STRING &&
+		    r->element[i + 1]->type == REDIS_REPLY_STRING)
+			json_array_append_new(users, json_pack("{s:s, s:s, s:b}", "name",
+			    r->element[i]->str, "role", r->element[i + 1]->str, "disabled",
+			    r->element[i + 2]->type == REDIS_REPLY_STRING &&
+			    strcmp(r->element[i + 2]->str, "1") == 0));
+	http_json(req, 200, json_pack("{s:o}", "users", users));
+	http_release();
+}
+
+/* GET /api/v1/users: every account, its role and whether it is disabled (never a hash). */
+void
+staff_users(struct http_req *req, void *arg)
+{
+	char *k, *pfx;
+	const char *v[2];
+	int rc;
+
+	if (!staff_supervisor(req))
+		return;
+	k = rkey_staff_users();
+	pfx = rkey_staff_user_prefix();
+	v[0] = k;
+	v[1] = pfx;
+	http_hold();
+	rc = rds_evalsha(staff.list_script, staff_list_cb, req, 1, 1, v, NULL);
+	free(k);
+	free(pfx);
+	if (rc != 0) {
+		http_error(req, 503, "unavailable", "The accounts cannot be read now; try again.");
+		http_release();
+	}
+}
+
+static void
+staff_able_done(struct staff_able *a, int status, const char *code, const char *msg)
+{
+	if (status == 200)
+		http_json(a->req, 200, json_pack("{s:s, s:b}", "name", a->name, "disabled",
+		    a->disable));
+	else
+		http_error(a->req, status, code, "%s", msg);
+	http_release();
+	free(a);
+}
+
+static void
+staff_abled_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct staff_able *a = arg;
+
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_INTEGER) {
+		staff_able_done(a, 503, "unavailable", "The account could not be changed; try again.");
+		return;
+	}
+	if (r->integer == 0) {
+		staff_able_done(a, 404, "not_found", "There is no account with this name.");
+		return;
+	}
+	log_info("staff: %s %s account %s", auth_caller(a->req), a->disable ? "disabled" :
+	    "enabled", a->name);
+	staff_able_done(a, 200, NULL, NULL);
+}
+
+/* The change is in the audit: make it. */
+static void
+staff_able_audited_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct staff_able *a = arg;
+	const char *v[2];
+	char *k;
+	int rc;
+
+	if (r == NULL || err != NULL) {
+		staff_able_done(a, 503, "unavailable", "The change could not be recorded in the "
+		    "audit; nothing was changed; try again.");
+		return;
+	}
+	k = rkey_staff_user(a->name);
+	v[0] = k;
+	v[1] = a->disable ? "1" : "0";
+	rc = rds_evalsha(staff.able_script, staff_abled_cb, a, 1, 1, v, NULL);
+	free(k);
+	if (rc != 0)
+		staff_able_done(a, 503, "unavailable", "The account could not be changed; try again.");
+}
+
+/* POST /api/v1/users/{name}/disable (its sessions end at once) or .../enable. A supervisor cannot
+ * disable their own account: the last supervisor would lock everyone out. */
+void
+staff_user_able(struct http_req *req, void *arg)
+{
+	const char *rest = http_path_rest(req), *slash = strchr(rest, '/');
+	struct staff_able *a;
+	size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
+
+	if (!staff_supervisor(req))
+		return;
+	a = xcalloc(1, sizeof *a);
+	a->req = req;
+	a->disable = slash != NULL && strcmp(slash, "/disable") == 0;
+	if (n <= STAFF_NAME_MAX)
+		memcpy(a->name, rest, n);	/* xcalloc'd: terminated */
+	if (n > STAFF_NAME_MAX || !staff_name_ok(a->name)) {
+		free(a);
+		http_error(req, 404, "not_found", "There is no account with this name (a name is 1 "
+		    "to %d of a-z, 0-9, '.', '_' and '-').", STAFF_NAME_MAX);
+		return;
+	}
+	if (a->disable && strcmp(a->name, auth_caller(req)) == 0) {
+		free(a);
+		http_error(req, 409, "own_account", "You cannot disable your own account.");
+		return;
+	}
+	http_hold();
+	if (audit_write(auth_caller(req), a->disable ? "user.disable" : "user.enable", a->name, "",
+	    staff_able_audited_cb, a) != 0)
+		staff_able_done(a, 503, "unavailable", "The change could not be recorded in the "
+		    "audit; nothing was changed; try again.");
 }
 
 /* `dvcgw user add|passwd|disable|enable|list -c FILE [NAME] [--role agent|supervisor]`. Passwords

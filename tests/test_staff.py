@@ -582,6 +582,52 @@ def test_user_cli(env):
     assert login(g, "LAN")[0] == 200
 
 
+def test_supervisor_disables_accounts_over_http(env):
+    g = gw(env)
+    add(g, "mai", role="supervisor")
+    add(g, "lan")
+    sup, lan = Session(g, "mai"), Session(g, "lan")
+    st, j, _ = sup.call("GET", "/api/v1/users")
+    assert st == 200 and j["users"] == [
+        {"name": "lan", "role": "agent", "disabled": False},
+        {"name": "mai", "role": "supervisor", "disabled": False}], (st, j)
+    assert "hash" not in json.dumps(j) and "$argon2" not in json.dumps(j)
+    # agents and tokens do not manage accounts
+    assert lan.call("GET", "/api/v1/users")[0] == 403
+    assert lan.call("POST", "/api/v1/users/mai/disable")[0] == 403
+    assert call(g, "POST", "/api/v1/users/lan/disable", "", bearer(STAFF_TOKEN))[0] == 403
+    assert call(g, "GET", "/api/v1/users", None, bearer(PORTAL))[0] == 403
+    assert call(g, "GET", "/api/v1/users")[0] == 401
+    # a write needs the CSRF header, as every session write
+    assert sup.call("POST", "/api/v1/users/lan/disable", csrf=False)[0] == 403
+    assert lan.call("GET", "/api/v1/audit")[0] == 200
+    # disabling ends the account's sessions at once and refuses its sign-in
+    st, j, _ = sup.call("POST", "/api/v1/users/lan/disable")
+    assert st == 200 and j == {"name": "lan", "disabled": True}, (st, j)
+    assert lan.call("GET", "/api/v1/audit")[0] == 401
+    assert login(g, "lan")[0] == 401
+    assert re.search(r"^lan\s+agent\s+disabled$", user(g, "list", password=None).stdout, re.M)
+    st, j, _ = sup.call("POST", "/api/v1/users/lan/enable")
+    assert st == 200 and j["disabled"] is False, (st, j)
+    assert login(g, "lan")[0] == 200
+    # not oneself, not an unknown or malformed name
+    st, j, _ = sup.call("POST", "/api/v1/users/mai/disable")
+    assert st == 409 and j["error"] == "own_account", (st, j)
+    for bad in ("nobody", "A" * 5, "x" * 65, "%3Cb%3E", "..", "a%00b"):
+        st, j, _ = sup.call("POST", "/api/v1/users/%s/disable" % bad)
+        assert st == 404 and j["error"] == "not_found", (bad, st, j)
+    assert sup.call("GET", "/api/v1/users")[1]["users"][0]["disabled"] is False
+    # audited, with the supervisor's name
+    st, j, _ = sup.call("GET", "/api/v1/audit?limit=50")
+    acts = [(e["who"], e["action"], e["object"]) for e in j["entries"]]
+    assert ("mai", "user.disable", "lan") in acts and ("mai", "user.enable", "lan") in acts, acts
+    # Redis down: 503, nothing changed
+    env.redis.stop()
+    wait_until(lambda: g.request("GET", "/healthz")[0] == 503, 5, "Redis seen down")
+    st, j, _ = sup.call("POST", "/api/v1/users/lan/disable")
+    assert st in (401, 503), (st, j)
+
+
 if __name__ == "__main__":
     sys.exit(run([test_login_session_cookie_and_logout, test_cookie_secure_when_configured,
                   test_unknown_user_and_wrong_password_alike,
@@ -593,4 +639,5 @@ if __name__ == "__main__":
                   test_full_hash_queue_answers_503, test_dossier_lookup_any_form,
                   test_message_queued_on_the_outbox, test_audit_scoping_and_limit,
                   test_no_secrets_in_logs, test_listen_allow_narrows_sign_in,
-                  test_stop_answers_logins_being_hashed, test_user_cli]))
+                  test_stop_answers_logins_being_hashed, test_user_cli,
+                  test_supervisor_disables_accounts_over_http]))
