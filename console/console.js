@@ -4,7 +4,8 @@
 
 (function () {
   var $ = function (id) { return document.getElementById(id); };
-  var state = { user: null, role: null, csrf: null, dossier: null, conv: null, canned: [] };
+  var state = { user: null, role: null, csrf: null, dossier: null, conv: null, otp: null,
+    canned: [] };
   var LABELS = {
     code: "Mã hồ sơ", national_code: "Mã quốc gia", procedure: "Thủ tục", applicant: "Người nộp",
     phone: "Điện thoại", agency: "Cơ quan", received_at: "Ngày tiếp nhận", due_at: "Hẹn trả",
@@ -30,6 +31,7 @@
     $("app-view").hidden = !on;
     $("who").hidden = !on;
     $("who-name").textContent = on ? state.user + (state.role ? " (" + state.role + ")" : "") : "";
+    $("users-section").hidden = !(on && state.role === "supervisor");
   }
 
   function signOutLocally(msg) {
@@ -315,6 +317,143 @@
           return loadConv(conv.channel, conv.user);
         }
         show($("reply-result"), sentence(res, "Không gửi được trả lời"));
+      });
+  });
+
+  /* ---- a phone's OTP: when and how it went, its delivery, a resend within the limits ---- */
+  var OTP_STATUS = { pending: "Đang chờ nhập mã", expired: "Đã hết hạn", approved: "Đã xác thực",
+    canceled: "Đã huỷ", max_attempts_reached: "Nhập sai quá số lần", dead: "Không gửi được" };
+  var DELIVERY = { queued: "đang chờ gửi", sent: "đã chuyển cho nhà mạng", delivered: "đã đến máy",
+    failed: "không gửi được" };
+
+  function renderOtp(j) {
+    var dl = $("otp-fields"), ol = $("otp-sends"), o = j.otp, rows, i, dt, dd, li;
+
+    dl.textContent = "";
+    ol.textContent = "";
+    if (!o) {
+      li = document.createElement("li");
+      li.className = "empty";
+      li.textContent = "Chưa có mã OTP nào gửi tới số " + asText(j.phone) + " gần đây.";
+      ol.appendChild(li);
+      $("otp-resend").disabled = true;
+      $("otp").hidden = false;
+      return;
+    }
+    rows = [["Số điện thoại", j.phone], ["Trạng thái", OTP_STATUS[o.status] || o.status],
+      ["Mục đích", o.purpose], ["Kênh", o.channel === "zalo" ? "Zalo (ZNS)" : "SMS"],
+      ["Hết hạn lúc", when(o.expires)], ["Số lần gửi", o.sends]];
+    for (i = 0; i < rows.length; i++) {
+      dt = document.createElement("dt");
+      dt.textContent = rows[i][0];
+      dd = document.createElement("dd");
+      dd.textContent = asText(rows[i][1]);
+      dl.appendChild(dt);
+      dl.appendChild(dd);
+    }
+    for (i = 0; o.log && i < o.log.length; i++) {
+      li = document.createElement("li");
+      li.className = "send";
+      li.textContent = (o.log[i].channel === "zalo" ? "Zalo" : "SMS") + " · " +
+        when(o.log[i].at) + " · " + (DELIVERY[o.log[i].delivery] || asText(o.log[i].delivery));
+      ol.appendChild(li);
+    }
+    $("otp-resend").disabled = !o.live;
+    $("otp").hidden = false;
+  }
+
+  function loadOtp(phone) {
+    show($("otp-error"), "");
+    return api("GET", "/api/v1/phones/" + encodeURIComponent(phone) + "/otp").then(function (res) {
+      if (res.status !== 200 || !res.body) {
+        state.otp = null;
+        $("otp").hidden = true;
+        show($("otp-error"), sentence(res, "Không xem được mã OTP"));
+        return;
+      }
+      state.otp = res.body.phone;
+      renderOtp(res.body);
+    });
+  }
+
+  $("otp-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    show($("otp-result"), "");
+    loadOtp($("otp-phone").value.trim());
+  });
+
+  $("otp-resend").addEventListener("click", function () {
+    var phone = state.otp;
+
+    if (!phone)
+      return;
+    $("otp-resend").disabled = true;
+    api("POST", "/api/v1/phones/" + encodeURIComponent(phone) + "/otp/resend", {})
+      .then(function (res) {
+        if (res.status === 200) {
+          show($("otp-result"), "Đã gửi lại mã qua SMS.");
+          return loadOtp(phone);
+        }
+        $("otp-resend").disabled = false;
+        show($("otp-result"), sentence(res, "Không gửi lại được mã"));
+      });
+  });
+
+  /* ---- staff accounts (supervisors): disable and enable ---- */
+  function renderUsers(list) {
+    var tb = $("users-body"), i, tr, td, b;
+
+    tb.textContent = "";
+    for (i = 0; i < list.length; i++) {
+      tr = document.createElement("tr");
+      [list[i].name, list[i].role === "supervisor" ? "Giám sát" : "Nhân viên",
+        list[i].disabled ? "Đã khoá" : "Đang hoạt động"].forEach(function (t) {
+        td = document.createElement("td");
+        td.textContent = asText(t);
+        tr.appendChild(td);
+      });
+      td = document.createElement("td");
+      if (list[i].name !== state.user) {
+        b = document.createElement("button");
+        b.type = "button";
+        b.className = "secondary";
+        b.setAttribute("data-user", list[i].name);
+        b.setAttribute("data-action", list[i].disabled ? "enable" : "disable");
+        b.textContent = list[i].disabled ? "Mở khoá" : "Khoá";
+        td.appendChild(b);
+      }
+      tr.appendChild(td);
+      tb.appendChild(tr);
+    }
+    $("users").hidden = false;
+  }
+
+  function loadUsers() {
+    show($("users-error"), "");
+    return api("GET", "/api/v1/users").then(function (res) {
+      if (res.status !== 200 || !res.body || !Array.isArray(res.body.users)) {
+        $("users").hidden = true;
+        show($("users-error"), sentence(res, "Không tải được danh sách tài khoản"));
+        return;
+      }
+      renderUsers(res.body.users);
+    });
+  }
+
+  $("users-load").addEventListener("click", loadUsers);
+  $("users-body").addEventListener("click", function (ev) {
+    var b = ev.target, name, action;
+
+    if (!b || b.tagName !== "BUTTON")
+      return;
+    name = b.getAttribute("data-user");
+    action = b.getAttribute("data-action");
+    b.disabled = true;
+    api("POST", "/api/v1/users/" + encodeURIComponent(name) + "/" + action, {})
+      .then(function (res) {
+        if (res.status !== 200)
+          show($("users-error"), sentence(res, "Không đổi được tài khoản"));
+        return loadUsers();
       });
   });
 

@@ -3,6 +3,7 @@
 unknown files, HEAD, the redirect, SIGHUP), and a real headless Chromium driving the page (sign in,
 a dossier, its status, a conversation, a reply leaving at the Kannel fake, hostile text shown as
 text, no script error or CSP violation). Run with Debian's /usr/bin/python3 (python3-selenium)."""
+import hashlib
 import json
 import os
 import re
@@ -22,6 +23,7 @@ CODE = "000.00.20.H21-231125-0001"
 WRONG = "The user name or the password is wrong."
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+PORTAL = "portal-token-console-1"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
@@ -31,8 +33,9 @@ def gw(env, console=CONSOLE, **kw):
     return env.gateway(console__dir=console, **kw)
 
 
-def add_user(g, name, password=PW):
-    out = subprocess.run([DVCGW, "user", "-c", g.config, "add", name], input=password + "\n",
+def add_user(g, name, password=PW, role="agent"):
+    out = subprocess.run([DVCGW, "user", "-c", g.config, "add", name, "--role", role],
+                         input=password + "\n",
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
 
@@ -196,12 +199,15 @@ def test_console_in_chromium(env):
         return
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
-    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 
     p = env.fake_kannel()
-    g = gw(env)
+    g = gw(env, api__tokens=[{"name": "portal1", "role": "portal",
+                              "sha256": hashlib.sha256(PORTAL.encode()).hexdigest()}],
+           otp__secret="5f" * 32, otp__cooldown_s=1)
     assert g.import_demo().returncode == 0
     add_user(g, "lan")
+    add_user(g, "mai", role="supervisor")
     citizen, canon = "0911222333", "84911222333"
     hostile = "<img src=x onerror=alert(1)>"
     assert g.sms(citizen, hostile, "c1")[0] in (200, 202)
@@ -262,25 +268,17 @@ def test_console_in_chromium(env):
         el("status-note").send_keys("Hồ sơ đã xử lý xong, mời nhận kết quả.")
         el("status-submit").click()
         res = shown("status-result")
-        if res.startswith("There is nothing at /api/v1/dossiers/"):
-            print("# note: POST /api/v1/dossiers/{code}/status is not in this branch (404, the UI "
-                  "shows: %r); the status step is skipped until h-notify is merged" % res)
-        else:
-            assert res == "Đã cập nhật trạng thái hồ sơ %s." % CODE, res
-            wait.until(lambda _: any(e.text == "Đã xử lý xong" for e in d.find_elements(
-                By.CSS_SELECTOR, "#dossier-fields dd[data-field=status_text]")))
-            wait_until(lambda: len(p.texts_to("84912345678")) > before, 5,
-                       "the citizen's status notification")
+        assert res == "Đã cập nhật trạng thái hồ sơ %s." % CODE, res
+        wait.until(lambda _: any(e.text == "Đã xử lý xong" for e in d.find_elements(
+            By.CSS_SELECTOR, "#dossier-fields dd[data-field=status_text]")))
+        wait_until(lambda: len(p.texts_to("84912345678")) > before, 5,
+                   "the citizen's status notification")
 
-        # push the current status to the citizen now (h-notify's endpoint too)
+        # push the current status to the citizen now
         el("notify-submit").click()
         wait.until(lambda _: el("status-result").text != res)
         res = el("status-result").text
-        if res.startswith("There is nothing at /api/v1/dossiers/"):
-            print("# note: POST /api/v1/dossiers/{code}/notify is not in this branch (404, the UI "
-                  "shows: %r); the push step is skipped until h-notify is merged" % res)
-        else:
-            assert re.match(r"^Đã gửi trạng thái cho \d+ người nhận\.$", res), res
+        assert re.match(r"^Đã gửi trạng thái cho \d+ người nhận\.$", res), res
 
         # the citizen's conversation: the hostile text shown as text, never run
         Select(el("conv-channel")).select_by_value("sms")
@@ -316,6 +314,32 @@ def test_console_in_chromium(env):
         wait.until(lambda _: reply in [e.text for e in d.find_elements(
             By.CSS_SELECTOR, "#conv-messages li.out .text")])
 
+        # a phone's OTP: its send and delivery, a resend within the limits, never the code
+        assert not el("users-section").is_displayed(), "an agent manages no accounts"
+        st, raw, _ = g.request("POST", "/api/v1/otp", json.dumps(
+            {"phone": citizen, "purpose": "login"}), {"Authorization": "Bearer " + PORTAL,
+                                                      "Content-Type": "application/json"})
+        assert st == 201, (st, raw)
+        otp_sms = lambda: [t for t in p.texts_to(canon) if re.match(r"^\d{6} ", t)]  # noqa: E731
+        wait_until(lambda: otp_sms(), 5, "the OTP SMS")
+        code = otp_sms()[0][:6]
+        el("otp-phone").send_keys(citizen)
+        el("otp-open").click()
+        wait.until(lambda _: el("otp").is_displayed())
+        sends = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#otp-sends li.send")]
+        assert len(sends) == 1 and sends[0].startswith("SMS · "), sends
+        assert "Đang chờ nhập mã" in el("otp-fields").text, el("otp-fields").text
+        assert code not in d.find_element(By.ID, "otp-section").text
+        time.sleep(1.1)         # otp.cooldown_s
+        el("otp-resend").click()
+        assert shown("otp-result") == "Đã gửi lại mã qua SMS."
+        wait_until(lambda: len(otp_sms()) == 2, 5, "the resent OTP SMS")
+        wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, "#otp-sends li.send")) == 2)
+        wait.until(lambda _: el("otp-resend").is_enabled())
+        el("otp-resend").click()        # inside the cooldown again: the limit's sentence
+        shown("otp-result", lambda t: t.startswith("The code cannot be resent yet"))
+        assert len(otp_sms()) == 2
+
         # a reload keeps the tab's session; an ended session asks to sign in again
         d.refresh()
         wait.until(lambda _: el("app-view").is_displayed())
@@ -340,6 +364,32 @@ def test_console_in_chromium(env):
         assert shown("flash") == "Đã đăng xuất."
         st, body, _ = g.request("GET", "/api/v1/audit")
         assert st == 401
+
+        # a supervisor sees the accounts and disables one; its sign-in then fails
+        el("login-user").clear()
+        el("login-user").send_keys("mai")
+        el("login-password").send_keys(PW)
+        el("login-submit").click()
+        wait.until(lambda _: el("users-section").is_displayed())
+        el("users-load").click()
+        wait.until(lambda _: el("users").is_displayed())
+        def rows():     # the table is drawn again after each change: read it whole or again
+            for _ in range(20):
+                try:
+                    return [[c.text for c in r.find_elements(By.TAG_NAME, "td")]
+                            for r in d.find_elements(By.CSS_SELECTOR, "#users-body tr")]
+                except StaleElementReferenceException:
+                    time.sleep(0.05)
+            raise AssertionError("the accounts table never settled")
+        assert rows() == [["lan", "Nhân viên", "Đang hoạt động", "Khoá"],
+                          ["mai", "Giám sát", "Đang hoạt động", ""]], rows()
+        d.find_element(By.CSS_SELECTOR, "#users-body button[data-user=lan]").click()
+        wait.until(lambda _: rows()[0][2] == "Đã khoá")
+        st, _, _ = g.request("POST", "/api/v1/login", json.dumps({"user": "lan", "password": PW}),
+                             {"Content-Type": "application/json"})
+        assert st == 401, st
+        el("logout").click()
+        wait.until(lambda _: el("login-view").is_displayed())
 
         # no script error, no CSP violation (network 4xx lines are the API's answers)
         logs = d.get_log("browser")
