@@ -167,17 +167,29 @@ static const char outbox_settle_lua[] =
 	"end\n"
 	"return n\n";
 
-/* KEYS: stream, dead stream, sent set, OTP stream, notification stream. ARGV: group, id ("o<id>":
- * the OTP lane, "n<id>": notifications), uid,
- * now ms, reason, ch, to, from, text, attempts, fallback address ("" none), fallback channel.
- * Dead-letters the entry, or requeues its text to the fallback address on the fallback channel. */
+/* KEYS: stream, dead stream, sent set, OTP stream, notification stream, held notifications.
+ * ARGV: group, id ("o<id>": the OTP lane, "n<id>": notifications), uid, now ms, reason, ch, to,
+ * from, text, attempts, fallback address ("" none), fallback channel, the end of quiet hours (ms,
+ * "0" outside them). Dead-letters the entry, or requeues its text to the fallback address on the
+ * fallback channel: a reply on the replies' lane; a notification on the notifications' lane, or
+ * held with the other SMS notifications until the quiet hours end (notify_release_lua). */
 static const char outbox_fail_lua[] =
-	"local key, id = KEYS[1], ARGV[2]\n"
+	"local key, id, note = KEYS[1], ARGV[2], false\n"
 	"if id:sub(1, 1) == 'o' then key, id = KEYS[4], id:sub(2) end\n"
-	"if id:sub(1, 1) == 'n' then key, id = KEYS[5], id:sub(2) end\n"
+	"if id:sub(1, 1) == 'n' then key, id, note = KEYS[5], id:sub(2), true end\n"
 	"redis.call('XACK', key, ARGV[1], id)\n"
 	"redis.call('XDEL', key, id)\n"
 	"redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])\n"
+	"if ARGV[11] ~= '' and note then\n"
+	"  local uid = ARGV[3] .. '-' .. ARGV[12]\n"
+	"  if ARGV[12] == 'sms' and ARGV[13] ~= '0' then\n"
+	"    redis.call('ZADD', KEYS[6], ARGV[13], cjson.encode({uid, ARGV[12], ARGV[11], ARGV[9]}))\n"
+	"    return 'HELD'\n"
+	"  end\n"
+	"  redis.call('XADD', KEYS[5], '*', 'ch', ARGV[12], 'to', ARGV[11], 'from', '', 'text', ARGV[9],"
+	" 'att', '0', 'uid', uid, 'via', ARGV[6])\n"
+	"  return 'FALLBACK'\n"
+	"end\n"
 	"if ARGV[11] ~= '' then\n"
 	"  redis.call('XADD', KEYS[1], '*', 'ch', ARGV[12], 'to', ARGV[11], 'from', '', 'text', ARGV[9],"
 	" 'att', '0', 'via', ARGV[6])\n"
@@ -228,6 +240,7 @@ struct obx_rate {
 
 struct obx_shard {
 	char			*k_stream, *k_dead, *k_sent, *k_lease, *k_otp, *k_notify;
+	char			*k_later;	/* notifications held for quiet hours */
 	int			 owned, fresh;	/* fresh: taken over, reclaim pending entries first */
 	int			 reclaim;	/* look for our own stranded pending entries */
 	int			 reclaim_read;	/* the last reclaim pass was partial (a lane had
@@ -502,17 +515,21 @@ static void
 outbox_fail(struct obx_msg *m, const char *why, const char *fallback)
 {
 	struct obx_shard *s = &obx.shards[m->shard];
-	char now[24], att[16];
-	const char *v[17];
+	char now[24], att[16], quiet[24];
+	const char *v[19];
+	long long t = clock_ms();
 
-	snprintf(now, sizeof now, "%lld", clock_ms());
+	snprintf(now, sizeof now, "%lld", t);
 	snprintf(att, sizeof att, "%d", m->att + 1);
+	snprintf(quiet, sizeof quiet, "%lld", m->lane == OBX_LANE_NOTIFY ?
+	    notify_quiet_until(obx.cfg->notify_quiet_hours, t) : 0LL);
 	v[0] = s->k_stream; v[1] = s->k_dead; v[2] = s->k_sent; v[3] = s->k_otp;
-	v[4] = s->k_notify;
-	v[5] = OUTBOX_GROUP; v[6] = m->id; v[7] = m->uid; v[8] = now; v[9] = why;
-	v[10] = m->ch; v[11] = m->to; v[12] = m->from; v[13] = m->text; v[14] = att;
-	v[15] = fallback ? fallback : "";
-	v[16] = fallback ? m->chan->fallback : "";
+	v[4] = s->k_notify; v[5] = s->k_later;
+	v[6] = OUTBOX_GROUP; v[7] = m->id; v[8] = m->uid; v[9] = now; v[10] = why;
+	v[11] = m->ch; v[12] = m->to; v[13] = m->from; v[14] = m->text; v[15] = att;
+	v[16] = fallback ? fallback : "";
+	v[17] = fallback ? m->chan->fallback : "";
+	v[18] = quiet;
 	if (fallback != NULL)
 		log_info("outbox: %s reply %s cannot reach its user (%s); sending it by %s", m->ch,
 		    m->uid, why, m->chan->fallback);
@@ -526,7 +543,7 @@ outbox_fail(struct obx_msg *m, const char *why, const char *fallback)
 	s->settling++;
 	if (*m->otp != '\0')
 		otp_sent(m, OBX_FAIL, why);
-	if (rds_evalsha(outbox_fail_script, outbox_failed_cb, s, 5, 12, v, NULL) != 0) {
+	if (rds_evalsha(outbox_fail_script, outbox_failed_cb, s, 6, 13, v, NULL) != 0) {
 		obx.settling--;
 		s->settling--;
 		log_warn("outbox: cannot record the failure of %s now; it will be retried after a "
@@ -1169,6 +1186,7 @@ outbox_init(struct event_base *base, const struct config *cfg)
 		s->k_lease = rkey_lease(sh);
 		s->k_otp = rkey_outbox_otp(sh);
 		s->k_notify = rkey_outbox_notify(sh);
+		s->k_later = rkey_notify_later(sh);
 	}
 	obx.nrates = OBX_LANES * channel_count();
 	obx.rates = xcalloc(obx.nrates, sizeof *obx.rates);
@@ -1318,6 +1336,7 @@ outbox_free(void)
 		free(s->k_lease);
 		free(s->k_otp);
 		free(s->k_notify);
+		free(s->k_later);
 		memset(s, 0, sizeof *s);
 	}
 }

@@ -396,6 +396,35 @@ def test_linked_owner_is_told_on_zalo(env):
         z.stop()
 
 
+def test_zalo_fallback_sms_held_for_quiet_hours(env):
+    # Zalo is not held at night, but when Zalo cannot reach the linked owner (-230, no interaction
+    # in 7 days) the SMS it falls back to is an SMS like any other: held until the quiet hours end,
+    # then sent once
+    from test_ussd import shard
+    z = FakeZalo()
+    try:
+        p = env.fake_kannel()
+        end = int(time.time()) + 8
+        g = gateway(env, z, notify__quiet_hours="%s-%s" % (local_clock(-60), local_at(end)))
+        owner, zuser = "84912345678", "1100000000000000078"
+        env.redis.cli("SET", "t:{%d}:link-phone:%s" % (shard("sms", owner), owner), zuser)
+        env.redis.cli("SET", "t:zalo:phone:%s" % zuser, owner)
+        z.plan.append(("error", -230))
+        assert time.time() < end - 3, "set-up took the whole quiet window"
+        st, j = status(g, CODE, {"status": 7})
+        assert st == 200, (st, j)
+        held = lambda: sum(int(env.redis.cli("ZCARD", "t:{%d}:notify-later" % s))  # noqa: E731
+                           for s in range(8))
+        wait_until(lambda: held() == 1, 5, "the fallback SMS held")
+        assert notices(p, owner) == [] and z.texts_to(zuser) == []
+        wait_until(lambda: notices(p, owner), 15, "the release")
+        assert time.time() >= end - 0.05, end - time.time()
+        p.settle(0.5)
+        assert len(notices(p, owner)) == 1 and held() == 0, notices(p, owner)
+    finally:
+        z.stop()
+
+
 def test_staff_view_shows_followers_masked_and_changes(env):
     p = env.fake_kannel()
     g = gateway(env)
