@@ -66,8 +66,9 @@ const char notify_change_lua[] =
 	"  redis.call('XADD', p .. 'dossier-log:' .. code, 'MAXLEN', '~', 1000, '*', 'change', ARGV[6],\n"
 	"    'from', old, 'to', new, 'who', ARGV[3], 'at', ARGV[4], 'note', ARGV[5], 'kind', kind)\n"
 	"end\n"
+	"local seq = redis.call('INCR', p .. 'dossier-seq:' .. code)\n"
 	"redis.call('XADD', KEYS[2], '*', 'change', ARGV[6], 'code', code, 'status', new, 'owner', owner,\n"
-	"  'kind', kind)\n"
+	"  'kind', kind, 'seq', seq)\n"
 	"local n = redis.call('ZCARD', subs)\n"
 	"if owner ~= '' and not redis.call('ZSCORE', subs, 'sms:' .. owner) then n = n + 1 end\n"
 	"return {'OK', tostring(old), tostring(new), n}\n";
@@ -99,20 +100,30 @@ static const char notify_follow_lua[] =
 
 /* KEYS: the shard's notification stream, its held set, then n marks (one per recipient), then n
  * keys: an SMS recipient's linked Zalo user (the phone's link, link.c), or the mark again for a
- * Zalo recipient. ARGV: release at ms ("0": now), n, then per recipient channel, address, uid,
- * text, its Zalo text. A recipient whose mark exists already got this change: skipped. A phone
- * linked to a Zalo user is told on Zalo (free; Zalo falls back to SMS when it cannot reach them).
- * SMS held for quiet hours goes to the held set. -> {queued, held}. */
+ * Zalo recipient. ARGV: release at ms ("0": now), n, the change's place in its dossier's order
+ * (seq, "0" for a job queued before there was one), then per recipient channel, address, uid,
+ * text, its Zalo text. A mark holds the last seq queued for the recipient: a recipient already
+ * given this change or a later one is skipped, so a retried job sends nothing twice and two jobs
+ * expanded at once (two instances) never tell a follower an older state after a newer one. (A job
+ * without seq has a mark of its own change: queued once.) A phone linked to a Zalo user is told
+ * on Zalo (free; Zalo falls back to SMS when it cannot reach them). SMS held for quiet hours goes
+ * to the held set. -> {queued, held}. */
 static const char notify_enqueue_lua[] =
-	"local n, q, h = tonumber(ARGV[2]), 0, 0\n"
+	"local n, q, h, seq = tonumber(ARGV[2]), 0, 0, tonumber(ARGV[3])\n"
+	"local function fresh(k)\n"
+	"  if seq == 0 then return redis.call('SET', k, '1', 'NX', 'EX', 604800) end\n"
+	"  if tonumber(redis.call('GET', k) or '0') >= seq then return false end\n"
+	"  redis.call('SET', k, ARGV[3], 'EX', 2592000)\n"
+	"  return true\n"
+	"end\n"
 	"for i = 1, n do\n"
-	"  local b = 2 + (i - 1) * 5\n"
+	"  local b = 3 + (i - 1) * 5\n"
 	"  local ch, to, uid, text = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]\n"
 	"  if ch == 'sms' then\n"
 	"    local z = redis.call('GET', KEYS[2 + n + i])\n"
 	"    if z and z:match('^%d+$') then ch, to, text = 'zalo', z, ARGV[b + 5] end\n"
 	"  end\n"
-	"  if redis.call('SET', KEYS[2 + i], '1', 'NX', 'EX', 604800) then\n"
+	"  if fresh(KEYS[2 + i]) then\n"
 	"    if ch == 'sms' and ARGV[1] ~= '0' then\n"
 	"      redis.call('ZADD', KEYS[2], ARGV[1], cjson.encode({uid, ch, to, text}))\n"
 	"      h = h + 1\n"
@@ -161,6 +172,7 @@ static int notify_release_script, notify_take_script;
 /* The fan-out job this instance is expanding. */
 struct notify_job {
 	char		*id, *change, *code, *owner, *kind;
+	char		 seq[24];	/* its place in the dossier's order; "0" unknown */
 	int		 status;
 	long long	 offset;	/* followers done */
 	char		*text[2];	/* sms, zalo */
@@ -391,6 +403,14 @@ notify_part_add(struct notify_part *p, const char *s, int owned)
 		p->own[p->nown++] = (char *)s;
 }
 
+/* What a recipient's mark is named after: the dossier (it holds the last seq queued), or for a job
+ * without seq its own change. */
+static const char *
+notify_mark(const struct notify_job *j)
+{
+	return strcmp(j->seq, "0") != 0 ? j->code : j->change;
+}
+
 /* A page of followers: queue each one's notification in its shard, one call per shard. */
 static void
 notify_members_cb(struct redisReply *r, void *arg, const char *err)
@@ -439,11 +459,11 @@ notify_members_cb(struct redisReply *r, void *arg, const char *err)
 					notify_part_add(&parts[sh], NULL, 0);	/* stream */
 					notify_part_add(&parts[sh], NULL, 0);	/* held */
 				}
-				notify_part_add(&parts[sh], rkey_notified(sh, j->change, ch, user),
-				    1);
+				notify_part_add(&parts[sh], rkey_notified(sh, notify_mark(j), ch,
+				    user), 1);
 				nkeys[sh]++;
 			} else if (k == 1) {
-				notify_part_add(&parts[sh], zalo ? rkey_notified(sh, j->change, ch,
+				notify_part_add(&parts[sh], zalo ? rkey_notified(sh, notify_mark(j), ch,
 				    user) : rkey_link_phone(sh, user), 1);
 				nkeys[sh]++;
 			} else {
@@ -466,7 +486,7 @@ notify_members_cb(struct redisReply *r, void *arg, const char *err)
 
 		if (p->n == 0)
 			continue;
-		v = xcalloc(p->n + 2, sizeof *v);
+		v = xcalloc(p->n + 3, sizeof *v);
 		p->own[p->nown++] = rkey_outbox_notify(sh);
 		v[0] = p->own[p->nown - 1];
 		p->own[p->nown++] = rkey_notify_later(sh);
@@ -476,11 +496,12 @@ notify_members_cb(struct redisReply *r, void *arg, const char *err)
 		snprintf(cnt, sizeof cnt, "%zu", nkeys[sh] / 2);	/* a mark and a link each */
 		v[nk] = rel;
 		v[nk + 1] = cnt;
+		v[nk + 2] = j->seq;
 		for (q = nk; q < p->n; q++)
-			v[q + 2] = p->v[q];
+			v[q + 3] = p->v[q];
 		j->pending++;
 		if (rds_evalsha(notify_enqueue_script, notify_enqueued_cb, NULL, (int)nk,
-		    (int)(p->n - nk + 2), v, NULL) != 0) {
+		    (int)(p->n - nk + 3), v, NULL) != 0) {
 			j->pending--;
 			j->failed = 1;
 		}
@@ -583,7 +604,7 @@ notify_taken_cb(struct redisReply *r, void *arg, const char *err)
 {
 	struct notify_job *j;
 	redisReply *f;
-	const char *change, *code, *status, *owner, *kind;
+	const char *change, *code, *status, *owner, *kind, *seq;
 
 	if (nt.stopping)
 		return;		/* a job taken now stays pending for the next holder */
@@ -600,6 +621,7 @@ notify_taken_cb(struct redisReply *r, void *arg, const char *err)
 	status = rds_field(f, "status", NULL);
 	owner = rds_field(f, "owner", NULL);
 	kind = rds_field(f, "kind", NULL);
+	seq = rds_field(f, "seq", "0");
 	j = xcalloc(1, sizeof *j);
 	j->id = xstrdup(r->element[0]->str);
 	nt.job = j;
@@ -618,6 +640,8 @@ notify_taken_cb(struct redisReply *r, void *arg, const char *err)
 	j->owner = xstrdup(owner != NULL ? owner : "");
 	j->kind = xstrdup(kind != NULL ? kind : "status");
 	j->status = atoi(status);
+	snprintf(j->seq, sizeof j->seq, "%s", *seq != '\0' && strlen(seq) < 19 &&
+	    strspn(seq, "0123456789") == strlen(seq) ? seq : "0");
 	notify_job_resume();
 }
 

@@ -87,12 +87,13 @@ rkey_notify_later(int shard)
 	return xasprintf("%s{%d}:notify-later", rkey_prefix(), shard);
 }
 
-/* The mark that one change was queued for one recipient (idempotency across retries and
- * instances): 7 days. */
+/* A recipient's mark for a dossier ("of" its code): the seq of the last change queued to them
+ * (idempotency and order across retries and instances), 30 days; for a job queued before seqs,
+ * "of" is the change id and the mark says that change was queued (7 days). */
 char *
-rkey_notified(int shard, const char *change, const char *channel, const char *to)
+rkey_notified(int shard, const char *of, const char *channel, const char *to)
 {
-	return xasprintf("%s{%d}:notified:%s:%s:%s", rkey_prefix(), shard, change, channel, to);
+	return xasprintf("%s{%d}:notified:%s:%s:%s", rkey_prefix(), shard, of, channel, to);
 }
 
 /* The fan-out jobs (a stream, group gw): one per status change or push, expanded in batches. */
