@@ -261,6 +261,7 @@ struct obx_shard {
 static struct {
 	const struct config		*cfg;
 	struct event			*poll, *pollev, *tick, *flush, *resettle;
+	struct event			*first;		/* the first tick, as soon as Redis is ready */
 	char				 me[96];
 	char				*k_peers;
 	int				 peers;		/* instances alive, us included */
@@ -1158,6 +1159,22 @@ outbox_kick(void)
 		event_add(obx.poll, &tv);
 }
 
+/* Run the first tick as soon as Redis is ready rather than a tick period after start: replies
+ * queued before a restart leave at once. */
+static void
+outbox_first_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct timeval tv = { 0, 20 * 1000 };
+
+	if (obx.stopping)
+		return;
+	if (!rds_ready()) {
+		evtimer_add(obx.first, &tv);
+		return;
+	}
+	outbox_tick_cb(-1, EV_TIMEOUT, NULL);
+}
+
 /* Register the scripts (before rds_start) and start the worker. */
 void
 outbox_init(struct event_base *base, const struct config *cfg)
@@ -1214,6 +1231,8 @@ outbox_init(struct event_base *base, const struct config *cfg)
 	obx.poll = event_new(base, -1, 0, outbox_poll_cb, NULL);
 	obx.tick = event_new(base, -1, EV_PERSIST, outbox_tick_cb, NULL);
 	event_add(obx.tick, &tick);
+	obx.first = evtimer_new(base, outbox_first_cb, NULL);
+	event_active(obx.first, EV_TIMEOUT, 0);
 	{
 		/* Reading is also polled, for replies queued by other instances. */
 		struct timeval p = { 0, OUTBOX_POLL_MS * 1000 };
@@ -1316,6 +1335,7 @@ outbox_free(void)
 		event_free(obx.poll);
 		event_free(obx.pollev);
 		event_free(obx.tick);
+		event_free(obx.first);
 		event_free(obx.flush);
 		event_free(obx.resettle);
 		obx.poll = NULL;
