@@ -147,8 +147,8 @@ static const struct metric metrics_table[MET_COUNT] = {
 	    METRIC_COUNTER, { 0 }, metrics_read_redis_commands },
 	[MET_REDIS_PENDING] = { "dvcgw_redis_pending", "Redis commands waiting for an answer.",
 	    METRIC_GAUGE, { 0 }, metrics_read_redis_pending },
-	[MET_REDIS_SECONDS] = { "dvcgw_redis_command_seconds", "Redis command round trips, "
-	    "answered or timed out.", METRIC_HISTOGRAM, { 0 }, NULL },
+	[MET_REDIS_SECONDS] = { "dvcgw_redis_command_seconds", "Redis commands, from sent to "
+	    "answered.", METRIC_HISTOGRAM, { 0 }, NULL },
 	[MET_REFUSALS] = { "dvcgw_refusals_total", "Requests refused: no or wrong credential or "
 	    "address (auth), a rate limit, a request too large (size).", METRIC_COUNTER,
 	    { ML_REFUSAL }, NULL },
