@@ -3,7 +3,7 @@
 # print the exact command. Quiet when everything is there.
 PKGS="build-essential pkg-config libevent-dev libhiredis-dev libjansson-dev libsodium-dev
 libcurl4-openssl-dev redis-server redis-tools kannel kannel-extras wrk python3 curl tzdata
-chromium chromium-driver python3-selenium"
+chromium chromium-driver python3-selenium python3-prometheus-client"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

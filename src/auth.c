@@ -55,6 +55,7 @@ static struct {
 	size_t			 ntokens;
 	struct auth_net		*nets;
 	size_t			 nnets;
+	int			 metrics_allow;	/* metrics.auth "allow": listen.allow, no token */
 } auth;
 
 /* The AUTH_* of a role name, or -1. */
@@ -143,6 +144,7 @@ auth_init(const struct config *cfg, char **cause)
 	int v4;
 
 	auth_free();
+	auth.metrics_allow = cfg->metrics_auth != NULL && strcmp(cfg->metrics_auth, "allow") == 0;
 	auth.tokens = xcalloc(json_array_size(cfg->api_tokens) + 1, sizeof *auth.tokens);
 	json_array_foreach(cfg->api_tokens, i, t) {
 		struct auth_token *tk = &auth.tokens[auth.ntokens];
@@ -324,6 +326,17 @@ auth_check(struct http_req *req, int role, char **cause)
 	if (!auth_net_ok(req)) {
 		*cause = xasprintf("Calls from %s are not accepted: the address is not in "
 		    "listen.allow.", http_peer(req));
+		return 403;
+	}
+	if (role == AUTH_METRICS) {
+		/* metrics.auth: "allow" takes any caller listen.allow let through (only this
+		 * machine without a list); "staff" asks what the staff API asks. */
+		if (!auth.metrics_allow)
+			return auth_staff(req, AUTH_STAFF, cause);
+		if (auth.nnets > 0 || http_peer_loopback(req))
+			return 0;
+		*cause = xstrdup("Metrics are served only to addresses in listen.allow, or to this "
+		    "machine when the list is empty (metrics.auth is \"allow\").");
 		return 403;
 	}
 	if (role == AUTH_STAFF || role == AUTH_STAFF_OR_ONESTOP)

@@ -50,6 +50,9 @@ static const struct cfg_key cfg_keys[] = {
 	S("dossier.code_pattern", code_pattern, DOSSIER_DEFAULT_PATTERN),
 	S("time_zone", time_zone, "Asia/Ho_Chi_Minh"),
 	S("log.level", log_level, "info"),
+	S("log.format", log_format, "text"),
+	S("log.file", log_file, NULL),
+	S("metrics.auth", metrics_auth, "staff"),
 	S("sms.driver", sms_driver, "file"),
 	S("sms.kannel.sendsms_url", kannel_url, NULL),
 	S("sms.kannel.username", kannel_user, ""),
@@ -121,6 +124,7 @@ static const struct cfg_key cfg_keys[] = {
 static const char *cfg_groups[] = {
 	"listen", "redis", "flows", "console", "dossier", "log", "sms", "sms.kannel", "sms.http",
 	"sms.file", "outbox", "ussd", "zalo", "api", "otp", "history", "staff", "notify",
+	"metrics",
 };
 
 static const struct cfg_key *
@@ -262,6 +266,15 @@ config_check(struct config *cfg, json_t *errors)
 	if (strcmp(cfg->log_level, "debug") != 0 && strcmp(cfg->log_level, "info") != 0 &&
 	    strcmp(cfg->log_level, "warn") != 0 && strcmp(cfg->log_level, "error") != 0)
 		config_error(errors, "config: log.level: must be debug, info, warn or error");
+	if (strcmp(cfg->log_format, "text") != 0 && strcmp(cfg->log_format, "json") != 0)
+		config_error(errors, "config: log.format: must be \"text\" or \"json\"");
+	if (cfg->log_file != NULL && (*cfg->log_file == '\0' || strlen(cfg->log_file) > 4000))
+		config_error(errors, "config: log.file: must be a file path (or leave it out to log "
+		    "to stderr)");
+	if (strcmp(cfg->metrics_auth, "staff") != 0 && strcmp(cfg->metrics_auth, "allow") != 0)
+		config_error(errors, "config: metrics.auth: must be \"staff\" (a staff token or "
+		    "session, like the staff API) or \"allow\" (callers in listen.allow, or this "
+		    "machine when the list is empty)");
 	if (cfg->flows_vars != NULL) {
 		const char *key;
 		json_t *v;

@@ -161,6 +161,7 @@ struct conv {
 
 	conv_cb			*cb;
 	void			*arg;
+	double			 started;	/* metrics_now() at conv_handle */
 };
 
 static void	conv_load(struct conv *);
@@ -309,7 +310,15 @@ conv_free(struct conv *c)
 static void
 conv_finish(struct conv *c, int status)
 {
+	static const char *const results[] = {
+		[CONV_OK] = "ok", [CONV_DUP] = "duplicate", [CONV_UNAVAILABLE] = "unavailable",
+		[CONV_ERROR] = "error",
+	};
+
 	conv.inflight--;
+	metrics_inc(MET_INBOUND, c->channel, results[status]);
+	if (status == CONV_OK)
+		metrics_observe(MET_TURN_SECONDS, metrics_since(c->started), c->channel);
 	c->cb(status, status == CONV_OK ? c->replies : NULL, c->end,
 	    c->cause ? c->cause : (status == CONV_UNAVAILABLE ? rds_error() : NULL), c->arg);
 	conv_free(c);
@@ -606,6 +615,7 @@ conv_handle(const struct conv_msg *m, conv_cb *cb, void *arg)
 
 	c->cb = cb;
 	c->arg = arg;
+	c->started = metrics_now();
 	c->flows = conv.flows;
 	c->flows->refs++;
 	c->channel = xstrdup(m->channel);

@@ -42,6 +42,7 @@ void		 audit_list(struct http_req *, void *);
 #define AUTH_STAFF	3	/* hotline staff, integrations */
 #define AUTH_ONESTOP	4	/* the provincial one-stop system */
 #define AUTH_STAFF_OR_ONESTOP 5	/* a route either may call (dossier status changes) */
+#define AUTH_METRICS	6	/* GET /metrics: a staff credential, or listen.allow (metrics.auth) */
 int		 auth_init(const struct config *, char **);
 int		 auth_role(const char *);
 const char	*auth_role_name(int);
@@ -110,6 +111,7 @@ struct config {
 	char	*console_dir;
 	json_t	*flows_vars;
 	char	*code_pattern, *time_zone, *log_level;
+	char	*log_format, *log_file, *metrics_auth;
 	char	*sms_driver, *kannel_url, *kannel_user, *kannel_pass, *kannel_from, *kannel_dlr_url;
 	char	*kannel_otp_user, *kannel_otp_pass;
 	char	*sms_http_url, *sms_http_token, *sms_file;
@@ -252,6 +254,7 @@ void		 http_body_wipe(struct http_req *);
 void		 http_hold(void);
 void		 http_release(void);
 int		 http_inflight(void);
+int		 http_nconns(void);
 
 /* outbox.c */
 #define OUTBOX_GROUP	"gw"	/* the consumer group of every outbox stream */
@@ -310,6 +313,26 @@ void		 link_init(void);
 void		 link_set(const char *, const char *);
 int		 link_remove(const char *, otp_conv_cb *, void *);
 int		 link_zalo_of(const char *, otp_conv_cb *, void *);
+/* metrics.c */
+enum {
+	MET_INBOUND, MET_TURN_SECONDS, MET_TURNS, MET_CONFLICTS, MET_REPLIES, MET_QUEUE_DEPTH,
+	MET_OTP_CREATES, MET_OTP_SENDS, MET_OTP_CHECKS, MET_NOTIFY, MET_BACKEND_CALLS,
+	MET_BACKEND_SECONDS, MET_REDIS_CONNECTED, MET_REDIS_RECONNECTS, MET_REDIS_COMMANDS,
+	MET_REDIS_PENDING, MET_REDIS_SECONDS, MET_REFUSALS, MET_HTTP_CONNECTIONS,
+	MET_OUTBOX_SHARDS, MET_INSTANCES, MET_UPTIME, MET_COUNT
+};
+struct evbuffer;
+void		 metrics_init(void);
+void		 metrics_inc(int, const char *, const char *);
+void		 metrics_add3(int, double, const char *, const char *, const char *);
+void		 metrics_set(int, double, const char *, const char *);
+void		 metrics_observe(int, double, const char *);
+double		 metrics_now(void);
+double		 metrics_since(double);
+void		 metrics_escape(struct evbuffer *, const char *);
+void		 metrics_write(struct evbuffer *);
+void		 metrics_serve(struct http_req *, void *);
+
 /* notify.c */
 void		 notify_init(struct event_base *, const struct config *);
 char		*notify_check_config(const struct config *);
@@ -487,6 +510,11 @@ struct log_limit {
 	unsigned long long	 dropped;
 };
 void	 log_set_level(int);
+void	 log_set_format(const char *);
+int	 log_open(const char *);
+void	 log_reopen(void);
+void	 log_close(void);
+void	 log_flush(void);
 void	 log_msg(int, const char *, ...) printflike(2, 3);
 void	 log_limited(struct log_limit *, int, const char *, ...) printflike(3, 4);
 __dead void fatal(const char *, ...) printflike(1, 2);

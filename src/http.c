@@ -86,6 +86,7 @@ static void	http_conn_free(struct http_conn *);
 static const struct http_route http_routes[] = {
 	{ "/healthz", HTTP_GET, AUTH_ANYONE, http_healthz, 0 },
 	{ "/livez", HTTP_GET, AUTH_ANYONE, http_livez, 0 },
+	{ "/metrics", HTTP_GET, AUTH_METRICS, metrics_serve, 0 },
 	{ "/api/v1/otp", HTTP_POST, AUTH_PORTAL, otp_create, 0 },
 	{ "/api/v1/otp/check", HTTP_POST, AUTH_PORTAL, otp_verify, 0 },
 	{ "/api/v1/otp/", HTTP_GET | HTTP_DELETE, AUTH_PORTAL, otp_item, HTTP_ROUTE_PREFIX },
@@ -211,6 +212,12 @@ http_send(struct http_req *req, int status, const char *ctype, const char *body,
 		http_req_free(req);
 		return;
 	}
+	if (status == 401 || status == 403)
+		metrics_inc(MET_REFUSALS, "auth", NULL);
+	else if (status == 429)
+		metrics_inc(MET_REFUSALS, "rate_limit", NULL);
+	else if (status == 413 || status == 431)
+		metrics_inc(MET_REFUSALS, "size", NULL);
 	closing = !req->keepalive || c->eof || http.stopping || status == 408 || status == 413 ||
 	    status == 431 || (status == 400 && c->state != HC_HANDLING);
 	out = bufferevent_get_output(c->bev);
@@ -1116,6 +1123,13 @@ int
 http_inflight(void)
 {
 	return http.inflight;
+}
+
+/* Connections open now (/metrics). */
+int
+http_nconns(void)
+{
+	return http.nconns;
 }
 
 static void

@@ -25,6 +25,7 @@ static struct {
 	struct event_base	*base;
 	struct config		*cfg;
 	struct event		*sigterm, *sigint, *sighup, *drain;
+	struct event		*sigusr1, *logtick;	/* log.file reopen; repeat summaries */
 	struct timespec		 stop_at;
 	int			 stopping, released;
 } gw;
@@ -157,6 +158,11 @@ gw_teardown(void)
 	event_free(gw.sigterm);
 	event_free(gw.sigint);
 	event_free(gw.sighup);
+	if (gw.sigusr1 != NULL)
+		event_free(gw.sigusr1);
+	if (gw.logtick != NULL)
+		event_free(gw.logtick);
+	gw.sigusr1 = gw.logtick = NULL;
 	if (gw.drain != NULL)
 		event_free(gw.drain);
 	event_base_loopexit(gw.base, NULL);
@@ -241,6 +247,20 @@ gw_reload_cb(evutil_socket_t sig, short events, void *arg)
 	log_info("reload: %zu states loaded from %s", flowset_nstates(fs), gw.cfg->flows_dir);
 }
 
+/* SIGUSR1: logrotate renamed log.file; write to a new one. */
+static void
+gw_reopen_cb(evutil_socket_t sig, short events, void *arg)
+{
+	log_reopen();
+}
+
+/* Once a second: the summaries of repeated log lines that were left out. */
+static void
+gw_logtick_cb(evutil_socket_t fd, short events, void *arg)
+{
+	log_flush();
+}
+
 /* Wire the subsystems onto one event base. */
 static void
 gw_setup(struct config *cfg, struct flowset *fs)
@@ -259,6 +279,7 @@ gw_setup(struct config *cfg, struct flowset *fs)
 		fatalx("event_base_new failed");
 	gw.cfg = cfg;
 	channel_init(gw.base, cfg);
+	metrics_init();
 	store_init(cfg);
 	conv_init(cfg, fs);
 	otp_init(cfg);
@@ -288,6 +309,9 @@ cmd_run(struct config *cfg, int argc, char **argv)
 		return 1;
 	if (auth_init(cfg, &cause) != 0)
 		fatalx("config: %s", cause);
+	log_set_format(cfg->log_format);
+	if (cfg->log_file != NULL && log_open(cfg->log_file) != 0)
+		fatal("config: log.file: cannot open %s", cfg->log_file);
 	/* Connections are capped by listen.max_connections, not by a low default descriptor limit. */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
@@ -311,11 +335,21 @@ cmd_run(struct config *cfg, int argc, char **argv)
 	event_add(gw.sigterm, NULL);
 	event_add(gw.sigint, NULL);
 	event_add(gw.sighup, NULL);
+	{
+		struct timeval sec = { 1, 0 };
+
+		gw.sigusr1 = evsignal_new(gw.base, SIGUSR1, gw_reopen_cb, NULL);
+		gw.logtick = event_new(gw.base, -1, EV_PERSIST, gw_logtick_cb, NULL);
+		event_add(gw.sigusr1, NULL);
+		event_add(gw.logtick, &sec);
+	}
 	log_info("dvcgw %s listening on %s:%d (sms driver %s, %zu flow states)", DVCGW_VERSION,
 	    cfg->listen_host, port, cfg->sms_driver, flowset_nstates(fs));
 	event_base_dispatch(gw.base);
 	event_base_free(gw.base);
 	auth_free();
+	log_flush();
+	log_close();
 	return 0;
 }
 

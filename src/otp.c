@@ -721,6 +721,8 @@ otp_sent(const struct obx_msg *m, int result, const char *why)
 {
 	char masked[PHONE_MAX];
 
+	metrics_inc(MET_OTP_SENDS, m->ch, result == OBX_OK ? "sent" : result == OBX_FALLBACK ?
+	    "fallback" : "failed");
 	if (result != OBX_OK) {
 		phone_mask(m->to, masked);
 		log_info("otp: %s send %s to %s %s: %s", m->ch, m->uid, masked, result ==
@@ -1395,6 +1397,7 @@ otp_check_cb(struct redisReply *r, void *arg, const char *err)
 
 	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
 	    r->element[0]->type != REDIS_REPLY_STRING) {
+		metrics_inc(MET_OTP_CHECKS, "unavailable", NULL);
 		otp_fail(o, 503, "unavailable", "The gateway cannot reach its store now.");
 		return;
 	}
@@ -1405,6 +1408,7 @@ otp_check_cb(struct redisReply *r, void *arg, const char *err)
 		phone = otp_reply_str(r, 1);
 		if (*phone == '\0' || strlen(phone) >= PHONE_MAX || strcmp(phone, o->phone) == 0 ||
 		    o->tries++ > 0) {
+			metrics_inc(MET_OTP_CHECKS, "not_found", NULL);
 			otp_fail(o, 404, "not_found", "There is no pending verification with this id.");
 			return;
 		}
@@ -1414,23 +1418,28 @@ otp_check_cb(struct redisReply *r, void *arg, const char *err)
 	}
 	if (strcmp(what, "APPROVED") == 0) {
 		otp.approved++;
+		metrics_inc(MET_OTP_CHECKS, "approved", NULL);
 		log_info("otp: %s approved", o->id);
 		if (*otp_reply_str(r, 1) != '\0')
 			otp_count(rkey_otp_fraud("approved", otp_reply_str(r, 1),
 			    clock_ms() / 3600000), OTP_FRAUD_TTL);
 		otp_unlive(o->shard, otp_reply_str(r, 3), otp_reply_str(r, 2), o->id);
 		otp_answer(o, 200, json_pack("{s:s, s:s}", "id", o->id, "status", "approved"));
-	} else if (strcmp(what, "PENDING") == 0 && r->elements == 2)
+	} else if (strcmp(what, "PENDING") == 0 && r->elements == 2) {
+		metrics_inc(MET_OTP_CHECKS, "wrong_code", NULL);
 		otp_answer(o, 200, json_pack("{s:s, s:s, s:I}", "id", o->id, "status", "pending",
 		    "attempts_left", (json_int_t)r->element[1]->integer));
-	else if (strcmp(what, "MAX") == 0) {
+	} else if (strcmp(what, "MAX") == 0) {
+		metrics_inc(MET_OTP_CHECKS, "max_attempts", NULL);
 		log_info("otp: %s dead after too many wrong codes", o->id);
 		otp_unlive(o->shard, otp_reply_str(r, 3), otp_reply_str(r, 2), o->id);
 		otp_answer(o, 200, json_pack("{s:s, s:s, s:i}", "id", o->id, "status",
 		    "max_attempts_reached", "attempts_left", 0));
-	} else
+	} else {
+		metrics_inc(MET_OTP_CHECKS, "not_found", NULL);
 		otp_fail(o, 404, "not_found", "There is no pending verification with this id (used, "
 		    "expired, cancelled or unknown).");
+	}
 }
 
 /* Run the check script with the digest of the code typed and the phone in o->phone. */

@@ -511,6 +511,18 @@ outbox_release(struct obx_msg *m)
 		outbox_kick();
 }
 
+/* Count an outcome of m for /metrics, by its channel and lane. */
+static void
+outbox_count(const struct obx_msg *m, const char *result)
+{
+	static const char *const lanes[OBX_LANES] = {
+		[OBX_LANE_REPLY] = "reply", [OBX_LANE_OTP] = "otp", [OBX_LANE_NOTIFY] = "notify",
+	};
+
+	if (m->lane >= 0 && m->lane < OBX_LANES)
+		metrics_add3(MET_REPLIES, 1, m->ch, lanes[m->lane], result);
+}
+
 /* Dead-letter m with why, or, with fallback, queue its text by SMS instead. */
 static void
 outbox_fail(struct obx_msg *m, const char *why, const char *fallback)
@@ -537,6 +549,7 @@ outbox_fail(struct obx_msg *m, const char *why, const char *fallback)
 	else {
 		obx.dead++;
 		obx.notify_dead += m->lane == OBX_LANE_NOTIFY;
+		outbox_count(m, "dead");
 		log_warn("outbox: %s reply %s dead-lettered after %d attempts: %s", m->ch, m->uid,
 		    m->att + 1, why);
 	}
@@ -580,6 +593,7 @@ outbox_done(struct obx_msg *m, int result, const char *why)
 		 * meanwhile, so its new owner does not send it again. */
 		obx.sent++;
 		obx.notify_sent += m->lane == OBX_LANE_NOTIFY;
+		outbox_count(m, "sent");
 		if (*m->otp != '\0')
 			otp_sent(m, OBX_OK, NULL);
 		outbox_settle_later(s, m->id, m->uid);
@@ -634,6 +648,7 @@ outbox_done(struct obx_msg *m, int result, const char *why)
 	m->retry_after_ms = 0;
 	m->att++;
 	obx.retried++;
+	outbox_count(m, "retried");
 	log_info("outbox: %s reply %s part %zu/%zu failed (%s); attempt %d in %llu ms", m->ch,
 	    m->uid, p->part + 1, p->nparts, why ? why : "unknown", m->att + 1,
 	    (unsigned long long)delay);

@@ -23,6 +23,7 @@ struct rds_pending {
 	rds_cb			*cb;
 	void			*arg;
 	struct timeval		 deadline;
+	double			 sent;		/* metrics_now() when sent */
 	int			 answered;	/* user callback already called (timeout) */
 	TAILQ_ENTRY(rds_pending) entry;
 };
@@ -52,6 +53,7 @@ static struct {
 	int			 nscripts;
 	char			*last_error;
 	unsigned long long	 ncommands;
+	unsigned long long	 nready;	/* times the connection became ready (/metrics) */
 } rds;
 
 static void	rds_connect(void);
@@ -150,6 +152,8 @@ rds_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
 	redisReply *reply = r;
 
 	TAILQ_REMOVE(&rds.pending, p, entry);
+	if (reply != NULL)
+		metrics_observe(MET_REDIS_SECONDS, metrics_since(p->sent), NULL);
 	if (!p->answered) {
 		if (reply == NULL)
 			p->cb(NULL, p->arg, rds_error());
@@ -179,6 +183,7 @@ rds_pending_new(rds_cb *cb, void *arg)
 	p = xcalloc(1, sizeof *p);
 	p->cb = cb;
 	p->arg = arg;
+	p->sent = metrics_now();
 	event_base_gettimeofday_cached(rds.base, &now);
 	tmo.tv_sec = rds.timeout_ms / 1000;
 	tmo.tv_usec = (rds.timeout_ms % 1000) * 1000;
@@ -295,6 +300,8 @@ rds_loading_done(void)
 	if (--rds.load_left > 0 || rds.state != RDS_LOADING)
 		return;
 	rds.state = RDS_READY;
+	if (rds.nready++ > 0)
+		metrics_inc(MET_REDIS_RECONNECTS, NULL, NULL);
 	rds.backoff_ms = RDS_BACKOFF_MIN_MS;
 	free(rds.last_error);
 	rds.last_error = NULL;
