@@ -416,6 +416,9 @@ int		 staff_cli(const struct config *, const char *, int, char **);
 void		 hotline_dossier(struct http_req *, void *);
 void		 hotline_message(struct http_req *, void *);
 
+/* sdnotify.c */
+int		 sdnotify_send(const char *, ...) printflike(1, 2);
+
 /* sms.c */
 unsigned long long sms_not_answered(void);
 

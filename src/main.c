@@ -27,6 +27,8 @@ static struct {
 	struct event		*sigterm, *sigint, *sighup, *drain;
 	struct timespec		 stop_at;
 	int			 stopping, released;
+	struct event		*sdwatch;	/* READY=1 / STATUS= for the service manager */
+	int			 sd_state, port;	/* -1 not told yet, else rds_ready() last told */
 } gw;
 
 static int	cmd_run(struct config *, int, char **);
@@ -159,6 +161,9 @@ gw_teardown(void)
 	event_free(gw.sighup);
 	if (gw.drain != NULL)
 		event_free(gw.drain);
+	if (gw.sdwatch != NULL)
+		event_free(gw.sdwatch);
+	gw.sdwatch = NULL;
 	event_base_loopexit(gw.base, NULL);
 }
 
@@ -197,6 +202,7 @@ gw_stop_cb(evutil_socket_t sig, short events, void *arg)
 		return;
 	gw.stopping = 1;
 	log_info("stop: signal %d; no new connections, draining", (int)sig);
+	sdnotify_send("STOPPING=1\nSTATUS=stopping: draining requests and sends");
 	http_stop_accepting();
 	outbox_stop_taking();
 	clock_gettime(CLOCK_MONOTONIC, &gw.stop_at);
@@ -239,6 +245,31 @@ gw_reload_cb(evutil_socket_t sig, short events, void *arg)
 	}
 	conv_set_flows(fs);
 	log_info("reload: %zu states loaded from %s", flowset_nstates(fs), gw.cfg->flows_dir);
+}
+
+/* Tell the service manager (NOTIFY_SOCKET) READY=1 once we listen and Redis is ready, and a STATUS=
+ * line whenever Redis comes or goes. */
+static void
+gw_sdwatch_cb(evutil_socket_t fd, short events, void *arg)
+{
+	char why[200];
+	size_t i;
+	int ready = rds_ready();
+
+	if (gw.stopping || ready == gw.sd_state || (gw.sd_state == -1 && !ready))
+		return;
+	if (ready)
+		sdnotify_send("%sSTATUS=listening on %s:%d, Redis ready", gw.sd_state == -1 ?
+		    "READY=1\n" : "", gw.cfg->listen_host, gw.port);
+	else {
+		snprintf(why, sizeof why, "%s", rds_error());
+		for (i = 0; why[i] != '\0'; i++)	/* one line: the protocol is line-based */
+			if ((unsigned char)why[i] < 0x20)
+				why[i] = ' ';
+		sdnotify_send("STATUS=listening on %s:%d, Redis unavailable: %s",
+		    gw.cfg->listen_host, gw.port, why);
+	}
+	gw.sd_state = ready;
 }
 
 /* Wire the subsystems onto one event base. */
@@ -311,6 +342,14 @@ cmd_run(struct config *cfg, int argc, char **argv)
 	event_add(gw.sigterm, NULL);
 	event_add(gw.sigint, NULL);
 	event_add(gw.sighup, NULL);
+	{
+		struct timeval tv = { 0, 50000 };
+
+		gw.port = port;
+		gw.sd_state = -1;
+		gw.sdwatch = event_new(gw.base, -1, EV_PERSIST, gw_sdwatch_cb, NULL);
+		event_add(gw.sdwatch, &tv);
+	}
 	log_info("dvcgw %s listening on %s:%d (sms driver %s, %zu flow states)", DVCGW_VERSION,
 	    cfg->listen_host, port, cfg->sms_driver, flowset_nstates(fs));
 	event_base_dispatch(gw.base);
