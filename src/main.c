@@ -105,6 +105,8 @@ load_config(const char *path)
 	}
 	rkey_init(cfg->redis_prefix);
 	rds_set_connect_timeout(cfg->redis_connect_timeout_ms);
+	rds_set_sentinels(cfg->redis_sentinels, cfg->redis_master_name);
+	rds_set_wait(cfg->redis_wait_replicas, cfg->redis_wait_timeout_ms);
 	setenv("TZ", cfg->time_zone, 1);
 	tzset();
 	log_set_level(strcmp(cfg->log_level, "debug") == 0 ? LOG_DEBUG :
