@@ -136,14 +136,16 @@ SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 INSTALL    ?= install
 FLOW_FILES    := $(notdir $(wildcard flows/*))
 CONSOLE_FILES := $(notdir $(wildcard console/*))
+# The binary to install; tests/test_install.py installs the one the suite runs.
+INSTALL_BIN ?= $(B)/dvcgw
 SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DATADIR@|$(DATADIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
 
 .PHONY: install uninstall
-install: $(B)/dvcgw
+install: $(INSTALL_BIN)
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/dvcgw/flows \
 	    $(DESTDIR)$(DATADIR)/dvcgw/console $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR) \
 	    $(DESTDIR)$(SYSUSERSDIR)
-	$(INSTALL) -m 0755 $(B)/dvcgw $(DESTDIR)$(BINDIR)/dvcgw
+	$(INSTALL) -m 0755 $(INSTALL_BIN) $(DESTDIR)$(BINDIR)/dvcgw
 	$(INSTALL) -m 0644 $(addprefix flows/,$(FLOW_FILES)) $(DESTDIR)$(DATADIR)/dvcgw/flows/
 	$(INSTALL) -m 0644 $(addprefix console/,$(CONSOLE_FILES)) $(DESTDIR)$(DATADIR)/dvcgw/console/
 	$(INSTALL) -m 0644 docs/dvcgw.8 $(DESTDIR)$(MANDIR)/man8/dvcgw.8

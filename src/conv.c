@@ -356,6 +356,7 @@ conv_next(struct conv *c)
 			return;
 		}
 		if (c->wait_why != NULL) {
+			free(c->cause);
 			c->cause = xstrdup(c->wait_why);
 			conv_finish(c, CONV_UNAVAILABLE);
 		} else
@@ -532,6 +533,7 @@ conv_saved(struct conv *c)
 	if (saved != CONV_SAVE_CONFLICT && saved != CONV_SAVE_FAILED && c->wait_why != NULL) {
 		if (saved == CONV_SAVE_OK)
 			conv.turns++;
+		free(c->cause);
 		c->cause = xstrdup(c->wait_why);
 		conv_finish(c, CONV_UNAVAILABLE);
 	} else if (saved == CONV_SAVE_FAILED)

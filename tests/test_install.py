@@ -11,16 +11,18 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ROOT, free_port, run, wait_until  # noqa: E402
+from harness import DVCGW, ROOT, free_port, run, wait_until  # noqa: E402
 
 INSTALLED = ["usr/bin/dvcgw", "usr/share/man/man8/dvcgw.8", "usr/lib/systemd/system/dvcgw.service",
              "usr/lib/sysusers.d/dvcgw.conf", "usr/share/dvcgw/flows/main.json",
              "usr/share/dvcgw/console/index.html", "etc/dvcgw/dvcgw.json"]
 
 
-def make(*args):
-    # -o: never rebuild the binary here (the suite runs whatever build make test made, ASan too)
-    out = subprocess.run(["make", "-s", "--no-print-directory", "-C", ROOT, "-o", "build/dvcgw"] +
+def make(tmp, *args):
+    # The binary the suite runs (an ASan build in CI) is installed as it is: never rebuilt, and
+    # make's build directory (its flags stamp) is a scratch one, so build/ is left alone.
+    out = subprocess.run(["make", "-s", "--no-print-directory", "-C", ROOT,
+                          "B=" + os.path.join(tmp, "b"), "INSTALL_BIN=" + DVCGW] +
                          list(args), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
@@ -107,7 +109,7 @@ def start(dest, config, notify, tmp):
 
 def test_install_notify_uninstall(env):
     dest = os.path.join(env.tmp, "dest")
-    make("install", "DESTDIR=" + dest, "PREFIX=/usr")
+    make(env.tmp, "install", "DESTDIR=" + dest, "PREFIX=/usr")
     have = files_under(dest)
     for f in INSTALLED:
         assert f in have, (f, have)
@@ -189,9 +191,9 @@ def test_install_notify_uninstall(env):
     with open(cfgpath, "a") as f:
         f.write("\n")
     mark = open(cfgpath).read()
-    make("install", "DESTDIR=" + dest, "PREFIX=/usr")
+    make(env.tmp, "install", "DESTDIR=" + dest, "PREFIX=/usr")
     assert open(cfgpath).read() == mark
-    make("uninstall", "DESTDIR=" + dest, "PREFIX=/usr")
+    make(env.tmp, "uninstall", "DESTDIR=" + dest, "PREFIX=/usr")
     assert files_under(dest) == ["etc/dvcgw/dvcgw.json"], files_under(dest)
 
 
