@@ -276,5 +276,91 @@ def test_wait_without_replica_answers_503(env):
         rep.stop()
 
 
+class FakeSentinel:
+    """A sentinel stand-in speaking just enough RESP: answers get-master-addr-by-name with
+    self.answer ((host, port), None for nil), or never answers at all when mute."""
+
+    def __init__(self, answer=None, mute=False):
+        import socketserver
+        outer = self
+        self.answer, self.mute, self.asked = answer, mute, 0
+
+        class H(socketserver.BaseRequestHandler):
+            def handle(self):
+                buf = b""
+                while True:
+                    try:
+                        d = self.request.recv(4096)
+                    except OSError:
+                        return
+                    if not d:
+                        return
+                    buf += d
+                    if b"get-master-addr-by-name" not in buf.lower() or not buf.endswith(b"\r\n"):
+                        continue
+                    buf = b""
+                    outer.asked += 1
+                    if outer.mute:
+                        continue
+                    a = outer.answer
+                    if a is None:
+                        out = b"*-1\r\n"
+                    else:
+                        h, p = a[0].encode(), str(a[1]).encode()
+                        out = b"*2\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(h), h, len(p), p)
+                    self.request.sendall(out)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_sentinel_answers_checked(env):
+    """A sentinel that never answers is given up after the connect timeout, one that does not know
+    the name or names a replica (ROLE) is passed over; a primary demoted while it stays up
+    (READONLY) sends the gateway back to the sentinels, which name the new one."""
+    rep = Node(env.tmp, "replica", ["--replicaof", "127.0.0.1", str(env.redis.port)]).start()
+    fakes = [FakeSentinel(mute=True), FakeSentinel(None), FakeSentinel(("127.0.0.1", rep.port)),
+             FakeSentinel(("127.0.0.1", env.redis.port))]
+    try:
+        wait_until(lambda: "master_link_status:up" in rep.cli("INFO", "replication"), 15,
+                   "the replica to sync")
+        g = env.gateway(redis__url="redis://127.0.0.1:1/0", redis__master_name=NAME,
+                        redis__sentinels=["127.0.0.1:%d" % f.port for f in fakes],
+                        redis__connect_timeout_ms=300)
+        logs = g.logs()
+        assert "no answer within 300 ms" in logs, logs
+        assert "does not know this primary" in logs, logs
+        assert "but it is not one (slave)" in logs, logs
+        assert g.sms("0912345678", "menu", "s-1")[0] == 202
+        assert env.redis.cli("EXISTS", "t:{%d}:seen:sms:s-1" % shard_of("sms", "84912345678"))\
+            == "1"
+        # swap the roles (a manual failover): the old primary stays up as a replica
+        rep.cli("REPLICAOF", "NO", "ONE")
+        env.redis.cli("REPLICAOF", "127.0.0.1", str(rep.port))
+        for f in fakes[2:]:
+            f.answer = ("127.0.0.1", rep.port)
+        wait_until(lambda: g.sms("0912345678", "menu", "s-2")[0] == 202, 15,
+                   "a message acknowledged by the new primary")
+        assert rep.cli("EXISTS", "t:{%d}:seen:sms:s-2" % shard_of("sms", "84912345678")) == "1"
+        assert "READONLY" in g.logs(), g.logs()
+    finally:
+        for f in fakes:
+            f.stop()
+        rep.stop()
+
+
+def shard_of(channel, user):
+    h = 2166136261
+    for b in (channel + ":" + user).encode():
+        h = ((h ^ b) * 16777619) & 0xffffffff
+    return h % 8
+
+
 if __name__ == "__main__":
     sys.exit(run([v for k, v in list(globals().items()) if k.startswith("test_")]))
