@@ -367,6 +367,8 @@ rds_loaded_cb(struct redisReply *reply, void *arg, const char *err)
 static void
 rds_role_cb(struct redisReply *reply, void *arg, const char *err)
 {
+	if (rds.state != RDS_LOADING)
+		return;		/* this connection is being dropped already */
 	if (reply == NULL || err != NULL || reply->type != REDIS_REPLY_ARRAY ||
 	    reply->elements < 1 || reply->element[0]->type != REDIS_REPLY_STRING ||
 	    strcmp(reply->element[0]->str, "master") != 0) {
