@@ -121,4 +121,60 @@ fuzz: $(FUZZ_BINS)
 	done
 # ---- end of fuzz targets ------------------------------------------------------------------------
 
+# ---- install ------------------------------------------------------------------------------------
+# make install PREFIX=/usr/local DESTDIR=: the binary, the flows, the console's files, the man page,
+# the systemd unit (and a sysusers.d entry for its user) under $(DESTDIR)$(PREFIX), and a sample
+# config in $(DESTDIR)$(SYSCONFDIR)/dvcgw/dvcgw.json unless one is there already. `make uninstall`
+# removes what install put there except the config (it is the operator's by then).
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+BINDIR     := $(PREFIX)/bin
+DATADIR    := $(PREFIX)/share
+MANDIR     := $(DATADIR)/man
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+INSTALL    ?= install
+FLOW_FILES    := $(notdir $(wildcard flows/*))
+CONSOLE_FILES := $(notdir $(wildcard console/*))
+# The binary to install; tests/test_install.py installs the one the suite runs.
+INSTALL_BIN ?= $(B)/dvcgw
+SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DATADIR@|$(DATADIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
+
+.PHONY: install uninstall
+install: $(INSTALL_BIN)
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/dvcgw/flows \
+	    $(DESTDIR)$(DATADIR)/dvcgw/console $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(SYSUSERSDIR)
+	$(INSTALL) -m 0755 $(INSTALL_BIN) $(DESTDIR)$(BINDIR)/dvcgw
+	$(INSTALL) -m 0644 $(addprefix flows/,$(FLOW_FILES)) $(DESTDIR)$(DATADIR)/dvcgw/flows/
+	$(INSTALL) -m 0644 $(addprefix console/,$(CONSOLE_FILES)) $(DESTDIR)$(DATADIR)/dvcgw/console/
+	$(INSTALL) -m 0644 docs/dvcgw.8 $(DESTDIR)$(MANDIR)/man8/dvcgw.8
+	$(SUBST) config/dvcgw.service.in > $(DESTDIR)$(UNITDIR)/dvcgw.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/dvcgw.service
+	$(INSTALL) -m 0644 config/dvcgw.sysusers $(DESTDIR)$(SYSUSERSDIR)/dvcgw.conf
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/dvcgw/dvcgw.json ]; then \
+		echo "install: keeping the existing $(DESTDIR)$(SYSCONFDIR)/dvcgw/dvcgw.json"; \
+	else \
+		$(INSTALL) -d -m 0750 $(DESTDIR)$(SYSCONFDIR)/dvcgw && \
+		$(SUBST) config/dvcgw.sample.json.in > $(DESTDIR)$(SYSCONFDIR)/dvcgw/dvcgw.json && \
+		chmod 0640 $(DESTDIR)$(SYSCONFDIR)/dvcgw/dvcgw.json; \
+	fi
+	@# A real install (no DESTDIR) as root: the service's user, and its group on the config.
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
+		getent passwd dvcgw >/dev/null || useradd --system --user-group --home-dir /var/lib/dvcgw \
+		    --no-create-home --shell /usr/sbin/nologin dvcgw; \
+		chgrp dvcgw $(SYSCONFDIR)/dvcgw $(SYSCONFDIR)/dvcgw/dvcgw.json; \
+		command -v systemctl >/dev/null && systemctl daemon-reload 2>/dev/null || true; \
+	fi
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/dvcgw $(DESTDIR)$(MANDIR)/man8/dvcgw.8 \
+	    $(DESTDIR)$(UNITDIR)/dvcgw.service $(DESTDIR)$(SYSUSERSDIR)/dvcgw.conf
+	rm -f $(addprefix $(DESTDIR)$(DATADIR)/dvcgw/flows/,$(FLOW_FILES)) \
+	    $(addprefix $(DESTDIR)$(DATADIR)/dvcgw/console/,$(CONSOLE_FILES))
+	rmdir $(DESTDIR)$(DATADIR)/dvcgw/flows $(DESTDIR)$(DATADIR)/dvcgw/console \
+	    $(DESTDIR)$(DATADIR)/dvcgw 2>/dev/null || true
+	@echo "uninstall: $(DESTDIR)$(SYSCONFDIR)/dvcgw/dvcgw.json is left in place"
+# ---- end of install -----------------------------------------------------------------------------
+
 -include $(OBJS:.o=.d) $(UNITS:=.d)

@@ -464,4 +464,61 @@ if [ -z "$why" ]; then
 else
 	echo "target: missed ($why)"
 fi
+
+# --- what WAIT costs (redis.wait_replicas) -----------------------------------------------------------
+# A primary and a replica over TCP (a replica cannot follow a unix socket), the demo dossiers, and the
+# same turn run (BENCH_WAIT_SECS, default 4) twice: a gateway with redis.wait_replicas 0, then one with
+# 1 (one WAIT per loop pass pipelined behind the saves). Prints wait0_turns_per_s, wait0_p99_ms,
+# wait1_turns_per_s, wait1_p99_ms, wait1_waits_per_turn (WAITs Redis ran per saved turn) and
+# wait_cost_pct (throughput lost to WAIT). BENCH_WAIT=0 skips it.
+bench_wait() {
+	local wsecs=${BENCH_WAIT_SECS:-4} wp rp wd=$TMP/wait pids="" r n cfg gp wpid
+	wait_stop() { local p; for p in $pids; do kill -TERM "$p" 2>/dev/null; done
+		for p in $pids; do wait "$p" 2>/dev/null; done; pids=""; }
+	freeport() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+	mkdir -p "$wd/p" "$wd/r"
+	wp=$(freeport); rp=$(freeport)
+	redis-server --port "$wp" --bind 127.0.0.1 --dir "$wd/p" --appendonly yes --appendfsync everysec \
+	    --save "" --logfile "$wd/p.log" & pids="$pids $!"
+	redis-server --port "$rp" --bind 127.0.0.1 --dir "$wd/r" --save "" --replicaof 127.0.0.1 "$wp" \
+	    --logfile "$wd/r.log" & pids="$pids $!"
+	for r in $(seq 100); do
+		redis-cli -p "$rp" info replication 2>/dev/null | grep -q 'master_link_status:up' && break
+		sleep 0.1
+	done
+	redis-cli -p "$rp" info replication | grep -q 'master_link_status:up' ||
+	    { wait_stop; say "wait: the replica did not sync; skipped"; return; }
+	for n in 0 1; do
+		gp=$(freeport)
+		cfg=$wd/gw$n.json
+		sed -e "s/\"port\": $PORT/\"port\": $gp/" \
+		    -e "s|\"url\": \"unix://$SOCK\", \"prefix\": \"dvcgw:\"|\"url\": \"redis://127.0.0.1:$wp/0\", \"prefix\": \"w$n:\", \"wait_replicas\": $n, \"wait_timeout_ms\": 500|" \
+		    -e "s|$TMP/sms-outbox.log|$wd/sms$n.log|" "$CFG" >"$cfg"
+		"$DVCGW" import -c "$cfg" config/demo-dossiers.json >/dev/null 2>&1 ||
+		    { wait_stop; die "wait: importing the demo dossiers failed"; }
+		"$DVCGW" -c "$cfg" >/dev/null 2>"$wd/gw$n.log" &
+		wpid=$!
+		for r in $(seq 100); do
+			[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$gp/healthz" 2>/dev/null)" = 200 ] && break
+			sleep 0.1
+		done
+		redis-cli -p "$wp" config resetstat >/dev/null
+		say "wait: wrk -t$THREADS -c$CONNS -d${wsecs}s POST /sms/inbound, redis.wait_replicas $n"
+		run_wrk "$wd/wrk$n.out" "${wsecs}s" "http://127.0.0.1:$gp/sms/inbound" -- turns r "$USERS"
+		kill -TERM "$wpid" 2>/dev/null
+		wait "$wpid" 2>/dev/null
+		check_run "wait_replicas $n" "$wd/wrk$n.out"
+		echo "wait${n}_turns_per_s: $(wrk_rps "$wd/wrk$n.out")"
+		echo "wait${n}_p99_ms: $(wrk_pct_ms "$wd/wrk$n.out" 99)"
+		if [ "$n" = 1 ]; then
+			redis-cli -p "$wp" info commandstats | awk -F'[:=,]' '
+			    /^cmdstat_wait:/ { w = $3 } /^cmdstat_hset:/ { h = $3 }
+			    END { printf "wait1_waits_per_turn: %.3f\n", (h ? w / h : 0) }'
+		fi
+	done
+	awk -v a="$(wrk_rps "$wd/wrk0.out")" -v b="$(wrk_rps "$wd/wrk1.out")" \
+	    'BEGIN { printf "wait_cost_pct: %.1f\n", (a > 0 ? (a - b) * 100 / a : 0) }'
+	wait_stop
+}
+[ "${BENCH_WAIT:-1}" = 1 ] && bench_wait
 exit 0

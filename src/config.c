@@ -40,6 +40,10 @@ static const struct cfg_key cfg_keys[] = {
 	S("redis.prefix", redis_prefix, "dvcgw:"),
 	I("redis.timeout_ms", redis_timeout_ms, 2000, 10, 600000),
 	I("redis.connect_timeout_ms", redis_connect_timeout_ms, 2000, 10, 600000),
+	A("redis.sentinels", redis_sentinels),
+	S("redis.master_name", redis_master_name, NULL),
+	I("redis.wait_replicas", redis_wait_replicas, 0, 0, 16),
+	I("redis.wait_timeout_ms", redis_wait_timeout_ms, 500, 1, 60000),
 	I("redis.session_ttl", session_ttl, 86400, 60, 90 * 86400),
 	I("redis.dedupe_ttl", dedupe_ttl, 172800, 60, 30 * 86400),
 	I("history.max", history_max, 50, 0, 1000),
@@ -283,6 +287,31 @@ config_check(struct config *cfg, json_t *errors)
 			if (!json_is_string(v))
 				config_error(errors, "config: flows.vars.%s: must be a string", key);
 	}
+	json_array_foreach(cfg->redis_sentinels, i, t) {
+		const char *hp = json_string_value(t), *colon = hp ? strrchr(hp, ':') : NULL;
+		char *end;
+		long port = colon ? strtol(colon + 1, &end, 10) : 0;
+
+		if (hp == NULL || colon == NULL || colon == hp || colon - hp > 255 ||
+		    port < 1 || port > 65535 || *end != '\0' || strspn(hp, "abcdefghijklmnopqrstuvwxyz"
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") != strlen(hp))
+			config_error(errors, "config: redis.sentinels[%zu]: must be \"HOST:PORT\" "
+			    "(a sentinel, such as \"10.0.0.5:26379\")", i);
+	}
+	if (json_array_size(cfg->redis_sentinels) > 16)
+		config_error(errors, "config: redis.sentinels: at most 16 sentinels");
+	if (json_array_size(cfg->redis_sentinels) > 0 && (cfg->redis_master_name == NULL ||
+	    *cfg->redis_master_name == '\0' || strlen(cfg->redis_master_name) > 64 ||
+	    strspn(cfg->redis_master_name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789._-") != strlen(cfg->redis_master_name)))
+		config_error(errors, "config: redis.master_name: with redis.sentinels, the name the "
+		    "sentinels monitor the primary under (1-64 of A-Z a-z 0-9 . _ -)");
+	if (json_array_size(cfg->redis_sentinels) == 0 && cfg->redis_master_name != NULL)
+		config_error(errors, "config: redis.master_name: needs redis.sentinels");
+	if (cfg->redis_wait_replicas > 0 && cfg->redis_wait_timeout_ms * 2 > cfg->redis_timeout_ms)
+		config_error(errors, "config: redis.wait_timeout_ms (%d) must be at most half of "
+		    "redis.timeout_ms (%d): a WAIT holds the connection's other commands",
+		    cfg->redis_wait_timeout_ms, cfg->redis_timeout_ms);
 	if (cfg->dedupe_ttl < cfg->zalo_max_event_age_s)
 		config_error(errors, "config: redis.dedupe_ttl (%d s) must be at least "
 		    "zalo.max_event_age_s (%d s), or a replayed event could be handled twice",
@@ -337,6 +366,7 @@ config_load(const char *path, json_t **errors)
 	}
 	cfg->api_tokens = json_array();
 	cfg->listen_allow = json_array();
+	cfg->redis_sentinels = json_array();
 
 	if ((root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr)) == NULL)
 		config_error(*errors, "%s: line %d: %s", path, jerr.line, jerr.text);

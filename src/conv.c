@@ -152,6 +152,14 @@ struct conv {
 	size_t			 ndata;
 
 	int			 loaded, dup;
+	int			 saved;		/* CONV_SAVE_*: the save script's answer */
+#define CONV_SAVE_NONE		0
+#define CONV_SAVE_OK		1
+#define CONV_SAVE_DUP		2
+#define CONV_SAVE_CONFLICT	3
+#define CONV_SAVE_FAILED	4
+	int			 waited;	/* a WAIT for redis.wait_replicas was asked */
+	char			*wait_why;	/* it failed: why (the provider gets a 503) */
 	char			*version;
 	json_t			*session;
 	int			 attempts;
@@ -166,6 +174,8 @@ struct conv {
 
 static void	conv_load(struct conv *);
 static void	conv_step(struct conv *);
+static void	conv_wait(struct conv *);
+static void	conv_saved(struct conv *);
 
 static int
 conv_fetch_dossier(const char *key, const char *channel, const char *user, conv_data_cb *cb,
@@ -298,6 +308,7 @@ conv_free(struct conv *c)
 	free(c->k_link);
 	free(c->phone);
 	free(c->cause);
+	free(c->wait_why);
 	free(c->version);
 	for (i = 0; i < c->ndata; i++)
 		json_decref(c->data[i].value);
@@ -345,10 +356,49 @@ conv_next(struct conv *c)
 		return;
 	}
 	if (c->dup) {
-		conv_finish(c, CONV_DUP);
+		/* A repeat is acknowledged like the first one only once the first one's write is on
+		 * the replicas: the first answer may have been a 503 from a short WAIT. */
+		if (rds_wait_replicas() > 0 && !c->waited) {
+			c->pending = 1;
+			conv_wait(c);
+			conv_next(c);
+			return;
+		}
+		if (c->wait_why != NULL) {
+			free(c->cause);
+			c->cause = xstrdup(c->wait_why);
+			conv_finish(c, CONV_UNAVAILABLE);
+		} else
+			conv_finish(c, CONV_DUP);
 		return;
 	}
 	conv_step(c);
+}
+
+/* The WAIT after this conversation's write came back. */
+static void
+conv_wait_cb(int ok, const char *why, void *arg)
+{
+	struct conv *c = arg;
+
+	if (!ok && c->wait_why == NULL)
+		c->wait_why = xstrdup(why);
+	if (c->saved != CONV_SAVE_NONE)
+		conv_saved(c);
+	else
+		conv_next(c);
+}
+
+/* Ask for a WAIT after what this conversation just sent (one pending call). */
+static void
+conv_wait(struct conv *c)
+{
+	c->waited = 1;
+	c->pending++;
+	if (rds_wait(conv_wait_cb, c) != 0) {
+		c->pending--;
+		c->wait_why = xstrdup(rds_error());
+	}
 }
 
 /* A fetch function's answer: keep the value in its slot and go on. */
@@ -462,18 +512,45 @@ conv_save_cb(struct redisReply *r, void *arg, const char *err)
 {
 	struct conv *c = arg;
 
-	c->pending--;
 	/* A Lua string comes back as a bulk string. */
 	if (r == NULL || err != NULL || (r->type != REDIS_REPLY_STRING &&
 	    r->type != REDIS_REPLY_STATUS)) {
 		conv_fail(c, err);
+		c->saved = CONV_SAVE_FAILED;
+	} else if (strcmp(r->str, "OK") == 0)
+		c->saved = CONV_SAVE_OK;
+	else if (strcmp(r->str, "DUP") == 0)
+		c->saved = CONV_SAVE_DUP;
+	else
+		c->saved = CONV_SAVE_CONFLICT;
+	conv_saved(c);
+}
+
+/* The save script and the WAIT after it (redis.wait_replicas) both answered: the outcome. With
+ * fewer replicas than asked the provider gets a 503 although the turn is saved (its replies go out):
+ * its retry is a duplicate, acknowledged once the write is on the replicas. */
+static void
+conv_saved(struct conv *c)
+{
+	int saved = c->saved;
+
+	if (--c->pending > 0)
+		return;
+	c->saved = CONV_SAVE_NONE;
+	if (saved == CONV_SAVE_OK && c->deliver)
+		outbox_kick();
+	if (saved != CONV_SAVE_CONFLICT && saved != CONV_SAVE_FAILED && c->wait_why != NULL) {
+		if (saved == CONV_SAVE_OK)
+			conv.turns++;
+		free(c->cause);
+		c->cause = xstrdup(c->wait_why);
 		conv_finish(c, CONV_UNAVAILABLE);
-	} else if (strcmp(r->str, "OK") == 0) {
+	} else if (saved == CONV_SAVE_FAILED)
+		conv_finish(c, CONV_UNAVAILABLE);
+	else if (saved == CONV_SAVE_OK) {
 		conv.turns++;
-		if (c->deliver)
-			outbox_kick();
 		conv_finish(c, CONV_OK);
-	} else if (strcmp(r->str, "DUP") == 0)
+	} else if (saved == CONV_SAVE_DUP)
 		conv_finish(c, CONV_DUP);
 	else if (++c->attempts >= CONV_MAX_ATTEMPTS) {
 		c->cause = xstrdup("too many concurrent messages from one user");
@@ -484,6 +561,9 @@ conv_save_cb(struct redisReply *r, void *arg, const char *err)
 		json_decref(c->replies);
 		c->replies = NULL;
 		c->end = 0;
+		c->waited = 0;
+		free(c->wait_why);
+		c->wait_why = NULL;
 		c->pending = 1;
 		conv_load(c);
 		conv_next(c);
@@ -534,7 +614,8 @@ conv_save(struct conv *c)
 		c->pending--;
 		conv_fail(c, NULL);
 		conv_finish(c, CONV_UNAVAILABLE);
-	}
+	} else if (rds_wait_replicas() > 0)
+		conv_wait(c);	/* pipelined behind the save: no extra round trip */
 	free(v);
 	free(sess);
 }
@@ -704,23 +785,52 @@ struct conv_sendreq {
 	conv_cb	*cb;
 	void	*arg;
 	int	 shard;
+	int	 pending;	/* the script, and the WAIT after it (redis.wait_replicas) */
+	int	 status;	/* CONV_*, from the script */
+	char	*cause;
 };
+
+/* Both the script and its WAIT answered: tell the caller. */
+static void
+conv_send_done(struct conv_sendreq *sr)
+{
+	if (--sr->pending > 0)
+		return;
+	conv.inflight--;
+	sr->cb(sr->status, NULL, 0, sr->cause, sr->arg);
+	free(sr->cause);
+	free(sr);
+}
 
 static void
 conv_send_cb(struct redisReply *r, void *arg, const char *err)
 {
 	struct conv_sendreq *sr = arg;
 
-	conv.inflight--;
-	if (r == NULL || err != NULL || r->type != REDIS_REPLY_STRING)
-		sr->cb(CONV_UNAVAILABLE, NULL, 0, err ? err : rds_error(), sr->arg);
-	else if (strcmp(r->str, "DUP") == 0)
-		sr->cb(CONV_DUP, NULL, 0, NULL, sr->arg);
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_STRING) {
+		sr->status = CONV_UNAVAILABLE;
+		if (sr->cause == NULL)
+			sr->cause = xstrdup(err ? err : rds_error());
+	} else if (strcmp(r->str, "DUP") == 0)
+		sr->status = sr->status == CONV_UNAVAILABLE ? CONV_UNAVAILABLE : CONV_DUP;
 	else {
 		outbox_kick();
-		sr->cb(CONV_OK, NULL, 0, NULL, sr->arg);
+		sr->status = sr->status == CONV_UNAVAILABLE ? CONV_UNAVAILABLE : CONV_OK;
 	}
-	free(sr);
+	conv_send_done(sr);
+}
+
+static void
+conv_send_wait_cb(int ok, const char *why, void *arg)
+{
+	struct conv_sendreq *sr = arg;
+
+	if (!ok) {
+		sr->status = CONV_UNAVAILABLE;
+		if (sr->cause == NULL)
+			sr->cause = xstrdup(why);
+	}
+	conv_send_done(sr);
 }
 
 /* Queue a fixed text to the user, de-duplicated by message id, without running the flows. */
@@ -745,10 +855,16 @@ conv_send(const struct conv_msg *m, const char *text, conv_cb *cb, void *arg)
 		    m->channel, m->user, m->to ? m->to : "", text, hmax, httl, now };
 
 		conv.inflight++;
+		sr->pending = 1;
+		sr->status = CONV_OK;
 		if (rds_evalsha(conv_send_script, conv_send_cb, sr, 3, 9, v, NULL) != 0) {
 			conv.inflight--;
 			cb(CONV_UNAVAILABLE, NULL, 0, rds_error(), arg);
 			free(sr);
+		} else if (rds_wait_replicas() > 0) {
+			sr->pending++;
+			if (rds_wait(conv_send_wait_cb, sr) != 0)
+				conv_send_wait_cb(0, rds_error(), sr);
 		}
 	}
 	free(k_seen);

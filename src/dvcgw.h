@@ -106,6 +106,9 @@ struct config {
 	char	*redis_url, *redis_prefix;
 	int	 redis_timeout_ms, session_ttl, dedupe_ttl;
 	int	 redis_connect_timeout_ms;
+	json_t	*redis_sentinels;	/* ["host:port"]: ask them for the primary */
+	char	*redis_master_name;
+	int	 redis_wait_replicas, redis_wait_timeout_ms;
 	int	 history_max, history_ttl;
 	char	*flows_dir;
 	char	*console_dir;
@@ -378,6 +381,12 @@ struct redisContext *rds_connect_sync(const char *, int, char **);
 struct redisReply *rds_sync_command(struct redisContext *, const char *, ...);
 int		 rds_evalsha(int, rds_cb *, void *, int, int, const char **, const size_t *);
 const char	*rds_field(const struct redisReply *, const char *, const char *);
+/* ok 1: the writes sent before rds_wait() reached redis.wait_replicas replicas; 0: not (why). */
+typedef void rds_wait_cb(int ok, const char *why, void *arg);
+void		 rds_set_sentinels(const json_t *, const char *);
+void		 rds_set_wait(int, int);
+int		 rds_wait_replicas(void);
+int		 rds_wait(rds_wait_cb *, void *);
 
 /* rkey.c */
 void		 rkey_init(const char *);
@@ -441,6 +450,9 @@ void		 hotline_message(struct http_req *, void *);
 void		 hotline_otp(struct http_req *, void *);
 void		 staff_users(struct http_req *, void *);
 void		 staff_user_able(struct http_req *, void *);
+
+/* sdnotify.c */
+int		 sdnotify_send(const char *, ...) printflike(1, 2);
 
 /* sms.c */
 unsigned long long sms_not_answered(void);

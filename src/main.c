@@ -28,6 +28,8 @@ static struct {
 	struct event		*sigusr1, *logtick;	/* log.file reopen; repeat summaries */
 	struct timespec		 stop_at;
 	int			 stopping, released;
+	struct event		*sdwatch;	/* READY=1 / STATUS= for the service manager */
+	int			 sd_state, port;	/* -1 not told yet, else rds_ready() last told */
 } gw;
 
 static int	cmd_run(struct config *, int, char **);
@@ -104,6 +106,8 @@ load_config(const char *path)
 	}
 	rkey_init(cfg->redis_prefix);
 	rds_set_connect_timeout(cfg->redis_connect_timeout_ms);
+	rds_set_sentinels(cfg->redis_sentinels, cfg->redis_master_name);
+	rds_set_wait(cfg->redis_wait_replicas, cfg->redis_wait_timeout_ms);
 	setenv("TZ", cfg->time_zone, 1);
 	tzset();
 	log_set_level(strcmp(cfg->log_level, "debug") == 0 ? LOG_DEBUG :
@@ -165,6 +169,9 @@ gw_teardown(void)
 	gw.sigusr1 = gw.logtick = NULL;
 	if (gw.drain != NULL)
 		event_free(gw.drain);
+	if (gw.sdwatch != NULL)
+		event_free(gw.sdwatch);
+	gw.sdwatch = NULL;
 	event_base_loopexit(gw.base, NULL);
 }
 
@@ -203,6 +210,7 @@ gw_stop_cb(evutil_socket_t sig, short events, void *arg)
 		return;
 	gw.stopping = 1;
 	log_info("stop: signal %d; no new connections, draining", (int)sig);
+	sdnotify_send("STOPPING=1\nSTATUS=stopping: draining requests and sends");
 	http_stop_accepting();
 	outbox_stop_taking();
 	clock_gettime(CLOCK_MONOTONIC, &gw.stop_at);
@@ -259,6 +267,31 @@ static void
 gw_logtick_cb(evutil_socket_t fd, short events, void *arg)
 {
 	log_flush();
+}
+
+/* Tell the service manager (NOTIFY_SOCKET) READY=1 once we listen and Redis is ready, and a STATUS=
+ * line whenever Redis comes or goes. */
+static void
+gw_sdwatch_cb(evutil_socket_t fd, short events, void *arg)
+{
+	char why[200];
+	size_t i;
+	int ready = rds_ready();
+
+	if (gw.stopping || ready == gw.sd_state || (gw.sd_state == -1 && !ready))
+		return;
+	if (ready)
+		sdnotify_send("%sSTATUS=listening on %s:%d, Redis ready", gw.sd_state == -1 ?
+		    "READY=1\n" : "", gw.cfg->listen_host, gw.port);
+	else {
+		snprintf(why, sizeof why, "%s", rds_error());
+		for (i = 0; why[i] != '\0'; i++)	/* one line: the protocol is line-based */
+			if ((unsigned char)why[i] < 0x20)
+				why[i] = ' ';
+		sdnotify_send("STATUS=listening on %s:%d, Redis unavailable: %s",
+		    gw.cfg->listen_host, gw.port, why);
+	}
+	gw.sd_state = ready;
 }
 
 /* Wire the subsystems onto one event base. */
@@ -337,11 +370,16 @@ cmd_run(struct config *cfg, int argc, char **argv)
 	event_add(gw.sighup, NULL);
 	{
 		struct timeval sec = { 1, 0 };
+		struct timeval tv = { 0, 50000 };
 
 		gw.sigusr1 = evsignal_new(gw.base, SIGUSR1, gw_reopen_cb, NULL);
 		gw.logtick = event_new(gw.base, -1, EV_PERSIST, gw_logtick_cb, NULL);
 		event_add(gw.sigusr1, NULL);
 		event_add(gw.logtick, &sec);
+		gw.port = port;
+		gw.sd_state = -1;
+		gw.sdwatch = event_new(gw.base, -1, EV_PERSIST, gw_sdwatch_cb, NULL);
+		event_add(gw.sdwatch, &tv);
 	}
 	log_info("dvcgw %s listening on %s:%d (sms driver %s, %zu flow states)", DVCGW_VERSION,
 	    cfg->listen_host, port, cfg->sms_driver, flowset_nstates(fs));

@@ -338,6 +338,9 @@ struct obx_settle {
 	int	 shard;
 	size_t	 n;
 	char	**id, **uid;
+	int	 pending;	/* the script, and the WAIT after it (redis.wait_replicas) */
+	int	 failed;
+	char	*why;
 };
 
 static void
@@ -349,18 +352,24 @@ outbox_settle_retry(void)
 		evtimer_add(obx.resettle, &tv);
 }
 
+/* The settle script and its WAIT both answered. An acknowledgement that did not reach the replicas
+ * is kept and sent again (it is idempotent): after a failover the new primary must know the entry
+ * went out, or a reclaim would send it twice. */
 static void
-outbox_settled_cb(struct redisReply *r, void *arg, const char *err)
+outbox_settle_end(struct obx_settle *st)
 {
-	struct obx_settle *st = arg;
 	size_t i;
 
+	if (--st->pending > 0)
+		return;
 	obx.settling--;
 	obx.shards[st->shard].settling--;
-	if (r == NULL || err != NULL || r->type == REDIS_REPLY_ERROR) {
+	if (st->failed && obx.resettle == NULL)
+		st->failed = 0;	/* after outbox_free (a stop past its deadline): nothing to keep */
+	if (st->failed) {
 		/* A sent entry must not be sent again: keep it until the acknowledgement lands. */
 		log_warn_limited("outbox: settling %zu sent entries failed (%s); retrying", st->n,
-		    err ? err : r && r->str ? r->str : "no answer");
+		    st->why ? st->why : "no answer");
 		for (i = 0; i < st->n; i++)
 			outbox_settle_later(&obx.shards[st->shard], st->id[i], st->uid[i]);
 		outbox_settle_retry();
@@ -369,9 +378,36 @@ outbox_settled_cb(struct redisReply *r, void *arg, const char *err)
 			free(st->id[i]);
 			free(st->uid[i]);
 		}
+	free(st->why);
 	free(st->id);
 	free(st->uid);
 	free(st);
+}
+
+static void
+outbox_settled_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct obx_settle *st = arg;
+
+	if (r == NULL || err != NULL || r->type == REDIS_REPLY_ERROR) {
+		st->failed = 1;
+		if (st->why == NULL)
+			st->why = xstrdup(err ? err : r && r->str ? r->str : "no answer");
+	}
+	outbox_settle_end(st);
+}
+
+static void
+outbox_settle_wait_cb(int ok, const char *why, void *arg)
+{
+	struct obx_settle *st = arg;
+
+	if (!ok) {
+		st->failed = 1;
+		if (st->why == NULL)
+			st->why = xstrdup(why);
+	}
+	outbox_settle_end(st);
 }
 
 /* A dead-letter (arg: its shard) or lease release landed (or not: the entry stays pending, the
@@ -451,6 +487,7 @@ outbox_flush_cb(evutil_socket_t fd, short events, void *arg)
 		memcpy(st->uid, s->done_uid, s->ndone * sizeof *st->uid);
 		obx.settling++;
 		s->settling++;
+		st->pending = 1;
 		if (rds_evalsha(outbox_settle_script, outbox_settled_cb, st, 4, (int)k - 4, v,
 		    NULL) != 0) {
 			obx.settling--;
@@ -464,6 +501,11 @@ outbox_flush_cb(evutil_socket_t fd, short events, void *arg)
 		}
 		s->ndone = 0;
 		free(v);
+		if (rds_wait_replicas() > 0) {
+			st->pending++;
+			if (rds_wait(outbox_settle_wait_cb, st) != 0)
+				outbox_settle_wait_cb(0, rds_error(), st);
+		}
 	}
 }
 

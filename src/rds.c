@@ -1,6 +1,11 @@
 /* rds.c: the Redis connection: hiredis async on the daemon's event base, Lua scripts loaded on every
  * (re)connect, a deadline per command (hiredis 0.14 has none) and reconnection with exponential
- * backoff. While the connection is down every command fails at once, so callers answer 503. */
+ * backoff. While the connection is down every command fails at once, so callers answer 503.
+ * With Redis Sentinel (redis.sentinels, redis.master_name) every (re)connect first asks the
+ * sentinels in turn for the primary (async, each within the connect timeout; hiredis 0.14 has no
+ * sentinel support), then checks with ROLE that it is one; a READONLY refusal (the primary was
+ * demoted) drops the connection so the sentinels are asked again. rds_wait() batches one WAIT per
+ * loop pass after the writes its callers just sent (redis.wait_replicas). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +22,8 @@
 #define RDS_BACKOFF_MAX_MS	5000
 #define RDS_MAX_SCRIPTS		64
 #define RDS_CONNECT_TIMEOUT_MS	2000	/* until rds_set_connect_timeout (redis.connect_timeout_ms) */
+#define RDS_SENTINEL_BACKOFF_MAX_MS 500	/* a failover is seconds: ask again soon */
+#define RDS_SENTINELS_MAX	16
 
 /* One command in flight. Freed by rds_reply_cb, the only place hiredis hands it back. */
 struct rds_pending {
@@ -54,9 +61,32 @@ static struct {
 	char			*last_error;
 	unsigned long long	 ncommands;
 	unsigned long long	 nready;	/* times the connection became ready (/metrics) */
+
+	/* Sentinel: where to ask, and the query in flight (sac, its deadline stimer). */
+	int			 nsentinels, sidx, sleft;
+	char			*sentinel_host[RDS_SENTINELS_MAX];
+	int			 sentinel_port[RDS_SENTINELS_MAX];
+	char			*master_name;
+	redisAsyncContext	*sac;
+	struct event		*stimer;
+
+	/* WAIT: replicas to wait for, and the callers waiting for this pass's WAIT. */
+	int			 wait_replicas, wait_timeout_ms;
+	struct rds_waiters	*waiters;
+	struct event		*waitev;
 } rds;
 
+/* Callers of rds_wait() in one loop pass: they share one WAIT. */
+struct rds_waiter {
+	rds_wait_cb		*cb;
+	void			*arg;
+	TAILQ_ENTRY(rds_waiter)	 entry;
+};
+TAILQ_HEAD(rds_waiters, rds_waiter);
+
 static void	rds_connect(void);
+static void	rds_connect_primary(void);
+static void	rds_sentinel_try(void);
 
 /* How long a connection attempt may take, async and sync (redis.connect_timeout_ms). */
 void
@@ -136,6 +166,8 @@ rds_schedule_retry(void)
 	rds.backoff_ms *= 2;
 	if (rds.backoff_ms > RDS_BACKOFF_MAX_MS)
 		rds.backoff_ms = RDS_BACKOFF_MAX_MS;
+	if (rds.nsentinels > 0 && rds.backoff_ms > RDS_SENTINEL_BACKOFF_MAX_MS)
+		rds.backoff_ms = RDS_SENTINEL_BACKOFF_MAX_MS;
 }
 
 static void
@@ -162,6 +194,14 @@ rds_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
 			    rds.ac != NULL) {
 				/* Someone flushed the script cache: reconnect to reload. */
 				rds_set_error("Redis lost our scripts (SCRIPT FLUSH?)");
+				redisAsyncDisconnect(rds.ac);
+			} else if (strncmp(reply->str, "READONLY", 8) == 0 &&
+			    rds.state == RDS_READY && rds.ac != NULL) {
+				/* The primary was demoted (a failover): find the new one. */
+				rds_set_error("Redis at %s:%d is a replica now (READONLY); "
+				    "reconnecting", rds.host ? rds.host : "?", rds.port);
+				log_warn("redis: %s", rds_error());
+				rds.state = RDS_DOWN;
 				redisAsyncDisconnect(rds.ac);
 			}
 			p->cb(reply, p->arg, reply->str);
@@ -314,6 +354,8 @@ rds_loaded_cb(struct redisReply *reply, void *arg, const char *err)
 {
 	struct rds_script *s = arg;
 
+	if (rds.state != RDS_LOADING)
+		return;		/* this connection is being dropped already (ROLE, SELECT) */
 	if (reply == NULL || err != NULL || reply->type != REDIS_REPLY_STRING || reply->len != 40) {
 		log_error("redis: loading script %s: %s", s->name, err ? err : "bad reply");
 		rds_set_error("loading script %s failed: %s", s->name, err ? err : "bad reply");
@@ -327,11 +369,38 @@ rds_loaded_cb(struct redisReply *reply, void *arg, const char *err)
 	rds_loading_done();
 }
 
+/* ROLE on a primary the sentinels named: use it only if it says it is the primary (a sentinel's view
+ * can lag a failover). */
+static void
+rds_role_cb(struct redisReply *reply, void *arg, const char *err)
+{
+	if (rds.state != RDS_LOADING)
+		return;		/* this connection is being dropped already */
+	if (reply == NULL || err != NULL || reply->type != REDIS_REPLY_ARRAY ||
+	    reply->elements < 1 || reply->element[0]->type != REDIS_REPLY_STRING ||
+	    strcmp(reply->element[0]->str, "master") != 0) {
+		rds_set_error("the sentinels named %s:%d as primary \"%s\" but it is not one (%s)",
+		    rds.host, rds.port, rds.master_name, err ? err : reply != NULL &&
+		    reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+		    reply->element[0]->type == REDIS_REPLY_STRING ? reply->element[0]->str :
+		    "no answer to ROLE");
+		log_warn("redis: %s", rds_error());
+		rds.sidx = (rds.sidx + 1) % rds.nsentinels;	/* ask another one next */
+		if (rds.ac != NULL && rds.state != RDS_DOWN)
+			redisAsyncDisconnect(rds.ac);
+		rds.state = RDS_DOWN;
+		return;
+	}
+	rds_loading_done();
+}
+
 /* The SELECT of redis.url's database came back: a refusal (no such database) leaves Redis unusable,
  * not quietly on database 0. */
 static void
 rds_select_cb(struct redisReply *reply, void *arg, const char *err)
 {
+	if (rds.state != RDS_LOADING)
+		return;
 	if (reply == NULL || err != NULL) {
 		log_error("redis: SELECT %d: %s", rds.db, err ? err : "no answer");
 		rds_set_error("cannot select Redis database %d (redis.url): %s", rds.db,
@@ -363,6 +432,8 @@ rds_connect_cb(const redisAsyncContext *ac, int status)
 	rds.state = RDS_LOADING;
 	rds.loading = 1;
 	rds.load_left = 1;	/* held until every command is sent */
+	if (rds.nsentinels > 0 && rds_command(rds_role_cb, NULL, "ROLE") == 0)
+		rds.load_left++;
 	if (rds.db != 0 && rds_command(rds_select_cb, NULL, "SELECT %d", rds.db) == 0)
 		rds.load_left++;
 	for (i = 0; i < rds.nscripts; i++)
@@ -404,13 +475,169 @@ rds_disconnect_cb(const redisAsyncContext *ac, int status)
 	rds_schedule_retry();
 }
 
+/* Connect: through the sentinels when there are some, else straight to redis.url. */
 static void
 rds_connect(void)
+{
+	if (rds.nsentinels == 0) {
+		rds_connect_primary();
+		return;
+	}
+	rds.sleft = rds.nsentinels;
+	rds_sentinel_try();
+}
+
+/* A sentinel query failed (why, already in rds_error): the next sentinel, or after a whole round
+ * the backoff. */
+static void
+rds_sentinel_next(void)
+{
+	rds.sidx = (rds.sidx + 1) % rds.nsentinels;
+	rds_sentinel_try();
+}
+
+static void
+rds_sentinel_fail(const char *fmt, ...) printflike(1, 2);
+
+static void
+rds_sentinel_fail(const char *fmt, ...)
+{
+	va_list ap;
+	char *why;
+
+	va_start(ap, fmt);
+	why = xvasprintf(fmt, ap);
+	va_end(ap);
+	rds_set_error("sentinel %s:%d: %s", rds.sentinel_host[rds.sidx],
+	    rds.sentinel_port[rds.sidx], why);
+	free(why);
+	log_warn_limited("redis: %s", rds_error());
+	rds_sentinel_next();
+}
+
+/* The answer to SENTINEL get-master-addr-by-name: [ip, port], or nil for a name it does not know. */
+static void
+rds_sentinel_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+	redisReply *reply = r;
+	long port;
+
+	if (ac != rds.sac)
+		return;		/* a query we gave up on (timeout, stop) */
+	evtimer_del(rds.stimer);
+	if (reply == NULL) {	/* the sentinel went away; hiredis frees the context */
+		rds.sac = NULL;
+		rds_sentinel_fail("no answer (%s)", ac->errstr[0] ? ac->errstr : "disconnected");
+		return;
+	}
+	rds.sac = NULL;
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+	    reply->element[0]->type != REDIS_REPLY_STRING ||
+	    reply->element[1]->type != REDIS_REPLY_STRING ||
+	    reply->element[0]->len == 0 || reply->element[0]->len > 255 ||
+	    (port = strtol(reply->element[1]->str, NULL, 10)) <= 0 || port > 65535) {
+		char why[160];
+
+		snprintf(why, sizeof why, "%s", reply->type == REDIS_REPLY_ERROR ? reply->str :
+		    reply->type == REDIS_REPLY_NIL ? "does not know this primary" :
+		    "unexpected answer");
+		redisAsyncDisconnect(ac);
+		rds_sentinel_fail("SENTINEL get-master-addr-by-name %s: %s", rds.master_name, why);
+		return;
+	}
+	free(rds.host);
+	rds.host = xstrdup(reply->element[0]->str);
+	rds.port = (int)port;
+	redisAsyncDisconnect(ac);
+	log_info("redis: sentinel %s:%d says primary \"%s\" is %s:%d",
+	    rds.sentinel_host[rds.sidx], rds.sentinel_port[rds.sidx], rds.master_name, rds.host,
+	    rds.port);
+	rds_connect_primary();
+}
+
+/* The sentinel connection failed (hiredis frees it after this) or closed before it answered. */
+static void
+rds_sentinel_connect_cb(const redisAsyncContext *ac, int status)
+{
+	if (status == REDIS_OK || ac != rds.sac)
+		return;
+	evtimer_del(rds.stimer);
+	rds.sac = NULL;
+	rds_sentinel_fail("cannot connect: %s", ac->errstr);
+}
+
+static void
+rds_sentinel_disconnect_cb(const redisAsyncContext *ac, int status)
+{
+	if (ac != rds.sac)
+		return;
+	evtimer_del(rds.stimer);
+	rds.sac = NULL;
+	rds_sentinel_fail("closed the connection before answering");
+}
+
+/* No answer from the sentinel within the connect timeout: give it up, ask the next one. */
+static void
+rds_sentinel_timeout_cb(evutil_socket_t fd, short events, void *arg)
+{
+	redisAsyncContext *ac = rds.sac;
+
+	if (ac == NULL)
+		return;
+	rds.sac = NULL;
+	redisAsyncFree(ac);	/* its reply callback sees ac != rds.sac and does nothing */
+	rds_sentinel_fail("no answer within %d ms (redis.connect_timeout_ms)",
+	    rds.connect_timeout_ms > 0 ? rds.connect_timeout_ms : RDS_CONNECT_TIMEOUT_MS);
+}
+
+/* Ask the current sentinel for the primary, or after a whole round without an answer, wait. */
+static void
+rds_sentinel_try(void)
 {
 	redisAsyncContext *ac;
 	struct timeval tv;
 
-	if (rds.path != NULL)
+	rds.state = RDS_CONNECTING;
+	if (rds.sleft-- <= 0 || rds.stopping) {
+		rds.state = RDS_DOWN;
+		log_warn_limited("redis: no sentinel named primary \"%s\"; retrying in %d ms",
+		    rds.master_name, rds.backoff_ms);
+		rds_schedule_retry();
+		return;
+	}
+	ac = redisAsyncConnect(rds.sentinel_host[rds.sidx], rds.sentinel_port[rds.sidx]);
+	if (ac == NULL || ac->err) {
+		char why[128];
+
+		snprintf(why, sizeof why, "%s", ac ? ac->errstr : "out of memory");
+		if (ac != NULL)
+			redisAsyncFree(ac);
+		rds_sentinel_fail("cannot connect: %s", why);
+		return;
+	}
+	rds.sac = ac;
+	redisLibeventAttach(ac, rds.base);
+	redisAsyncSetConnectCallback(ac, rds_sentinel_connect_cb);
+	redisAsyncSetDisconnectCallback(ac, rds_sentinel_disconnect_cb);
+	if (redisAsyncCommand(ac, rds_sentinel_reply_cb, NULL, "SENTINEL get-master-addr-by-name %s",
+	    rds.master_name) != REDIS_OK) {
+		rds.sac = NULL;
+		redisAsyncFree(ac);
+		rds_sentinel_fail("cannot send the query");
+		return;
+	}
+	tv = rds_connect_tv();
+	evtimer_add(rds.stimer, &tv);
+}
+
+/* Connect to the primary: redis.url's, or the one the sentinels named. */
+static void
+rds_connect_primary(void)
+{
+	redisAsyncContext *ac;
+	struct timeval tv;
+
+	if (rds.path != NULL && rds.nsentinels == 0)
 		ac = redisAsyncConnectUnix(rds.path);
 	else
 		ac = redisAsyncConnect(rds.host, rds.port);
@@ -458,6 +685,105 @@ fail:
 	return -1;
 }
 
+/* Where the sentinels are ("host:port" strings, checked by config.c) and the primary's name; before
+ * rds_start or rds_connect_sync. An empty list: redis.url is the primary. */
+void
+rds_set_sentinels(const json_t *list, const char *name)
+{
+	const char *hp, *colon;
+	size_t i;
+
+	for (i = 0; i < json_array_size(list) && rds.nsentinels < RDS_SENTINELS_MAX; i++) {
+		hp = json_string_value(json_array_get(list, i));
+		if (hp == NULL || (colon = strrchr(hp, ':')) == NULL)
+			continue;
+		rds.sentinel_host[rds.nsentinels] = xstrndup(hp, (size_t)(colon - hp));
+		rds.sentinel_port[rds.nsentinels++] = atoi(colon + 1);
+	}
+	free(rds.master_name);
+	rds.master_name = name ? xstrdup(name) : NULL;
+}
+
+/* Durable writes wait for this many replicas, at most timeout_ms (redis.wait_replicas,
+ * redis.wait_timeout_ms); 0 replicas: no WAIT. */
+void
+rds_set_wait(int replicas, int timeout_ms)
+{
+	rds.wait_replicas = replicas;
+	rds.wait_timeout_ms = timeout_ms;
+}
+
+/* Replicas a durable write waits for (0: none; callers skip rds_wait). */
+int
+rds_wait_replicas(void)
+{
+	return rds.wait_replicas;
+}
+
+/* The WAIT of one loop pass came back: tell every caller that shared it. */
+static void
+rds_wait_done_cb(struct redisReply *reply, void *arg, const char *err)
+{
+	struct rds_waiters *batch = arg;
+	struct rds_waiter *w;
+	char why[160];
+	int ok;
+
+	ok = reply != NULL && err == NULL && reply->type == REDIS_REPLY_INTEGER &&
+	    reply->integer >= rds.wait_replicas;
+	if (!ok) {
+		if (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
+			snprintf(why, sizeof why, "the write reached %lld of the %d replicas "
+			    "redis.wait_replicas asks for within %d ms", reply->integer,
+			    rds.wait_replicas, rds.wait_timeout_ms);
+		else
+			snprintf(why, sizeof why, "WAIT for replicas failed: %s",
+			    err ? err : "no answer");
+		log_warn_limited("redis: %s", why);
+	}
+	while ((w = TAILQ_FIRST(batch)) != NULL) {
+		TAILQ_REMOVE(batch, w, entry);
+		w->cb(ok, ok ? NULL : why, w->arg);
+		free(w);
+	}
+	free(batch);
+}
+
+/* End of the loop pass in which callers asked: one WAIT covers every write sent before it on this
+ * connection (a WAIT blocks the connection, so one per pass, not one per write). */
+static void
+rds_wait_flush_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct rds_waiters *batch = rds.waiters;
+
+	if (TAILQ_EMPTY(batch))
+		return;
+	rds.waiters = xcalloc(1, sizeof *rds.waiters);
+	TAILQ_INIT(rds.waiters);
+	if (rds_command(rds_wait_done_cb, batch, "WAIT %d %d", rds.wait_replicas,
+	    rds.wait_timeout_ms) != 0)
+		rds_wait_done_cb(NULL, batch, rds_error());
+}
+
+/* After a write the caller just sent: cb(ok, why, arg) once that many replicas have it (ok 1), or
+ * not in time or the connection failed (ok 0, why). Returns -1 without calling cb when Redis is not
+ * connected. */
+int
+rds_wait(rds_wait_cb *cb, void *arg)
+{
+	struct rds_waiter *w;
+
+	if (rds.ac == NULL || rds.state != RDS_READY || rds.waitev == NULL)
+		return -1;
+	w = xcalloc(1, sizeof *w);
+	w->cb = cb;
+	w->arg = arg;
+	if (TAILQ_EMPTY(rds.waiters))
+		event_active(rds.waitev, EV_TIMEOUT, 1);
+	TAILQ_INSERT_TAIL(rds.waiters, w, entry);
+	return 0;
+}
+
 /* Start connecting on base; commands fail until rds_ready(). */
 int
 rds_start(struct event_base *base, const char *url, int timeout_ms, char **cause)
@@ -473,6 +799,10 @@ rds_start(struct event_base *base, const char *url, int timeout_ms, char **cause
 	TAILQ_INIT(&rds.pending);
 	rds.retry = evtimer_new(base, rds_retry_cb, NULL);
 	rds.connect_timer = evtimer_new(base, rds_connect_timeout_cb, NULL);
+	rds.stimer = evtimer_new(base, rds_sentinel_timeout_cb, NULL);
+	rds.waitev = event_new(base, -1, 0, rds_wait_flush_cb, NULL);
+	rds.waiters = xcalloc(1, sizeof *rds.waiters);
+	TAILQ_INIT(rds.waiters);
 	rds.sweep = event_new(base, -1, EV_PERSIST, rds_sweep_cb, NULL);
 	evtimer_add(rds.sweep, &tv);
 	rds_connect();
@@ -496,6 +826,16 @@ void
 rds_stop(void)
 {
 	rds.stopping = 1;
+	if (rds.waiters != NULL) {
+		rds_wait_done_cb(NULL, rds.waiters, "stopping");	/* frees the list */
+		rds.waiters = NULL;
+	}
+	if (rds.sac != NULL) {
+		redisAsyncContext *sac = rds.sac;
+
+		rds.sac = NULL;
+		redisAsyncFree(sac);
+	}
 	if (rds.ac != NULL)
 		redisAsyncFree(rds.ac);	/* calls every pending callback with NULL */
 	rds.ac = NULL;
@@ -506,11 +846,53 @@ rds_stop(void)
 		event_free(rds.sweep);
 	if (rds.connect_timer != NULL)
 		event_free(rds.connect_timer);
-	rds.retry = rds.sweep = rds.connect_timer = NULL;
+	if (rds.stimer != NULL)
+		event_free(rds.stimer);
+	if (rds.waitev != NULL)
+		event_free(rds.waitev);
+	rds.retry = rds.sweep = rds.connect_timer = rds.stimer = rds.waitev = NULL;
+	while (rds.nsentinels > 0)
+		free(rds.sentinel_host[--rds.nsentinels]);
+	free(rds.master_name);
+	rds.master_name = NULL;
 	free(rds.host);
 	free(rds.path);
 	free(rds.last_error);
 	rds.host = rds.path = rds.last_error = NULL;
+}
+
+/* The command-line tools' sentinel query: the first sentinel that names the primary wins. */
+static int
+rds_sentinel_sync(struct timeval tv, char **cause)
+{
+	redisContext *c;
+	redisReply *r;
+	int i;
+
+	for (i = 0; i < rds.nsentinels; i++) {
+		c = redisConnectWithTimeout(rds.sentinel_host[i], rds.sentinel_port[i], tv);
+		if (c == NULL || c->err) {
+			redisFree(c);
+			continue;
+		}
+		redisSetTimeout(c, tv);
+		r = redisCommand(c, "SENTINEL get-master-addr-by-name %s", rds.master_name);
+		if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+		    r->element[0]->type == REDIS_REPLY_STRING &&
+		    r->element[1]->type == REDIS_REPLY_STRING) {
+			free(rds.host);
+			rds.host = xstrdup(r->element[0]->str);
+			rds.port = atoi(r->element[1]->str);
+			freeReplyObject(r);
+			redisFree(c);
+			return 0;
+		}
+		freeReplyObject(r);
+		redisFree(c);
+	}
+	*cause = xasprintf("none of the %d sentinels (redis.sentinels) named primary \"%s\"",
+	    rds.nsentinels, rds.master_name);
+	return -1;
 }
 
 /* A blocking connection for command-line tools (import, outbox); never used by the daemon. */
@@ -524,7 +906,9 @@ rds_connect_sync(const char *url, int timeout_ms, char **cause)
 
 	if (rds_parse_url(url, cause) != 0)
 		return NULL;
-	c = rds.path ? redisConnectUnixWithTimeout(rds.path, ctv) :
+	if (rds.nsentinels > 0 && rds_sentinel_sync(ctv, cause) != 0)
+		return NULL;
+	c = rds.path && rds.nsentinels == 0 ? redisConnectUnixWithTimeout(rds.path, ctv) :
 	    redisConnectWithTimeout(rds.host, rds.port, ctv);
 	if (c == NULL || c->err) {
 		*cause = xasprintf("cannot connect to Redis at %s: %s", url,

@@ -41,6 +41,29 @@ rds_set_connect_timeout(int ms)
 }
 
 void
+rds_set_sentinels(const json_t *list, const char *name)
+{
+}
+
+void
+rds_set_wait(int replicas, int timeout_ms)
+{
+}
+
+/* No replicas here: nothing ever waits. */
+int
+rds_wait_replicas(void)
+{
+	return 0;
+}
+
+int
+rds_wait(rds_wait_cb *cb, void *arg)
+{
+	return -1;
+}
+
+void
 rds_stop(void)
 {
 }
