@@ -124,6 +124,12 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
             pass
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: the outbox's 64 concurrent sends overflow it, the kernel
+    # drops the SYNs and curl's 1 s connect timeout fires. Real providers listen with a deep one.
+    request_queue_size = 512
+
+
 class FakeServer:
     """A provider stand-in served from a thread on a free loopback port. `release` wakes handlers
     told to hang; stop() sets it."""
@@ -131,7 +137,7 @@ class FakeServer:
     def serve(self, handler):
         self.lock = threading.Lock()
         self.release = threading.Event()
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = _Server(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
