@@ -352,17 +352,26 @@ hotline_path_phone(struct http_req *req, struct hotline_req *h)
 {
 	const char *rest = http_path_rest(req), *slash = strchr(rest, '/');
 	size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
-	char raw[64], *q, *v, *cause = NULL;
+	char q[2 + 3 * 64], *v = NULL, *cause = NULL;
+	size_t i, j = 0;
 
-	if (n >= sizeof raw) {
+	if (n >= 64) {
 		http_error(req, 400, "invalid_phone", "That is too long to be a phone number.");
 		return -1;
 	}
-	memcpy(raw, rest, n);
-	raw[n] = '\0';
-	q = xasprintf("p=%s", raw);
-	v = http_query_value(q, "p");	/* "%2B84..." as typed into a URL */
-	free(q);
+	/* Decoded as a query value, "%2B84..." as typed into a URL; but in a path '+' is a plus,
+	 * and '&' or '=' would make another parameter of the rest ("0912345678&p=..."). */
+	q[j++] = 'p';
+	q[j++] = '=';
+	for (i = 0; i < n && rest[i] != '&' && rest[i] != '='; i++)
+		if (rest[i] == '+') {
+			memcpy(q + j, "%2B", 3);
+			j += 3;
+		} else
+			q[j++] = rest[i];
+	q[j] = '\0';
+	if (i == n)
+		v = http_query_value(q, "p");
 	if (v == NULL || phone_normalise(v, h->to, &cause) != 0) {
 		http_error(req, 400, "invalid_phone", "The path does not hold a Vietnamese mobile "
 		    "number%s%s.", cause ? ": " : "", cause ? cause : "");
