@@ -133,7 +133,28 @@ def test_review_phone_path_not_in_debug_log(env):
     assert "912345678" not in log, [l for l in log.splitlines() if "912345678" in l]
 
 
+def test_review_forged_notify_seq_does_not_silence_a_dossier(env):
+    # a job whose seq is not digits, has a leading zero, or is past what a Lua number holds exactly
+    # (2^53) is no crash, and does not stop a follower hearing the dossier's later changes
+    import test_notify as tn
+    p = env.fake_kannel()
+    g = tn.gateway(env)
+    tn.follow_by_sms(env, g, p, tn.A, "r1")
+    assert tn.status(g, tn.CODE, {"status": 5})[0] == 200
+    wait_until(lambda: len(tn.notices(p, tn.A)) == 1, 5, "the first notice")
+    for n, seq in enumerate(("abc", "", "1e3", "-5", "9" * 5000, "00", "9007199254740993",
+                             "999999999999999999")):
+        env.redis.cli("XADD", "t:notify:jobs", "*", "change", str(900 + n), "code", tn.CODE,
+                      "status", "6", "owner", tn.OWNER, "kind", "status", "seq", seq)
+    wait_until(lambda: env.redis.cli("XLEN", "t:notify:jobs") == "0", 10, "the jobs expanded")
+    assert tn.status(g, tn.CODE, {"status": 7})[0] == 200
+    wait_until(lambda: any("Cong dan yeu cau rut ho so" in t for t in tn.notices(p, tn.A)), 10,
+               "the notice of the change after the forged jobs")
+    assert g.proc.poll() is None
+
+
 if __name__ == "__main__":
     sys.exit(run([test_review_hostile_phone_paths, test_review_parallel_resends_send_once,
                   test_review_redis_down_no_unaudited_action_no_phone_in_log,
-                  test_review_phone_path_not_in_debug_log]))
+                  test_review_phone_path_not_in_debug_log,
+                  test_review_forged_notify_seq_does_not_silence_a_dossier]))
