@@ -440,6 +440,7 @@ static void
 hotline_otp_audited_cb(struct redisReply *r, void *arg, const char *err)
 {
 	struct hotline_req *h = arg;
+	char *who;
 	int rc;
 
 	if (r == NULL || err != NULL) {
@@ -449,8 +450,10 @@ hotline_otp_audited_cb(struct redisReply *r, void *arg, const char *err)
 		    "nothing was done; try again.");
 		return;
 	}
-	rc = h->resend ? otp_conv_resend(h->to, hotline_resent_cb, h) :
+	who = xasprintf("staff:%s", auth_caller(h->req));
+	rc = h->resend ? otp_staff_resend(h->to, who, http_peer(h->req), hotline_resent_cb, h) :
 	    otp_conv_status(h->to, hotline_otp_cb, h);
+	free(who);
 	if (rc != 0)
 		hotline_fail(h, 503, "unavailable", "The OTP store cannot be reached now; try "
 		    "again.");

@@ -153,8 +153,30 @@ def test_review_forged_notify_seq_does_not_silence_a_dossier(env):
     assert g.proc.poll() is None
 
 
+def test_review_staff_resends_do_not_use_up_the_citizens_limits(env):
+    # a staff resend counts against that staff member's own per-minute budget and address, not the
+    # budget every citizen's "GUI LAI" in the conversation shares: a busy hotline (or a stolen
+    # staff token) cannot stop citizens getting their codes resent
+    from test_otp_conv import Sms
+    g = gateway(env, cooldown_s=1, creates_per_minute=3, creates_per_ip_minute=1000)
+    phones = [("0912345678", CANON), ("0987000001", "84987000001"), ("0987000002", "84987000002")]
+    for p, _ in phones:
+        st, j, _ = create(g, phone=p)
+        assert st == 201, (st, j)
+    wait_until(lambda: all(otp_codes(env, c) for _, c in phones), 5, "the OTP SMS")
+    time.sleep(1.2)
+    for _, c in phones:
+        st, raw, _ = g.request("POST", "/api/v1/phones/%s/otp/resend" % c, "", SH)
+        assert st == 200, (st, raw)
+    time.sleep(1.2)
+    out = Sms(env, g).say("GUI LAI")
+    assert "Da gui lai ma OTP bang SMS" in out, out
+    assert "by staff:hana" in g.logs(), "the resend names who made it"
+
+
 if __name__ == "__main__":
     sys.exit(run([test_review_hostile_phone_paths, test_review_parallel_resends_send_once,
                   test_review_redis_down_no_unaudited_action_no_phone_in_log,
                   test_review_phone_path_not_in_debug_log,
-                  test_review_forged_notify_seq_does_not_silence_a_dossier]))
+                  test_review_forged_notify_seq_does_not_silence_a_dossier,
+                  test_review_staff_resends_do_not_use_up_the_citizens_limits]))
