@@ -174,9 +174,53 @@ def test_review_staff_resends_do_not_use_up_the_citizens_limits(env):
     assert "by staff:hana" in g.logs(), "the resend names who made it"
 
 
+def test_review_sessions_tokens_and_forged_cookies(env):
+    # a signed-in agent may read and resend (staff role) but only with the session's own CSRF
+    # token; a forged cookie, a portal token or nothing get nothing and send nothing; an agent or
+    # another session's CSRF token does not manage accounts
+    import test_staff as ts
+    g = gateway(env, cooldown_s=1)
+    ts.add(g, "lan")
+    ts.add(g, "mai", role="supervisor")
+    lan, mai = ts.Session(g, "lan"), ts.Session(g, "mai")
+    st, j, _ = create(g)
+    assert st == 201, (st, j)
+    wait_until(lambda: len(otp_codes(env)) == 1, 5, "the OTP SMS")
+    time.sleep(1.2)
+    resend = "/api/v1/phones/%s/otp/resend" % CANON
+    assert lan.call("GET", "/api/v1/phones/%s/otp" % CANON)[0] == 200
+    assert lan.call("POST", resend, "", csrf=False)[0] == 403
+    assert lan.call("POST", resend, "", extra={"X-CSRF-Token": mai.csrf})[0] == 403
+    assert lan.call("POST", resend, "", extra={"X-CSRF-Token": lan.csrf[:-1]})[0] == 403
+    forged = {"Cookie": "dvcgw_session=" + "ab" * 32, "X-CSRF-Token": lan.csrf}
+    for h in (forged, {"Cookie": "dvcgw_session=" + lan.sid[:-1] + "0"},
+              {"Cookie": "dvcgw_session=../../x"}, {"Authorization": "Bearer " + ts.PORTAL},
+              {"Authorization": "Bearer " + STAFF + "x"}, {}):
+        st, _, _ = g.request("POST", resend, "", h)
+        assert st in (401, 403), (h, st)
+        assert g.request("GET", "/api/v1/phones/%s/otp" % CANON, None, h)[0] in (401, 403)
+        assert g.request("GET", "/api/v1/users", None, h)[0] in (401, 403)
+        assert g.request("POST", "/api/v1/users/lan/disable", "", h)[0] in (401, 403)
+    time.sleep(0.3)
+    assert len(otp_codes(env)) == 1, "nothing was resent"
+    assert lan.call("POST", "/api/v1/users/mai/disable", "")[0] == 403
+    assert mai.call("POST", "/api/v1/users/lan/disable", "",
+                    extra={"X-CSRF-Token": lan.csrf})[0] == 403
+    assert mai.call("POST", "/api/v1/users/lan/disable/", "")[0] == 404
+    assert mai.call("POST", "/api/v1/users//disable", "")[0] == 404
+    assert mai.call("GET", "/api/v1/users/lan/disable")[0] in (404, 405)
+    assert lan.call("GET", "/api/v1/audit")[0] == 200, "lan is still enabled"
+    st, j, _ = lan.call("POST", resend, "")
+    assert st == 200, (st, j)
+    wait_until(lambda: len(otp_codes(env)) == 2, 5, "the resent SMS")
+    st, j, _ = mai.call("GET", "/api/v1/audit?limit=100")
+    assert ("lan", "otp.resend") in [(e["who"], e["action"]) for e in j["entries"]], j
+
+
 if __name__ == "__main__":
     sys.exit(run([test_review_hostile_phone_paths, test_review_parallel_resends_send_once,
                   test_review_redis_down_no_unaudited_action_no_phone_in_log,
                   test_review_phone_path_not_in_debug_log,
                   test_review_forged_notify_seq_does_not_silence_a_dossier,
-                  test_review_staff_resends_do_not_use_up_the_citizens_limits]))
+                  test_review_staff_resends_do_not_use_up_the_citizens_limits,
+                  test_review_sessions_tokens_and_forged_cookies]))
