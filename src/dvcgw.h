@@ -354,6 +354,8 @@ extern const char notify_change_lua[];
 void		 otp_init(const struct config *);
 int		 otp_conv_status(const char *, otp_conv_cb *, void *);
 int		 otp_conv_resend(const char *, otp_conv_cb *, void *);
+int		 otp_staff_resend(const char *, const char *, const char *, otp_conv_cb *,
+		    void *);
 int		 otp_link_start(const char *, const char *, otp_conv_cb *, void *);
 int		 otp_link_check(const char *, const char *, otp_conv_cb *, void *);
 char		*otp_check_config(const struct config *);

@@ -352,17 +352,26 @@ hotline_path_phone(struct http_req *req, struct hotline_req *h)
 {
 	const char *rest = http_path_rest(req), *slash = strchr(rest, '/');
 	size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
-	char raw[64], *q, *v, *cause = NULL;
+	char q[2 + 3 * 64], *v = NULL, *cause = NULL;
+	size_t i, j = 0;
 
-	if (n >= sizeof raw) {
+	if (n >= 64) {
 		http_error(req, 400, "invalid_phone", "That is too long to be a phone number.");
 		return -1;
 	}
-	memcpy(raw, rest, n);
-	raw[n] = '\0';
-	q = xasprintf("p=%s", raw);
-	v = http_query_value(q, "p");	/* "%2B84..." as typed into a URL */
-	free(q);
+	/* Decoded as a query value, "%2B84..." as typed into a URL; but in a path '+' is a plus,
+	 * and '&' or '=' would make another parameter of the rest ("0912345678&p=..."). */
+	q[j++] = 'p';
+	q[j++] = '=';
+	for (i = 0; i < n && rest[i] != '&' && rest[i] != '='; i++)
+		if (rest[i] == '+') {
+			memcpy(q + j, "%2B", 3);
+			j += 3;
+		} else
+			q[j++] = rest[i];
+	q[j] = '\0';
+	if (i == n)
+		v = http_query_value(q, "p");
 	if (v == NULL || phone_normalise(v, h->to, &cause) != 0) {
 		http_error(req, 400, "invalid_phone", "The path does not hold a Vietnamese mobile "
 		    "number%s%s.", cause ? ": " : "", cause ? cause : "");
@@ -431,6 +440,7 @@ static void
 hotline_otp_audited_cb(struct redisReply *r, void *arg, const char *err)
 {
 	struct hotline_req *h = arg;
+	char *who;
 	int rc;
 
 	if (r == NULL || err != NULL) {
@@ -440,8 +450,10 @@ hotline_otp_audited_cb(struct redisReply *r, void *arg, const char *err)
 		    "nothing was done; try again.");
 		return;
 	}
-	rc = h->resend ? otp_conv_resend(h->to, hotline_resent_cb, h) :
+	who = xasprintf("staff:%s", auth_caller(h->req));
+	rc = h->resend ? otp_staff_resend(h->to, who, http_peer(h->req), hotline_resent_cb, h) :
 	    otp_conv_status(h->to, hotline_otp_cb, h);
+	free(who);
 	if (rc != 0)
 		hotline_fail(h, 503, "unavailable", "The OTP store cannot be reached now; try "
 		    "again.");

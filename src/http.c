@@ -266,16 +266,20 @@ http_error(struct http_req *req, int status, const char *code, const char *fmt, 
 {
 	va_list ap;
 	char *raw, *msg;
+	const char *where = req->path ? req->path : "-";
 
 	va_start(ap, fmt);
 	raw = xvasprintf(fmt, ap);
 	va_end(ap);
 	msg = text_utf8_scrub(raw, strlen(raw), 0, 1024);
 	free(raw);
+	/* A route with a part in its path logs its pattern: the part may be a phone. */
+	if (req->route != NULL && (req->route->flags & (HTTP_ROUTE_SEGMENT | HTTP_ROUTE_PREFIX)))
+		where = req->route->path;
 	if (status >= 500)
-		log_warn_limited("http %d %s: %s", status, req->path ? req->path : "-", msg);
+		log_warn_limited("http %d %s: %s", status, where, msg);
 	else
-		log_debug("http %d %s: %s", status, req->path ? req->path : "-", msg);
+		log_debug("http %d %s: %s", status, where, msg);
 	http_json(req, status, json_pack("{s:s, s:s}", "error", code, "message", msg));
 	free(msg);
 }

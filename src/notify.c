@@ -640,7 +640,10 @@ notify_taken_cb(struct redisReply *r, void *arg, const char *err)
 	j->owner = xstrdup(owner != NULL ? owner : "");
 	j->kind = xstrdup(kind != NULL ? kind : "status");
 	j->status = atoi(status);
-	snprintf(j->seq, sizeof j->seq, "%s", *seq != '\0' && strlen(seq) < 19 &&
+	/* Compared as a Lua number (a double) in notify_enqueue_lua: only a canonical one below 2^53
+	 * orders exactly ("00" would be 0 and 9007199254740993 equal to its predecessor); any other
+	 * is unknown ("0"), so a corrupt job cannot silence the dossier's later changes. */
+	snprintf(j->seq, sizeof j->seq, "%s", *seq >= '1' && *seq <= '9' && strlen(seq) <= 15 &&
 	    strspn(seq, "0123456789") == strlen(seq) ? seq : "0");
 	notify_job_resume();
 }

@@ -1687,8 +1687,10 @@ otp_conv_rec_cb(struct redisReply *r, void *arg, const char *err)
 	if (o->resend_only) {
 		/* The create script decides, with the API's limits: one set of rules. */
 		o->purpose = xstrdup(purpose);
-		o->caller = xstrdup("conv");
-		o->peer = xstrdup("conv");
+		if (o->caller == NULL)	/* the conversation's; otp_staff_resend names its own */
+			o->caller = xstrdup("conv");
+		if (o->peer == NULL)
+			o->peer = xstrdup("conv");
 		otp_create_limits(o);
 		return;
 	}
@@ -1769,6 +1771,21 @@ otp_conv_resend(const char *phone, otp_conv_cb *cb, void *arg)
 	struct otp_req *o = otp_conv_req(phone, cb, arg);
 
 	o->resend_only = 1;
+	return otp_conv_lookup(o);
+}
+
+/* otp_conv_resend for the hotline: counted against the staff member's own per-minute limits
+ * (caller, e.g. "staff:hana", and their address peer), not those the citizens' conversation
+ * shares. */
+int
+otp_staff_resend(const char *phone, const char *caller, const char *peer, otp_conv_cb *cb,
+    void *arg)
+{
+	struct otp_req *o = otp_conv_req(phone, cb, arg);
+
+	o->resend_only = 1;
+	o->caller = xstrdup(caller);
+	o->peer = xstrdup(peer);
 	return otp_conv_lookup(o);
 }
 
