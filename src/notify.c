@@ -357,6 +357,7 @@ notify_batch_release(struct notify_job *j)
 	}
 	outbox_kick();
 	if (j->batch < (size_t)nt.cfg->notify_batch) {
+		j->offset += (long long)j->batch;	/* the log line's count */
 		notify_job_done();
 		return;
 	}
