@@ -54,7 +54,7 @@
 # errors, a duplicate or lost turn, the daemon or Redis died).
 #
 # Knobs (environment): BENCH_THREADS (2), BENCH_CONNS (50), BENCH_SECS (10), BENCH_WARM_SECS (2),
-# BENCH_USERS (10000), BENCH_DVCGW (build/dvcgw: another build to compare), BENCH_HISTORY (50:
+# BENCH_USERS (10000), BENCH_SLOWLOG=1 (a SLOWLOG breakdown of a turn on stderr), BENCH_DVCGW (build/dvcgw: another build to compare), BENCH_HISTORY (50:
 # history.max, 0 keeps no conversation history, to measure what it costs), BENCH_KEEP=1 keeps the
 # temp dir.
 set -u
@@ -303,6 +303,42 @@ sleep 0.2	# let requests wrk abandoned at the bell finish
 snapshot >"$TMP/after.stats"
 check_run turn "$TMP/turns.out"
 floor_run 2
+
+# BENCH_SLOWLOG=1: where Redis spends its time in a turn, from SLOWLOG with a 0 threshold during an
+# extra short turn run (not the measured one: the log costs Redis time itself). On stderr: usec per
+# turn by command, a script named by its SHA's first 8 digits and its first key's shape.
+if [ "${BENCH_SLOWLOG:-0}" = 1 ]; then
+	rcli config set slowlog-max-len 1000000 >/dev/null
+	rcli config set slowlog-log-slower-than 0 >/dev/null
+	rcli slowlog reset >/dev/null
+	h0=$(rcli info commandstats | awk -F'[:=,]' '/^cmdstat_hset:/ { print $3 }')
+	run_wrk "$TMP/slowlog.out" 3s "$BASE/sms/inbound" -- turns sl "$USERS"
+	wait_outbox
+	h1=$(rcli info commandstats | awk -F'[:=,]' '/^cmdstat_hset:/ { print $3 }')
+	rcli config set slowlog-log-slower-than 10000 >/dev/null
+	python3 - "$SOCK" $(( h1 - h0 )) >&2 <<'PY2'
+import re, socket, sys
+sock, turns = sys.argv[1], max(1, int(sys.argv[2]))
+s = socket.socket(socket.AF_UNIX); s.connect(sock); f = s.makefile("rb")
+s.sendall(b"*3\r\n$7\r\nSLOWLOG\r\n$3\r\nGET\r\n$2\r\n-1\r\n")
+def rd():
+    l = f.readline()[:-2]; t, v = l[:1], l[1:]
+    if t == b"*": return [rd() for _ in range(int(v))]
+    if t == b"$": n = int(v); return None if n < 0 else f.read(n + 2)[:-2]
+    return int(v) if t == b":" else v
+tot, cnt = {}, {}
+for e in rd():
+    a = e[3]
+    name = a[0].decode().lower()
+    if name in ("evalsha", "eval") and len(a) > 3:
+        name = "%s %s %s" % (name, a[1][:8].decode(), re.sub(rb"[0-9]+", b"N", a[3]).decode())
+    tot[name] = tot.get(name, 0) + e[2]; cnt[name] = cnt.get(name, 0) + 1
+print("slowlog (%d turns): usec/turn calls/turn usec/call command" % turns)
+for k in sorted(tot, key=lambda k: -tot[k]):
+    print("  %7.2f %6.2f %7.1f %s" % (tot[k] / turns, cnt[k] / turns, tot[k] / cnt[k], k))
+print("  %7.2f total" % (sum(tot.values()) / turns))
+PY2
+fi
 
 # --- the bare run ------------------------------------------------------------------------------------
 say "bare: wrk -t$THREADS -c$CONNS -d${SECS}s GET /livez"
