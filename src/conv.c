@@ -15,15 +15,6 @@
  * at most N attempts; beyond this the provider gets a 503 and retries later. */
 #define CONV_MAX_ATTEMPTS 32
 
-/* KEYS: session, seen, and for a Zalo user their linked phone's key (same shard). ARGV: message id
- * ("" when none). -> {"DUP"} or {"OK", version, session, linked phone or ""}. */
-static const char conv_load_lua[] =
-	"if ARGV[1] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then return {'DUP'} end\n"
-	"local r = redis.call('HMGET', KEYS[1], 'v', 'd')\n"
-	"local p = ''\n"
-	"if KEYS[3] then p = redis.call('GET', KEYS[3]) or '' end\n"
-	"return {'OK', r[1] or '', r[2] or '', p}\n";
-
 /* KEYS: session, seen, outbox, history. ARGV: version, session, session ttl, message id, seen ttl,
  * channel, user, from, n, queue (1: XADD the replies; 0: they go back in the response), history
  * length (0: none kept), history ttl, now ms, the inbound text, then n replies. -> "OK", "DUP" or
@@ -69,7 +60,7 @@ static const char conv_send_lua[] =
 	"end\n"
 	"return 'OK'\n";
 
-static int conv_load_script, conv_save_script, conv_send_script;
+static int conv_save_script, conv_send_script;
 
 /* How a fetch function answers, once: rc 0 and the value (borrowed for the call), rc 1 when it does
  * not exist, or rc -1 and err. The same shape as store_cb, so store_lookup fits as it is. */
@@ -213,7 +204,6 @@ void
 conv_init(const struct config *cfg, struct flowset *fs)
 {
 	conv.cfg = cfg;
-	conv_load_script = rds_script_add("conv_load", conv_load_lua);
 	conv_save_script = rds_script_add("conv_save", conv_save_lua);
 	conv_send_script = rds_script_add("conv_send", conv_send_lua);
 	conv_set_flows(fs);
@@ -459,25 +449,53 @@ conv_fetch(struct conv *c, const struct conv_source *src, const char *key)
 	}
 }
 
+/* The load's de-duplication check (EXISTS seen): a known message id ends the turn. */
+static void
+conv_load_seen_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct conv *c = arg;
+
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_INTEGER)
+		conv_fail(c, err ? err : "unexpected answer to the de-duplication check");
+	else if (r->integer == 1)
+		c->dup = 1;
+	conv_next(c);
+}
+
+/* The load's linked phone (GET, a Zalo user's link). */
+static void
+conv_load_link_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct conv *c = arg;
+
+	if (r == NULL || err != NULL || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL))
+		conv_fail(c, err ? err : "unexpected answer to the link lookup");
+	else {
+		free(c->phone);
+		c->phone = r->type == REDIS_REPLY_STRING && r->len > 0 ? xstrdup(r->str) : NULL;
+	}
+	conv_next(c);
+}
+
+/* The load's session (HMGET v d): its version and body. */
 static void
 conv_load_cb(struct redisReply *r, void *arg, const char *err)
 {
 	struct conv *c = arg;
+	struct redisReply *v, *d;
 	json_error_t jerr;
 
-	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1)
-		conv_fail(c, err);
-	else if (strcmp(r->element[0]->str, "DUP") == 0)
-		c->dup = 1;
-	else if (r->elements == 4) {
-		free(c->phone);
-		c->phone = r->element[3]->len > 0 ? xstrdup(r->element[3]->str) : NULL;
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+		conv_fail(c, err ? err : "unexpected answer to the session load");
+	else {
+		v = r->element[0];
+		d = r->element[1];
 		free(c->version);
-		c->version = xstrdup(r->element[1]->str);
+		c->version = xstrdup(v->type == REDIS_REPLY_STRING ? v->str : "");
 		json_decref(c->session);
 		c->session = NULL;
-		if (r->element[2]->len > 0)
-			c->session = json_loadb(r->element[2]->str, r->element[2]->len, 0, &jerr);
+		if (d->type == REDIS_REPLY_STRING && d->len > 0)
+			c->session = json_loadb(d->str, d->len, 0, &jerr);
 		if (!json_is_object(c->session)) {
 			/* An unreadable session only costs the user their place: start over. */
 			json_decref(c->session);
@@ -486,22 +504,47 @@ conv_load_cb(struct redisReply *r, void *arg, const char *err)
 		if (c->restart)
 			json_object_clear(c->session);
 		c->loaded = 1;
-	} else
-		conv_fail(c, "unexpected answer from the load script");
+	}
 	conv_next(c);
 }
 
-/* Send the load script. */
+/* Send the load: plain commands pipelined in one round trip (EXISTS seen, HMGET session, GET link),
+ * no script: nothing here needs atomicity, since the save checks the mark and the version again
+ * inside its own script. */
 static void
 conv_load(struct conv *c)
 {
-	const char *v[4] = { c->k_session, c->k_seen, c->k_link, c->msgid ? c->msgid : "" };
-	int nkeys = c->k_link != NULL ? 3 : 2;
+	const char *v[4];
 
-	if (c->k_link == NULL)
-		v[2] = v[3];
+	if (c->msgid != NULL && *c->msgid != '\0') {
+		v[0] = "EXISTS";
+		v[1] = c->k_seen;
+		c->pending++;
+		if (rds_commandv(conv_load_seen_cb, c, 2, v, NULL) != 0) {
+			c->pending--;
+			conv_fail(c, NULL);
+			return;
+		}
+	}
+	if (c->k_link != NULL) {
+		v[0] = "GET";
+		v[1] = c->k_link;
+		c->pending++;
+		if (rds_commandv(conv_load_link_cb, c, 2, v, NULL) != 0) {
+			c->pending--;
+			conv_fail(c, NULL);
+			return;
+		}
+	} else {
+		free(c->phone);
+		c->phone = NULL;
+	}
+	v[0] = "HMGET";
+	v[1] = c->k_session;
+	v[2] = "v";
+	v[3] = "d";
 	c->pending++;
-	if (rds_evalsha(conv_load_script, conv_load_cb, c, nkeys, 1, v, NULL) != 0) {
+	if (rds_commandv(conv_load_cb, c, 4, v, NULL) != 0) {
 		c->pending--;
 		conv_fail(c, NULL);
 	}
@@ -719,7 +762,7 @@ conv_handle(const struct conv_msg *m, conv_cb *cb, void *arg)
 		conv_finish(c, CONV_UNAVAILABLE);
 		return;
 	}
-	/* One round trip: the load script and whatever data the text names (a dossier code). */
+	/* One round trip: the load and whatever data the text names (a dossier code). */
 	c->pending = 1;
 	conv_load(c);
 	for (i = 0; i < sizeof conv_sources / sizeof conv_sources[0]; i++) {

@@ -67,18 +67,23 @@ static const char outbox_peers_lua[] =
  * time; flag 1 while some remain. Mode 2: our own pending entries idle for min idle ms (a lost
  * reply left them there; the caller skips those it still holds); flag 3. Otherwise new entries.
  * Entries already sent are settled here, and consumers with nothing pending are removed. A missing
- * consumer group (Redis came back empty) is created again: flag 2. */
+ * consumer group (Redis came back empty) is created again: flag 2. ARGV[10] "1": new entries
+ * (XREADGROUP ">", never delivered to any consumer of the group, so never sent: a sent entry leaves
+ * the stream in the script that records it) skip the sent-set check unless they carry their own uid
+ * (an OTP send, which may be queued twice); a take-over, a reclaim and a shard whose group was
+ * made again check every entry. */
 static const char outbox_take_lua[] =
 	"local out, more, flag = {}, false, 0\n"
 	"local keys, tags = {KEYS[3], KEYS[1], KEYS[4]}, {'o', '', 'n'}\n"
 	"local counts = {tonumber(ARGV[8]), tonumber(ARGV[3]), tonumber(ARGV[9])}\n"
+	"local check = true\n"
 	"local function take(lane, entries)\n"
 	"  for _, e in ipairs(entries) do\n"
 	"    local f, h = e[2], {}\n"
 	"    if f then\n"
 	"      for i = 1, #f, 2 do h[f[i]] = f[i + 1] end\n"
 	"      local uid = h.uid or (ARGV[6] .. tags[lane] .. '-' .. e[1])\n"
-	"      if redis.call('ZSCORE', KEYS[2], uid) then\n"
+	"      if (check or h.uid) and redis.call('ZSCORE', KEYS[2], uid) then\n"
 	"        redis.call('XACK', keys[lane], ARGV[1], e[1]) redis.call('XDEL', keys[lane], e[1])\n"
 	"      else\n"
 	"        out[#out + 1] = {tags[lane] .. e[1], uid, h.ch or '', h.to or '', h['from'] or '',\n"
@@ -133,7 +138,9 @@ static const char outbox_take_lua[] =
 	"        local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', room,\n"
 	"          'STREAMS', key, '>')\n"
 	"        if not ok then return nogroup(r) end\n"
+	"        check = ARGV[10] ~= '1'\n"
 	"        if r then take(l, r[1][2]) end\n"
+	"        check = true\n"
 	"      end\n"
 	"    end\n"
 	"  end\n"
@@ -154,16 +161,32 @@ static const char outbox_dlr_lua[] =
 	"return 0\n";
 
 /* KEYS: stream, sent set, OTP stream, notification stream. ARGV: group, now ms, n, then n ids
- * ("o<id>": the OTP lane, "n<id>": notifications), then n uids. */
+ * ("o<id>": the OTP lane, "n<id>": notifications), then n uids. One variadic XACK and XDEL per lane
+ * and one ZADD for the whole batch (in pages, within Lua's stack): per-entry calls cost Redis a
+ * script-to-command round each. */
 static const char outbox_settle_lua[] =
-	"local n = tonumber(ARGV[3])\n"
+	"local n, now = tonumber(ARGV[3]), ARGV[2]\n"
+	"local ids = {{}, {}, {}}\n"
 	"for i = 1, n do\n"
-	"  local key, id = KEYS[1], ARGV[3 + i]\n"
-	"  if id:sub(1, 1) == 'o' then key, id = KEYS[3], id:sub(2) end\n"
-	"  if id:sub(1, 1) == 'n' then key, id = KEYS[4], id:sub(2) end\n"
-	"  redis.call('XACK', key, ARGV[1], id)\n"
-	"  redis.call('XDEL', key, id)\n"
-	"  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3 + n + i])\n"
+	"  local id = ARGV[3 + i]\n"
+	"  local c = id:sub(1, 1)\n"
+	"  if c == 'o' then table.insert(ids[2], id:sub(2))\n"
+	"  elseif c == 'n' then table.insert(ids[3], id:sub(2))\n"
+	"  else table.insert(ids[1], id) end\n"
+	"end\n"
+	"local keys = {KEYS[1], KEYS[3], KEYS[4]}\n"
+	"for l = 1, 3 do\n"
+	"  local t = ids[l]\n"
+	"  for j = 1, #t, 1000 do\n"
+	"    local e = math.min(j + 999, #t)\n"
+	"    redis.call('XACK', keys[l], ARGV[1], unpack(t, j, e))\n"
+	"    redis.call('XDEL', keys[l], unpack(t, j, e))\n"
+	"  end\n"
+	"end\n"
+	"for j = 1, n, 500 do\n"
+	"  local z = {}\n"
+	"  for i = j, math.min(j + 499, n) do z[#z + 1] = now z[#z + 1] = ARGV[3 + n + i] end\n"
+	"  redis.call('ZADD', KEYS[2], unpack(z))\n"
 	"end\n"
 	"return n\n";
 
@@ -242,6 +265,7 @@ struct obx_shard {
 	char			*k_stream, *k_dead, *k_sent, *k_lease, *k_otp, *k_notify;
 	char			*k_later;	/* notifications held for quiet hours */
 	int			 owned, fresh;	/* fresh: taken over, reclaim pending entries first */
+	int			 recreated;	/* its group was made again: check every entry read */
 	int			 reclaim;	/* look for our own stranded pending entries */
 	int			 reclaim_read;	/* the last reclaim pass was partial (a lane had
 					 * no room): read new entries before the next */
@@ -961,6 +985,7 @@ outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 	flag = r->element[0]->integer;
 	if (flag == 2) {
 		obx.groups_recreated++;
+		s->recreated = 1;
 		log_warn_limited("outbox: shard %d had no consumer group (Redis lost its data?); "
 		    "created it again", (int)(s - obx.shards));
 		outbox_kick();
@@ -1054,9 +1079,10 @@ outbox_poll_cb(evutil_socket_t fd, short events, void *arg)
 		{
 			const char *v[] = { s->k_stream, s->k_sent, s->k_otp, s->k_notify,
 			    OUTBOX_GROUP, obx.me, count, s->mode == 1 ? "1" : s->mode == 2 ? "2" : "0",
-			    now, shard, idle, ocount, ncount };
+			    now, shard, idle, ocount, ncount,
+			    s->mode == 0 && !s->recreated ? "1" : "0" };
 
-			if (rds_evalsha(outbox_take_script, outbox_take_cb, s, 4, 9, v, NULL) == 0)
+			if (rds_evalsha(outbox_take_script, outbox_take_cb, s, 4, 10, v, NULL) == 0)
 				s->reading = 1;
 		}
 	}

@@ -142,27 +142,34 @@ text_encode(char *p, uint32_t c)
 	return p;
 }
 
+/* Every code point up to the last Vietnamese vowel: 0, or 1 + its place in text_vowels (case, base
+ * row, tone), filled on first use. A lookup instead of a scan of the 144 vowels: this runs for every
+ * character of every text in and out. */
+static uint8_t text_vowel_at[0x1EFA];
+static int text_vowel_ready;
+
 /* Find c among the Vietnamese vowels: 1 with its case, base row and tone, else 0. */
 static int
 text_vowel(uint32_t c, int *upper, int *v, int *t)
 {
-	int	u, i, j;
+	int	u, i, j, k;
 
-	if (c < 0x41 || (c < 0xC0 && strchr("AEIOUYaeiouy", (int)c) == NULL) || c > 0x1EF9)
-		return 0;
-	for (u = 0; u < 2; u++) {
-		for (i = 0; i < V_NBASES; i++) {
-			for (j = 0; j < 6; j++) {
-				if (text_vowels[u][i][j] == c) {
-					*upper = u;
-					*v = i;
-					*t = j;
-					return 1;
-				}
-			}
-		}
+	if (!text_vowel_ready) {
+		/* backwards, so that where a code point appears twice the first place wins */
+		for (u = 1; u >= 0; u--)
+			for (i = V_NBASES - 1; i >= 0; i--)
+				for (j = 5; j >= 0; j--)
+					text_vowel_at[text_vowels[u][i][j]] =
+					    (uint8_t)(1 + (u * V_NBASES + i) * 6 + j);
+		text_vowel_ready = 1;
 	}
-	return 0;
+	if (c < 0x41 || c >= sizeof text_vowel_at || (k = text_vowel_at[c]) == 0)
+		return 0;
+	k--;
+	*upper = k / (V_NBASES * 6);
+	*v = k / 6 % V_NBASES;
+	*t = k % 6;
+	return 1;
 }
 
 /* Apply combining mark m to vowel (v, t) if it composes: 1 when it did, 0 when it does not apply. */
