@@ -1154,6 +1154,8 @@ http_counters(void)
 	if (j != NULL)
 		json_object_update_new(j, otp_stats());
 	if (j != NULL)
+		json_object_update_new(j, store_onestop_stats());
+	if (j != NULL)
 		json_object_update_new(j, json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}",
 		    "notify_changes", (json_int_t)n_changes, "notify_jobs", (json_int_t)n_jobs,
 		    "notify_queued", (json_int_t)n_queued, "notify_held", (json_int_t)n_held,

@@ -311,3 +311,19 @@ rkey_audit(const char *who)
 		return xasprintf("%s{staff}:audit", rkey_prefix());
 	return xasprintf("%s{staff}:audit-by:%s", rkey_prefix(), who);
 }
+
+/* The one-stop backend's shared state: "token" ("<expiry ms> <access token>", expires with it) and
+ * "token-lock" (held by the instance refreshing it, timeout_ms * 2). */
+char *
+rkey_onestop(const char *what)
+{
+	return xasprintf("%sonestop:%s", rkey_prefix(), what);
+}
+
+/* A code looked up in the one-stop backend lately: "1" (the dossier under dossier:<code> is fresh,
+ * for dossier.http.cache_ttl) or "0" (not found there, for dossier.http.miss_ttl). */
+char *
+rkey_onestop_fresh(const char *code)
+{
+	return xasprintf("%sonestop:fresh:%s", rkey_prefix(), code);
+}
