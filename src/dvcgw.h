@@ -323,6 +323,7 @@ void		 notify_stop(void);
 void		 notify_tick(int);
 void		 notify_status(struct http_req *, void *);
 void		 notify_push(struct http_req *, void *);
+void		 notify_event(struct http_req *, void *);
 int		 notify_follow(const char *, const char *, const char *, int,
 		    void (*)(int, json_t *, const char *, void *), void *);
 long long	 notify_quiet_until(const char *, long long);
@@ -383,6 +384,7 @@ char		*rkey_notified(int, const char *, const char *, const char *);
 char		*rkey_notify_jobs(void);
 char		*rkey_onestop(const char *);
 char		*rkey_onestop_fresh(const char *);
+char		*rkey_onestop_event(const char *);
 char		*rkey_dossier_log(const char *);
 char		*rkey_dossier_subs(const char *);
 char		*rkey_dossier_optout(const char *);
@@ -448,6 +450,7 @@ void		 store_onestop_free(void);
 int		 store_onestop_lookup(const char *, store_cb *, void *);
 int		 store_onestop_down(void);
 json_t		*store_onestop_stats(void);
+int		 store_onestop_status(const json_t *);
 
 /* ussd.c */
 void		 ussd_init(struct event_base *, const struct config *);

@@ -327,3 +327,11 @@ rkey_onestop_fresh(const char *code)
 {
 	return xasprintf("%sonestop:fresh:%s", rkey_prefix(), code);
 }
+
+/* The processing time (yyyyMMddHHmmss) of the newest change event seen for a dossier, so an older
+ * one that arrives late is ignored; expires after 90 days. */
+char *
+rkey_onestop_event(const char *code)
+{
+	return xasprintf("%sonestop:event-at:%s", rkey_prefix(), code);
+}

@@ -443,8 +443,8 @@ os_date(const char *s)
 
 /* The national status code of the backend's value: a number 1-10 (or its digits), or a name in
  * dossier.http.status_names; 0 when unknown. */
-static int
-os_status(json_t *v)
+int
+store_onestop_status(const json_t *v)
 {
 	json_t *m;
 	char *end;
@@ -453,7 +453,8 @@ os_status(json_t *v)
 	if (json_is_integer(v))
 		n = (long)json_integer_value(v);
 	else if (json_is_string(v)) {
-		if ((m = json_object_get(os.cfg->os_status_names, json_string_value(v))) != NULL)
+		if (os.cfg != NULL && (m = json_object_get(os.cfg->os_status_names,
+		    json_string_value(v))) != NULL)
 			return (int)json_integer_value(m);
 		n = strtol(json_string_value(v), &end, 10);
 		if (*end != '\0' || end == json_string_value(v))
@@ -475,7 +476,7 @@ os_map(json_t *item, char **cause)
 		if (os.ptr[i] == NULL || (v = os_pointer(item, os.ptr[i])) == NULL)
 			continue;
 		if (strcmp(os_default_fields[i].field, "status") == 0) {
-			if ((st = os_status(v)) != 0)
+			if ((st = store_onestop_status(v)) != 0)
 				json_object_set_new(d, "status", json_integer(st));
 		} else if (!json_is_string(v) || json_string_length(v) == 0)
 			continue;

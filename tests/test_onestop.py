@@ -1,5 +1,6 @@
 """Black-box tests of the one-stop backend (dossier.backend "http"): real redis-server, real daemon,
 fake Kannel, and tests/onestop_fake.py standing in for the iGate token endpoint and search API."""
+import hashlib
 import json
 import os
 import sys
@@ -9,6 +10,10 @@ from harness import run, wait_until  # noqa: E402
 from onestop_fake import FakeOnestop, igate_item  # noqa: E402
 
 OWNER = "84912345678"
+STAFF, ONESTOP = "staff-token-1", "onestop-token-1"
+TOKENS = [{"name": "alice", "role": "staff", "sha256": hashlib.sha256(STAFF.encode()).hexdigest()},
+          {"name": "igate", "role": "onestop",
+           "sha256": hashlib.sha256(ONESTOP.encode()).hexdigest()}]
 
 
 def code(n):
@@ -151,6 +156,54 @@ def test_onestop_bad_config_fails_at_start(env):
         fake.stop()
 
 
+def event(g, body, token=ONESTOP):
+    st, data, _ = g.request("POST", "/api/v1/onestop/events",
+                            body if isinstance(body, (str, bytes)) else json.dumps(body),
+                            {"Content-Type": "application/json",
+                             "Authorization": "Bearer " + token})
+    return st, json.loads(data) if data else None
+
+
+def test_onestop_change_events(env):
+    p = env.fake_kannel()
+    g = env.gateway(api__tokens=TOKENS, notify__quiet_hours="", outbox__notify_rate=0)
+    assert g.import_demo().returncode == 0
+    c = "000.00.20.H21-231125-0001"         # the demo dossier, status 4, phone 0912345678
+    ev = {"MaHoSo": c, "TrangThai": "9", "ThoiDiemXuLy": "20261203100000",
+          "NoiDungXuLy": "Đã có kết quả", "PhongBanXuLy": "Bộ phận một cửa", "NguoiXuLy": "cb01"}
+    # bad input: the contract's error shape with a sentence, nothing changed
+    for bad in [dict(ev, MaHoSo="abc"), dict(ev, TrangThai=11), dict(ev, TrangThai="x"),
+                dict(ev, ThoiDiemXuLy="2026-12-03"), dict(ev, Extra="1"),
+                dict(ev, NoiDungXuLy="x" * 2000), "[1,2]", "{not json"]:
+        st, body = event(g, bad)
+        assert st == 400 and body["error"] in ("bad_request", "invalid_json") and body["message"], \
+            (bad, st, body)
+    assert event(g, ev, token=STAFF)[0] == 403
+    assert event(g, ev, token="nope")[0] == 401
+    # a change: recorded and notified like a staff change (a follower gets an SMS)
+    assert g.sms("0987654321", "TB " + c, "f1")[0] == 202
+    wait_until(lambda: any("TB" in t or "tin nhan" in t for t in p.texts_to("84987654321")), 10,
+               "the follow answer")
+    n = len(p.texts_to("84987654321"))
+    st, body = event(g, ev)
+    assert st in (200, 202), (st, body)
+    wait_until(lambda: any("chuyen sang" in t for t in p.texts_to("84987654321")[n:]), 10,
+               "the follower's notification")
+    log = env.redis.cli("XRANGE", "t:dossier-log:" + c, "-", "+")
+    assert "igate" in log and "Bộ phận một cửa" in log, log
+    # an older event that arrives late is ignored; the status stays 9
+    st, body = event(g, dict(ev, TrangThai=5, ThoiDiemXuLy="20261203090000"))
+    assert st == 200 and "ignored" in body, body
+    assert json.loads(env.redis.cli("GET", "t:dossier:" + c))["status"] == 9
+    # a newer one applies
+    st, body = event(g, dict(ev, TrangThai=10, ThoiDiemXuLy="20261203110000"))
+    assert st in (200, 202) and "ignored" not in body, body
+    assert json.loads(env.redis.cli("GET", "t:dossier:" + c))["status"] == 10
+    # an unknown dossier: 404 with a sentence
+    st, body = event(g, dict(ev, MaHoSo="000.00.20.H21-231125-0999", ThoiDiemXuLy="20261203120000"))
+    assert st == 404 and body["message"], body
+
+
 if __name__ == "__main__":
     sys.exit(run([
         test_onestop_lookup_mapped_masked_and_cached,
@@ -158,4 +211,5 @@ if __name__ == "__main__":
         test_onestop_faults_each_give_a_sentence_and_open_the_breaker,
         test_onestop_status_change_found_by_lookup_is_recorded,
         test_onestop_bad_config_fails_at_start,
+        test_onestop_change_events,
     ]))
