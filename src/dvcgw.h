@@ -451,6 +451,7 @@ int		 store_onestop_lookup(const char *, store_cb *, void *);
 int		 store_onestop_down(void);
 json_t		*store_onestop_stats(void);
 int		 store_onestop_status(const json_t *);
+void		 store_onestop_defer(const char *, const char *, const char *, const char *);
 
 /* ussd.c */
 void		 ussd_init(struct event_base *, const struct config *);

@@ -17,6 +17,11 @@
 
 #define OS_TOKEN_MAX	8192	/* bytes of an access token we accept */
 #define OS_LOCK_TRIES	100	/* 100 ms waits for another instance's refresh */
+#define OS_SWEEP_MS	250	/* how often an instance looks for owed answers */
+#define OS_DEFER_FIRST	300	/* ms before an owed answer is first looked for */
+#define OS_DEFER_LEASE	2000	/* ms an instance has to finish one before another may */
+#define OS_DEFER_GIVEUP	600	/* s after which an owed answer is dropped */
+#define OS_DEFER_BATCH	16	/* owed answers claimed at a time */
 
 /* The default mapping: the iGate citizen search (content[0] of /pa/dossier-search/dvc). */
 static const struct {
@@ -54,14 +59,27 @@ struct os_look {
 	json_t		*stale;		/* the stored copy whose freshness lapsed, or NULL */
 	struct event	*budget;
 	long long	 t0;
+	TAILQ_ENTRY(os_look) entry;	/* in os.looks while the cache missed */
+	int		 listed;
+};
+TAILQ_HEAD(os_looks, os_look);
+
+/* An owed answer being finished: the backend answered a turn that told the citizen to wait. */
+struct os_defer {
+	char		*member;	/* its entry in onestop:deferred */
+	char		*channel, *user, *to, *msgid;
+	char		 code[DOSSIER_CODE_MAX];
 };
 
 static struct {
 	const struct config	*cfg;
 	struct event_base	*base;
 	const char		*ptr[OS_NFIELDS];
-	int			 change_script;
-	char			*k_token, *k_lock;
+	int			 change_script, claim_script;
+	char			*k_token, *k_lock, *k_deferred;
+	struct os_looks		 looks;
+	struct event		*sweep;
+	int			 sweeping;
 	/* token */
 	char			*token;
 	long long		 token_exp;
@@ -76,6 +94,17 @@ static struct {
 } os;
 
 static void	os_token_read(void);
+static void	os_sweep_cb(int, short, void *);
+
+/* KEYS: the owed answers (sorted set, score: when to look next). ARGV: now ms, lease ms, batch.
+ * Claims the due ones for this instance for the lease and returns them. */
+static const char os_claim_lua[] =
+	"local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0,\n"
+	"  tonumber(ARGV[3]))\n"
+	"for _, m in ipairs(due) do\n"
+	"  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), m)\n"
+	"end\n"
+	"return due\n";
 
 /* A sentence for what is wrong in the dossier.http configuration, or NULL (config.c). */
 char *
@@ -136,6 +165,15 @@ store_onestop_init(struct event_base *base, const struct config *cfg)
 	os.change_script = rds_script_add("onestop_change", notify_change_lua);
 	os.k_token = rkey_onestop("token");
 	os.k_lock = rkey_onestop("token-lock");
+	os.k_deferred = rkey_onestop("deferred");
+	os.claim_script = rds_script_add("onestop_claim", os_claim_lua);
+	TAILQ_INIT(&os.looks);
+	os.sweep = event_new(base, -1, EV_PERSIST, os_sweep_cb, NULL);
+	{
+		struct timeval tv = { 0, OS_SWEEP_MS * 1000 };
+
+		evtimer_add(os.sweep, &tv);
+	}
 }
 
 /* Free what the backend holds (shutdown). */
@@ -151,6 +189,11 @@ store_onestop_free(void)
 	if (os.retry != NULL)
 		event_free(os.retry);
 	os.retry = NULL;
+	if (os.sweep != NULL)
+		event_free(os.sweep);
+	os.sweep = NULL;
+	free(os.k_deferred);
+	os.k_deferred = NULL;
 	free(os.token);
 	free(os.k_token);
 	free(os.k_lock);
@@ -527,6 +570,8 @@ os_look_answer_state(struct os_look *l, const char *state)
 static void
 os_look_free(struct os_look *l)
 {
+	if (l->listed)
+		TAILQ_REMOVE(&os.looks, l, entry);
 	if (l->budget != NULL)
 		event_free(l->budget);
 	json_decref(l->stale);
@@ -723,6 +768,8 @@ os_cache_cb(struct redisReply *r, void *arg, const char *err)
 	}
 	os.misses++;
 	l->stale = d;
+	TAILQ_INSERT_TAIL(&os.looks, l, entry);
+	l->listed = 1;
 	if (store_onestop_down()) {
 		os_look_answer_state(l, "unavailable");
 		os_look_free(l);
@@ -753,4 +800,157 @@ store_onestop_lookup(const char *code, store_cb *cb, void *arg)
 	free(fresh);
 	free(key);
 	return rc;
+}
+
+/* ---- owed answers --------------------------------------------------------------------------- */
+
+/* A turn told the citizen to wait for code: owe them the answer (conv.c, before it saves the
+ * turn). USSD cannot be answered later, so its answer goes by SMS to the same phone. */
+void
+store_onestop_defer(const char *channel, const char *user, const char *to, const char *code)
+{
+	json_t *m;
+	char *s, score[24];
+
+	if (os.cfg == NULL || os.k_deferred == NULL)
+		return;
+	m = json_pack("[s, s, s, s, I]", strcmp(channel, "ussd") == 0 ? "sms" : channel, user,
+	    to != NULL ? to : "", code, (json_int_t)(clock_ms() / 1000));
+	s = json_dumps(m, JSON_COMPACT);
+	snprintf(score, sizeof score, "%lld", clock_ms() + OS_DEFER_FIRST);
+	{
+		const char *v[4] = { "ZADD", os.k_deferred, score, s };
+
+		rds_commandv(os_ignore_cb, NULL, 4, v, NULL);
+	}
+	free(s);
+	json_decref(m);
+}
+
+static void
+os_defer_free(struct os_defer *df)
+{
+	free(df->member);
+	free(df->channel);
+	free(df->user);
+	free(df->to);
+	free(df->msgid);
+	free(df);
+}
+
+static void
+os_defer_done(struct os_defer *df)
+{
+	const char *v[3] = { "ZREM", os.k_deferred, df->member };
+
+	rds_commandv(os_ignore_cb, NULL, 3, v, NULL);
+	os_defer_free(df);
+}
+
+static void
+os_defer_conv_cb(int status, json_t *replies, int end, const char *cause, void *arg)
+{
+	struct os_defer *df = arg;
+
+	/* Saved (or saved before by an instance that died before the ZREM): owed no more. Else the
+	 * lease lapses and it is tried again. */
+	if (status == CONV_OK || status == CONV_DUP)
+		os_defer_done(df);
+	else
+		os_defer_free(df);
+}
+
+/* The backend answered (or the cache holds its answer): run the citizen's turn again with the
+ * code as their text, so the answer is worded, saved and sent like any reply. */
+static void
+os_defer_look_cb(int rc, json_t *d, const char *err, void *arg)
+{
+	struct os_defer *df = arg;
+	struct conv_msg m;
+
+	if (rc < 0 || (rc == 0 && json_object_get(d, "code") == NULL)) {
+		os_defer_free(df);	/* still slow or down: the next lease */
+		return;
+	}
+	memset(&m, 0, sizeof m);
+	m.channel = df->channel;
+	m.user = df->user;
+	m.text = df->code;
+	m.msgid = df->msgid;
+	m.to = df->to[0] != '\0' ? df->to : NULL;
+	m.deliver = 1;
+	conv_handle(&m, os_defer_conv_cb, df);
+}
+
+/* Is a backend call for code in flight here (the late answer will fill the cache)? */
+static int
+os_looking(const char *code)
+{
+	struct os_look *l;
+
+	TAILQ_FOREACH(l, &os.looks, entry)
+		if (strcmp(l->code, code) == 0)
+			return 1;
+	return 0;
+}
+
+static void
+os_claim_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct os_defer *df;
+	json_t *m;
+	json_error_t jerr;
+	const char *ch, *u, *to, *code;
+	json_int_t t;
+	size_t i;
+
+	os.sweeping = 0;
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY)
+		return;
+	for (i = 0; i < r->elements; i++) {
+		if (r->element[i]->type != REDIS_REPLY_STRING)
+			continue;
+		m = json_loadb(r->element[i]->str, r->element[i]->len, 0, &jerr);
+		df = xcalloc(1, sizeof *df);
+		df->member = xstrdup(r->element[i]->str);
+		if (json_unpack(m, "[s, s, s, s, I]", &ch, &u, &to, &code, &t) != 0 ||
+		    strlen(code) >= sizeof df->code ||
+		    clock_ms() / 1000 - t > OS_DEFER_GIVEUP) {
+			log_warn("one-stop backend: an owed answer is dropped (%s)", m == NULL ?
+			    "unreadable" : "the backend did not answer in time");
+			json_decref(m);
+			os_defer_done(df);
+			continue;
+		}
+		df->channel = xstrdup(ch);
+		df->user = xstrdup(u);
+		df->to = xstrdup(to);
+		df->msgid = xasprintf("onestop-%lld-%s", (long long)t, code);
+		snprintf(df->code, sizeof df->code, "%s", code);
+		json_decref(m);
+		if (os_looking(df->code) ||
+		    store_onestop_lookup(df->code, os_defer_look_cb, df) != 0)
+			os_defer_free(df);
+	}
+}
+
+/* Every OS_SWEEP_MS: claim the owed answers that are due (any instance's, so a killed one's
+ * turns are finished too). */
+static void
+os_sweep_cb(int fd, short ev, void *arg)
+{
+	char now[24], lease[16], batch[8];
+	const char *v[4];
+
+	if (os.sweeping || !rds_ready())
+		return;
+	snprintf(now, sizeof now, "%lld", clock_ms());
+	snprintf(lease, sizeof lease, "%d", OS_DEFER_LEASE);
+	snprintf(batch, sizeof batch, "%d", OS_DEFER_BATCH);
+	v[0] = os.k_deferred;
+	v[1] = now;
+	v[2] = lease;
+	v[3] = batch;
+	if (rds_evalsha(os.claim_script, os_claim_cb, NULL, 1, 3, v, NULL) == 0)
+		os.sweeping = 1;
 }

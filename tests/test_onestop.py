@@ -97,8 +97,12 @@ def test_onestop_faults_each_give_a_sentence_and_open_the_breaker(env):
         n = 0
         # slow: the citizen is told to wait, then the late answer fills the cache
         fake.plan = [("slow", 2.0)]
+        n = len(p.texts_to("84987654321"))
         ask(p, g, "0987654321", "84987654321", "HS " + code(1), "s1", "Dang tra cuu")
-        wait_until(lambda: counters(g)["backend_latency_ms_sum"] >= 1500, 10, "the late answer")
+        # the turn finishes when the backend answers: the result comes without asking again
+        wait_until(lambda: any("Dang xu ly" in t for t in p.texts_to("84987654321")[n:]), 15,
+                   "the late answer sent on its own")
+        assert fake.nsearches(code(1)) == 1, fake.searches
         ask(p, g, "0987654321", "84987654321", "HS " + code(1), "s2", "Dang xu ly")
         assert fake.nsearches(code(1)) == 1
         # an empty content is "not found", not a fault
@@ -152,6 +156,48 @@ def test_onestop_bad_config_fails_at_start(env):
         from harness import DVCGW
         r = subprocess.run([DVCGW, "-c", g.config], capture_output=True, text=True, timeout=10)
         assert r.returncode != 0 and "{code}" in r.stderr + r.stdout, (r.returncode, r.stderr)
+    finally:
+        fake.stop()
+
+
+def test_onestop_deferred_turn_survives_a_kill(env):
+    """The instance that said "please wait" is killed while the backend is still answering: another
+    instance finishes the turn, and the citizen gets the answer once."""
+    import signal
+    p, fake, g = setup(env, budget_ms=300)
+    try:
+        fake.dossiers[code(1)] = igate_item(code(1))
+        fake.plan = [("slow", 3.0)]
+        ask(p, g, "0987654321", "84987654321", "HS " + code(1), "k1", "Dang tra cuu")
+        g.proc.send_signal(signal.SIGKILL)
+        g.proc.wait()
+        g2 = env.gateway(dossier__backend="http", dossier__http=fake.config(budget_ms=300)["http"])
+        wait_until(lambda: any("Dang xu ly" in t for t in p.texts_to("84987654321")), 20,
+                   "the answer from the other instance")
+        p.settle(quiet=1.0)
+        assert len([t for t in p.texts_to("84987654321") if "Dang xu ly" in t]) == 1, \
+            p.texts_to("84987654321")
+        wait_until(lambda: env.redis.cli("ZCARD", "t:onestop:deferred") == "0", 5,
+                   "nothing owed any more")
+        assert g2.proc.poll() is None
+    finally:
+        fake.stop()
+
+
+def test_onestop_ussd_waits_its_budget_then_sms(env):
+    p, fake, g = setup(env, budget_ms=300)
+    try:
+        fake.dossiers[code(1)] = igate_item(code(1))
+        fake.plan = [("slow", 1.5)]
+        form = "sessionId=ATU1&serviceCode=*123%23&phoneNumber=%2B84987654321&networkCode=x&text="
+        st, body, _ = g.request("POST", "/ussd", form + "1",
+                                {"Content-Type": "application/x-www-form-urlencoded"})
+        st, body, _ = g.request("POST", "/ussd", form + "1*" + code(1),
+                                {"Content-Type": "application/x-www-form-urlencoded"})
+        text = body.decode()
+        assert st == 200 and "qua SMS" in text, (st, text)
+        wait_until(lambda: any("Dang xu ly" in t for t in p.texts_to("84987654321")), 15,
+                   "the answer by SMS")
     finally:
         fake.stop()
 
@@ -212,4 +258,6 @@ if __name__ == "__main__":
         test_onestop_status_change_found_by_lookup_is_recorded,
         test_onestop_bad_config_fails_at_start,
         test_onestop_change_events,
+        test_onestop_deferred_turn_survives_a_kill,
+        test_onestop_ussd_waits_its_budget_then_sms,
     ]))
