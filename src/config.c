@@ -129,6 +129,8 @@ static const struct cfg_key cfg_keys[] = {
 	I("dossier.http.miss_ttl", os_miss_ttl, 60, 1, 86400),
 	I("dossier.http.breaker_failures", os_breaker_failures, 5, 1, 1000),
 	I("dossier.http.breaker_open_ms", os_breaker_open_ms, 30000, 100, 3600000),
+	I("dossier.http.poll_interval", os_poll_interval, 300, 0, 86400),
+	I("dossier.http.poll_rate", os_poll_rate, 5, 1, 1000),
 };
 
 /* Objects that only group keys: a key is valid when it is a table entry or such a group. */

@@ -142,6 +142,7 @@ struct config {
 	json_t	*os_fields, *os_status_names;
 	int	 os_timeout_ms, os_budget_ms, os_cache_ttl, os_miss_ttl;
 	int	 os_breaker_failures, os_breaker_open_ms;
+	int	 os_poll_interval, os_poll_rate;
 };
 struct config	*config_load(const char *, json_t **);
 void		 config_free(struct config *);
@@ -385,6 +386,7 @@ char		*rkey_notify_jobs(void);
 char		*rkey_onestop(const char *);
 char		*rkey_onestop_fresh(const char *);
 char		*rkey_onestop_event(const char *);
+char		*rkey_onestop_subs(const char *);
 char		*rkey_dossier_log(const char *);
 char		*rkey_dossier_subs(const char *);
 char		*rkey_dossier_optout(const char *);

@@ -335,3 +335,10 @@ rkey_onestop_event(const char *code)
 {
 	return xasprintf("%sonestop:event-at:%s", rkey_prefix(), code);
 }
+
+/* The followers of a dossier, as notify.c names them (the poller lists them by this prefix). */
+char *
+rkey_onestop_subs(const char *code)
+{
+	return xasprintf("%sdossier-subs:%s", rkey_prefix(), code);
+}

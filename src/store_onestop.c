@@ -80,6 +80,15 @@ static struct {
 	struct os_looks		 looks;
 	struct event		*sweep;
 	int			 sweeping;
+	/* the poller */
+	int			 lease_script;
+	char			*k_poll, me[17];
+	struct event		*poll;
+	char			**queue;	/* codes left in this round */
+	size_t			 nqueue, qhead, round_size;
+	char			*cursor;	/* SCAN cursor while a round is being listed */
+	long long		 round_at;	/* when the round began */
+	int			 polling, leader;
 	/* token */
 	char			*token;
 	long long		 token_exp;
@@ -95,6 +104,14 @@ static struct {
 
 static void	os_token_read(void);
 static void	os_sweep_cb(int, short, void *);
+static void	os_poll_cb(int, short, void *);
+
+/* KEYS: the poll lease. ARGV: this instance, lease ms. 1 when this instance holds it now. */
+static const char os_lease_lua[] =
+	"local h = redis.call('GET', KEYS[1])\n"
+	"if h and h ~= ARGV[1] then return 0 end\n"
+	"redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))\n"
+	"return 1\n";
 
 /* KEYS: the owed answers (sorted set, score: when to look next). ARGV: now ms, lease ms, batch.
  * Claims the due ones for this instance for the lease and returns them. */
@@ -174,6 +191,25 @@ store_onestop_init(struct event_base *base, const struct config *cfg)
 
 		evtimer_add(os.sweep, &tv);
 	}
+	os.k_poll = rkey_onestop("poll-lease");
+	os.lease_script = rds_script_add("onestop_lease", os_lease_lua);
+	{
+		unsigned char r[8];
+		static const char hex[] = "0123456789abcdef";
+
+		randombytes_buf(r, sizeof r);
+		for (i = 0; i < 8; i++) {
+			os.me[2 * i] = hex[r[i] >> 4];
+			os.me[2 * i + 1] = hex[r[i] & 15];
+		}
+		os.me[16] = '\0';
+	}
+	if (cfg->os_poll_interval > 0) {
+		struct timeval tv = { 1, 0 };
+
+		os.poll = event_new(base, -1, EV_PERSIST, os_poll_cb, NULL);
+		evtimer_add(os.poll, &tv);
+	}
 }
 
 /* Free what the backend holds (shutdown). */
@@ -194,6 +230,17 @@ store_onestop_free(void)
 	os.sweep = NULL;
 	free(os.k_deferred);
 	os.k_deferred = NULL;
+	if (os.poll != NULL)
+		event_free(os.poll);
+	os.poll = NULL;
+	while (os.qhead < os.nqueue)
+		free(os.queue[os.qhead++]);
+	free(os.queue);
+	os.queue = NULL;
+	os.nqueue = os.qhead = 0;
+	free(os.cursor);
+	free(os.k_poll);
+	os.cursor = os.k_poll = NULL;
 	free(os.token);
 	free(os.k_token);
 	free(os.k_lock);
@@ -953,4 +1000,118 @@ os_sweep_cb(int fd, short ev, void *arg)
 	v[3] = batch;
 	if (rds_evalsha(os.claim_script, os_claim_cb, NULL, 1, 3, v, NULL) == 0)
 		os.sweeping = 1;
+}
+
+/* ---- the poller ----------------------------------------------------------------------------- */
+
+static void
+os_poll_noop_cb(int rc, json_t *d, const char *err, void *arg)
+{
+}
+
+/* Ask the backend for code now, whatever the cache says; a changed status is recorded and
+ * notified by os_look_store. */
+static void
+os_poll_one(const char *code)
+{
+	struct os_look *l;
+
+	if (os_looking(code) || store_onestop_down())
+		return;
+	l = xcalloc(1, sizeof *l);
+	snprintf(l->code, sizeof l->code, "%s", code);
+	l->cb = os_poll_noop_cb;
+	l->answered = 1;	/* nobody waits for it */
+	TAILQ_INSERT_TAIL(&os.looks, l, entry);
+	l->listed = 1;
+	os_look_search(l, NULL);
+}
+
+static void
+os_scan_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct redisReply *keys;
+	size_t i, plen;
+	char *pfx = rkey_onestop_subs("");
+
+	os.polling = 0;
+	plen = strlen(pfx);
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[0]->type != REDIS_REPLY_STRING ||
+	    (keys = r->element[1])->type != REDIS_REPLY_ARRAY) {
+		free(pfx);
+		free(os.cursor);
+		os.cursor = NULL;
+		return;
+	}
+	for (i = 0; i < keys->elements; i++) {
+		if (keys->element[i]->type != REDIS_REPLY_STRING || keys->element[i]->len <= plen ||
+		    keys->element[i]->len - plen >= DOSSIER_CODE_MAX)
+			continue;
+		if ((os.nqueue & (os.nqueue - 1)) == 0)	/* grow at each power of two */
+			os.queue = xrealloc(os.queue, (os.nqueue ? os.nqueue * 2 : 1) *
+			    sizeof *os.queue);
+		os.queue[os.nqueue++] = xstrdup(keys->element[i]->str + plen);
+	}
+	free(os.cursor);
+	os.cursor = strcmp(r->element[0]->str, "0") == 0 ? NULL : xstrdup(r->element[0]->str);
+	if (os.cursor == NULL)
+		os.round_size = os.nqueue;
+	free(pfx);
+}
+
+static void
+os_lease_cb(struct redisReply *r, void *arg, const char *err)
+{
+	size_t n, i;
+	char *match;
+
+	os.polling = 0;
+	os.leader = r != NULL && err == NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+	if (!os.leader)
+		return;
+	if (os.cursor != NULL || (os.qhead == os.nqueue &&
+	    clock_ms() - os.round_at >= (long long)os.cfg->os_poll_interval * 1000)) {
+		/* List the followed dossiers, a page a second. */
+		if (os.cursor == NULL) {
+			while (os.qhead < os.nqueue)
+				free(os.queue[os.qhead++]);
+			os.qhead = os.nqueue = 0;
+			os.round_at = clock_ms();
+			os.cursor = xstrdup("0");
+		}
+		match = rkey_onestop_subs("*");
+		{
+			const char *v[6] = { "SCAN", os.cursor, "MATCH", match, "COUNT", "1000" };
+
+			if (rds_commandv(os_scan_cb, NULL, 6, v, NULL) == 0)
+				os.polling = 1;
+		}
+		free(match);
+		return;
+	}
+	/* Spread the round over the interval, at most poll_rate a second. */
+	n = (os.round_size + (size_t)os.cfg->os_poll_interval - 1) / (size_t)os.cfg->os_poll_interval;
+	if (n > (size_t)os.cfg->os_poll_rate)
+		n = (size_t)os.cfg->os_poll_rate;
+	for (i = 0; i < n && os.qhead < os.nqueue; i++) {
+		os_poll_one(os.queue[os.qhead]);
+		free(os.queue[os.qhead++]);
+	}
+}
+
+/* Every second: hold (or take) the poll lease; its holder lists the followed dossiers once an
+ * interval and asks the backend for a share of them each second. */
+static void
+os_poll_cb(int fd, short ev, void *arg)
+{
+	const char *v[3];
+
+	if (os.polling || !rds_ready())
+		return;
+	v[0] = os.k_poll;
+	v[1] = os.me;
+	v[2] = "3000";
+	if (rds_evalsha(os.lease_script, os_lease_cb, NULL, 1, 2, v, NULL) == 0)
+		os.polling = 1;
 }

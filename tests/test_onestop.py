@@ -202,6 +202,33 @@ def test_onestop_ussd_waits_its_budget_then_sms(env):
         fake.stop()
 
 
+def test_onestop_poller_notifies_followers_of_a_change(env):
+    p, fake, g = setup(env, poll_interval=1, cache_ttl=3600)
+    try:
+        fake.dossiers[code(1)] = igate_item(code(1), status=4)
+        fake.dossiers[code(2)] = igate_item(code(2), status=4)
+        ask(p, g, "0987654321", "84987654321", "HS " + code(1), "p1", "Dang xu ly")
+        ask(p, g, "0987654321", "84987654321", "TB " + code(1), "p2", "HUY TB")
+        # a second instance: the lease lets only one of them poll
+        g2 = env.gateway(dossier__backend="http",
+                         dossier__http=fake.config(poll_interval=1, cache_ttl=3600)["http"])
+        n = len(p.texts_to("84987654321"))
+        fake.dossiers[code(1)] = igate_item(code(1), status=9)
+        # the change is found by polling (the cache is fresh for an hour) and notified
+        wait_until(lambda: any("chuyen sang" in t for t in p.texts_to("84987654321")[n:]), 15,
+                   "the follower's notification")
+        log = env.redis.cli("XRANGE", "t:dossier-log:" + code(1), "-", "+")
+        assert "onestop" in log, log
+        # only followed dossiers are polled, and one instance polls
+        assert fake.nsearches(code(2)) == 0, fake.searches
+        assert env.redis.cli("EXISTS", "t:onestop:poll-lease") == "1"
+        before = fake.nsearches(code(1))
+        wait_until(lambda: fake.nsearches(code(1)) >= before + 3, 10, "more polls")
+        assert g2.proc.poll() is None
+    finally:
+        fake.stop()
+
+
 def event(g, body, token=ONESTOP):
     st, data, _ = g.request("POST", "/api/v1/onestop/events",
                             body if isinstance(body, (str, bytes)) else json.dumps(body),
@@ -260,4 +287,5 @@ if __name__ == "__main__":
         test_onestop_change_events,
         test_onestop_deferred_turn_survives_a_kill,
         test_onestop_ussd_waits_its_budget_then_sms,
+        test_onestop_poller_notifies_followers_of_a_change,
     ]))
