@@ -694,6 +694,7 @@ os_search_cb(long status, const char *body, size_t len, const char *err, void *a
 	json_error_t jerr;
 	char *cause = NULL;
 	const char *c, *nc;
+	int none;
 
 	os.latency_ms += (unsigned long long)(clock_ms() - l->t0);
 	if (status == 401 && !l->retried) {
@@ -731,9 +732,10 @@ os_search_cb(long status, const char *body, size_t len, const char *err, void *a
 		return;
 	}
 	os_breaker(1);
-	d = json_is_null(item) ? NULL : os_map(item, &cause);
+	none = json_is_null(item);	/* item is j's: read it before j goes */
+	d = none ? NULL : os_map(item, &cause);
 	json_decref(j);
-	if (!json_is_null(item) && d == NULL) {
+	if (!none && d == NULL) {
 		/* Not a dossier we can show (no code, a code of another shape). */
 		log_warn("one-stop backend: an answer is not a dossier: %s", cause);
 		free(cause);

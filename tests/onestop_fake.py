@@ -44,6 +44,8 @@ class FakeOnestop(harness.FakeServer):
         self.token_calls = 0
         self.searches = []          # code per search that reached the handler
         self.problems = []          # protocol mistakes of the gateway
+        self.delay = 0.0            # seconds before every search answer (the benchmark: 0.05)
+        self.any_code = False       # every well-formed code exists (the benchmark)
         outer = self
 
         class Handler(harness.QuietHandler):
@@ -90,6 +92,8 @@ class FakeOnestop(harness.FakeServer):
                         if step != "401":
                             outer.problems.append("search with %r" % auth)
                         return self.answer(401, "application/json", b'{"error":"invalid_token"}')
+                if outer.delay:
+                    time.sleep(outer.delay)
                 if isinstance(step, tuple) and step[0] == "slow":
                     outer.release.wait(step[1])
                     step = "ok"
@@ -103,6 +107,8 @@ class FakeOnestop(harness.FakeServer):
                     return self.answer(200, "application/json",
                                        b'{"content": [], "pad": "' + b"x" * (1 << 20) + b'"}')
                 item = outer.dossiers.get(code)
+                if item is None and outer.any_code and len(code) == 25:
+                    item = igate_item(code)
                 content = [item] if item is not None and step != "empty" else []
                 self.answer(200, "application/json", json.dumps(
                     {"content": content, "totalElements": len(content)}).encode())
@@ -126,3 +132,14 @@ class FakeOnestop(harness.FakeServer):
     def nsearches(self, code=None):
         with self.lock:
             return len([c for c in self.searches if code is None or c == code])
+
+
+if __name__ == "__main__":
+    # The benchmark's stand-in: `python3 tests/onestop_fake.py DELAY_S` prints its base URL and
+    # answers every code after DELAY_S until killed.
+    import sys
+    f = FakeOnestop()
+    f.delay = float(sys.argv[1]) if len(sys.argv) > 1 else 0.05
+    f.any_code = True
+    print(f.base(), flush=True)
+    threading.Event().wait()
