@@ -56,6 +56,7 @@ struct os_look {
 	void		*arg;
 	int		 answered;	/* cb called (the budget may answer before the backend) */
 	int		 retried;	/* a 401 was retried with a new token */
+	char		*used;		/* the token the search carried */
 	json_t		*stale;		/* the stored copy whose freshness lapsed, or NULL */
 	struct event	*budget;
 	long long	 t0;
@@ -621,6 +622,7 @@ os_look_free(struct os_look *l)
 		TAILQ_REMOVE(&os.looks, l, entry);
 	if (l->budget != NULL)
 		event_free(l->budget);
+	free(l->used);
 	json_decref(l->stale);
 	free(l);
 }
@@ -700,7 +702,7 @@ os_search_cb(long status, const char *body, size_t len, const char *err, void *a
 	if (status == 401 && !l->retried) {
 		/* Revoked or expired early: one retry with a new token. */
 		l->retried = 1;
-		os_token_refused(os.token != NULL ? os.token : "");
+		os_token_refused(l->used != NULL ? l->used : "");
 		os_look_search(l, NULL);
 		return;
 	}
@@ -775,6 +777,8 @@ os_look_token_cb(const char *token, const char *err, void *arg)
 	q = strstr(p, "{code}");
 	url = xasprintf("%.*s%s%s", (int)(q - p), p, esc, q + 6);
 	auth = xasprintf("Authorization: Bearer %s", token);
+	free(l->used);
+	l->used = xstrdup(token);
 	hdrs[0] = auth;
 	hdrs[1] = "Accept: application/json";
 	hdrs[2] = NULL;
