@@ -624,4 +624,67 @@ bench_wait() {
 	wait_stop
 }
 [ "${BENCH_WAIT:-1}" = 1 ] && bench_wait
+
+# ---- one-stop backend (issue #11): dossier.backend "http" against tests/onestop_fake.py answering
+# every search after 50 ms. wrk sends "HS <code>" from distinct users with codes drawn from
+# BENCH_ONESTOP_CODES (2000) distinct ones for BENCH_ONESTOP_SECS (8). Prints onestop_turns_per_s,
+# onestop_p50_ms / onestop_p99_ms (the provider's latency: a cache miss waits for the backend, at
+# most dossier.http.budget_ms), onestop_cache_hit_rate and onestop_backend_calls_per_lookup (from
+# /healthz's backend_* counters). BENCH_ONESTOP=0 skips it. Run after the rest, on its own gateway
+# and key prefix, so it changes none of the figures above.
+bench_onestop() {
+	local od=$TMP/onestop base gp cfg gpid fpid r
+	mkdir -p "$od"
+	python3 tests/onestop_fake.py 0.05 >"$od/fake.url" 2>"$od/fake.log" &
+	fpid=$!
+	for r in $(seq 50); do [ -s "$od/fake.url" ] && break; sleep 0.1; done
+	base=$(cat "$od/fake.url")
+	[ -n "$base" ] || { kill "$fpid" 2>/dev/null; say "onestop: the stand-in did not start; skipped"; return; }
+	gp=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	cfg=$od/gw.json
+	python3 - "$CFG" "$cfg" "$gp" "$base" "$od" <<'PY'
+import json, sys
+src, dst, port, base, od = sys.argv[1:]
+c = json.load(open(src))
+c["listen"]["port"] = int(port)
+c["redis"]["prefix"] = "os:"
+c["sms"]["file"]["path"] = od + "/sms.log"
+c["dossier"] = {"backend": "http", "http": {
+    "token_url": base + "/auth/realms/digo/protocol/openid-connect/token",
+    "client_id": "dvcgw-gialai", "client_secret": "s3cr3t-Zq81",
+    "search_url": base + "/pa/dossier-search/dvc?page=0&size=10&spec=slice&code={code}",
+    "poll_interval": 0}}
+json.dump(c, open(dst, "w"))
+PY
+	"$DVCGW" -c "$cfg" >/dev/null 2>"$od/gw.log" &
+	gpid=$!
+	for r in $(seq 100); do
+		[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$gp/healthz" 2>/dev/null)" = 200 ] && break
+		sleep 0.1
+	done
+	say "onestop: wrk -t$THREADS -c$CONNS -d${BENCH_ONESTOP_SECS:-8}s POST /sms/inbound, backend answering in 50 ms"
+	wrk -t"$THREADS" -c"$CONNS" -d"${BENCH_ONESTOP_SECS:-8}s" --latency -s scripts/bench_onestop.lua \
+	    "http://127.0.0.1:$gp/sms/inbound" -- "${BENCH_ONESTOP_CODES:-2000}" >"$od/wrk.out" 2>&1
+	curl -s "http://127.0.0.1:$gp/healthz" >"$od/healthz.json"
+	kill -TERM "$gpid" 2>/dev/null
+	wait "$gpid" 2>/dev/null
+	kill "$fpid" 2>/dev/null
+	wait "$fpid" 2>/dev/null
+	check_run "onestop" "$od/wrk.out"
+	echo "onestop_turns_per_s: $(wrk_rps "$od/wrk.out")"
+	echo "onestop_p50_ms: $(wrk_pct_ms "$od/wrk.out" 50)"
+	echo "onestop_p99_ms: $(wrk_pct_ms "$od/wrk.out" 99)"
+	python3 - "$od/healthz.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))["counters"]
+look = c["backend_cache_hits"] + c["backend_cache_misses"]
+print("onestop_lookups: %d" % look)
+print("onestop_cache_hit_rate: %.3f" % (c["backend_cache_hits"] / look if look else 0))
+print("onestop_backend_calls_per_lookup: %.3f" % (c["backend_calls"] / look if look else 0))
+print("onestop_backend_errors: %d" % c["backend_errors"])
+print("onestop_backend_ms_per_call: %.1f" % (c["backend_latency_ms_sum"] / c["backend_calls"]
+                                              if c["backend_calls"] else 0))
+PY
+}
+[ "${BENCH_ONESTOP:-1}" = 1 ] && bench_onestop
 exit 0

@@ -122,6 +122,22 @@ static const struct cfg_key cfg_keys[] = {
 	I("staff.hash_queue", staff_hash_queue, 16, 1, 1024),
 	I("staff.hash_workers", staff_hash_workers, 1, 1, 8),
 	I("staff.audit_max", staff_audit_max, 100000, 100, 100000000),
+	S("dossier.backend", dossier_backend, "redis"),
+	S("dossier.http.token_url", os_token_url, NULL),
+	S("dossier.http.client_id", os_client_id, NULL),
+	S("dossier.http.client_secret", os_client_secret, NULL),
+	S("dossier.http.search_url", os_search_url, NULL),
+	S("dossier.http.item", os_item, "/content/0"),
+	O("dossier.http.fields", os_fields),
+	O("dossier.http.status_names", os_status_names),
+	I("dossier.http.timeout_ms", os_timeout_ms, 5000, 100, 60000),
+	I("dossier.http.budget_ms", os_budget_ms, 1500, 50, 60000),
+	I("dossier.http.cache_ttl", os_cache_ttl, 300, 1, 7 * 86400),
+	I("dossier.http.miss_ttl", os_miss_ttl, 60, 1, 86400),
+	I("dossier.http.breaker_failures", os_breaker_failures, 5, 1, 1000),
+	I("dossier.http.breaker_open_ms", os_breaker_open_ms, 30000, 100, 3600000),
+	I("dossier.http.poll_interval", os_poll_interval, 300, 0, 86400),
+	I("dossier.http.poll_rate", os_poll_rate, 5, 1, 1000),
 };
 
 /* Objects that only group keys: a key is valid when it is a table entry or such a group. */
@@ -129,6 +145,7 @@ static const char *cfg_groups[] = {
 	"listen", "redis", "flows", "console", "dossier", "log", "sms", "sms.kannel", "sms.http",
 	"sms.file", "outbox", "ussd", "zalo", "api", "otp", "history", "staff", "notify",
 	"metrics",
+	"dossier.http",
 };
 
 static const struct cfg_key *
@@ -262,6 +279,9 @@ config_check(struct config *cfg, json_t *errors)
 			config_error(errors, "config: %s", why);
 		free(why);
 		if ((why = notify_check_config(cfg)) != NULL)
+			config_error(errors, "config: %s", why);
+		free(why);
+		if ((why = store_onestop_check(cfg)) != NULL)
 			config_error(errors, "config: %s", why);
 		free(why);
 	}

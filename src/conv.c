@@ -157,6 +157,8 @@ struct conv {
 
 	json_t			*replies;
 	int			 end;
+	char			 deferred[FLOW_DATA_KEY_MAX];	/* a dossier the backend is still
+							 * looking up: its answer follows later */
 
 	conv_cb			*cb;
 	void			*arg;
@@ -402,6 +404,10 @@ conv_data_done_cb(int rc, json_t *value, const char *err, void *arg)
 	else {
 		d->value = rc == 0 ? json_incref(value) : NULL;
 		d->done = 1;
+		if (d->kind == FLOW_DATA_DOSSIER && rc == 0 && json_object_get(value, "code") == NULL &&
+		    json_string_value(json_object_get(value, "lookup")) != NULL &&
+		    strcmp(json_string_value(json_object_get(value, "lookup")), "pending") == 0)
+			snprintf(d->c->deferred, sizeof d->c->deferred, "%s", d->key);
 	}
 	conv_next(d->c);
 }
@@ -652,6 +658,10 @@ conv_save(struct conv *c)
 	v[k++] = c->text;
 	json_array_foreach(c->replies, i, reply)
 		v[k++] = json_string_value(reply);
+	/* The backend's late answer is owed: recorded before the save, on the same connection, so
+	 * a saved "please wait" always has its follow-up (store_onestop.c finishes it). */
+	if (c->deferred[0] != '\0')
+		store_onestop_defer(c->channel, c->user, c->to, c->deferred);
 	c->pending++;
 	if (rds_evalsha(conv_save_script, conv_save_cb, c, 4, k - 4, v, NULL) != 0) {
 		c->pending--;

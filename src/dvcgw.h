@@ -141,6 +141,13 @@ struct config {
 	int	 staff_cookie_secure, staff_session_idle_s, staff_session_max_s;
 	int	 staff_login_failures, staff_login_ip_failures, staff_login_window_s;
 	int	 staff_hash_queue, staff_hash_workers, staff_audit_max;
+	/* dossier.backend "http": the provincial one-stop system (store_onestop.c) */
+	char	*dossier_backend, *os_token_url, *os_client_id, *os_client_secret, *os_search_url;
+	char	*os_item;
+	json_t	*os_fields, *os_status_names;
+	int	 os_timeout_ms, os_budget_ms, os_cache_ttl, os_miss_ttl;
+	int	 os_breaker_failures, os_breaker_open_ms;
+	int	 os_poll_interval, os_poll_rate;
 };
 struct config	*config_load(const char *, json_t **);
 void		 config_free(struct config *);
@@ -343,6 +350,7 @@ void		 notify_stop(void);
 void		 notify_tick(int);
 void		 notify_status(struct http_req *, void *);
 void		 notify_push(struct http_req *, void *);
+void		 notify_event(struct http_req *, void *);
 int		 notify_follow(const char *, const char *, const char *, int,
 		    void (*)(int, json_t *, const char *, void *), void *);
 long long	 notify_quiet_until(const char *, long long);
@@ -409,6 +417,10 @@ char		*rkey_outbox_notify(int);
 char		*rkey_notify_later(int);
 char		*rkey_notified(int, const char *, const char *, const char *);
 char		*rkey_notify_jobs(void);
+char		*rkey_onestop(const char *);
+char		*rkey_onestop_fresh(const char *);
+char		*rkey_onestop_event(const char *);
+char		*rkey_onestop_subs(const char *);
 char		*rkey_dossier_log(const char *);
 char		*rkey_dossier_subs(const char *);
 char		*rkey_dossier_optout(const char *);
@@ -470,6 +482,18 @@ typedef void store_cb(int rc, json_t *dossier, const char *err, void *arg);
 void		 store_init(const struct config *);
 int		 store_import(const struct config *, const char *);
 int		 store_lookup(const char *, store_cb *, void *);
+void		 store_start(struct event_base *);
+void		 store_stop(void);
+
+/* store_onestop.c */
+char		*store_onestop_check(const struct config *);
+void		 store_onestop_init(struct event_base *, const struct config *);
+void		 store_onestop_free(void);
+int		 store_onestop_lookup(const char *, store_cb *, void *);
+int		 store_onestop_down(void);
+json_t		*store_onestop_stats(void);
+int		 store_onestop_status(const json_t *);
+void		 store_onestop_defer(const char *, const char *, const char *, const char *);
 
 /* ussd.c */
 void		 ussd_init(struct event_base *, const struct config *);

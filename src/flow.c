@@ -448,6 +448,21 @@ action_lookup_dossier(const struct flowset *fs, const struct flow_input *in, con
 		local = json_object();
 		json_object_set_new(local, "code", json_string(code));
 		t = TEXT_DOSSIER_NOT_FOUND;
+	} else if (json_object_get(dossier, "code") == NULL) {
+		/* Not a dossier but the backend's state ({"lookup": "pending"|"unavailable"}). */
+		local = json_object();
+		json_object_set_new(local, "code", json_string(code));
+		t = strcmp(json_string_value(json_object_get(dossier, "lookup")) ?
+		    json_string_value(json_object_get(dossier, "lookup")) : "", "pending") == 0 ?
+		    TEXT_DOSSIER_PENDING : TEXT_DOSSIER_UNAVAILABLE;
+		if (!fs->have[flow_variant(fs, in->channel)][t]) {
+			json_object_set_new(out, "result", json_string(t == TEXT_DOSSIER_PENDING ?
+			    "Đang tra cứu hồ sơ, vui lòng chờ trong giây lát rồi gửi lại mã hồ sơ." :
+			    "Hệ thống tra cứu hồ sơ tạm thời gián đoạn, vui lòng thử lại sau."));
+			json_decref(local);
+			free(cause);
+			return 0;
+		}
 	} else {
 		local = dossier_vars(dossier, flow_sender_phone(in), in->today);
 		if (res->squeeze > 0)

@@ -127,6 +127,8 @@ enum {
 	TEXT_FOLLOW_FULL,
 	TEXT_UNFOLLOW_OK,
 	TEXT_STATUS_CHANGED,	/* optional: a follower's notification (notify.c) */
+	TEXT_DOSSIER_PENDING,	/* optional: the one-stop backend is slow (store_onestop.c) */
+	TEXT_DOSSIER_UNAVAILABLE, /* optional: the one-stop backend is down */
 	TEXT_COUNT
 };
 

@@ -84,6 +84,8 @@ static const struct {
 	[TEXT_FOLLOW_FULL] = { "follow_full", code_only },
 	[TEXT_UNFOLLOW_OK] = { "unfollow_ok", code_only },
 	[TEXT_STATUS_CHANGED] = { "dossier_status_changed", dossier_fields },
+	[TEXT_DOSSIER_PENDING] = { "dossier_pending", code_only },
+	[TEXT_DOSSIER_UNAVAILABLE] = { "dossier_unavailable", code_only },
 };
 
 _Static_assert(TEXT_COUNT <= 32, "a text is one bit of flow_action.texts");

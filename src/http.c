@@ -105,6 +105,7 @@ static const struct http_route http_routes[] = {
 	{ "/api/v1/dossiers/*/status", HTTP_POST, AUTH_STAFF_OR_ONESTOP, notify_status,
 	    HTTP_ROUTE_SEGMENT },
 	{ "/api/v1/dossiers/*/notify", HTTP_POST, AUTH_STAFF, notify_push, HTTP_ROUTE_SEGMENT },
+	{ "/api/v1/onestop/events", HTTP_POST, AUTH_ONESTOP, notify_event, 0 },
 	/* console.c answers every method and depth itself, so each answer has its headers */
 	{ "/console", HTTP_GET, AUTH_ANYONE, console_redirect, 0 },
 	{ "/console/", HTTP_CONSOLE_METHODS, AUTH_ANYONE, console_serve, 0 },	/* index.html */
@@ -1176,6 +1177,8 @@ http_counters(void)
 	    "sms_not_answered", (json_int_t)sms_not_answered());
 	if (j != NULL)
 		json_object_update_new(j, otp_stats());
+	if (j != NULL)
+		json_object_update_new(j, store_onestop_stats());
 	if (j != NULL)
 		json_object_update_new(j, json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}",
 		    "notify_changes", (json_int_t)n_changes, "notify_jobs", (json_int_t)n_jobs,

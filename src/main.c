@@ -157,6 +157,7 @@ gw_teardown(void)
 	smsout_free();
 	channel_flush();
 	fetch_stop();
+	store_stop();
 	rds_stop();
 	conv_shutdown();
 	event_free(gw.sigterm);
@@ -314,6 +315,7 @@ gw_setup(struct config *cfg, struct flowset *fs)
 	channel_init(gw.base, cfg);
 	metrics_init();
 	store_init(cfg);
+	store_start(gw.base);
 	conv_init(cfg, fs);
 	otp_init(cfg);
 	staff_init(gw.base, cfg);

@@ -73,6 +73,15 @@ const char notify_change_lua[] =
 	"if owner ~= '' and not redis.call('ZSCORE', subs, 'sms:' .. owner) then n = n + 1 end\n"
 	"return {'OK', tostring(old), tostring(new), n}\n";
 
+/* KEYS: the dossier's last event time. ARGV: this event's time (yyyyMMddHHmmss), TTL s. 1 when it
+ * is not older than the last one seen (and is now the last), else 0. */
+static const char notify_event_lua[] =
+	"local last = redis.call('GET', KEYS[1])\n"
+	"if last and last > ARGV[1] then return 0 end\n"
+	"redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
+	"return 1\n";
+static int notify_event_script;
+
 /* KEYS: the dossier (by the code typed). ARGV: key prefix, member ("<channel>:<user>"), the
  * follower's phone ("" for a Zalo user), 1 follow or 0 stop, max followers, now ms. The owner's
  * phone stopping opts the owner out; following again opts back in. -> {"NOTFOUND"}, {"OK", code}
@@ -699,6 +708,7 @@ notify_init(struct event_base *base, const struct config *cfg)
 	notify_enqueue_script = rds_script_add("notify_enqueue", notify_enqueue_lua);
 	notify_release_script = rds_script_add("notify_release", notify_release_lua);
 	notify_take_script = rds_script_add("notify_take", notify_take_lua);
+	notify_event_script = rds_script_add("notify_event", notify_event_lua);
 	nt.k_jobs = rkey_notify_jobs();
 	snprintf(nt.me, sizeof nt.me, "n%ld-%08x", (long)getpid(), randombytes_random());
 	if (base == NULL)
@@ -938,4 +948,131 @@ notify_push(struct http_req *req, void *arg)
 	if (notify_path_code(req, code) != 0)
 		return;
 	notify_run(req, code, 0, NULL);
+}
+
+
+struct notify_ev {
+	struct http_req	*req;
+	char		 code[DOSSIER_CODE_MAX];
+	int		 status;
+	char		*note;
+};
+
+static void
+notify_event_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct notify_ev *ev = arg;
+
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_INTEGER)
+		http_error(ev->req, 503, "unavailable", "The event could not be recorded; nothing "
+		    "was changed. Try again.");
+	else if (r->integer == 0)
+		http_json(ev->req, 200, json_pack("{s:s, s:s}", "code", ev->code, "ignored",
+		    "older than the last event seen for this dossier"));
+	else
+		notify_run(ev->req, ev->code, ev->status, ev->note);
+	http_release();
+	free(ev->note);
+	free(ev);
+}
+
+/* Is s yyyyMMddHHmmss with plausible fields? */
+static int
+notify_event_time(const char *s)
+{
+	struct tm tm;
+	size_t i;
+
+	if (s == NULL || strlen(s) != 14)
+		return 0;
+	for (i = 0; i < 14; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return 0;
+	memset(&tm, 0, sizeof tm);
+	return strptime(s, "%Y%m%d%H%M%S", &tm) != NULL && tm.tm_year >= 100;
+}
+
+/* POST /api/v1/onestop/events: a change event shaped like the national CapNhatTienDoHoSoMC
+ * service ({"MaHoSo", "TrangThai", "ThoiDiemXuLy", "NoiDungXuLy"?, "PhongBanXuLy"?, ...}), made
+ * the same status change as the staff API's; an event older than the last one seen is ignored. */
+void
+notify_event(struct http_req *req, void *arg)
+{
+	static const char *const known[] = { "MaHoSo", "TrangThai", "ThoiDiemXuLy", "NoiDungXuLy",
+	    "PhongBanXuLy", "NguoiXuLy", "NgayKetThucTheoQuyDinh", NULL };
+	struct notify_ev *ev;
+	char code[DOSSIER_CODE_MAX], *cause = NULL, *key, ttl[16];
+	const char *k, *at, *what, *dept, *const *kn;
+	json_t *body, *v;
+	int status;
+
+	if ((body = http_body_json(req, NULL)) == NULL)
+		return;
+	json_object_foreach(body, k, v) {
+		for (kn = known; *kn != NULL && strcmp(*kn, k) != 0; kn++)
+			;
+		if (*kn == NULL) {
+			http_error(req, 400, "bad_request", "Unknown field \"%s\": a change event has "
+			    "MaHoSo, TrangThai, ThoiDiemXuLy, NoiDungXuLy, PhongBanXuLy, NguoiXuLy and "
+			    "NgayKetThucTheoQuyDinh.", k);
+			goto out;
+		}
+		if (!json_is_string(v) && !(strcmp(k, "TrangThai") == 0 && json_is_integer(v))) {
+			http_error(req, 400, "bad_request", "\"%s\" must be a string.", k);
+			goto out;
+		}
+	}
+	if (json_string_value(json_object_get(body, "MaHoSo")) == NULL ||
+	    dossier_code_normalise(json_string_value(json_object_get(body, "MaHoSo")), code,
+	    &cause) == DCODE_BAD) {
+		free(cause);
+		http_error(req, 400, "bad_request", "\"MaHoSo\" must be a dossier code.");
+		goto out;
+	}
+	free(cause);
+	if ((status = store_onestop_status(json_object_get(body, "TrangThai"))) == 0) {
+		http_error(req, 400, "bad_request", "\"TrangThai\" must be a national status code "
+		    "from 1 to 10 (or a name in dossier.http.status_names).");
+		goto out;
+	}
+	at = json_string_value(json_object_get(body, "ThoiDiemXuLy"));
+	if (!notify_event_time(at)) {
+		http_error(req, 400, "bad_request", "\"ThoiDiemXuLy\" must be a time as "
+		    "yyyyMMddHHmmss (Asia/Ho_Chi_Minh).");
+		goto out;
+	}
+	what = json_string_value(json_object_get(body, "NoiDungXuLy"));
+	dept = json_string_value(json_object_get(body, "PhongBanXuLy"));
+	ev = xcalloc(1, sizeof *ev);
+	ev->req = req;
+	snprintf(ev->code, sizeof ev->code, "%s", code);
+	ev->status = status;
+	if (what != NULL || dept != NULL)
+		ev->note = xasprintf("%s%s%s%s", what ? what : "", what && dept ? " (" : "",
+		    dept ? dept : "", what && dept ? ")" : "");
+	if (ev->note != NULL && (strlen(ev->note) > NOTIFY_NOTE_MAX ||
+	    !text_utf8_valid(ev->note, strlen(ev->note)))) {
+		free(ev->note);
+		free(ev);
+		http_error(req, 400, "bad_request", "NoiDungXuLy and PhongBanXuLy together must be "
+		    "at most %d bytes of UTF-8.", NOTIFY_NOTE_MAX);
+		goto out;
+	}
+	key = rkey_onestop_event(code);
+	snprintf(ttl, sizeof ttl, "%d", 90 * 86400);
+	{
+		const char *a[3] = { key, at, ttl };
+
+		if (!rds_ready() || rds_evalsha(notify_event_script, notify_event_cb, ev, 1, 2, a,
+		    NULL) != 0) {
+			free(ev->note);
+			free(ev);
+			http_error(req, 503, "unavailable", "Redis is unavailable (%s); nothing was "
+			    "changed.", rds_error());
+		} else
+			http_hold();
+	}
+	free(key);
+out:
+	json_decref(body);
 }

@@ -312,3 +312,34 @@ rkey_audit(const char *who)
 		return xasprintf("%s{staff}:audit", rkey_prefix());
 	return xasprintf("%s{staff}:audit-by:%s", rkey_prefix(), who);
 }
+
+/* The one-stop backend's shared state: "token" ("<expiry ms> <access token>", expires with it) and
+ * "token-lock" (held by the instance refreshing it, timeout_ms * 2). */
+char *
+rkey_onestop(const char *what)
+{
+	return xasprintf("%sonestop:%s", rkey_prefix(), what);
+}
+
+/* A code looked up in the one-stop backend lately: "1" (the dossier under dossier:<code> is fresh,
+ * for dossier.http.cache_ttl) or "0" (not found there, for dossier.http.miss_ttl). */
+char *
+rkey_onestop_fresh(const char *code)
+{
+	return xasprintf("%sonestop:fresh:%s", rkey_prefix(), code);
+}
+
+/* The processing time (yyyyMMddHHmmss) of the newest change event seen for a dossier, so an older
+ * one that arrives late is ignored; expires after 90 days. */
+char *
+rkey_onestop_event(const char *code)
+{
+	return xasprintf("%sonestop:event-at:%s", rkey_prefix(), code);
+}
+
+/* The followers of a dossier, as notify.c names them (the poller lists them by this prefix). */
+char *
+rkey_onestop_subs(const char *code)
+{
+	return xasprintf("%sdossier-subs:%s", rkey_prefix(), code);
+}

@@ -23,17 +23,42 @@ static const struct store_backend {
 	int		(*lookup)(const char *, store_cb *, void *);
 } store_backends[] = {
 	{ "redis", store_redis_lookup },
+	{ "http", store_onestop_lookup },	/* the one-stop system: store_onestop.c */
 };
 
 static struct {
 	const struct store_backend	*backend;
+	const struct config		*cfg;
 } store;
 
-/* Pick the backend. */
+/* Pick the backend (dossier.backend; config.c checked the name). */
 void
 store_init(const struct config *cfg)
 {
+	size_t i;
+
+	store.cfg = cfg;
 	store.backend = &store_backends[0];
+	for (i = 0; i < sizeof store_backends / sizeof store_backends[0]; i++)
+		if (cfg->dossier_backend != NULL &&
+		    strcmp(store_backends[i].name, cfg->dossier_backend) == 0)
+			store.backend = &store_backends[i];
+}
+
+/* Start what the backend needs on the loop (the HTTP backend's timers and scripts). */
+void
+store_start(struct event_base *base)
+{
+	if (strcmp(store.backend->name, "http") == 0)
+		store_onestop_init(base, store.cfg);
+}
+
+/* Free what store_start made. */
+void
+store_stop(void)
+{
+	if (strcmp(store.backend->name, "http") == 0)
+		store_onestop_free();
 }
 
 /* Look a normalised code up; cb gets 0 and the dossier (borrowed), 1 when there is none, -1 and a
