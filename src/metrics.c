@@ -133,8 +133,8 @@ static const struct metric metrics_table[MET_COUNT] = {
 	[MET_NOTIFY] = { "dvcgw_notifications_total", "Dossier notifications: status changes "
 	    "recorded, fan-out jobs, notifications queued, held for quiet hours, sent, dead.",
 	    METRIC_COUNTER, { ML_NOTIFY }, metrics_read_notify },
-	/* The one-stop backend: its client calls metrics_inc(MET_BACKEND_CALLS, result, NULL) and
-	 * metrics_observe(MET_BACKEND_SECONDS, s, NULL); 0 until it does. */
+	/* The one-stop backend's searches (store_onestop.c): "ok" an answer of the configured shape
+	 * (found or not), "timeout", "error" anything else (HTTP status, not JSON, wrong shape). */
 	[MET_BACKEND_CALLS] = { "dvcgw_backend_calls_total", "Calls to the one-stop backend, by "
 	    "result.", METRIC_COUNTER, { ML_BACKEND }, NULL },
 	[MET_BACKEND_SECONDS] = { "dvcgw_backend_seconds", "Latency of calls to the one-stop "

@@ -699,6 +699,10 @@ os_search_cb(long status, const char *body, size_t len, const char *err, void *a
 	int none;
 
 	os.latency_ms += (unsigned long long)(clock_ms() - l->t0);
+	metrics_observe(MET_BACKEND_SECONDS, (double)(clock_ms() - l->t0) / 1000.0, NULL);
+	if (status != 200)
+		metrics_inc(MET_BACKEND_CALLS, status == 0 && err != NULL && strstr(err, "timed out") ?
+		    "timeout" : "error", NULL);
 	if (status == 401 && !l->retried) {
 		/* Revoked or expired early: one retry with a new token. */
 		l->retried = 1;
@@ -715,6 +719,7 @@ os_search_cb(long status, const char *body, size_t len, const char *err, void *a
 		return;
 	}
 	if ((j = json_loadb(body, len, 0, &jerr)) == NULL) {
+		metrics_inc(MET_BACKEND_CALLS, "error", NULL);
 		os_look_fail(l, "search answer is not JSON");
 		return;
 	}
@@ -730,10 +735,12 @@ os_search_cb(long status, const char *body, size_t len, const char *err, void *a
 	}
 	if (item == NULL || (!json_is_null(item) && !json_is_object(item))) {
 		json_decref(j);
+		metrics_inc(MET_BACKEND_CALLS, "error", NULL);
 		os_look_fail(l, "search answer does not have the configured shape");
 		return;
 	}
 	os_breaker(1);
+	metrics_inc(MET_BACKEND_CALLS, "ok", NULL);
 	none = json_is_null(item);	/* item is j's: read it before j goes */
 	d = none ? NULL : os_map(item, &cause);
 	json_decref(j);

@@ -25,7 +25,7 @@ def setup(env, **http):
     fake = FakeOnestop()
     env.onestop = fake
     cfg = fake.config(**http)
-    g = env.gateway(dossier__backend="http", dossier__http=cfg["http"])
+    g = env.gateway(dossier__backend="http", dossier__http=cfg["http"], metrics__auth="allow")
     return p, fake, g
 
 
@@ -60,6 +60,11 @@ def test_onestop_lookup_mapped_masked_and_cached(env):
         c = counters(g)
         assert c["backend_calls"] == 1 and c["backend_cache_hits"] >= 1, c
         assert c["backend_cache_misses"] == 1 and c["backend_breaker_open"] is False, c
+        st, m, _ = g.request("GET", "/metrics")
+        m = m.decode()
+        assert st == 200 and 'dvcgw_backend_calls_total{result="ok"} 1\n' in m, m[-3000:]
+        assert 'dvcgw_backend_calls_total{result="error"} 0\n' in m
+        assert "dvcgw_backend_seconds_count 1\n" in m, [l for l in m.split("\n") if "backend" in l]
         # an unknown code: "not found", remembered for miss_ttl
         ask(p, g, "0987654321", "84987654321", "HS " + code(2), "m3", "Khong tim thay")
         ask(p, g, "0987654321", "84987654321", "HS " + code(2), "m4", "Khong tim thay")
