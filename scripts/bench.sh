@@ -687,4 +687,58 @@ print("onestop_backend_ms_per_call: %.1f" % (c["backend_latency_ms_sum"] / c["ba
 PY
 }
 [ "${BENCH_ONESTOP:-1}" = 1 ] && bench_onestop
+
+# --- what the conversation history costs (history.max) -----------------------------------------------
+# Two gateways on the bench's Redis, each on its own key prefix: history.max 0 (nothing kept) and 50
+# (the default), the same turn run (BENCH_HISTORY_SECS, default 3) alternating off, on, off, on, so
+# the figure is a ratio that holds on a loaded machine. Prints history_off_turns_per_s,
+# history_on_turns_per_s (means of the two runs each) and history_cost_pct. BENCH_HISTORY_AB=0 skips.
+bench_history() {
+	local hsecs=${BENCH_HISTORY_SECS:-3} hd=$TMP/history n r gp cfg hp pass pids=""
+	mkdir -p "$hd"
+	for n in 0 50; do
+		gp=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+		cfg=$hd/gw$n.json
+		sed -e "s/\"port\": $PORT/\"port\": $gp/" -e "s/\"prefix\": \"dvcgw:\"/\"prefix\": \"h$n:\"/" \
+		    -e "s/\"history\": { \"max\": [0-9]* }/\"history\": { \"max\": $n }/" \
+		    -e "s|$TMP/sms-outbox.log|$hd/sms$n.log|" "$CFG" >"$cfg"
+		"$DVCGW" import -c "$cfg" config/demo-dossiers.json >/dev/null 2>&1 ||
+		    die "history: importing the demo dossiers failed"
+		"$DVCGW" -c "$cfg" >/dev/null 2>"$hd/gw$n.log" &
+		pids="$pids $!"
+		eval "hp$n=$gp"
+		for r in $(seq 100); do
+			[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$gp/healthz" 2>/dev/null)" = 200 ] && break
+			sleep 0.1
+		done
+	done
+	for n in 0 50; do	# warm-up: the users' sessions exist on both before anything is measured
+		eval "hp=\$hp$n"
+		run_wrk "$hd/warm$n.out" "1s" "http://127.0.0.1:$hp/sms/inbound" -- turns "hw" "$USERS"
+	done
+	for pass in 1 2; do
+		for n in 0 50; do
+			eval "hp=\$hp$n"
+			for r in $(seq 100); do	# every gateway's outbox drained: the runs do not overlap
+				[ "$(for i in $(seq 0 7); do echo "XLEN dvcgw:{$i}:outbox"
+				    echo "XLEN h0:{$i}:outbox"; echo "XLEN h50:{$i}:outbox"; done | rcli |
+				    awk '{ s += $1 } END { print s + 0 }')" = 0 ] && break
+				sleep 0.1
+			done
+			say "history: wrk -t$THREADS -c$CONNS -d${hsecs}s POST /sms/inbound, history.max $n (pass $pass)"
+			run_wrk "$hd/wrk$n-$pass.out" "${hsecs}s" "http://127.0.0.1:$hp/sms/inbound" -- turns \
+			    "h$pass" "$USERS"
+			check_run "history.max $n" "$hd/wrk$n-$pass.out"
+		done
+	done
+	for r in $pids; do kill -TERM "$r" 2>/dev/null; done
+	for r in $pids; do wait "$r" 2>/dev/null; done
+	awk -v a1="$(wrk_rps "$hd/wrk0-1.out")" -v a2="$(wrk_rps "$hd/wrk0-2.out")" \
+	    -v b1="$(wrk_rps "$hd/wrk50-1.out")" -v b2="$(wrk_rps "$hd/wrk50-2.out")" 'BEGIN {
+		off = (a1 + a2) / 2; on = (b1 + b2) / 2
+		printf "history_off_turns_per_s: %.0f\nhistory_on_turns_per_s: %.0f\n", off, on
+		printf "history_cost_pct: %.1f\n", (off > 0 ? (off - on) * 100 / off : 0) }'
+}
+[ "${BENCH_HISTORY_AB:-1}" = 1 ] && bench_history
+
 exit 0
