@@ -23,8 +23,11 @@
 #   kannel_sendsms_conns       TCP connections dvcgw opened to smsbox's sendsms during the run
 #   kannel_geturl_conns        TCP connections smsbox opened to dvcgw (get-url and dlr-url)
 #   kannel_*_answered          replies received of KBENCH_MSGS (less means the run timed out)
+#   kannel_*_cpu_us            CPU per answered message (us): bearerbox, smsbox, the application
+#   kannel_trivial_geturl_conns  TCP connections smsbox opened to the trivial app
 # Knobs: KBENCH_MSGS, KBENCH_CITIZENS, KBENCH_RUN_SECS (15, the longest one run may take),
-# KBENCH_CONCURRENCY (outbox.concurrency, the gateway's default when unset), KBENCH_KEEP=1,
+# KBENCH_CONCURRENCY (outbox.concurrency, the gateway's default when unset), KBENCH_DLR (1: dvcgw
+# sets sms.kannel.dlr_url, so smsbox also calls it with each delivery report; 0: none), KBENCH_KEEP=1,
 # DVCGW_BIN (build/dvcgw). Exit status non-zero only when the set-up itself failed.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -166,10 +169,12 @@ start_kannel() {
 	url="http://127.0.0.1:$2/status.txt?password=$apass"
 	"$BEARERBOX" -v 3 "$d/kannel.conf" >"$d/bearerbox.out" 2>&1 &
 	PIDS+=($!)
+	R_BB=$!
 	wait_for 100 http_is 200 "$url"
 	wait_for 100 listening "$3" || die "bearerbox did not start (see $d/bearerbox.out)"
 	"$SMSBOX" -v 3 "$d/kannel.conf" >"$d/smsbox.out" 2>&1 &
 	PIDS+=($!)
+	R_SB=$!
 	connected() { curl -s --max-time 2 "$url" | grep -q '^ *smsbox:.*on-line'; }
 	wait_for 100 connected && wait_for 50 listening "$4" || die "smsbox did not connect (see $d/smsbox.out)"
 }
@@ -230,11 +235,16 @@ conns() {	# conns PORT: TCP connections (any state) with PORT as the server side
 	ss -Htan "( sport = :$1 )" 2>/dev/null | grep -vc LISTEN
 }
 
+cpu_ms() {	# cpu_ms PID: user + system CPU time so far, in ms
+	awk -v t="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%d\n", ($12 + $13) * 1000 / t }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
 per_s() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f\n", (s > 0 ? n / s : 0) }'; }
 
 # run NAME: one run; sets R_ANSWERED R_PARTS R_SECS, and R_SENDSMS_CONNS R_GETURL_CONNS for dvcgw.
 run() {
-	local name=$1 d=$T/$1 admin boxport sendsms fake gw r gwpid key
+	local name=$1 d=$T/$1 admin boxport sendsms fake gw r gwpid key dlr=
+	R_APP=
 	mkdir -p "$d"
 	read -r admin boxport sendsms fake gw < <(freeports 5)
 	[ -n "${gw:-}" ] || die "cannot find free ports"
@@ -242,9 +252,13 @@ run() {
 	static)
 		kannel_conf "$d" "text = \"$FIXED\"" "$admin" "$boxport" "$sendsms" "$fake";;
 	trivial)
-		"$T/trivial_geturl" "$gw" "$FIXED" 2>"$d/trivial.log" &
+		# on a port of its own choosing (a port picked free here may be taken by the time it binds)
+		"$T/trivial_geturl" 0 "$FIXED" >"$d/trivial.port" 2>"$d/trivial.log" &
 		PIDS+=($!)
-		wait_for 50 listening "$gw" || die "the trivial get-url app did not start"
+		R_APP=$!
+		port_known() { read -r gw <"$d/trivial.port" && [ -n "$gw" ]; }
+		wait_for 50 port_known || die "the trivial get-url app did not start (see $d/trivial.log)"
+		read -r gw <"$d/trivial.port"
 		kannel_conf "$d" "get-url = \"http://127.0.0.1:$gw/sms?from=%p&to=%P&text=%a\"" \
 		    "$admin" "$boxport" "$sendsms" "$fake" body;;
 	dvcgw)
@@ -259,7 +273,7 @@ run() {
 		D="$d" ROOT="$ROOT" GW="$gw" SENDSMS="$sendsms" SHORT="$SHORT" KEY="$key" \
 		    KUSER="$(conf_get "$d/kannel.conf" sendsms-user username)" \
 		    KPASS="$(conf_get "$d/kannel.conf" sendsms-user password)" \
-		    CONC="${KBENCH_CONCURRENCY:-}" python3 -c '
+		    CONC="${KBENCH_CONCURRENCY:-}" DLR="${KBENCH_DLR:-1}" python3 -c '
 import hashlib, json, os
 e = os.environ
 outbox = {}
@@ -285,16 +299,23 @@ open(e["D"] + "/dvcgw.json", "w").write(json.dumps(cfg, indent=2) + "\n")' || di
 		"$DVCGW_BIN" -c "$d/dvcgw.json" >/dev/null 2>"$d/dvcgw.log" &
 		gwpid=$!
 		PIDS+=($gwpid)
+		R_APP=$gwpid
 		wait_for 100 http_is 200 "http://127.0.0.1:$gw/healthz" ||
 		    die "dvcgw did not become healthy (see $d/dvcgw.log)";;
 	esac
 	start_kannel "$d" "$admin" "$fake" "$sendsms"
 	say "$name: $MSGS messages from $CITIZENS citizens through bearerbox + smsbox"
+	local c0 c1
+	c0="$(cpu_ms "$R_BB") $(cpu_ms "$R_SB") $( [ -n "$R_APP" ] && cpu_ms "$R_APP" || echo 0)"
 	read -r R_ANSWERED R_PARTS R_SECS < <(inject "$d" "$fake")
+	c1="$(cpu_ms "$R_BB") $(cpu_ms "$R_SB") $( [ -n "$R_APP" ] && cpu_ms "$R_APP" || echo 0)"
+	# CPU per answered message, in microseconds: bearerbox, smsbox, the application
+	R_CPU=$(awk -v a="$c0" -v b="$c1" -v n="${R_ANSWERED:-0}" 'BEGIN { split(a, x); split(b, y)
+	    for (i = 1; i <= 3; i++) printf "%s%.0f", (i > 1 ? " " : ""), (n > 0 ? (y[i] - x[i]) * 1000 / n : 0); print "" }')
+	R_GETURL_CONNS=$(conns "$gw")
 	if [ "$name" = dvcgw ]; then
 		R_SENDSMS=$(grep -c 'send-SMS request added' "$d/smsbox-access.log" 2>/dev/null)
 		R_SENDSMS_CONNS=$(conns "$sendsms")
-		R_GETURL_CONNS=$(conns "$gw")
 		curl -s --max-time 2 "http://127.0.0.1:$gw/metrics" >"$d/metrics.txt" 2>/dev/null
 	fi
 	[ "${R_ANSWERED:-0}" -lt "$MSGS" ] && say "$name: only ${R_ANSWERED:-0} of $MSGS answered within $RUN_SECS s"
@@ -304,15 +325,19 @@ open(e["D"] + "/dvcgw.json", "w").write(json.dumps(cfg, indent=2) + "\n")' || di
 run static
 echo "kannel_static_per_s: $(per_s "$R_ANSWERED" "$R_SECS")"
 echo "kannel_static_answered: $R_ANSWERED"
+echo "kannel_static_cpu_us: $R_CPU"
 static_parts=$R_PARTS
 run trivial
 trivial_rate=$(per_s "$R_ANSWERED" "$R_SECS")
 echo "kannel_trivial_per_s: $trivial_rate"
 echo "kannel_trivial_answered: $R_ANSWERED"
+echo "kannel_trivial_cpu_us: $R_CPU"
+echo "kannel_trivial_geturl_conns: $R_GETURL_CONNS"
 run dvcgw
 dvcgw_rate=$(per_s "$R_ANSWERED" "$R_SECS")
 echo "kannel_dvcgw_per_s: $dvcgw_rate"
 echo "kannel_dvcgw_answered: $R_ANSWERED"
+echo "kannel_dvcgw_cpu_us: $R_CPU"
 awk -v a="$dvcgw_rate" -v b="$trivial_rate" 'BEGIN { printf "kannel_dvcgw_vs_trivial: %.3f\n", (b > 0 ? a / b : 0) }'
 awk -v s="$R_SENDSMS" -v n="$R_ANSWERED" 'BEGIN { printf "kannel_sendsms_per_reply: %.2f\n", (n > 0 ? s / n : 0) }'
 awk -v p="$R_PARTS" -v n="$R_ANSWERED" 'BEGIN { printf "kannel_reply_parts: %.2f\n", (n > 0 ? p / n : 0) }'
