@@ -27,7 +27,9 @@
 #   kannel_trivial_geturl_conns  TCP connections smsbox opened to the trivial app
 # Knobs: KBENCH_MSGS, KBENCH_CITIZENS, KBENCH_RUN_SECS (15, the longest one run may take),
 # KBENCH_CONCURRENCY (outbox.concurrency, the gateway's default when unset), KBENCH_DLR (1: dvcgw
-# sets sms.kannel.dlr_url, so smsbox also calls it with each delivery report; 0: none), KBENCH_KEEP=1,
+# sets sms.kannel.dlr_url, so smsbox also calls it with each delivery report; 0: none),
+# KBENCH_SMSBOX_PENDING (smsbox's max-pending-requests in the three runs; Kannel's 512 when unset),
+# KBENCH_KEEP=1,
 # DVCGW_BIN (build/dvcgw). Exit status non-zero only when the set-up itself failed.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -142,10 +144,11 @@ kannel_conf() {
 	    -e "s|^access-log = \"/var/log/kannel/\(.*\)\"|access-log = \"$d/\1\"|" \
 	    -e "s|^store-location = .*|store-location = \"$d/kannel.store\"|" \
 	    -e "s|^log-level = .*|log-level = 1|" \
-	    config/kannel.conf | awk -v svc="$svc" -v body=$body '
+	    config/kannel.conf | awk -v svc="$svc" -v body=$body -v pending="${KBENCH_SMSBOX_PENDING:-}" '
 		/^group = / { grp = $3 }
 		/^get-url = / { print svc; next }
 		grp == "sms-service" && body && /^max-messages = / { print "max-messages = 10"; print "concatenation = true"; next }
+		grp == "smsbox" && pending != "" && /^sendsms-port = / { print; print "max-pending-requests = " pending; next }
 		{ print }' >"$d/kannel.conf"
 	grep -qxF -- "$svc" "$d/kannel.conf" || die "config/kannel.conf has no get-url line to replace"
 }
