@@ -23,7 +23,10 @@
 #   kannel_sendsms_conns       TCP connections dvcgw opened to smsbox's sendsms during the run
 #   kannel_geturl_conns        TCP connections smsbox opened to dvcgw (get-url and dlr-url)
 #   kannel_*_answered          replies received of KBENCH_MSGS (less means the run timed out)
-#   kannel_*_cpu_us            CPU per answered message (us): bearerbox, smsbox, the application
+#   kannel_*_cpu_us            CPU per answered message (us): bearerbox, smsbox, the application,
+#                              redis-server (dvcgw's); kannel_*_cpu_total_us their sum
+#   kannel_dvcgw_cpu_vs_trivial  dvcgw's total over the trivial app's: what the machine pays per
+#                              answer, steadier than the rates on a loaded machine
 #   kannel_trivial_geturl_conns  TCP connections smsbox opened to the trivial app
 # Knobs: KBENCH_MSGS, KBENCH_CITIZENS, KBENCH_RUN_SECS (15, the longest one run may take),
 # KBENCH_CONCURRENCY (outbox.concurrency, the gateway's default when unset), KBENCH_DLR (1: dvcgw
@@ -247,7 +250,7 @@ per_s() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f\n", (s > 0 ? n / s : 0) 
 # run NAME: one run; sets R_ANSWERED R_PARTS R_SECS, and R_SENDSMS_CONNS R_GETURL_CONNS for dvcgw.
 run() {
 	local name=$1 d=$T/$1 admin boxport sendsms fake gw r gwpid key dlr=
-	R_APP=
+	R_APP= R_REDIS=
 	mkdir -p "$d"
 	read -r admin boxport sendsms fake gw < <(freeports 5)
 	[ -n "${gw:-}" ] || die "cannot find free ports"
@@ -271,6 +274,7 @@ run() {
 		redis-server --port 0 --unixsocket "$d/redis.sock" --unixsocketperm 700 --dir "$d" \
 		    --appendonly yes --appendfsync everysec --save "" --logfile "$d/redis.log" >/dev/null 2>&1 &
 		PIDS+=($!)
+		R_REDIS=$!
 		redis_up() { [ "$(redis-cli -s "$d/redis.sock" ping 2>/dev/null)" = PONG ]; }
 		wait_for 50 redis_up || die "redis-server did not start (see $d/redis.log)"
 		D="$d" ROOT="$ROOT" GW="$gw" SENDSMS="$sendsms" SHORT="$SHORT" KEY="$key" \
@@ -309,12 +313,12 @@ open(e["D"] + "/dvcgw.json", "w").write(json.dumps(cfg, indent=2) + "\n")' || di
 	start_kannel "$d" "$admin" "$fake" "$sendsms"
 	say "$name: $MSGS messages from $CITIZENS citizens through bearerbox + smsbox"
 	local c0 c1
-	c0="$(cpu_ms "$R_BB") $(cpu_ms "$R_SB") $( [ -n "$R_APP" ] && cpu_ms "$R_APP" || echo 0)"
+	c0="$(cpu_ms "$R_BB") $(cpu_ms "$R_SB") $( [ -n "$R_APP" ] && cpu_ms "$R_APP" || echo 0) $( [ -n "$R_REDIS" ] && cpu_ms "$R_REDIS" || echo 0)"
 	read -r R_ANSWERED R_PARTS R_SECS < <(inject "$d" "$fake")
-	c1="$(cpu_ms "$R_BB") $(cpu_ms "$R_SB") $( [ -n "$R_APP" ] && cpu_ms "$R_APP" || echo 0)"
-	# CPU per answered message, in microseconds: bearerbox, smsbox, the application
+	c1="$(cpu_ms "$R_BB") $(cpu_ms "$R_SB") $( [ -n "$R_APP" ] && cpu_ms "$R_APP" || echo 0) $( [ -n "$R_REDIS" ] && cpu_ms "$R_REDIS" || echo 0)"
+	# CPU per answered message, in microseconds: bearerbox, smsbox, the application, redis-server
 	R_CPU=$(awk -v a="$c0" -v b="$c1" -v n="${R_ANSWERED:-0}" 'BEGIN { split(a, x); split(b, y)
-	    for (i = 1; i <= 3; i++) printf "%s%.0f", (i > 1 ? " " : ""), (n > 0 ? (y[i] - x[i]) * 1000 / n : 0); print "" }')
+	    for (i = 1; i <= 4; i++) printf "%s%.0f", (i > 1 ? " " : ""), (n > 0 ? (y[i] - x[i]) * 1000 / n : 0); print "" }')
 	R_GETURL_CONNS=$(conns "$gw")
 	if [ "$name" = dvcgw ]; then
 		R_SENDSMS=$(grep -c 'send-SMS request added' "$d/smsbox-access.log" 2>/dev/null)
@@ -329,21 +333,28 @@ run static
 echo "kannel_static_per_s: $(per_s "$R_ANSWERED" "$R_SECS")"
 echo "kannel_static_answered: $R_ANSWERED"
 echo "kannel_static_cpu_us: $R_CPU"
+static_total=$(echo "$R_CPU" | awk '{ print $1 + $2 + $3 + $4 }')
+echo "kannel_static_cpu_total_us: $static_total"
 static_parts=$R_PARTS
 run trivial
 trivial_rate=$(per_s "$R_ANSWERED" "$R_SECS")
 echo "kannel_trivial_per_s: $trivial_rate"
 echo "kannel_trivial_answered: $R_ANSWERED"
 echo "kannel_trivial_cpu_us: $R_CPU"
+trivial_total=$(echo "$R_CPU" | awk '{ print $1 + $2 + $3 + $4 }')
+echo "kannel_trivial_cpu_total_us: $trivial_total"
 echo "kannel_trivial_geturl_conns: $R_GETURL_CONNS"
 run dvcgw
 dvcgw_rate=$(per_s "$R_ANSWERED" "$R_SECS")
 echo "kannel_dvcgw_per_s: $dvcgw_rate"
 echo "kannel_dvcgw_answered: $R_ANSWERED"
 echo "kannel_dvcgw_cpu_us: $R_CPU"
+dvcgw_total=$(echo "$R_CPU" | awk '{ print $1 + $2 + $3 + $4 }')
+echo "kannel_dvcgw_cpu_total_us: $dvcgw_total"
 awk -v a="$dvcgw_rate" -v b="$trivial_rate" 'BEGIN { printf "kannel_dvcgw_vs_trivial: %.3f\n", (b > 0 ? a / b : 0) }'
 awk -v s="$R_SENDSMS" -v n="$R_ANSWERED" 'BEGIN { printf "kannel_sendsms_per_reply: %.2f\n", (n > 0 ? s / n : 0) }'
 awk -v p="$R_PARTS" -v n="$R_ANSWERED" 'BEGIN { printf "kannel_reply_parts: %.2f\n", (n > 0 ? p / n : 0) }'
+awk -v a="$dvcgw_total" -v b="$trivial_total" 'BEGIN { printf "kannel_dvcgw_cpu_vs_trivial: %.2f\n", (b > 0 ? a / b : 0) }'
 echo "kannel_sendsms_conns: $R_SENDSMS_CONNS"
 echo "kannel_geturl_conns: $R_GETURL_CONNS"
 say "parts per static reply: $(awk -v p="$static_parts" -v n="$MSGS" 'BEGIN { printf "%.2f", p / n }')"
