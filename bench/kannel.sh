@@ -298,6 +298,7 @@ cfg = {
                         "sha256": hashlib.sha256(e["KEY"].encode()).hexdigest()}]},
     "otp": {"secret": "5a" * 32},
     "outbox": outbox,
+    "metrics": {"auth": "allow"},
     "log": {"level": "warn"},
 }
 open(e["D"] + "/dvcgw.json", "w").write(json.dumps(cfg, indent=2) + "\n")' || die "cannot write dvcgw.json"
@@ -353,6 +354,10 @@ dvcgw_total=$(echo "$R_CPU" | awk '{ print $1 + $2 + $3 + $4 }')
 echo "kannel_dvcgw_cpu_total_us: $dvcgw_total"
 awk -v a="$dvcgw_rate" -v b="$trivial_rate" 'BEGIN { printf "kannel_dvcgw_vs_trivial: %.3f\n", (b > 0 ? a / b : 0) }'
 awk -v s="$R_SENDSMS" -v n="$R_ANSWERED" 'BEGIN { printf "kannel_sendsms_per_reply: %.2f\n", (n > 0 ? s / n : 0) }'
+# dvcgw's own count of sendsms attempts (sent + retried) per reply, from /metrics
+awk -v n="$R_ANSWERED" '/^dvcgw_replies_total\{/ && /channel="sms"/ && /result="(sent|retried)"/ { a += $NF }
+    /^dvcgw_replies_total\{/ && /channel="sms"/ && /result="retried"/ { r += $NF }
+    END { printf "kannel_sendsms_attempts_per_reply: %.2f\nkannel_sendsms_retried: %d\n", (n > 0 ? a / n : 0), r }' "$T/dvcgw/metrics.txt"
 awk -v p="$R_PARTS" -v n="$R_ANSWERED" 'BEGIN { printf "kannel_reply_parts: %.2f\n", (n > 0 ? p / n : 0) }'
 awk -v a="$dvcgw_total" -v b="$trivial_total" 'BEGIN { printf "kannel_dvcgw_cpu_vs_trivial: %.2f\n", (b > 0 ? a / b : 0) }'
 echo "kannel_sendsms_conns: $R_SENDSMS_CONNS"
