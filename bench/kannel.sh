@@ -20,6 +20,8 @@
 #   kannel_static_per_s, kannel_trivial_per_s, kannel_dvcgw_per_s, kannel_dvcgw_vs_trivial
 #   kannel_sendsms_per_reply   sendsms requests smsbox accepted per dvcgw reply received
 #   kannel_reply_parts         SMS parts per dvcgw reply at fakesmsc (1 sendsms call, N parts)
+#   kannel_sendsms_attempts_per_reply, kannel_sendsms_retried  the same from dvcgw's /metrics
+#   kannel_turn_conflicts_per_reply  turns dvcgw ran again because a citizen's messages met
 #   kannel_sendsms_conns       TCP connections dvcgw opened to smsbox's sendsms during the run
 #   kannel_geturl_conns        TCP connections smsbox opened to dvcgw (get-url and dlr-url)
 #   kannel_*_answered          replies received of KBENCH_MSGS (less means the run timed out)
@@ -358,6 +360,9 @@ awk -v s="$R_SENDSMS" -v n="$R_ANSWERED" 'BEGIN { printf "kannel_sendsms_per_rep
 awk -v n="$R_ANSWERED" '/^dvcgw_replies_total\{/ && /channel="sms"/ && /result="(sent|retried)"/ { a += $NF }
     /^dvcgw_replies_total\{/ && /channel="sms"/ && /result="retried"/ { r += $NF }
     END { printf "kannel_sendsms_attempts_per_reply: %.2f\nkannel_sendsms_retried: %d\n", (n > 0 ? a / n : 0), r }' "$T/dvcgw/metrics.txt"
+# turns run again because the same citizen's previous message was being handled at the same moment
+awk -v n="$R_ANSWERED" '/^dvcgw_turn_conflicts_total / { c = $NF }
+    END { printf "kannel_turn_conflicts_per_reply: %.2f\n", (n > 0 ? c / n : 0) }' "$T/dvcgw/metrics.txt"
 awk -v p="$R_PARTS" -v n="$R_ANSWERED" 'BEGIN { printf "kannel_reply_parts: %.2f\n", (n > 0 ? p / n : 0) }'
 awk -v a="$dvcgw_total" -v b="$trivial_total" 'BEGIN { printf "kannel_dvcgw_cpu_vs_trivial: %.2f\n", (b > 0 ? a / b : 0) }'
 echo "kannel_sendsms_conns: $R_SENDSMS_CONNS"
