@@ -56,7 +56,7 @@
 # Knobs (environment): BENCH_THREADS (2), BENCH_CONNS (50), BENCH_SECS (10), BENCH_WARM_SECS (2),
 # BENCH_USERS (10000), BENCH_SLOWLOG=1 (a SLOWLOG breakdown of a turn on stderr), BENCH_DVCGW (build/dvcgw: another build to compare), BENCH_HISTORY (50:
 # history.max, 0 keeps no conversation history, to measure what it costs), BENCH_KEEP=1 keeps the
-# temp dir.
+# temp dir. BENCH_KANNEL=0 skips the Kannel block (bench/kannel.sh, its own knobs KBENCH_*).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -741,4 +741,20 @@ bench_history() {
 }
 [ "${BENCH_HISTORY_AB:-1}" = 1 ] && bench_history
 
+# --- the Kannel set-up (bench/kannel.sh) -------------------------------------------------------------
+# A real bearerbox + smsbox + fakesmsc, fresh for each of three runs of 3,000 lookups from 300
+# citizens: Kannel's static keyword reply, get-url to a trivial app (bench/trivial_geturl.c) and
+# get-url to dvcgw (which replies through sendsms). Prints kannel_static_per_s, kannel_trivial_per_s,
+# kannel_dvcgw_per_s, kannel_dvcgw_vs_trivial, kannel_sendsms_per_reply, kannel_reply_parts and the
+# connections used each way. Skipped (with a note) when Kannel is not installed; BENCH_KANNEL=0 skips
+# it.
+bench_kannel() {
+	if [ ! -x /usr/sbin/bearerbox ] || [ ! -x /usr/sbin/smsbox ] || [ ! -x /usr/lib/kannel/test/fakesmsc ]; then
+		say "kannel: bearerbox, smsbox or fakesmsc missing (apt-get install kannel kannel-extras); skipped"
+		return
+	fi
+	say "kannel: static keyword, a trivial get-url app, dvcgw (3 x ${KBENCH_MSGS:-3000} messages)"
+	DVCGW_BIN=$DVCGW TMPDIR=$TMP bash bench/kannel.sh || say "kannel: bench/kannel.sh failed"
+}
+[ "${BENCH_KANNEL:-1}" = 1 ] && bench_kannel
 exit 0
