@@ -335,6 +335,10 @@ conv_finish(struct conv *c, int status)
 	 * when Redis failed its entry stays, and another sweep runs the turn again. */
 	if (c->accepted != NULL && status != CONV_UNAVAILABLE)
 		store_onestop_accepted(c->accepted);
+	else if (c->accepted != NULL && c->acked)
+		log_warn_limited("conv: an accepted %s message could not be finished here (%s); "
+		    "it is run again from onestop:deferred", c->channel,
+		    c->cause ? c->cause : rds_error());
 	if (!c->acked)
 		c->cb(status, status == CONV_OK ? c->replies : NULL, c->end,
 		    c->cause ? c->cause : (status == CONV_UNAVAILABLE ? rds_error() : NULL),

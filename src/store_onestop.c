@@ -1023,6 +1023,7 @@ os_claim_cb(struct redisReply *r, void *arg, const char *err)
 	json_int_t t;
 	size_t i;
 	struct conv_msg cm;
+	char score[24];
 
 	os.sweeping = 0;
 	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY)
@@ -1049,6 +1050,16 @@ os_claim_cb(struct redisReply *r, void *arg, const char *err)
 			df->msgid = xstrdup(id);
 			df->text = xstrdup(text);
 			json_decref(m);
+			/* Its turn may wait budget_ms for the backend again: the claim lasts that long
+			 * and a lease, so that no sweep runs it twice meanwhile. */
+			snprintf(score, sizeof score, "%lld", clock_ms() + os.cfg->os_budget_ms +
+			    OS_DEFER_LEASE);
+			{
+				const char *v[5] = { "ZADD", os.k_deferred, "XX", score,
+				    df->member };
+
+				rds_commandv(os_ignore_cb, NULL, 5, v, NULL);
+			}
 			memset(&cm, 0, sizeof cm);
 			cm.channel = df->channel;
 			cm.user = df->user;

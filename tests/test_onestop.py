@@ -393,6 +393,32 @@ def test_onestop_kill_after_the_providers_answer(env):
         fake.stop()
 
 
+def test_onestop_zalo_miss_answers_before_the_backend(env):
+    """Zalo the same: its webhook's 200 while the search is held, then the one reply."""
+    from zalo_fake import FakeZalo
+    from test_zalo import post, text_ev, zalo_config
+    z = FakeZalo()
+    p, fake, g = setup(env, gw=zalo_config(z), budget_ms=4000, timeout_ms=5000)
+    user = "5817296487162953217"
+    try:
+        fake.dossiers[code(1)] = igate_item(code(1))
+        fake.plan = [("slow", 30)]
+        st, body, _ = post(g, text_ev(user, "HS " + code(1), "z1"))
+        assert st == 200 and json.loads(body)["status"] == "accepted", (st, body)
+        assert not fake.release.is_set()
+        wait_until(lambda: fake.nsearches(code(1)) == 1, 10, "the held search")
+        assert z.texts_to(user) == [], z.texts_to(user)
+        fake.release.set()
+        wait_until(lambda: any("Đang xử lý" in t for t in z.texts_to(user)), 10, "the reply")
+        z.settle(quiet=1.0)
+        assert len(z.texts_to(user)) == 1 and "Đang tra cứu" not in z.texts_to(user)[0], \
+            z.texts_to(user)
+        assert z.problems == [], z.problems
+    finally:
+        fake.stop()
+        z.stop()
+
+
 if __name__ == "__main__":
     sys.exit(run([
         test_onestop_lookup_mapped_masked_and_cached,
@@ -407,4 +433,5 @@ if __name__ == "__main__":
         test_onestop_miss_answers_the_provider_before_the_backend,
         test_onestop_miss_past_budget_waits_then_answers,
         test_onestop_kill_after_the_providers_answer,
+        test_onestop_zalo_miss_answers_before_the_backend,
     ]))
