@@ -335,6 +335,20 @@ def test_onestop_miss_answers_the_provider_before_the_backend(env):
                    "both turns finished")
         p.settle(quiet=1.0)
         assert len(p.texts_to(to)) == 2, p.texts_to(to)
+        # another message from the citizen while one waits: answered at once, and the waiting one
+        # (re-run on the session the other left) still gets its own reply
+        fake.release.clear()
+        fake.dossiers[code(3)] = igate_item(code(3), status=9)
+        fake.plan = [("slow", 30)]
+        assert g.sms("0987654321", "HS " + code(3), "a3")[0] == 202
+        wait_until(lambda: fake.nsearches(code(3)) == 1, 10, "the held search")
+        assert g.sms("0987654321", "HS " + code(1), "a4")[0] == 202     # a cache hit
+        wait_until(lambda: len(p.texts_to(to)) == 3, 10, "the second message's reply")
+        assert code(1) in p.texts_to(to)[2], p.texts_to(to)
+        fake.release.set()
+        wait_until(lambda: len(p.texts_to(to)) == 4, 10, "the waiting message's reply")
+        p.settle(quiet=1.0)
+        assert code(3) in p.texts_to(to)[3] and len(p.texts_to(to)) == 4, p.texts_to(to)
         assert g.proc.poll() is None
     finally:
         fake.stop()
