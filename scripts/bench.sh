@@ -628,8 +628,8 @@ bench_wait() {
 # ---- one-stop backend (issue #11): dossier.backend "http" against tests/onestop_fake.py answering
 # every search after 50 ms. wrk sends "HS <code>" from distinct users with codes drawn from
 # BENCH_ONESTOP_CODES (2000) distinct ones for BENCH_ONESTOP_SECS (8). Prints onestop_turns_per_s,
-# onestop_p50_ms / onestop_p99_ms (the provider's latency: a cache miss waits for the backend, at
-# most dossier.http.budget_ms), onestop_cache_hit_rate and onestop_backend_calls_per_lookup (from
+# onestop_p50_ms / onestop_p99_ms (the provider's latency: SMS is answered once a miss is stored,
+# without waiting for the backend), onestop_cache_hit_rate and onestop_backend_calls_per_lookup (from
 # /healthz's backend_* counters). BENCH_ONESTOP=0 skips it. Run after the rest, on its own gateway
 # and key prefix, so it changes none of the figures above.
 bench_onestop() {

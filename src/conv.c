@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include <hiredis/hiredis.h>
+#include <sodium.h>
 
 #include "dvcgw.h"
 
@@ -131,6 +132,11 @@ struct conv {
 	char			*channel, *user, *text, *msgid, *to;
 	int			 deliver;
 	int			 restart;
+	int			 early;		/* conv_msg's: may answer cb before the turn ends */
+	int			 acked;		/* cb has had its CONV_OK: never call it again */
+	int			 accepting;	/* the accepted message's ZADD is in flight */
+	int			 finished;	/* conv_finish ran while it was */
+	char			*accepted;	/* the message's entry in onestop:deferred */
 	int			 shard;
 	char			*k_session, *k_seen, *k_outbox, *k_history, *k_link;
 	char			*phone;		/* a Zalo user's linked phone, or NULL */
@@ -170,11 +176,13 @@ static void	conv_step(struct conv *);
 static void	conv_wait(struct conv *);
 static void	conv_saved(struct conv *);
 
+static void	conv_dossier_asked(void *);
+
 static int
 conv_fetch_dossier(const char *key, const char *channel, const char *user, conv_data_cb *cb,
     void *arg)
 {
-	return store_lookup(key, cb, arg);
+	return store_lookup_asking(key, cb, conv_dossier_asked, arg);
 }
 
 static int
@@ -299,6 +307,7 @@ conv_free(struct conv *c)
 	free(c->k_history);
 	free(c->k_link);
 	free(c->phone);
+	free(c->accepted);
 	free(c->cause);
 	free(c->wait_why);
 	free(c->version);
@@ -322,9 +331,79 @@ conv_finish(struct conv *c, int status)
 	metrics_inc(MET_INBOUND, c->channel, results[status]);
 	if (status == CONV_OK)
 		metrics_observe(MET_TURN_SECONDS, metrics_since(c->started), c->channel);
-	c->cb(status, status == CONV_OK ? c->replies : NULL, c->end,
-	    c->cause ? c->cause : (status == CONV_UNAVAILABLE ? rds_error() : NULL), c->arg);
-	conv_free(c);
+	/* An accepted message is owed no more once its turn is saved (or was, or cannot be);
+	 * when Redis failed its entry stays, and another sweep runs the turn again. */
+	if (c->accepted != NULL && status != CONV_UNAVAILABLE)
+		store_onestop_accepted(c->accepted);
+	else if (c->accepted != NULL && c->acked)
+		log_warn_limited("conv: an accepted %s message could not be finished here (%s); "
+		    "it is run again from onestop:deferred", c->channel,
+		    c->cause ? c->cause : rds_error());
+	if (!c->acked)
+		c->cb(status, status == CONV_OK ? c->replies : NULL, c->end,
+		    c->cause ? c->cause : (status == CONV_UNAVAILABLE ? rds_error() : NULL),
+		    c->arg);
+	if (c->accepting)
+		c->finished = 1;	/* freed when the ZADD answers */
+	else
+		conv_free(c);
+}
+
+/* The accepted message is stored: the provider gets its answer now, the turn goes on. */
+static void
+conv_accept_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct conv *c = arg;
+	json_t *none;
+
+	c->accepting = 0;
+	if (c->finished) {
+		conv_free(c);
+		return;
+	}
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_INTEGER)
+		return;		/* not stored: the provider waits for the turn as before */
+	c->acked = 1;
+	none = json_array();
+	c->cb(CONV_OK, none, 0, NULL, c->arg);
+	json_decref(none);
+}
+
+/* The dossier's lookup went to the remote backend (a cache miss): a channel that sends its replies
+ * through the outbox need not hold the provider's request for it. The message is stored first
+ * (store_onestop_accept, with its id, so a restarted or other instance finishes it and a retry is
+ * a duplicate), then the provider is answered; the turn itself finishes when the backend answers
+ * or the budget runs out, like any other. With redis.wait_replicas the provider waits as before. */
+static void
+conv_dossier_asked(void *arg)
+{
+	struct conv_data *d = arg;
+	struct conv *c = d->c;
+	struct conv_msg m;
+	unsigned char r[12];
+	char hex[25];
+	size_t i;
+
+	if (!c->early || !c->deliver || c->acked || c->accepted != NULL ||
+	    rds_wait_replicas() > 0)
+		return;
+	if (c->msgid == NULL) {
+		/* Without the provider's id the finish needs one of its own to be sent once. */
+		randombytes_buf(r, sizeof r);
+		for (i = 0; i < sizeof r; i++)
+			snprintf(hex + 2 * i, 3, "%02x", r[i]);
+		c->msgid = xasprintf("acc-%s", hex);
+		free(c->k_seen);
+		c->k_seen = rkey_seen(c->shard, c->channel, c->msgid);
+	}
+	memset(&m, 0, sizeof m);
+	m.channel = c->channel;
+	m.user = c->user;
+	m.text = c->text;
+	m.msgid = c->msgid;
+	m.to = c->to;
+	if ((c->accepted = store_onestop_accept(&m, conv_accept_cb, c)) != NULL)
+		c->accepting = 1;
 }
 
 static void
@@ -661,7 +740,7 @@ conv_save(struct conv *c)
 	/* The backend's late answer is owed: recorded before the save, on the same connection, so
 	 * a saved "please wait" always has its follow-up (store_onestop.c finishes it). */
 	if (c->deferred[0] != '\0')
-		store_onestop_defer(c->channel, c->user, c->to, c->deferred);
+		store_onestop_defer(c->channel, c->user, c->to, c->deferred, c->msgid);
 	c->pending++;
 	if (rds_evalsha(conv_save_script, conv_save_cb, c, 4, k - 4, v, NULL) != 0) {
 		c->pending--;
@@ -759,6 +838,7 @@ conv_handle(const struct conv_msg *m, conv_cb *cb, void *arg)
 	c->to = m->to ? xstrdup(m->to) : NULL;
 	c->deliver = m->deliver;
 	c->restart = m->restart;
+	c->early = m->early;
 	c->shard = conv_shard(m->channel, m->user);
 	c->k_session = rkey_session(c->shard, m->channel, m->user);
 	c->k_seen = rkey_seen(c->shard, m->channel, c->msgid ? c->msgid : "-");

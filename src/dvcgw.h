@@ -173,6 +173,8 @@ struct conv_msg {
 	int		 deliver;	/* 1: queue replies in the outbox; 0: only hand them to cb */
 	int		 restart;	/* 1: start at the flows' start state, whatever the stored
 					 * session says (a new USSD session) */
+	int		 early;		/* 1: on a backend lookup, cb gets CONV_OK as soon as the
+					 * message is stored durably; the turn finishes later */
 };
 /* status CONV_*; replies (borrowed) on CONV_OK; end: terminal state; cause: why, on failure. */
 typedef void conv_cb(int status, json_t *replies, int end, const char *cause, void *arg);
@@ -482,6 +484,7 @@ typedef void store_cb(int rc, json_t *dossier, const char *err, void *arg);
 void		 store_init(const struct config *);
 int		 store_import(const struct config *, const char *);
 int		 store_lookup(const char *, store_cb *, void *);
+int		 store_lookup_asking(const char *, store_cb *, void (*)(void *), void *);
 void		 store_start(struct event_base *);
 void		 store_stop(void);
 
@@ -493,7 +496,11 @@ int		 store_onestop_lookup(const char *, store_cb *, void *);
 int		 store_onestop_down(void);
 json_t		*store_onestop_stats(void);
 int		 store_onestop_status(const json_t *);
-void		 store_onestop_defer(const char *, const char *, const char *, const char *);
+void		 store_onestop_defer(const char *, const char *, const char *, const char *,
+		    const char *);
+int		 store_onestop_lookup_asking(const char *, store_cb *, void (*)(void *), void *);
+char		*store_onestop_accept(const struct conv_msg *, rds_cb *, void *);
+void		 store_onestop_accepted(const char *);
 
 /* ussd.c */
 void		 ussd_init(struct event_base *, const struct config *);

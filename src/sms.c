@@ -153,6 +153,7 @@ sms_accept(struct http_req *req, int kannel, const char *from, const char *to,
 	m.msgid = id;
 	m.to = to != NULL && *to != '\0' ? ours : NULL;
 	m.deliver = 1;
+	m.early = 1;
 	http_hold();
 	conv_handle(&m, sms_done_cb, sr);
 	free(clean);

@@ -69,6 +69,16 @@ store_lookup(const char *code, store_cb *cb, void *arg)
 	return store.backend->lookup(code, cb, arg);
 }
 
+/* store_lookup, and asked(arg) once before the answer when it has to wait for a remote backend
+ * (the one-stop system on a cache miss): the caller may let its own caller go meanwhile. */
+int
+store_lookup_asking(const char *code, store_cb *cb, void (*asked)(void *), void *arg)
+{
+	if (strcmp(store.backend->name, "http") == 0)
+		return store_onestop_lookup_asking(code, cb, asked, arg);
+	return store.backend->lookup(code, cb, arg);
+}
+
 static void
 store_redis_cb(struct redisReply *r, void *arg, const char *err)
 {

@@ -53,6 +53,7 @@ TAILQ_HEAD(os_waiters, os_waiter);
 struct os_look {
 	char		 code[DOSSIER_CODE_MAX];
 	store_cb	*cb;
+	void		(*asked)(void *);	/* told when the backend is asked, or NULL */
 	void		*arg;
 	int		 answered;	/* cb called (the budget may answer before the backend) */
 	int		 retried;	/* a 401 was retried with a new token */
@@ -69,6 +70,7 @@ TAILQ_HEAD(os_looks, os_look);
 struct os_defer {
 	char		*member;	/* its entry in onestop:deferred */
 	char		*channel, *user, *to, *msgid;
+	char		*text;		/* an accepted message's text, or NULL (an owed answer) */
 	char		 code[DOSSIER_CODE_MAX];
 };
 
@@ -839,12 +841,21 @@ os_cache_cb(struct redisReply *r, void *arg, const char *err)
 	tv.tv_usec = (os.cfg->os_budget_ms % 1000) * 1000;
 	l->budget = evtimer_new(os.base, os_budget_cb, l);
 	evtimer_add(l->budget, &tv);
+	if (l->asked != NULL)
+		l->asked(l->arg);
 	os_look_search(l, NULL);
 }
 
 /* Look code up: the cached answer when it is fresh, else the backend's (store.c's table). */
 int
 store_onestop_lookup(const char *code, store_cb *cb, void *arg)
+{
+	return store_onestop_lookup_asking(code, cb, NULL, arg);
+}
+
+/* The same, and asked(arg) just before the backend is called (a miss that will take a while). */
+int
+store_onestop_lookup_asking(const char *code, store_cb *cb, void (*asked)(void *), void *arg)
 {
 	struct os_look *l = xcalloc(1, sizeof *l);
 	char *fresh = rkey_onestop_fresh(code), *key = rkey_dossier(code);
@@ -853,6 +864,7 @@ store_onestop_lookup(const char *code, store_cb *cb, void *arg)
 
 	snprintf(l->code, sizeof l->code, "%s", code);
 	l->cb = cb;
+	l->asked = asked;
 	l->arg = arg;
 	rc = rds_commandv(os_cache_cb, l, 3, v, NULL);
 	if (rc != 0)
@@ -867,15 +879,19 @@ store_onestop_lookup(const char *code, store_cb *cb, void *arg)
 /* A turn told the citizen to wait for code: owe them the answer (conv.c, before it saves the
  * turn). USSD cannot be answered later, so its answer goes by SMS to the same phone. */
 void
-store_onestop_defer(const char *channel, const char *user, const char *to, const char *code)
+store_onestop_defer(const char *channel, const char *user, const char *to, const char *code,
+    const char *msgid)
 {
 	json_t *m;
 	char *s, score[24];
 
 	if (os.cfg == NULL || os.k_deferred == NULL)
 		return;
-	m = json_pack("[s, s, s, s, I]", strcmp(channel, "ussd") == 0 ? "sms" : channel, user,
-	    to != NULL ? to : "", code, (json_int_t)(clock_ms() / 1000));
+	/* The message id makes the follow-up's own id: two turns of one message (a provider's retry
+	 * while the first was still waiting) owe one answer, not two. */
+	m = json_pack("[s, s, s, s, I, s]", strcmp(channel, "ussd") == 0 ? "sms" : channel, user,
+	    to != NULL ? to : "", code, (json_int_t)(clock_ms() / 1000),
+	    msgid != NULL ? msgid : "");
 	s = json_dumps(m, JSON_COMPACT);
 	snprintf(score, sizeof score, "%lld", clock_ms() + OS_DEFER_FIRST);
 	{
@@ -887,9 +903,52 @@ store_onestop_defer(const char *channel, const char *user, const char *to, const
 	json_decref(m);
 }
 
+/* A message whose turn waits for the backend is stored here before its provider is answered
+ * (conv.c, with early): ["in", channel, user, to, message id, text, s], due once budget_ms and a
+ * lease have passed, so that if this instance dies before the turn is saved another one runs it
+ * again (the message id keeps it to one reply). Returns the entry (store_onestop_accepted removes
+ * it once the turn is saved) or NULL; cb gets the ZADD's answer. */
+char *
+store_onestop_accept(const struct conv_msg *msg, rds_cb *cb, void *arg)
+{
+	json_t *m;
+	char *s, score[24];
+
+	if (os.cfg == NULL || os.k_deferred == NULL || msg->msgid == NULL)
+		return NULL;
+	m = json_pack("[s, s, s, s, s, s, I]", "in", msg->channel, msg->user,
+	    msg->to != NULL ? msg->to : "", msg->msgid, msg->text,
+	    (json_int_t)(clock_ms() / 1000));
+	if (m == NULL)
+		return NULL;
+	s = json_dumps(m, JSON_COMPACT);
+	json_decref(m);
+	snprintf(score, sizeof score, "%lld", clock_ms() + os.cfg->os_budget_ms + OS_DEFER_LEASE);
+	{
+		const char *v[4] = { "ZADD", os.k_deferred, score, s };
+
+		if (rds_commandv(cb, arg, 4, v, NULL) != 0) {
+			free(s);
+			return NULL;
+		}
+	}
+	return s;
+}
+
+/* The accepted message's turn is saved: nothing is owed for it any more. */
+void
+store_onestop_accepted(const char *member)
+{
+	const char *v[3] = { "ZREM", os.k_deferred, member };
+
+	if (os.k_deferred != NULL)
+		rds_commandv(os_ignore_cb, NULL, 3, v, NULL);
+}
+
 static void
 os_defer_free(struct os_defer *df)
 {
+	free(df->text);
 	free(df->member);
 	free(df->channel);
 	free(df->user);
@@ -960,9 +1019,11 @@ os_claim_cb(struct redisReply *r, void *arg, const char *err)
 	struct os_defer *df;
 	json_t *m;
 	json_error_t jerr;
-	const char *ch, *u, *to, *code;
+	const char *ch, *u, *to, *code, *tag, *id, *text;
 	json_int_t t;
 	size_t i;
+	struct conv_msg cm;
+	char score[24];
 
 	os.sweeping = 0;
 	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY)
@@ -973,6 +1034,42 @@ os_claim_cb(struct redisReply *r, void *arg, const char *err)
 		m = json_loadb(r->element[i]->str, r->element[i]->len, 0, &jerr);
 		df = xcalloc(1, sizeof *df);
 		df->member = xstrdup(r->element[i]->str);
+		if (json_unpack(m, "[s, s, s, s, s, s, I]", &tag, &ch, &u, &to, &id, &text, &t) ==
+		    0 && strcmp(tag, "in") == 0) {
+			/* An accepted message whose instance did not save its turn: run it again. */
+			if (clock_ms() / 1000 - t > OS_DEFER_GIVEUP) {
+				log_warn("one-stop backend: an accepted message is dropped (not "
+				    "answered within %d s)", OS_DEFER_GIVEUP);
+				json_decref(m);
+				os_defer_done(df);
+				continue;
+			}
+			df->channel = xstrdup(ch);
+			df->user = xstrdup(u);
+			df->to = xstrdup(to);
+			df->msgid = xstrdup(id);
+			df->text = xstrdup(text);
+			json_decref(m);
+			/* Its turn may wait budget_ms for the backend again: the claim lasts that long
+			 * and a lease, so that no sweep runs it twice meanwhile. */
+			snprintf(score, sizeof score, "%lld", clock_ms() + os.cfg->os_budget_ms +
+			    OS_DEFER_LEASE);
+			{
+				const char *v[5] = { "ZADD", os.k_deferred, "XX", score,
+				    df->member };
+
+				rds_commandv(os_ignore_cb, NULL, 5, v, NULL);
+			}
+			memset(&cm, 0, sizeof cm);
+			cm.channel = df->channel;
+			cm.user = df->user;
+			cm.text = df->text;
+			cm.msgid = df->msgid;
+			cm.to = df->to[0] != '\0' ? df->to : NULL;
+			cm.deliver = 1;
+			conv_handle(&cm, os_defer_conv_cb, df);
+			continue;
+		}
 		if (json_unpack(m, "[s, s, s, s, I]", &ch, &u, &to, &code, &t) != 0 ||
 		    strlen(code) >= sizeof df->code ||
 		    clock_ms() / 1000 - t > OS_DEFER_GIVEUP) {
@@ -985,7 +1082,12 @@ os_claim_cb(struct redisReply *r, void *arg, const char *err)
 		df->channel = xstrdup(ch);
 		df->user = xstrdup(u);
 		df->to = xstrdup(to);
-		df->msgid = xasprintf("onestop-%lld-%s", (long long)t, code);
+		id = NULL;
+		if (json_unpack(m, "[s, s, s, s, I, s]", &ch, &u, &to, &code, &t, &id) == 0 &&
+		    id[0] != '\0')
+			df->msgid = xasprintf("onestop-m-%s", id);
+		else
+			df->msgid = xasprintf("onestop-%lld-%s", (long long)t, code);
 		snprintf(df->code, sizeof df->code, "%s", code);
 		json_decref(m);
 		if (os_looking(df->code) ||

@@ -388,6 +388,7 @@ zalo_ev_text(struct zalo_req *zr, const struct zalo_event_in *ev)
 	m.msgid = msgid;
 	m.to = to;
 	m.deliver = 1;
+	m.early = 1;
 	zalo_req_conv(zr, &m, NULL);
 	free(clean);
 out:
@@ -418,6 +419,7 @@ zalo_ev_follow(struct zalo_req *zr, const struct zalo_event_in *ev)
 	m.msgid = msgid;
 	m.to = to;
 	m.deliver = 1;
+	m.early = 1;
 	zalo_req_conv(zr, &m, NULL);
 	key = rkey_zalo("follower", user);
 	argv[0] = "SET";
@@ -470,6 +472,7 @@ zalo_ev_nontext(struct zalo_req *zr, const struct zalo_event_in *ev)
 	m.msgid = msgid;
 	m.to = to;
 	m.deliver = 1;
+	m.early = 1;
 	zalo_req_conv(zr, &m, zalo_text_only);
 	free(user);
 	free(msgid);

@@ -16,16 +16,25 @@ TOKENS = [{"name": "alice", "role": "staff", "sha256": hashlib.sha256(STAFF.enco
            "sha256": hashlib.sha256(ONESTOP.encode()).hexdigest()}]
 
 
+def shard(channel, user):
+    """conv_shard: FNV-1a of "channel:user", modulo 8."""
+    h = 2166136261
+    for b in (channel + ":" + user).encode():
+        h = ((h ^ b) * 16777619) & 0xffffffff
+    return h % 8
+
+
 def code(n):
     return "000.00.20.H21-231125-%04d" % n
 
 
-def setup(env, **http):
+def setup(env, gw=None, **http):
     p = env.fake_kannel()
     fake = FakeOnestop()
     env.onestop = fake
     cfg = fake.config(**http)
-    g = env.gateway(dossier__backend="http", dossier__http=cfg["http"], metrics__auth="allow")
+    g = env.gateway(dossier__backend="http", dossier__http=cfg["http"], metrics__auth="allow",
+                    **(gw or {}))
     return p, fake, g
 
 
@@ -282,6 +291,148 @@ def test_onestop_change_events(env):
     assert st == 404 and body["message"], body
 
 
+def test_onestop_miss_answers_the_provider_before_the_backend(env):
+    """A cache miss: the provider's 202 comes back while the backend still holds the search; the
+    reply follows once it answers (within budget_ms: the real reply, the only one), and a retry of
+    the same message id, after the 202 or while the first is still waiting, adds no reply."""
+    p, fake, g = setup(env, budget_ms=4000, timeout_ms=5000)
+    to = "84987654321"
+    try:
+        fake.dossiers[code(1)] = igate_item(code(1))
+        fake.dossiers[code(2)] = igate_item(code(2))
+        fake.plan = [("slow", 30)]
+        st, body, _ = g.sms("0987654321", "HS " + code(1), "a1")
+        # the answer came while the stand-in has not been released: by order, not by a timer
+        assert st == 202 and json.loads(body)["duplicate"] is False, (st, body)
+        assert not fake.release.is_set()
+        wait_until(lambda: fake.nsearches(code(1)) == 1, 10, "the search to reach the backend")
+        assert p.texts_to(to) == [], p.texts_to(to)
+        # stored before the 202, as the message itself (not yet a turn that said "please wait")
+        owed = env.redis.cli("ZRANGE", "t:onestop:deferred", "0", "-1")
+        assert owed.startswith('["in","sms","84987654321"'), owed
+        hist = "t:{%d}:hist:sms:%s" % (shard("sms", to), to)
+        assert env.redis.cli("LLEN", hist) == "0"       # the turn is not saved yet
+        fake.release.set()
+        wait_until(lambda: any("Dang xu ly" in t for t in p.texts_to(to)), 10, "the reply")
+        p.settle(quiet=1.0)
+        assert len(p.texts_to(to)) == 1 and "Dang tra cuu" not in p.texts_to(to)[0], \
+            p.texts_to(to)
+        assert env.redis.cli("LLEN", hist) == "2"       # the message and its one reply
+        wait_until(lambda: env.redis.cli("ZCARD", "t:onestop:deferred") == "0", 5,
+                   "nothing owed once the turn is saved")
+        # the provider retries after the 202: a duplicate, no second reply
+        st, body, _ = g.sms("0987654321", "HS " + code(1), "a1")
+        assert st == 202 and json.loads(body)["duplicate"] is True, (st, body)
+        # a retry while the first is still held: two turns of one message, one reply
+        fake.release.clear()
+        fake.plan = [("slow", 30)]
+        assert g.sms("0987654321", "HS " + code(2), "a2")[0] == 202
+        wait_until(lambda: fake.nsearches(code(2)) == 1, 10, "the held search")
+        assert g.sms("0987654321", "HS " + code(2), "a2")[0] == 202
+        wait_until(lambda: len(p.texts_to(to)) == 2, 10, "the retry's reply")
+        fake.release.set()
+        wait_until(lambda: env.redis.cli("ZCARD", "t:onestop:deferred") == "0", 10,
+                   "both turns finished")
+        p.settle(quiet=1.0)
+        assert len(p.texts_to(to)) == 2, p.texts_to(to)
+        # another message from the citizen while one waits: answered at once, and the waiting one
+        # (re-run on the session the other left) still gets its own reply
+        fake.release.clear()
+        fake.dossiers[code(3)] = igate_item(code(3), status=9)
+        fake.plan = [("slow", 30)]
+        assert g.sms("0987654321", "HS " + code(3), "a3")[0] == 202
+        wait_until(lambda: fake.nsearches(code(3)) == 1, 10, "the held search")
+        assert g.sms("0987654321", "HS " + code(1), "a4")[0] == 202     # a cache hit
+        wait_until(lambda: len(p.texts_to(to)) == 3, 10, "the second message's reply")
+        assert code(1) in p.texts_to(to)[2], p.texts_to(to)
+        fake.release.set()
+        wait_until(lambda: len(p.texts_to(to)) == 4, 10, "the waiting message's reply")
+        p.settle(quiet=1.0)
+        assert code(3) in p.texts_to(to)[3] and len(p.texts_to(to)) == 4, p.texts_to(to)
+        assert g.proc.poll() is None
+    finally:
+        fake.stop()
+
+
+def test_onestop_miss_past_budget_waits_then_answers(env):
+    """Past budget_ms the citizen hears the short wait sentence, then the result, once each."""
+    p, fake, g = setup(env, budget_ms=500, timeout_ms=5000)
+    to = "84987654321"
+    try:
+        fake.dossiers[code(1)] = igate_item(code(1))
+        fake.plan = [("slow", 30)]
+        assert g.sms("0987654321", "HS " + code(1), "b1")[0] == 202
+        assert not fake.release.is_set()
+        wait_until(lambda: any("Dang tra cuu" in t for t in p.texts_to(to)), 10,
+                   "the wait sentence")
+        assert not any("Dang xu ly" in t for t in p.texts_to(to)), p.texts_to(to)
+        fake.release.set()
+        wait_until(lambda: any("Dang xu ly" in t for t in p.texts_to(to)), 10, "the result")
+        p.settle(quiet=1.0)
+        texts = p.texts_to(to)
+        assert len(texts) == 2 and "Dang tra cuu" in texts[0] and "Dang xu ly" in texts[1], texts
+    finally:
+        fake.stop()
+
+
+def test_onestop_kill_after_the_providers_answer(env):
+    """kill -9 right after the 202, while the backend holds the search: a second instance runs
+    the stored message again and the citizen gets the reply exactly once."""
+    import signal
+    fast = dict(outbox__lease_ms=1500)      # the dead instance's outbox shards, taken over soon
+    p, fake, g = setup(env, gw=fast, budget_ms=1000, timeout_ms=5000)
+    to = "84987654321"
+    try:
+        fake.dossiers[code(1)] = igate_item(code(1))
+        fake.plan = [("slow", 30)]
+        assert g.sms("0987654321", "HS " + code(1), "k2")[0] == 202
+        wait_until(lambda: fake.nsearches(code(1)) == 1, 10, "the held search")
+        g.proc.send_signal(signal.SIGKILL)
+        g.proc.wait()
+        assert p.texts_to(to) == [] and env.redis.cli("ZCARD", "t:onestop:deferred") == "1"
+        g2 = env.gateway(dossier__backend="http",
+                         dossier__http=fake.config(budget_ms=1000, timeout_ms=5000)["http"], **fast)
+        wait_until(lambda: any("Dang xu ly" in t for t in p.texts_to(to)), 20,
+                   "the reply from the other instance")
+        fake.release.set()
+        wait_until(lambda: env.redis.cli("ZCARD", "t:onestop:deferred") == "0", 10,
+                   "nothing owed any more")
+        p.settle(quiet=1.0)
+        assert len(p.texts_to(to)) == 1 and "Dang xu ly" in p.texts_to(to)[0], p.texts_to(to)
+        # the provider, which saw the 202, does not retry; if it did it would be a duplicate
+        st, body, _ = g2.sms("0987654321", "HS " + code(1), "k2")
+        assert st == 202 and json.loads(body)["duplicate"] is True, (st, body)
+        assert g2.proc.poll() is None
+    finally:
+        fake.stop()
+
+
+def test_onestop_zalo_miss_answers_before_the_backend(env):
+    """Zalo the same: its webhook's 200 while the search is held, then the one reply."""
+    from zalo_fake import FakeZalo
+    from test_zalo import post, text_ev, zalo_config
+    z = FakeZalo()
+    p, fake, g = setup(env, gw=zalo_config(z), budget_ms=4000, timeout_ms=5000)
+    user = "5817296487162953217"
+    try:
+        fake.dossiers[code(1)] = igate_item(code(1))
+        fake.plan = [("slow", 30)]
+        st, body, _ = post(g, text_ev(user, "HS " + code(1), "z1"))
+        assert st == 200 and json.loads(body)["status"] == "accepted", (st, body)
+        assert not fake.release.is_set()
+        wait_until(lambda: fake.nsearches(code(1)) == 1, 10, "the held search")
+        assert z.texts_to(user) == [], z.texts_to(user)
+        fake.release.set()
+        wait_until(lambda: any("Đang xử lý" in t for t in z.texts_to(user)), 10, "the reply")
+        z.settle(quiet=1.0)
+        assert len(z.texts_to(user)) == 1 and "Đang tra cứu" not in z.texts_to(user)[0], \
+            z.texts_to(user)
+        assert z.problems == [], z.problems
+    finally:
+        fake.stop()
+        z.stop()
+
+
 if __name__ == "__main__":
     sys.exit(run([
         test_onestop_lookup_mapped_masked_and_cached,
@@ -293,4 +444,8 @@ if __name__ == "__main__":
         test_onestop_deferred_turn_survives_a_kill,
         test_onestop_ussd_waits_its_budget_then_sms,
         test_onestop_poller_notifies_followers_of_a_change,
+        test_onestop_miss_answers_the_provider_before_the_backend,
+        test_onestop_miss_past_budget_waits_then_answers,
+        test_onestop_kill_after_the_providers_answer,
+        test_onestop_zalo_miss_answers_before_the_backend,
     ]))
