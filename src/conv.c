@@ -22,12 +22,15 @@
  * "CONFLICT". The session, the de-duplication mark, the replies and the history land together or
  * not at all. A history entry is "<ms> <i|o> <text>": no JSON to build per turn. */
 static const char conv_save_lua[] =
-	"if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then return 'DUP' end\n"
+	"local dd = ARGV[4] ~= ''\n"
+	"if dd and not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[5]) then return 'DUP' end\n"
 	"local v = redis.call('HGET', KEYS[1], 'v')\n"
-	"if (v or '') ~= ARGV[1] then return 'CONFLICT' end\n"
+	"if (v or '') ~= ARGV[1] then\n"
+	"  if dd then redis.call('DEL', KEYS[2]) end\n"
+	"  return 'CONFLICT'\n"
+	"end\n"
 	"redis.call('HSET', KEYS[1], 'v', (tonumber(v) or 0) + 1, 'd', ARGV[2])\n"
 	"redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
-	"if ARGV[4] ~= '' then redis.call('SET', KEYS[2], '1', 'EX', ARGV[5]) end\n"
 	"local n = tonumber(ARGV[9])\n"
 	"if ARGV[10] == '1' then\n"
 	"  for i = 15, 14 + n do\n"
@@ -37,10 +40,12 @@ static const char conv_save_lua[] =
 	"end\n"
 	"local hmax = tonumber(ARGV[11])\n"
 	"if hmax > 0 then\n"
-	"  local e = {ARGV[13] .. ' i ' .. ARGV[14]}\n"
-	"  for i = 15, 14 + n do e[#e + 1] = ARGV[13] .. ' o ' .. ARGV[i] end\n"
-	"  redis.call('RPUSH', KEYS[4], unpack(e))\n"
-	"  redis.call('LTRIM', KEYS[4], -hmax, -1)\n"
+	"  local t = ARGV[13]\n"
+	"  local e = {t .. ' i ' .. ARGV[14]}\n"
+	"  for i = 15, 14 + n do e[#e + 1] = t .. ' o ' .. ARGV[i] end\n"
+	"  if redis.call('RPUSH', KEYS[4], unpack(e)) > hmax then\n"
+	"    redis.call('LTRIM', KEYS[4], -hmax, -1)\n"
+	"  end\n"
 	"  redis.call('EXPIRE', KEYS[4], ARGV[12])\n"
 	"end\n"
 	"return 'OK'\n";
@@ -48,15 +53,15 @@ static const char conv_save_lua[] =
 /* KEYS: seen, outbox, history. ARGV: message id, seen ttl, ch, to, from, text, history length,
  * history ttl, now ms. -> "OK" or "DUP". */
 static const char conv_send_lua[] =
-	"if ARGV[1] ~= '' then\n"
-	"  if redis.call('EXISTS', KEYS[1]) == 1 then return 'DUP' end\n"
-	"  redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])\n"
+	"if ARGV[1] ~= '' and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then\n"
+	"  return 'DUP'\n"
 	"end\n"
 	"redis.call('XADD', KEYS[2], '*', 'ch', ARGV[3], 'to', ARGV[4], 'from', ARGV[5],"
 	" 'text', ARGV[6], 'att', '0')\n"
 	"if tonumber(ARGV[7]) > 0 then\n"
-	"  redis.call('RPUSH', KEYS[3], ARGV[9] .. ' o ' .. ARGV[6])\n"
-	"  redis.call('LTRIM', KEYS[3], -tonumber(ARGV[7]), -1)\n"
+	"  if redis.call('RPUSH', KEYS[3], ARGV[9] .. ' o ' .. ARGV[6]) > tonumber(ARGV[7]) then\n"
+	"    redis.call('LTRIM', KEYS[3], -tonumber(ARGV[7]), -1)\n"
+	"  end\n"
 	"  redis.call('EXPIRE', KEYS[3], ARGV[8])\n"
 	"end\n"
 	"return 'OK'\n";
