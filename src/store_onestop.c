@@ -979,26 +979,35 @@ os_defer_conv_cb(int status, json_t *replies, int end, const char *cause, void *
 		os_defer_free(df);
 }
 
+/* Run the deferral's citizen's turn with text, under the deferral's own message id (so it is
+ * answered once, whoever runs it); os_defer_conv_cb ends the deferral. */
+static void
+os_defer_run(struct os_defer *df, const char *text)
+{
+	struct conv_msg m;
+
+	memset(&m, 0, sizeof m);
+	m.channel = df->channel;
+	m.user = df->user;
+	m.text = text;
+	m.msgid = df->msgid;
+	m.to = df->to[0] != '\0' ? df->to : NULL;
+	m.deliver = 1;
+	conv_handle(&m, os_defer_conv_cb, df);
+}
+
 /* The backend answered (or the cache holds its answer): run the citizen's turn again with the
  * code as their text, so the answer is worded, saved and sent like any reply. */
 static void
 os_defer_look_cb(int rc, json_t *d, const char *err, void *arg)
 {
 	struct os_defer *df = arg;
-	struct conv_msg m;
 
 	if (rc < 0 || (rc == 0 && json_object_get(d, "code") == NULL)) {
 		os_defer_free(df);	/* still slow or down: the next lease */
 		return;
 	}
-	memset(&m, 0, sizeof m);
-	m.channel = df->channel;
-	m.user = df->user;
-	m.text = df->code;
-	m.msgid = df->msgid;
-	m.to = df->to[0] != '\0' ? df->to : NULL;
-	m.deliver = 1;
-	conv_handle(&m, os_defer_conv_cb, df);
+	os_defer_run(df, df->code);
 }
 
 /* Is a backend call for code in flight here (the late answer will fill the cache)? */
@@ -1022,7 +1031,6 @@ os_claim_cb(struct redisReply *r, void *arg, const char *err)
 	const char *ch, *u, *to, *code, *tag, *id, *text;
 	json_int_t t;
 	size_t i;
-	struct conv_msg cm;
 	char score[24];
 
 	os.sweeping = 0;
@@ -1060,14 +1068,7 @@ os_claim_cb(struct redisReply *r, void *arg, const char *err)
 
 				rds_commandv(os_ignore_cb, NULL, 5, v, NULL);
 			}
-			memset(&cm, 0, sizeof cm);
-			cm.channel = df->channel;
-			cm.user = df->user;
-			cm.text = df->text;
-			cm.msgid = df->msgid;
-			cm.to = df->to[0] != '\0' ? df->to : NULL;
-			cm.deliver = 1;
-			conv_handle(&cm, os_defer_conv_cb, df);
+			os_defer_run(df, df->text);
 			continue;
 		}
 		if (json_unpack(m, "[s, s, s, s, I]", &ch, &u, &to, &code, &t) != 0 ||
