@@ -265,8 +265,17 @@ def test_onestop_change_events(env):
         st, body = event(g, bad)
         assert st == 400 and body["error"] in ("bad_request", "invalid_json") and body["message"], \
             (bad, st, body)
+    raw = json.dumps(ev, ensure_ascii=False).encode().replace("Bộ phận".encode(),
+                                                              b"B\xff\xfe ph\xc3")
+    assert b"\xff" in raw
+    for bad in [raw, b"", b"{}", json.dumps(dict(ev, PhongBanXuLy="x" * 300000))]:
+        st, body = event(g, bad)
+        assert st in (400, 413) and body["message"], (bad[:40], st, body)
     assert event(g, ev, token=STAFF)[0] == 403
     assert event(g, ev, token="nope")[0] == 401
+    assert g.request("POST", "/api/v1/onestop/events", json.dumps(ev),
+                     {"Content-Type": "application/json"})[0] == 401
+    assert "dossier-log" not in env.redis.cli("KEYS", "t:dossier-log:*"), "nothing changed"
     # a change: recorded and notified like a staff change (a follower gets an SMS)
     assert g.sms("0987654321", "TB " + c, "f1")[0] == 202
     wait_until(lambda: any("TB" in t or "tin nhan" in t for t in p.texts_to("84987654321")), 10,
@@ -278,6 +287,12 @@ def test_onestop_change_events(env):
                "the follower's notification")
     log = env.redis.cli("XRANGE", "t:dossier-log:" + c, "-", "+")
     assert "igate" in log and "Bộ phận một cửa" in log, log
+    # the same event again (the one-stop system retries): recorded and told once
+    st, body = event(g, ev)
+    assert st == 200, (st, body)
+    p.settle(0.5)
+    assert len([t for t in p.texts_to("84987654321")[n:] if "chuyen sang" in t]) == 1
+    assert env.redis.cli("XLEN", "t:dossier-log:" + c) == "1"
     # an older event that arrives late is ignored; the status stays 9
     st, body = event(g, dict(ev, TrangThai=5, ThoiDiemXuLy="20261203090000"))
     assert st == 200 and "ignored" in body, body
