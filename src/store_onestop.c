@@ -1022,6 +1022,15 @@ os_looking(const char *code)
 	return 0;
 }
 
+/* Whom a claimed deferral answers: its channel, user and our sender (copies). */
+static void
+os_defer_whom(struct os_defer *df, const char *channel, const char *user, const char *to)
+{
+	df->channel = xstrdup(channel);
+	df->user = xstrdup(user);
+	df->to = xstrdup(to);
+}
+
 static void
 os_claim_cb(struct redisReply *r, void *arg, const char *err)
 {
@@ -1052,9 +1061,7 @@ os_claim_cb(struct redisReply *r, void *arg, const char *err)
 				os_defer_done(df);
 				continue;
 			}
-			df->channel = xstrdup(ch);
-			df->user = xstrdup(u);
-			df->to = xstrdup(to);
+			os_defer_whom(df, ch, u, to);
 			df->msgid = xstrdup(id);
 			df->text = xstrdup(text);
 			json_decref(m);
@@ -1080,9 +1087,7 @@ os_claim_cb(struct redisReply *r, void *arg, const char *err)
 			os_defer_done(df);
 			continue;
 		}
-		df->channel = xstrdup(ch);
-		df->user = xstrdup(u);
-		df->to = xstrdup(to);
+		os_defer_whom(df, ch, u, to);
 		id = NULL;
 		if (json_unpack(m, "[s, s, s, s, I, s]", &ch, &u, &to, &code, &t, &id) == 0 &&
 		    id[0] != '\0')
