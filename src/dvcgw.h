@@ -258,6 +258,7 @@ int		 http_query_parse(const char *, size_t, struct http_query *, char **);
 const char	*http_query_get(const struct http_query *, const char *, size_t *);
 void		 http_query_free(struct http_query *);
 char		*http_query_value(const char *, const char *);
+char		*http_path_segment(struct http_req *, size_t);
 const char	*http_query_string(struct http_req *);
 void		 http_auth_done(struct http_req *, int, const char *);
 void		*http_who(struct http_req *);

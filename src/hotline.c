@@ -183,13 +183,13 @@ void
 hotline_dossier(struct http_req *req, void *arg)
 {
 	struct hotline_req *h;
-	char *q, *raw, *cause = NULL;
+	char *raw, *cause = NULL;
 
-	q = xasprintf("c=%s", http_path_rest(req));
-	raw = http_query_value(q, "c");
-	free(q);
-	if (raw == NULL || !text_utf8_valid(raw, strlen(raw))) {
-		free(raw);
+	if (strlen(http_path_rest(req)) >= 3 * 4 * DOSSIER_CODE_MAX) {
+		http_error(req, 400, "invalid_code", "That is too long to be a dossier code.");
+		return;
+	}
+	if ((raw = http_path_segment(req, 3 * 4 * DOSSIER_CODE_MAX)) == NULL) {
 		http_error(req, 400, "invalid_code", "The dossier code in the path is not valid "
 		    "UTF-8 or has a malformed %%-escape.");
 		return;
@@ -350,29 +350,9 @@ fail:
 static int
 hotline_path_phone(struct http_req *req, struct hotline_req *h)
 {
-	const char *rest = http_path_rest(req), *slash = strchr(rest, '/');
-	size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
-	char q[2 + 3 * 64], *v = NULL, *cause = NULL;
-	size_t i, j = 0;
+	char *v, *cause = NULL;
 
-	if (n >= 64) {
-		http_error(req, 400, "invalid_phone", "That is too long to be a phone number.");
-		return -1;
-	}
-	/* Decoded as a query value, "%2B84..." as typed into a URL; but in a path '+' is a plus,
-	 * and '&' or '=' would make another parameter of the rest ("0912345678&p=..."). */
-	q[j++] = 'p';
-	q[j++] = '=';
-	for (i = 0; i < n && rest[i] != '&' && rest[i] != '='; i++)
-		if (rest[i] == '+') {
-			memcpy(q + j, "%2B", 3);
-			j += 3;
-		} else
-			q[j++] = rest[i];
-	q[j] = '\0';
-	if (i == n)
-		v = http_query_value(q, "p");
-	if (v == NULL || phone_normalise(v, h->to, &cause) != 0) {
+	if ((v = http_path_segment(req, 63)) == NULL || phone_normalise(v, h->to, &cause) != 0) {
 		http_error(req, 400, "invalid_phone", "The path does not hold a Vietnamese mobile "
 		    "number%s%s.", cause ? ": " : "", cause ? cause : "");
 		free(cause);

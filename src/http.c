@@ -452,17 +452,17 @@ http_hexval(int c)
 	return -1;
 }
 
-/* Percent-decode p[0..n) ('+' is a space) into a new buffer; NUL bytes are kept, *outlen tells the
- * length. -1 on a malformed escape. */
+/* Percent-decode p[0..n) (in a query, plus_space: '+' is a space) into a new buffer; NUL bytes are
+ * kept, *outlen tells the length. -1 on a malformed escape. */
 static int
-http_unescape(const char *p, size_t n, char **out, size_t *outlen)
+http_unescape(const char *p, size_t n, int plus_space, char **out, size_t *outlen)
 {
 	char *q = xmalloc(n + 1);
 	size_t i, j = 0;
 	int hi, lo;
 
 	for (i = 0; i < n; i++) {
-		if (p[i] == '+')
+		if (p[i] == '+' && plus_space)
 			q[j++] = ' ';
 		else if (p[i] == '%') {
 			if (i + 2 >= n || (hi = http_hexval((unsigned char)p[i + 1])) < 0 ||
@@ -480,6 +480,25 @@ http_unescape(const char *p, size_t n, char **out, size_t *outlen)
 bad:
 	free(q);
 	return -1;
+}
+
+/* The path's variable part (http_path_rest, up to the next '/') percent-decoded as a path is ('+'
+ * is a plus, '&' and '=' are themselves): a new string, or NULL when it is longer than max bytes,
+ * has a malformed escape, a NUL byte or is not UTF-8. */
+char *
+http_path_segment(struct http_req *req, size_t max)
+{
+	const char *rest = http_path_rest(req), *slash = strchr(rest, '/');
+	size_t n = slash ? (size_t)(slash - rest) : strlen(rest), len;
+	char *v;
+
+	if (n > max || http_unescape(rest, n, 0, &v, &len) != 0)
+		return NULL;
+	if (strlen(v) != len || !text_utf8_valid(v, len)) {
+		free(v);
+		return NULL;
+	}
+	return v;
 }
 
 /* Parse "a=1&b=2" into q. Values keep NUL bytes. 0, or -1 with *cause naming the parameter. */
@@ -502,7 +521,7 @@ http_query_parse(const char *s, size_t n, struct http_query *q, char **cause)
 		eq = memchr(p, '=', (size_t)(amp - p));
 		if (eq == NULL)
 			eq = amp;
-		if (http_unescape(p, (size_t)(eq - p), &k, &klen) != 0) {
+		if (http_unescape(p, (size_t)(eq - p), 1, &k, &klen) != 0) {
 			*cause = xstrdup("a parameter name has a malformed %-escape");
 			goto fail;
 		}
@@ -511,7 +530,7 @@ http_query_parse(const char *s, size_t n, struct http_query *q, char **cause)
 			*cause = xstrdup("a parameter name is not valid UTF-8");
 			goto fail;
 		}
-		if (http_unescape(eq < amp ? eq + 1 : amp, eq < amp ? (size_t)(amp - eq - 1) : 0,
+		if (http_unescape(eq < amp ? eq + 1 : amp, eq < amp ? (size_t)(amp - eq - 1) : 0, 1,
 		    &v, &vlen) != 0) {
 			*cause = xasprintf("parameter \"%s\" has a malformed %%-escape", k);
 			free(k);
