@@ -966,15 +966,10 @@ static int
 flow_fits(const struct flowset *fs, size_t var, const char *text)
 {
 	struct text_sms	 sms;
-	char		*u, *g;
 
 	if (fs->fit_segments[var] == 0)
 		return 1;
-	u = text_unaccent(text);
-	g = text_gsm7_replace(u);
-	text_sms_count(g, &sms);
-	free(g);
-	free(u);
+	text_sms_count_plain(text, &sms);
 	return sms.parts <= fs->fit_segments[var];
 }
 

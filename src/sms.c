@@ -36,15 +36,24 @@ static void
 sms_done_cb(int status, json_t *replies, int end, const char *cause, void *arg)
 {
 	struct sms_req *sr = arg;
+	char *body, *id;
 
 	switch (status) {
 	case CONV_OK:
 	case CONV_DUP:
-		if (sr->kannel)
+		if (sr->kannel) {
 			http_text(sr->req, 200, "");
-		else
-			http_json(sr->req, 202, json_pack("{s:s, s:s?, s:b}", "status", "accepted",
-			    "id", sr->id, "duplicate", status == CONV_DUP));
+			break;
+		}
+		/* Every webhook message is answered so: built as text, not as a jansson tree (the
+		 * id is visible ASCII, checked in sms_accept). */
+		id = sr->id ? text_json_string(sr->id) : NULL;
+		body = xasprintf("{\"status\":\"accepted\",%s%s%s\"duplicate\":%s}\n",
+		    id ? "\"id\":" : "", id ? id : "", id ? "," : "",
+		    status == CONV_DUP ? "true" : "false");
+		http_send(sr->req, 202, "application/json; charset=utf-8", body, strlen(body));
+		free(body);
+		free(id);
 		break;
 	case CONV_UNAVAILABLE:
 		http_error(sr->req, 503, "unavailable", "The message could not be stored (%s); "

@@ -234,9 +234,9 @@ text_is_mark(uint32_t c)
 	return (c >= 0x0300 && c <= 0x036F);
 }
 
-/* Septets c costs in GSM 03.38: 1 basic, 2 extension, 0 not representable. */
+/* Septets c costs in GSM 03.38: 1 basic, 2 extension, 0 not representable, from the tables. */
 static int
-text_gsm_cost(uint32_t c)
+text_gsm_cost_scan(uint32_t c)
 {
 	size_t	i;
 
@@ -251,6 +251,25 @@ text_gsm_cost(uint32_t c)
 			return 1;
 	}
 	return 0;
+}
+
+/* The same for ASCII, nearly every character of a reply, by table (built on first use). */
+static signed char text_gsm_ascii[128];
+static int text_gsm_ascii_ready;
+
+static int
+text_gsm_cost(uint32_t c)
+{
+	uint32_t	i;
+
+	if (c >= 128)
+		return text_gsm_cost_scan(c);
+	if (!text_gsm_ascii_ready) {
+		for (i = 0; i < 128; i++)
+			text_gsm_ascii[i] = (signed char)text_gsm_cost_scan(i);
+		text_gsm_ascii_ready = 1;
+	}
+	return text_gsm_ascii[c];
 }
 
 /* Return 1 if s[0..len) is valid UTF-8. */
@@ -668,6 +687,70 @@ text_sms_count(const char *s, struct text_sms *out)
 		out->parts = (out->units + 66) / 67;
 	else
 		out->parts = (out->units + 152) / 153;
+}
+
+/* What text_sms_count says of text_gsm7_replace(text_unaccent(s)), the SMS an unaccented reply
+ * becomes, without building it: the flows ask for every reply they render. s is valid UTF-8 (a
+ * reply); with stray bytes the two may differ by a character. */
+void
+text_sms_count_plain(const char *s, struct text_sms *out)
+{
+	const unsigned char	*p = (const unsigned char *)s;
+	size_t			 len = strlen(s), i;
+	uint32_t		 c;
+	int			 upper, v, t, cost;
+
+	out->ucs2 = 0;		/* every character is GSM-7 once replaced */
+	out->units = 0;
+	for (i = 0; i < len;) {
+		i += text_next(p + i, len - i, &c);
+		if (text_vowel(c, &upper, &v, &t))
+			c = (uint32_t)text_bases[v];
+		else if (c == 0x0110 || c == 0x0111)
+			c = 'd';
+		else if (text_is_mark(c))
+			continue;
+		if (!TEXT_IS_RAW(c) && (cost = text_gsm_cost(c)) > 0)
+			out->units += (size_t)cost;
+		else	/* each stand-in is ASCII of cost 1 a character */
+			out->units += TEXT_IS_RAW(c) ? 1 : strlen(text_gsm7_stand_in(c));
+	}
+	out->parts = out->units <= 160 ? 1 : (out->units + 152) / 153;
+}
+
+/* s as a JSON string, quotes included (" \\ and control characters escaped), or NULL when s is
+ * not valid UTF-8. For the few hot lines written without building a jansson tree. */
+char *
+text_json_string(const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t	 len = strlen(s), i;
+	char	*out, *q;
+
+	if (!text_utf8_valid(s, len))
+		return NULL;
+	out = q = xmalloc(len * 6 + 3);
+	*q++ = '"';
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '"' || c == '\\') {
+			*q++ = '\\';
+			*q++ = (char)c;
+		} else if (c == '\n') {
+			*q++ = '\\';
+			*q++ = 'n';
+		} else if (c < 0x20 || c == 0x7F) {
+			memcpy(q, "\\u00", 4);
+			q[4] = hex[c >> 4];
+			q[5] = hex[c & 15];
+			q += 6;
+		} else
+			*q++ = (char)c;
+	}
+	*q++ = '"';
+	*q = '\0';
+	return out;
 }
 
 /* Split s into SMS parts. max_parts 0 means no limit. A single part may use the whole single-SMS

@@ -25,6 +25,8 @@ struct text_sms {
 	size_t	parts;		/* 1 when units fit 160/70, else ceil(units / 153 or 67) */
 };
 void	 text_sms_count(const char *s, struct text_sms *out);
+char	*text_json_string(const char *s);	/* quoted and escaped; NULL if not UTF-8 */
+void	 text_sms_count_plain(const char *s, struct text_sms *out);	/* of the unaccented, GSM-7-replaced s (valid UTF-8) */
 /* Split s into SMS parts by the GSM-7 (160/153) or UCS-2 (70/67) rules, preferring to cut at a space or
  * newline, never inside a character, an extension pair or a surrogate pair. When more than max_parts
  * would be needed the text is cut to max_parts and the last part ends with "...". Returns the number of

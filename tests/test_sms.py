@@ -323,9 +323,23 @@ def test_duplicate_message_id_answered_once(env):
     n = len(p.accepted())
     st, body, _ = g.sms(OTHER, "HS " + CODE, "dup-1")
     assert st == 202 and json.loads(body)["duplicate"] is True, body
+    assert json.loads(body)["id"] == "dup-1" and json.loads(body)["status"] == "accepted", body
     assert g.kannel("from=0987654321&to=8077&text=menu&id=dup-1")[0] == 200
     time.sleep(0.6)
     assert len(p.accepted()) == n, p.accepted()[n:]
+
+
+def test_webhook_answer_quotes_the_id(env):
+    """The 202 echoes the provider's id as a JSON string whatever visible characters it holds."""
+    _, g = setup(env)
+    for msgid in ['q"uo\\te', "x" * 128, "{}[],:"]:
+        st, body, _ = g.sms(OTHER, "menu", msgid)
+        assert st == 202, body
+        j = json.loads(body)
+        assert j == {"status": "accepted", "id": msgid, "duplicate": False}, body
+    st, body, _ = g.request("POST", "/sms/inbound", json.dumps({"from": OTHER, "text": "menu"}),
+                            {"Content-Type": "application/json"})
+    assert st == 202 and json.loads(body) == {"status": "accepted", "duplicate": False}, body
 
 
 def test_same_user_concurrent_messages(env):

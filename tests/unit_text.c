@@ -270,6 +270,37 @@ test_gsm(void)
 	for (i = 0; i < sizeof t / sizeof t[0]; i++)
 		CHECK(text_is_gsm7(t[i].s) == t[i].gsm, "gsm case %zu", i);
 
+	/* The count of the unaccented SMS, without building it: Vietnamese, stand-ins, the
+	 * extension table, a stray byte, a combining mark. */
+	{
+		static const char *const plain[] = {
+			"\xc4\x90\xc3\xa3 x\xe1\xbb\xad l\xc3\xbd xong",
+			"\xe2\x80\x9cquoted\xe2\x80\x9d \xe2\x80\xa6 \xf0\x9f\x98\x80 [a] {b} ~ | \\ ^ \xe2\x82\xac `x`",
+			"bad \xff byte, Vie\xcc\x82\xcc\xa3t, \xd0\x96, \xe4\xb8\xad",
+			"",
+		};
+		struct text_sms	 a, b;
+		char		*u, *g;
+
+		for (i = 0; i < sizeof plain / sizeof plain[0]; i++) {
+			u = text_unaccent(plain[i]);
+			g = text_gsm7_replace(u);
+			text_sms_count(g, &a);
+			text_sms_count_plain(plain[i], &b);
+			CHECK(a.ucs2 == b.ucs2 && a.units == b.units && a.parts == b.parts,
+			    "plain count %zu: %d %zu %zu against %d %zu %zu", i, b.ucs2, b.units,
+			    b.parts, a.ucs2, a.units, a.parts);
+			free(g);
+			free(u);
+		}
+		memset(buf, 'a', 200);
+		memcpy(buf, "\xc4\x91", 2);	/* đ: one septet, d */
+		buf[200] = '\0';
+		text_sms_count_plain(buf, &sms);
+		CHECK(sms.ucs2 == 0 && sms.units == 199 && sms.parts == 2, "plain 199: %zu %zu",
+		    sms.units, sms.parts);
+	}
+
 	memset(buf, 'a', 160);
 	buf[160] = '\0';
 	text_sms_count(buf, &sms);
@@ -427,6 +458,27 @@ test_split(void)
 
 /* Characters outside GSM-7 (from a citizen's input) replaced, and a reply cut to its segments. */
 static void
+test_json_string(void)
+{
+	static const struct { const char *in, *out; } t[] = {
+		{ "", "\"\"" },
+		{ "a\"b\\c", "\"a\\\"b\\\\c\"" },
+		{ "line\nnext\ttab\x01\x1f\x7f", "\"line\\nnext\\u0009tab\\u0001\\u001f\\u007f\"" },
+		{ "Tr\xe1\xba\xa3 l\xe1\xbb\x9di", "\"Tr\xe1\xba\xa3 l\xe1\xbb\x9di\"" },
+	};
+	size_t i;
+	char *s;
+
+	for (i = 0; i < sizeof t / sizeof t[0]; i++) {
+		s = text_json_string(t[i].in);
+		CHECK(s != NULL && strcmp(s, t[i].out) == 0, "json string %zu: %s", i, s ? s : "NULL");
+		free(s);
+	}
+	CHECK(text_json_string("bad \xff") == NULL, "json string of invalid UTF-8");
+	CHECK(text_json_string("\xed\xa0\x80") == NULL, "json string of a surrogate");
+}
+
+static void
 test_gsm7_replace(void)
 {
 	static const struct {
@@ -484,6 +536,7 @@ int
 main(void)
 {
 	test_gsm7_replace();
+	test_json_string();
 	test_utf8_valid();
 	test_utf16();
 	test_transforms();
