@@ -171,36 +171,6 @@ static const char outbox_dlr_lua[] =
 	"end\n"
 	"return 0\n";
 
-/* KEYS: stream, sent set, OTP stream, notification stream. ARGV: group, now ms, n, then n ids
- * ("o<id>": the OTP lane, "n<id>": notifications), then n uids. One variadic XACK and XDEL per lane
- * and one ZADD for the whole batch (in pages, within Lua's stack): per-entry calls cost Redis a
- * script-to-command round each. */
-static const char outbox_settle_lua[] =
-	"local n, now = tonumber(ARGV[3]), ARGV[2]\n"
-	"local ids = {{}, {}, {}}\n"
-	"for i = 1, n do\n"
-	"  local id = ARGV[3 + i]\n"
-	"  local c = id:sub(1, 1)\n"
-	"  if c == 'o' then table.insert(ids[2], id:sub(2))\n"
-	"  elseif c == 'n' then table.insert(ids[3], id:sub(2))\n"
-	"  else table.insert(ids[1], id) end\n"
-	"end\n"
-	"local keys = {KEYS[1], KEYS[3], KEYS[4]}\n"
-	"for l = 1, 3 do\n"
-	"  local t = ids[l]\n"
-	"  for j = 1, #t, 1000 do\n"
-	"    local e = math.min(j + 999, #t)\n"
-	"    redis.call('XACK', keys[l], ARGV[1], unpack(t, j, e))\n"
-	"    redis.call('XDEL', keys[l], unpack(t, j, e))\n"
-	"  end\n"
-	"end\n"
-	"for j = 1, n, 500 do\n"
-	"  local z = {}\n"
-	"  for i = j, math.min(j + 499, n) do z[#z + 1] = now z[#z + 1] = ARGV[3 + n + i] end\n"
-	"  redis.call('ZADD', KEYS[2], unpack(z))\n"
-	"end\n"
-	"return n\n";
-
 /* KEYS: stream, dead stream, sent set, OTP stream, notification stream, held notifications.
  * ARGV: group, id ("o<id>": the OTP lane, "n<id>": notifications), uid, now ms, reason, ch, to,
  * from, text, attempts, fallback address ("" none), fallback channel, the end of quiet hours (ms,
@@ -244,7 +214,7 @@ static const char outbox_rate_lua[] =
 	"redis.call('DECRBY', KEYS[1], tonumber(ARGV[1]) - got)\n"
 	"return got\n";
 
-static int outbox_lease_script, outbox_take_script, outbox_settle_script, outbox_fail_script;
+static int outbox_lease_script, outbox_take_script, outbox_fail_script;
 static int outbox_dlr_script;
 static int outbox_rate_script, outbox_peers_script;
 
@@ -478,16 +448,37 @@ outbox_unsettled(void)
 	return n;
 }
 
-/* Once per loop pass: acknowledge every settled entry, one script call per shard. */
+/* Send one settling command of st (its reply counted in st->pending); a command that cannot be
+ * sent fails st, which keeps its entries to settle again. */
+static void
+outbox_settle_cmd(struct obx_settle *st, int argc, const char **argv)
+{
+	if (st->failed)
+		return;
+	st->pending++;
+	if (rds_commandv(outbox_settled_cb, st, argc, argv, NULL) != 0) {
+		st->pending--;
+		st->failed = 1;
+		if (st->why == NULL)
+			st->why = xstrdup(rds_error());
+	}
+}
+
+/* Once per loop pass: acknowledge every settled entry, a few pipelined commands per shard and no
+ * script: one ZADD recording every uid in the sent set, then per lane one variadic XACK and one
+ * XDEL. They need no atomicity as long as the ZADD comes first (Redis runs one connection's
+ * commands in order, and so do its replicas): whatever part of them lands, an entry that left the
+ * pending list or the stream is in the sent set, and one still pending that is in the sent set is
+ * settled, not sent, by a take-over or reclaim (the script checks every entry those read). A
+ * failed settle is sent again whole (each command is idempotent). */
 static void
 outbox_flush_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct obx_shard *s;
 	const char **v;
-	char now[24], n[16];
+	char now[24];
 	size_t i, k;
-	int sh;
-
+	int sh, l;
 	struct obx_settle *st;
 
 	snprintf(now, sizeof now, "%lld", clock_ms());
@@ -499,20 +490,6 @@ outbox_flush_cb(evutil_socket_t fd, short events, void *arg)
 			outbox_settle_retry();
 			continue;
 		}
-		v = xcalloc(7 + 2 * s->ndone, sizeof *v);
-		k = 0;
-		v[k++] = s->k_stream;
-		v[k++] = s->k_sent;
-		v[k++] = s->k_otp;
-		v[k++] = s->k_notify;
-		v[k++] = OUTBOX_GROUP;
-		v[k++] = now;
-		snprintf(n, sizeof n, "%zu", s->ndone);
-		v[k++] = n;
-		for (i = 0; i < s->ndone; i++)
-			v[k++] = s->done_id[i];
-		for (i = 0; i < s->ndone; i++)
-			v[k++] = s->done_uid[i];
 		st = xcalloc(1, sizeof *st);
 		st->shard = sh;
 		st->n = s->ndone;
@@ -520,27 +497,51 @@ outbox_flush_cb(evutil_socket_t fd, short events, void *arg)
 		st->uid = xcalloc(s->ndone, sizeof *st->uid);
 		memcpy(st->id, s->done_id, s->ndone * sizeof *st->id);
 		memcpy(st->uid, s->done_uid, s->ndone * sizeof *st->uid);
+		s->ndone = 0;
 		obx.settling++;
 		s->settling++;
-		st->pending = 1;
-		if (rds_evalsha(outbox_settle_script, outbox_settled_cb, st, 4, (int)k - 4, v,
-		    NULL) != 0) {
-			obx.settling--;
-			s->settling--;
-			free(st->id);
-			free(st->uid);
-			free(st);
-			outbox_settle_retry();	/* keep them in done_* */
-			free(v);
-			continue;
+		st->pending = 1;	/* held until every command is sent */
+		v = xcalloc(3 + 2 * st->n, sizeof *v);
+		k = 0;
+		v[k++] = "ZADD";
+		v[k++] = s->k_sent;
+		for (i = 0; i < st->n; i++) {
+			v[k++] = now;
+			v[k++] = st->uid[i];
 		}
-		s->ndone = 0;
+		outbox_settle_cmd(st, (int)k, v);
+		for (l = 0; l < 3; l++) {
+			/* Replies, then the OTP lane ("o" ids), then notifications ("n"). */
+			const char *key = l == 0 ? s->k_stream : l == 1 ? s->k_otp : s->k_notify;
+			size_t n0;
+
+			k = 0;
+			v[k++] = "XACK";
+			v[k++] = key;
+			v[k++] = OUTBOX_GROUP;
+			n0 = k;
+			for (i = 0; i < st->n; i++) {
+				char c = st->id[i][0];
+				int lane = c == 'o' ? 1 : c == 'n' ? 2 : 0;
+
+				if (lane == l)
+					v[k++] = st->id[i] + (lane != 0);
+			}
+			if (k == n0)
+				continue;
+			outbox_settle_cmd(st, (int)k, v);
+			/* The same ids, as XDEL key id...: shift them down over "gw". */
+			v[0] = "XDEL";
+			memmove(v + 2, v + 3, (k - 3) * sizeof *v);
+			outbox_settle_cmd(st, (int)k - 1, v);
+		}
 		free(v);
-		if (rds_wait_replicas() > 0) {
+		if (!st->failed && rds_wait_replicas() > 0) {
 			st->pending++;
 			if (rds_wait(outbox_settle_wait_cb, st) != 0)
 				outbox_settle_wait_cb(0, rds_error(), st);
 		}
+		outbox_settle_end(st);
 	}
 }
 
@@ -974,11 +975,69 @@ outbox_entry_problem(const struct obx_msg *m)
 	return NULL;
 }
 
+/* A message read from shard s, fields taken over (epoch and lane set here). */
+static struct obx_msg *
+outbox_msg_new(struct obx_shard *s, char *id, char *uid, char *ch, char *to, char *from,
+    char *text, const char *att, char *enc, char *otp)
+{
+	struct obx_msg *m = xcalloc(1, sizeof *m);
+
+	m->priv = xcalloc(1, sizeof *m->priv);
+	m->priv->epoch = s->epoch;
+	m->shard = (int)(s - obx.shards);
+	/* Whatever is in the stream (an old version's entry, a hand-made one) is checked: a
+	 * missing field is empty here and outbox_start dead-letters the entry. */
+	m->id = id;
+	m->uid = uid;
+	m->ch = ch;
+	m->chan = channel_find(m->ch);
+	m->to = to;
+	m->from = from;
+	m->text = text;
+	m->att = atoi(att);
+	m->enc = enc;
+	m->otp = otp;
+	m->lane = m->id[0] == 'o' ? OBX_LANE_OTP : m->id[0] == 'n' ? OBX_LANE_NOTIFY :
+	    OBX_LANE_REPLY;
+	return m;
+}
+
+/* Take m, read from s by a pass with flag (3: a reclaim of our own pending entries): send it,
+ * unless it is unusable or, on a reclaim, ours already in flight. */
+static void
+outbox_take_msg(struct obx_shard *s, struct obx_msg *m, long long flag)
+{
+	if (*m->id == '\0' || (flag == 3 && outbox_holding(m->id))) {
+		outbox_msg_free(m);
+		return;
+	}
+	if (flag == 3) {
+		obx.reclaimed++;
+		log_warn_limited("outbox: reclaimed reply %s left pending by a lost answer", m->uid);
+	}
+	m->priv->epoch = s->epoch;
+	obx.taken++;
+	obx.taken_lane[m->lane]++;
+	s->held++;
+	outbox_dispatch(m);
+}
+
+/* s had no consumer group (Redis came back empty) and it was made again: from now on every entry
+ * read from s is checked against the sent set. */
+static void
+outbox_take_recreated(struct obx_shard *s)
+{
+	obx.groups_recreated++;
+	s->recreated = 1;
+	log_warn_limited("outbox: shard %d had no consumer group (Redis lost its data?); "
+	    "created it again", (int)(s - obx.shards));
+	outbox_kick();
+}
+
 static void
 outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 {
 	struct obx_shard *s = arg;
-	struct obx_msg *m;
 	redisReply *e;
 	size_t i;
 	long long flag;
@@ -995,11 +1054,7 @@ outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 	}
 	flag = r->element[0]->integer;
 	if (flag == 2) {
-		obx.groups_recreated++;
-		s->recreated = 1;
-		log_warn_limited("outbox: shard %d had no consumer group (Redis lost its data?); "
-		    "created it again", (int)(s - obx.shards));
-		outbox_kick();
+		outbox_take_recreated(s);
 		return;
 	}
 	/* A partial reclaim pass (a lane without room, e.g. replies waiting for a slow link) is
@@ -1014,40 +1069,260 @@ outbox_take_cb(struct redisReply *r, void *arg, const char *err)
 		e = r->element[i];
 		if (e->type != REDIS_REPLY_ARRAY || e->elements != 9)
 			continue;
-		m = xcalloc(1, sizeof *m);
-		m->priv = xcalloc(1, sizeof *m->priv);
-		m->priv->epoch = s->epoch;
-		m->shard = (int)(s - obx.shards);
-		/* Whatever is in the stream (an old version's entry, a hand-made one) is checked:
-		 * a missing field is empty here and outbox_start dead-letters the entry. */
-		m->id = outbox_field(e->element[0]);
-		m->uid = outbox_field(e->element[1]);
-		m->ch = outbox_field(e->element[2]);
-		m->chan = channel_find(m->ch);
-		m->to = outbox_field(e->element[3]);
-		m->from = outbox_field(e->element[4]);
-		m->text = outbox_field(e->element[5]);
-		m->att = atoi(outbox_field_str(e->element[6]));
-		m->enc = outbox_field(e->element[7]);
-		m->otp = outbox_field(e->element[8]);
-		m->lane = m->id[0] == 'o' ? OBX_LANE_OTP : m->id[0] == 'n' ? OBX_LANE_NOTIFY :
-		    OBX_LANE_REPLY;
-		if (*m->id == '\0' || (flag == 3 && outbox_holding(m->id))) {
-			outbox_msg_free(m);	/* unusable, or ours already in flight */
-			continue;
-		}
-		if (flag == 3) {
-			obx.reclaimed++;
-			log_warn_limited("outbox: reclaimed reply %s left pending by a lost answer",
-			    m->uid);
-		}
-		obx.taken++;
-		obx.taken_lane[m->lane]++;
-		s->held++;
-		outbox_dispatch(m);
+		outbox_take_msg(s, outbox_msg_new(s, outbox_field(e->element[0]),
+		    outbox_field(e->element[1]), outbox_field(e->element[2]),
+		    outbox_field(e->element[3]), outbox_field(e->element[4]),
+		    outbox_field(e->element[5]), outbox_field_str(e->element[6]),
+		    outbox_field(e->element[7]), outbox_field(e->element[8])), flag);
 	}
 	if (r->elements > 0)
 		outbox_kick();	/* there may be more */
+}
+
+/* A plain pass (new entries of a shard whose group was never made again) reads with XREADGROUP
+ * straight, no script: an entry read with ">" was never delivered to any consumer of the group, so
+ * never sent (a sent entry is acknowledged and deleted when it is recorded in the sent set). Only
+ * an entry that carries its own uid (an OTP send or a notification, which may be queued twice) is
+ * checked against the sent set, with a ZSCORE pipelined behind the read; the batch is sent, in its
+ * order, once those answered. A missing group is made again and the shard goes back to the
+ * script, which checks every entry. */
+struct obx_take {
+	struct obx_shard	*s;
+	int			 pending;	/* commands not answered yet */
+	int			 failed, nogroup;
+	char			*why;
+	struct obx_msg		**m;
+	unsigned char		*state;		/* per message: 0 send, 1 check, 2 already sent */
+	size_t			 n, cap;
+};
+
+struct obx_take_check {
+	struct obx_take		*tk;
+	size_t			 i;
+};
+
+static void
+outbox_take_fail(struct obx_take *tk, const char *why)
+{
+	tk->failed = 1;
+	if (tk->why == NULL)
+		tk->why = xstrdup(why ? why : "no answer");
+}
+
+static void	outbox_take_end(struct obx_take *);
+
+static void
+outbox_take_check_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct obx_take_check *c = arg;
+
+	if (r == NULL || err != NULL)
+		outbox_take_fail(c->tk, err);
+	else if (r->type != REDIS_REPLY_NIL)
+		c->tk->state[c->i] = 2;
+	outbox_take_end(c->tk);
+	free(c);
+}
+
+/* Every command of the pass answered: check the entries with their own uid, then take the batch. */
+static void
+outbox_take_end(struct obx_take *tk)
+{
+	struct obx_shard *s = tk->s;
+	struct obx_take_check *c;
+	size_t i;
+	int checking = 0;
+
+	if (--tk->pending > 0)
+		return;
+	if (!tk->failed && !tk->nogroup)
+		for (i = 0; i < tk->n; i++) {
+			const char *v[] = { "ZSCORE", s->k_sent, tk->m[i]->uid };
+
+			if (tk->state[i] != 1)
+				continue;
+			tk->state[i] = 0;
+			c = xcalloc(1, sizeof *c);
+			c->tk = tk;
+			c->i = i;
+			tk->pending++;
+			if (rds_commandv(outbox_take_check_cb, c, 3, v, NULL) != 0) {
+				tk->pending--;
+				free(c);
+				outbox_take_fail(tk, rds_error());
+				break;
+			}
+			checking = 1;
+		}
+	if (checking) {
+		tk->pending++;	/* held until the loop above is over */
+		if (--tk->pending > 0)
+			return;
+	}
+	s->reading = 0;
+	if (tk->failed || tk->nogroup) {
+		/* What was read is in our own pending list and not held: a reclaim finds it. */
+		if (tk->n > 0 || tk->failed)
+			s->reclaim = 1;
+		for (i = 0; i < tk->n; i++)
+			outbox_msg_free(tk->m[i]);
+		if (tk->failed)
+			log_warn_limited("outbox: reading shard %d: %s", (int)(s - obx.shards),
+			    tk->why);
+		else {
+			const char *keys[] = { s->k_otp, s->k_stream, s->k_notify };
+
+			for (i = 0; i < 3; i++) {
+				const char *v[] = { "XGROUP", "CREATE", keys[i], OUTBOX_GROUP, "0",
+				    "MKSTREAM" };
+
+				rds_commandv(outbox_noop_cb, NULL, 6, v, NULL);
+			}
+			outbox_take_recreated(s);
+		}
+	} else {
+		for (i = 0; i < tk->n; i++)
+			if (tk->state[i] == 2) {
+				/* Sent already (queued twice): only settled. */
+				outbox_settle_later(s, tk->m[i]->id, tk->m[i]->uid);
+				tk->m[i]->id = tk->m[i]->uid = NULL;
+				outbox_msg_free(tk->m[i]);
+				event_active(obx.flush, EV_TIMEOUT, 0);
+			} else
+				outbox_take_msg(s, tk->m[i], 0);
+		if (tk->n > 0)
+			outbox_kick();	/* there may be more */
+	}
+	free(tk->why);
+	free(tk->m);
+	free(tk->state);
+	free(tk);
+}
+
+/* The entries of one stream of an XREADGROUP answer, lane tag ("" replies, "o" OTPs, "n"
+ * notifications), added to the pass. */
+static void
+outbox_take_entries(struct obx_take *tk, const char *tag, redisReply *entries)
+{
+	struct obx_shard *s = tk->s;
+	size_t i, j;
+
+	if (entries == NULL || entries->type != REDIS_REPLY_ARRAY)
+		return;
+	for (i = 0; i < entries->elements; i++) {
+		redisReply *e = entries->element[i], *f;
+		char *v[8] = { NULL };	/* uid ch to from text att enc otp */
+		static const char *const names[8] = { "uid", "ch", "to", "from", "text", "att",
+		    "enc", "otp" };
+		char *id;
+		int k;
+
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+		    e->element[0]->type != REDIS_REPLY_STRING ||
+		    e->element[1]->type != REDIS_REPLY_ARRAY)
+			continue;	/* deleted meanwhile: nothing to send */
+		f = e->element[1];
+		for (j = 0; j + 1 < f->elements; j += 2) {
+			if (f->element[j]->type != REDIS_REPLY_STRING)
+				continue;
+			for (k = 0; k < 8; k++)
+				if (strcmp(f->element[j]->str, names[k]) == 0) {
+					free(v[k]);
+					v[k] = outbox_field(f->element[j + 1]);
+					break;
+				}
+		}
+		id = xasprintf("%s%s", tag, e->element[0]->str);
+		if (tk->n == tk->cap) {
+			tk->cap = tk->cap ? tk->cap * 2 : 16;
+			tk->m = xrealloc(tk->m, tk->cap * sizeof *tk->m);
+			tk->state = xrealloc(tk->state, tk->cap);
+		}
+		tk->state[tk->n] = v[0] != NULL;
+		if (v[0] == NULL)
+			v[0] = xasprintf("%d%s-%s", (int)(s - obx.shards), tag, e->element[0]->str);
+		tk->m[tk->n++] = outbox_msg_new(s, id, v[0], v[1] ? v[1] : xstrdup(""),
+		    v[2] ? v[2] : xstrdup(""), v[3] ? v[3] : xstrdup(""),
+		    v[4] ? v[4] : xstrdup(""), v[5] ? v[5] : "0", v[6] ? v[6] : xstrdup(""),
+		    v[7] ? v[7] : xstrdup(""));
+		free(v[5]);
+	}
+}
+
+static void
+outbox_take_read_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct obx_take *tk = arg;
+	struct obx_shard *s = tk->s;
+	const char *keys[] = { s->k_otp, s->k_stream, s->k_notify };
+	static const char *const tags[] = { "o", "", "n" };
+	size_t i;
+	int l;
+
+	if (r != NULL && err != NULL && strncmp(err, "NOGROUP", 7) == 0)
+		tk->nogroup = 1;
+	else if (r == NULL || err != NULL)
+		outbox_take_fail(tk, err);
+	else if (r->type == REDIS_REPLY_ARRAY)
+		/* By lane, in the script's order: OTPs, replies, notifications. */
+		for (l = 0; l < 3; l++)
+			for (i = 0; i < r->elements; i++) {
+				redisReply *st = r->element[i];
+
+				if (st->type == REDIS_REPLY_ARRAY && st->elements == 2 &&
+				    st->element[0]->type == REDIS_REPLY_STRING &&
+				    strcmp(st->element[0]->str, keys[l]) == 0)
+					outbox_take_entries(tk, tags[l], st->element[1]);
+			}
+	outbox_take_end(tk);
+}
+
+/* Start a plain pass on s with room per lane (OTPs, replies, notifications): one XREADGROUP when the
+ * lanes have the same room (COUNT is per stream), else one per lane with room, pipelined. 0: the
+ * pass is in flight. */
+static int
+outbox_take_plain(struct obx_shard *s, const char *const counts[3])
+{
+	const char *keys[] = { s->k_otp, s->k_stream, s->k_notify };
+	struct obx_take *tk = xcalloc(1, sizeof *tk);
+	int l, sent = 0;
+
+	tk->s = s;
+	tk->pending = 1;	/* held until every command is sent */
+	if (strcmp(counts[0], "0") != 0 && strcmp(counts[0], counts[1]) == 0 &&
+	    strcmp(counts[0], counts[2]) == 0) {
+		const char *v[] = { "XREADGROUP", "GROUP", OUTBOX_GROUP, obx.me, "COUNT",
+		    counts[0], "STREAMS", keys[0], keys[1], keys[2], ">", ">", ">" };
+
+		tk->pending++;
+		if (rds_commandv(outbox_take_read_cb, tk, 13, v, NULL) == 0)
+			sent = 1;
+		else
+			tk->pending--;
+	} else
+		for (l = 0; l < 3; l++) {
+			const char *v[] = { "XREADGROUP", "GROUP", OUTBOX_GROUP, obx.me, "COUNT",
+			    counts[l], "STREAMS", keys[l], ">" };
+
+			if (strcmp(counts[l], "0") == 0)
+				continue;
+			tk->pending++;
+			if (rds_commandv(outbox_take_read_cb, tk, 9, v, NULL) == 0)
+				sent = 1;
+			else {
+				tk->pending--;
+				outbox_take_fail(tk, rds_error());
+				break;
+			}
+		}
+	if (!sent) {
+		free(tk->why);
+		free(tk);
+		return -1;
+	}
+	s->reading = 1;
+	outbox_take_end(tk);
+	return 0;
 }
 
 /* Read what there is room for from every shard we hold. */
@@ -1087,6 +1362,12 @@ outbox_poll_cb(evutil_socket_t fd, short events, void *arg)
 		 * acknowledged is still pending but must not be sent again. */
 		s->mode = s->fresh ? 1 : s->reclaim && obx.settling == 0 && !s->reclaim_read ? 2 :
 		    0;
+		if (s->mode == 0 && !s->recreated) {
+			const char *c[] = { ocount, count, ncount };
+
+			outbox_take_plain(s, c);
+			continue;
+		}
 		{
 			const char *v[] = { s->k_stream, s->k_sent, s->k_otp, s->k_notify,
 			    OUTBOX_GROUP, obx.me, count, s->mode == 1 ? "1" : s->mode == 2 ? "2" : "0",
@@ -1314,7 +1595,6 @@ outbox_init(struct event_base *base, const struct config *cfg)
 	outbox_lease_script = rds_script_add("outbox_lease", outbox_lease_lua);
 	outbox_take_script = rds_script_add("outbox_take", outbox_take_lua);
 	outbox_dlr_script = rds_script_add("outbox_dlr", outbox_dlr_lua);
-	outbox_settle_script = rds_script_add("outbox_settle", outbox_settle_lua);
 	outbox_fail_script = rds_script_add("outbox_fail", outbox_fail_lua);
 	outbox_rate_script = rds_script_add("outbox_rate", outbox_rate_lua);
 	outbox_peers_script = rds_script_add("outbox_peers", outbox_peers_lua);

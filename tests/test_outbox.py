@@ -264,6 +264,56 @@ def test_burst_settles_in_large_batches(env):
     assert g.request("GET", "/healthz")[0] == 200
 
 
+def test_queued_twice_is_checked_on_a_plain_pass(env):
+    """New entries are read without the take script while the shard stays with its holder; one that
+    carries its own uid (an OTP send, a notification: it may be queued twice) is still checked
+    against the sent set and only settled when it is there, and the batch keeps its order."""
+    p = env.fake_kannel()
+    g = env.gateway(**FAST)
+    r = env.redis
+    u = users_in_shard(1, 3)[0]
+    assert g.sms(u, "menu", "q0")[0] == 202   # the shard is held and its take-over pass is over
+    wait_until(lambda: any("Go so de chon" in t for t in ordered_texts(p, u)), 5, "the first reply")
+    p.settle()
+    stream, sent = "t:{3}:outbox", "t:{3}:sent"
+    to = "84900000003"
+    r.cli("ZADD", sent, str(int(time.time() * 1000)), "twice-1")
+    r.cli("EVAL", "for i, t in ipairs({'first', 'already sent', 'second'}) do"
+          " local e = {'ch', 'sms', 'to', ARGV[1], 'from', '8077', 'text', t, 'att', '0'}"
+          " if i > 1 then e[#e + 1] = 'uid' e[#e + 1] = 'twice-' .. (i - 1) end"
+          " redis.call('XADD', KEYS[1], '*', unpack(e)) end", "1", stream, to)
+    wait_until(lambda: ordered_texts(p, to) == ["first", "second"], 5, "the two unsent entries")
+    p.settle()
+    assert ordered_texts(p, to) == ["first", "second"]
+    wait_until(lambda: r.cli("XLEN", stream) == "0", 5, "every entry settled")
+    assert r.raw("XPENDING", stream, "gw").split("\n")[0] == "0"
+    assert r.cli("ZSCORE", sent, "twice-2") != ""
+
+
+def test_takeover_settles_entries_found_in_the_sent_set(env):
+    """Settling records the uids in the sent set before it acknowledges and deletes the entries, in
+    separate commands: a holder that died in between leaves entries pending that are in the sent
+    set, and the instance that takes the shard over settles them without sending them again."""
+    p = env.fake_kannel()
+    g = env.gateway(**FAST)
+    g.stop()
+    r = env.redis
+    shard = 5
+    stream = "t:{%d}:outbox" % shard
+    to = "84900000005"
+    r.cli("XGROUP", "CREATE", stream, "gw", "0", "MKSTREAM")
+    ids = [r.cli("XADD", stream, "*", "ch", "sms", "to", to, "from", "8077", "text", t, "att", "0")
+           for t in ("sent before the crash", "never sent")]
+    r.cli("XREADGROUP", "GROUP", "gw", "dead-holder", "COUNT", "10", "STREAMS", stream, ">")
+    r.cli("ZADD", "t:{%d}:sent" % shard, str(int(time.time() * 1000)), "%d-%s" % (shard, ids[0]))
+    env.gateway(**FAST)
+    wait_until(lambda: ordered_texts(p, to) == ["never sent"], 10, "only the unsent entry")
+    p.settle()
+    assert ordered_texts(p, to) == ["never sent"]
+    wait_until(lambda: r.cli("XLEN", stream) == "0", 5, "both entries settled")
+    assert r.raw("XPENDING", stream, "gw").split("\n")[0] == "0"
+
+
 if __name__ == "__main__":
     tests = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
     sys.exit(run(tests))
