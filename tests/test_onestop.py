@@ -369,6 +369,33 @@ def test_onestop_miss_answers_the_provider_before_the_backend(env):
         fake.stop()
 
 
+def test_onestop_kannel_body_mode_miss_goes_through_the_outbox(env):
+    """sms.kannel.reply "body": a cache miss still answers Kannel at once with an empty body (the
+    one-stop early path) and the reply follows through the outbox and sendsms; a cache hit is
+    answered in the get-url body, with nothing sent through sendsms."""
+    p, fake, g = setup(env, gw={"sms__kannel__reply": "body"}, budget_ms=4000, timeout_ms=5000)
+    to = "84987654321"
+    try:
+        fake.dossiers[code(1)] = igate_item(code(1))
+        fake.plan = [("slow", 30)]
+        st, body, _ = g.kannel("from=0987654321&to=8077&text=HS+%s&id=kb1" % code(1))
+        assert st == 200 and body == b"" and not fake.release.is_set(), (st, body)
+        fake.release.set()
+        wait_until(lambda: any("Dang xu ly" in t for t in p.texts_to(to)), 10, "the reply")
+        p.settle(quiet=0.5)
+        assert len(p.texts_to(to)) == 1, p.texts_to(to)
+        # a retry of the same id: a duplicate, answered empty (its reply went through sendsms)
+        st, body, _ = g.kannel("from=0987654321&to=8077&text=HS+%s&id=kb1" % code(1))
+        assert st == 200 and body == b"", body
+        # a cache hit: the reply is the body, and no second sendsms
+        st, body, _ = g.kannel("from=0987654321&to=8077&text=HS+%s&id=kb2" % code(1))
+        assert st == 200 and "Dang xu ly" in body.decode() and code(1) in body.decode(), body
+        p.settle(quiet=0.5)
+        assert len(p.texts_to(to)) == 1 and fake.nsearches(code(1)) == 1, p.texts_to(to)
+    finally:
+        fake.stop()
+
+
 def test_onestop_miss_past_budget_waits_then_answers(env):
     """Past budget_ms the citizen hears the short wait sentence, then the result, once each."""
     p, fake, g = setup(env, budget_ms=500, timeout_ms=5000)
@@ -460,6 +487,7 @@ if __name__ == "__main__":
         test_onestop_ussd_waits_its_budget_then_sms,
         test_onestop_poller_notifies_followers_of_a_change,
         test_onestop_miss_answers_the_provider_before_the_backend,
+        test_onestop_kannel_body_mode_miss_goes_through_the_outbox,
         test_onestop_miss_past_budget_waits_then_answers,
         test_onestop_kill_after_the_providers_answer,
         test_onestop_zalo_miss_answers_before_the_backend,
