@@ -340,6 +340,7 @@ conv_finish(struct conv *c, int status)
 		[CONV_OK] = "ok", [CONV_DUP] = "duplicate", [CONV_UNAVAILABLE] = "unavailable",
 		[CONV_ERROR] = "error",
 	};
+	json_t *out;
 
 	conv.inflight--;
 	metrics_inc(MET_INBOUND, c->channel, results[status]);
@@ -353,9 +354,13 @@ conv_finish(struct conv *c, int status)
 		log_warn_limited("conv: an accepted %s message could not be finished here (%s); "
 		    "it is run again from onestop:deferred", c->channel,
 		    c->cause ? c->cause : rds_error());
+	/* With conv_msg's answer, cb gets only a reply to answer (not queued), on a repeat too. */
+	if (c->answer)
+		out = c->answered && (status == CONV_OK || status == CONV_DUP) ? c->replies : NULL;
+	else
+		out = status == CONV_OK ? c->replies : NULL;
 	if (!c->acked)
-		c->cb(status, !c->answer ? (status == CONV_OK ? c->replies : NULL) :
-		    c->answered && (status == CONV_OK || status == CONV_DUP) ? c->replies : NULL, c->end,
+		c->cb(status, out, c->end,
 		    c->cause ? c->cause : (status == CONV_UNAVAILABLE ? rds_error() : NULL),
 		    c->arg);
 	if (c->accepting)
