@@ -1,39 +1,46 @@
 #!/bin/bash
 # bench/kannel.sh: citizens answered per second through a real Kannel (make bench's Kannel block).
 #
-# Three runs, each with a fresh bearerbox + smsbox + fakesmsc (config derived from config/kannel.conf
+# Four runs, each with a fresh bearerbox + smsbox + fakesmsc (config derived from config/kannel.conf
 # as tests/kannel_e2e.sh derives it: free ports, logs and store in a temp dir):
 #   static   an sms-service with a fixed `text`: Kannel answering alone
 #   trivial  get-url to bench/trivial_geturl.c (bare libevent answering 200 with the reply as the
 #            body): a get-url application that does no work
-#   dvcgw    get-url to build/dvcgw (/sms/kannel with its provider key; 200 empty), which looks the
-#            dossier up in a private Redis and sends the reply through smsbox's sendsms (outbox,
-#            driver "kannel", dlr-url set as in production)
+#   dvcgw    get-url to build/dvcgw (/sms/kannel with its provider key) with sms.kannel.reply
+#            "body": it looks the dossier up in a private Redis and answers the reply as the
+#            get-url body, which smsbox sends
+#   dvcgw_sendsms  the same with sms.kannel.reply "sendsms": 200 empty, and the reply through
+#            smsbox's sendsms (outbox, driver "kannel", dlr-url set as in production)
 # The load: KBENCH_CITIZENS (300) citizens, KBENCH_MSGS (3000) messages, each a dossier lookup
 # "HS <code>" (the 12 demo dossiers in turn); fakesmsc -m picks a citizen at random for every
 # message, so each citizen sends about 10. The fixed reply of the static and trivial runs is as long
-# as dvcgw's (two concatenated parts), so Kannel carries the same SMS in the three runs.
+# as dvcgw's (two concatenated parts), so Kannel carries the same SMS in the four runs.
 # Figure: replies received at fakesmsc / seconds from its first sent message to the last reply (a
 # concatenated reply counts once, when its last part arrives).
 #
 # Prints `name: value` lines on stdout (progress on stderr):
-#   kannel_static_per_s, kannel_trivial_per_s, kannel_dvcgw_per_s, kannel_dvcgw_vs_trivial
+#   kannel_static_per_s, kannel_trivial_per_s, kannel_dvcgw_per_s, kannel_dvcgw_vs_trivial (body
+#                              mode), kannel_dvcgw_sendsms_per_s, kannel_dvcgw_sendsms_vs_trivial
+#   kannel_dvcgw_body_sendsms  sendsms requests smsbox accepted in the body-mode run (0 expected)
+#   kannel_dvcgw_turn_conflicts_per_reply  turns run again because a citizen's messages met (body)
+#   kannel_geturl_conns        TCP connections smsbox opened to dvcgw (body mode: get-url only)
+#   Of the sendsms-mode run:
 #   kannel_sendsms_per_reply   sendsms requests smsbox accepted per dvcgw reply received
 #   kannel_reply_parts         SMS parts per dvcgw reply at fakesmsc (1 sendsms call, N parts)
 #   kannel_sendsms_attempts_per_reply, kannel_sendsms_retried  the same from dvcgw's /metrics
 #   kannel_turn_conflicts_per_reply  turns dvcgw ran again because a citizen's messages met
 #   kannel_sendsms_conns       TCP connections dvcgw opened to smsbox's sendsms during the run
-#   kannel_geturl_conns        TCP connections smsbox opened to dvcgw (get-url and dlr-url)
+#   kannel_sendsms_geturl_conns  TCP connections smsbox opened to dvcgw (get-url and dlr-url)
 #   kannel_*_answered          replies received of KBENCH_MSGS (less means the run timed out)
 #   kannel_*_cpu_us            CPU per answered message (us): bearerbox, smsbox, the application,
 #                              redis-server (dvcgw's); kannel_*_cpu_total_us their sum
-#   kannel_dvcgw_cpu_vs_trivial  dvcgw's total over the trivial app's: what the machine pays per
-#                              answer, steadier than the rates on a loaded machine
+#   kannel_dvcgw_cpu_vs_trivial, kannel_dvcgw_sendsms_cpu_vs_trivial  dvcgw's total over the trivial
+#                              app's: what the machine pays per answer, steadier than the rates
 #   kannel_trivial_geturl_conns  TCP connections smsbox opened to the trivial app
 # Knobs: KBENCH_MSGS, KBENCH_CITIZENS, KBENCH_RUN_SECS (15, the longest one run may take),
 # KBENCH_CONCURRENCY (outbox.concurrency, the gateway's default when unset), KBENCH_DLR (1: dvcgw
 # sets sms.kannel.dlr_url, so smsbox also calls it with each delivery report; 0: none),
-# KBENCH_SMSBOX_PENDING (smsbox's max-pending-requests in the three runs; Kannel's 512 when unset),
+# KBENCH_SMSBOX_PENDING (smsbox's max-pending-requests in every run; the sample's 64 when unset),
 # KBENCH_KEEP=1,
 # DVCGW_BIN (build/dvcgw). Exit status non-zero only when the set-up itself failed.
 set -u
@@ -133,14 +140,11 @@ FIXED="Ho so 000.00.20.H21-231125-0001 - Cap giay chung nhan quyen su dung dat. 
 cc -O2 -o "$T/trivial_geturl" bench/trivial_geturl.c $(pkg-config --cflags --libs libevent) \
     2>"$T/trivial-cc.log" || { cat "$T/trivial-cc.log" >&2; die "building bench/trivial_geturl.c failed"; }
 
-# kannel_conf DIR SERVICE-LINE ADMIN BOXPORT SENDSMS FAKE [body]: DIR/kannel.conf from the sample,
-# its sms-service answering with SERVICE-LINE (a `text = ...` or a `get-url = ...`), logs at info.
-# A fixed text, or "body" (the get-url answer is the reply), lifts the sample's max-messages = 0 (no
-# reply from the body: dvcgw replies through sendsms) to 10 parts, concatenated.
+# kannel_conf DIR SERVICE-LINE ADMIN BOXPORT SENDSMS FAKE: DIR/kannel.conf from the sample, its
+# sms-service answering with SERVICE-LINE (a `text = ...` or a `get-url = ...`), logs at info. The
+# sample's sms-service (max-messages 10, concatenation, omit-empty) serves every run as it is.
 kannel_conf() {
-	local d=$1 svc=$2 body=0
-	case $svc in text*) body=1;; esac
-	[ "${7:-}" = body ] && body=1
+	local d=$1 svc=$2
 	sed -e "s|^admin-port = .*|admin-port = $3|" \
 	    -e "s|^smsbox-port = .*|smsbox-port = $4|" \
 	    -e "s|^sendsms-port = .*|sendsms-port = $5|" \
@@ -149,11 +153,10 @@ kannel_conf() {
 	    -e "s|^access-log = \"/var/log/kannel/\(.*\)\"|access-log = \"$d/\1\"|" \
 	    -e "s|^store-location = .*|store-location = \"$d/kannel.store\"|" \
 	    -e "s|^log-level = .*|log-level = 1|" \
-	    config/kannel.conf | awk -v svc="$svc" -v body=$body -v pending="${KBENCH_SMSBOX_PENDING:-}" '
+	    config/kannel.conf | awk -v svc="$svc" -v pending="${KBENCH_SMSBOX_PENDING:-}" '
 		/^group = / { grp = $3 }
 		/^get-url = / { print svc; next }
-		grp == "sms-service" && body && /^max-messages = / { print "max-messages = 10"; print "concatenation = true"; next }
-		grp == "smsbox" && pending != "" && /^sendsms-port = / { print; print "max-pending-requests = " pending; next }
+		grp == "smsbox" && pending != "" && /^max-pending-requests = / { print "max-pending-requests = " pending; next }
 		{ print }' >"$d/kannel.conf"
 	grep -qxF -- "$svc" "$d/kannel.conf" || die "config/kannel.conf has no get-url line to replace"
 }
@@ -268,8 +271,8 @@ run() {
 		wait_for 50 port_known || die "the trivial get-url app did not start (see $d/trivial.log)"
 		read -r gw <"$d/trivial.port"
 		kannel_conf "$d" "get-url = \"http://127.0.0.1:$gw/sms?from=%p&to=%P&text=%a\"" \
-		    "$admin" "$boxport" "$sendsms" "$fake" body;;
-	dvcgw)
+		    "$admin" "$boxport" "$sendsms" "$fake";;
+	dvcgw|dvcgw_sendsms)
 		key="kbench-provider-$$-$RANDOM"
 		kannel_conf "$d" "get-url = \"http://127.0.0.1:$gw/sms/kannel?key=$key&from=%p&to=%P&text=%a&coding=%c&charset=%C&id=%I&smsc=%i\"" \
 		    "$admin" "$boxport" "$sendsms" "$fake"
@@ -282,7 +285,8 @@ run() {
 		D="$d" ROOT="$ROOT" GW="$gw" SENDSMS="$sendsms" SHORT="$SHORT" KEY="$key" \
 		    KUSER="$(conf_get "$d/kannel.conf" sendsms-user username)" \
 		    KPASS="$(conf_get "$d/kannel.conf" sendsms-user password)" \
-		    CONC="${KBENCH_CONCURRENCY:-}" DLR="${KBENCH_DLR:-1}" python3 -c '
+		    CONC="${KBENCH_CONCURRENCY:-}" DLR="${KBENCH_DLR:-1}" \
+		    REPLY="$( [ "$name" = dvcgw ] && echo body || echo sendsms)" python3 -c '
 import hashlib, json, os
 e = os.environ
 outbox = {}
@@ -295,7 +299,8 @@ cfg = {
     "sms": {"driver": "kannel", "kannel": {
         "sendsms_url": "http://127.0.0.1:%s/cgi-bin/sendsms" % e["SENDSMS"],
         "username": e["KUSER"], "password": e["KPASS"], "from": e["SHORT"],
-        "dlr_url": "http://127.0.0.1:%s/sms/dlr?key=%s" % (e["GW"], e["KEY"])}},
+        "dlr_url": "http://127.0.0.1:%s/sms/dlr?key=%s" % (e["GW"], e["KEY"]),
+        "reply": e["REPLY"]}},
     "api": {"tokens": [{"name": "kannel", "role": "provider",
                         "sha256": hashlib.sha256(e["KEY"].encode()).hexdigest()}]},
     "otp": {"secret": "5a" * 32},
@@ -323,7 +328,7 @@ open(e["D"] + "/dvcgw.json", "w").write(json.dumps(cfg, indent=2) + "\n")' || di
 	R_CPU=$(awk -v a="$c0" -v b="$c1" -v n="${R_ANSWERED:-0}" 'BEGIN { split(a, x); split(b, y)
 	    for (i = 1; i <= 4; i++) printf "%s%.0f", (i > 1 ? " " : ""), (n > 0 ? (y[i] - x[i]) * 1000 / n : 0); print "" }')
 	R_GETURL_CONNS=$(conns "$gw")
-	if [ "$name" = dvcgw ]; then
+	if [ "$name" != static ] && [ "$name" != trivial ]; then
 		R_SENDSMS=$(grep -c 'send-SMS request added' "$d/smsbox-access.log" 2>/dev/null)
 		R_SENDSMS_CONNS=$(conns "$sendsms")
 		curl -s --max-time 2 "http://127.0.0.1:$gw/metrics" >"$d/metrics.txt" 2>/dev/null
@@ -355,17 +360,30 @@ echo "kannel_dvcgw_cpu_us: $R_CPU"
 dvcgw_total=$(echo "$R_CPU" | awk '{ print $1 + $2 + $3 + $4 }')
 echo "kannel_dvcgw_cpu_total_us: $dvcgw_total"
 awk -v a="$dvcgw_rate" -v b="$trivial_rate" 'BEGIN { printf "kannel_dvcgw_vs_trivial: %.3f\n", (b > 0 ? a / b : 0) }'
+awk -v a="$dvcgw_total" -v b="$trivial_total" 'BEGIN { printf "kannel_dvcgw_cpu_vs_trivial: %.2f\n", (b > 0 ? a / b : 0) }'
+echo "kannel_dvcgw_body_sendsms: ${R_SENDSMS:-0}"
+awk -v n="$R_ANSWERED" '/^dvcgw_turn_conflicts_total / { c = $NF }
+    END { printf "kannel_dvcgw_turn_conflicts_per_reply: %.2f\n", (n > 0 ? c / n : 0) }' "$T/dvcgw/metrics.txt"
+echo "kannel_geturl_conns: $R_GETURL_CONNS"
+run dvcgw_sendsms
+sendsms_rate=$(per_s "$R_ANSWERED" "$R_SECS")
+echo "kannel_dvcgw_sendsms_per_s: $sendsms_rate"
+echo "kannel_dvcgw_sendsms_answered: $R_ANSWERED"
+echo "kannel_dvcgw_sendsms_cpu_us: $R_CPU"
+sendsms_total=$(echo "$R_CPU" | awk '{ print $1 + $2 + $3 + $4 }')
+echo "kannel_dvcgw_sendsms_cpu_total_us: $sendsms_total"
+awk -v a="$sendsms_rate" -v b="$trivial_rate" 'BEGIN { printf "kannel_dvcgw_sendsms_vs_trivial: %.3f\n", (b > 0 ? a / b : 0) }'
+awk -v a="$sendsms_total" -v b="$trivial_total" 'BEGIN { printf "kannel_dvcgw_sendsms_cpu_vs_trivial: %.2f\n", (b > 0 ? a / b : 0) }'
 awk -v s="$R_SENDSMS" -v n="$R_ANSWERED" 'BEGIN { printf "kannel_sendsms_per_reply: %.2f\n", (n > 0 ? s / n : 0) }'
 # dvcgw's own count of sendsms attempts (sent + retried) per reply, from /metrics
 awk -v n="$R_ANSWERED" '/^dvcgw_replies_total\{/ && /channel="sms"/ && /result="(sent|retried)"/ { a += $NF }
     /^dvcgw_replies_total\{/ && /channel="sms"/ && /result="retried"/ { r += $NF }
-    END { printf "kannel_sendsms_attempts_per_reply: %.2f\nkannel_sendsms_retried: %d\n", (n > 0 ? a / n : 0), r }' "$T/dvcgw/metrics.txt"
+    END { printf "kannel_sendsms_attempts_per_reply: %.2f\nkannel_sendsms_retried: %d\n", (n > 0 ? a / n : 0), r }' "$T/dvcgw_sendsms/metrics.txt"
 # turns run again because the same citizen's previous message was being handled at the same moment
 awk -v n="$R_ANSWERED" '/^dvcgw_turn_conflicts_total / { c = $NF }
-    END { printf "kannel_turn_conflicts_per_reply: %.2f\n", (n > 0 ? c / n : 0) }' "$T/dvcgw/metrics.txt"
+    END { printf "kannel_turn_conflicts_per_reply: %.2f\n", (n > 0 ? c / n : 0) }' "$T/dvcgw_sendsms/metrics.txt"
 awk -v p="$R_PARTS" -v n="$R_ANSWERED" 'BEGIN { printf "kannel_reply_parts: %.2f\n", (n > 0 ? p / n : 0) }'
-awk -v a="$dvcgw_total" -v b="$trivial_total" 'BEGIN { printf "kannel_dvcgw_cpu_vs_trivial: %.2f\n", (b > 0 ? a / b : 0) }'
 echo "kannel_sendsms_conns: $R_SENDSMS_CONNS"
-echo "kannel_geturl_conns: $R_GETURL_CONNS"
+echo "kannel_sendsms_geturl_conns: $R_GETURL_CONNS"
 say "parts per static reply: $(awk -v p="$static_parts" -v n="$MSGS" 'BEGIN { printf "%.2f", p / n }')"
 exit 0

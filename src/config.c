@@ -65,6 +65,7 @@ static const struct cfg_key cfg_keys[] = {
 	S("sms.kannel.dlr_url", kannel_dlr_url, NULL),
 	S("sms.kannel.otp_username", kannel_otp_user, NULL),
 	S("sms.kannel.otp_password", kannel_otp_pass, NULL),
+	S("sms.kannel.reply", kannel_reply, "sendsms"),
 	S("sms.http.url", sms_http_url, NULL),
 	S("sms.http.token", sms_http_token, NULL),
 	S("sms.file.path", sms_file, "var/sms-outbox.log"),
@@ -295,6 +296,10 @@ config_check(struct config *cfg, json_t *errors)
 	if (cfg->log_file != NULL && (*cfg->log_file == '\0' || strlen(cfg->log_file) > 4000))
 		config_error(errors, "config: log.file: must be a file path (or leave it out to log "
 		    "to stderr)");
+	if (strcmp(cfg->kannel_reply, "sendsms") != 0 && strcmp(cfg->kannel_reply, "body") != 0)
+		config_error(errors, "config: sms.kannel.reply: must be \"sendsms\" (replies to "
+		    "/sms/kannel go through the outbox and smsbox's sendsms) or \"body\" (a reply "
+		    "ready in time is the get-url answer's body)");
 	if (strcmp(cfg->metrics_auth, "staff") != 0 && strcmp(cfg->metrics_auth, "allow") != 0)
 		config_error(errors, "config: metrics.auth: must be \"staff\" (a staff token or "
 		    "session, like the staff API) or \"allow\" (callers in listen.allow, or this "

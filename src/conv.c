@@ -17,13 +17,20 @@
 #define CONV_MAX_ATTEMPTS 32
 
 /* KEYS: session, seen, outbox, history. ARGV: version, session, session ttl, message id, seen ttl,
- * channel, user, from, n, queue (1: XADD the replies; 0: they go back in the response), history
- * length (0: none kept), history ttl, now ms, the inbound text, then n replies. -> "OK", "DUP" or
- * "CONFLICT". The session, the de-duplication mark, the replies and the history land together or
- * not at all. A history entry is "<ms> <i|o> <text>": no JSON to build per turn. */
+ * channel, user, from, n, queue (1: XADD the replies; 0: they go back in the response; 2: the one
+ * reply goes back in the response and is the mark's value, "=<reply>", for a repeat to answer it
+ * again), history length (0: none kept), history ttl, now ms, the inbound text, then n replies.
+ * -> "OK", "DUP" (with queue 2, the mark's value when it is such a reply) or "CONFLICT". The
+ * session, the de-duplication mark, the replies and the history land together or not at all. A
+ * history entry is "<ms> <i|o> <text>": no JSON to build per turn. */
 static const char conv_save_lua[] =
 	"local dd = ARGV[4] ~= ''\n"
-	"if dd and not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[5]) then return 'DUP' end\n"
+	"local mark = ARGV[10] == '2' and '=' .. ARGV[15] or '1'\n"
+	"if dd and not redis.call('SET', KEYS[2], mark, 'NX', 'EX', ARGV[5]) then\n"
+	"  local m = ARGV[10] == '2' and redis.call('GET', KEYS[2])\n"
+	"  if m and string.sub(m, 1, 1) == '=' then return m end\n"
+	"  return 'DUP'\n"
+	"end\n"
 	"local v = redis.call('HGET', KEYS[1], 'v')\n"
 	"if (v or '') ~= ARGV[1] then\n"
 	"  if dd then redis.call('DEL', KEYS[2]) end\n"
@@ -138,6 +145,8 @@ struct conv {
 	int			 deliver;
 	int			 restart;
 	int			 early;		/* conv_msg's: may answer cb before the turn ends */
+	int			 answer;	/* conv_msg's: the reply may go back in the response */
+	int			 answered;	/* it does: c->replies, not queued, goes to cb */
 	int			 acked;		/* cb has had its CONV_OK: never call it again */
 	int			 accepting;	/* the accepted message's ZADD is in flight */
 	int			 finished;	/* conv_finish ran while it was */
@@ -331,6 +340,7 @@ conv_finish(struct conv *c, int status)
 		[CONV_OK] = "ok", [CONV_DUP] = "duplicate", [CONV_UNAVAILABLE] = "unavailable",
 		[CONV_ERROR] = "error",
 	};
+	json_t *out;
 
 	conv.inflight--;
 	metrics_inc(MET_INBOUND, c->channel, results[status]);
@@ -344,8 +354,13 @@ conv_finish(struct conv *c, int status)
 		log_warn_limited("conv: an accepted %s message could not be finished here (%s); "
 		    "it is run again from onestop:deferred", c->channel,
 		    c->cause ? c->cause : rds_error());
+	/* With conv_msg's answer, cb gets only a reply to answer (not queued), on a repeat too. */
+	if (c->answer)
+		out = c->answered && (status == CONV_OK || status == CONV_DUP) ? c->replies : NULL;
+	else
+		out = status == CONV_OK ? c->replies : NULL;
 	if (!c->acked)
-		c->cb(status, status == CONV_OK ? c->replies : NULL, c->end,
+		c->cb(status, out, c->end,
 		    c->cause ? c->cause : (status == CONV_UNAVAILABLE ? rds_error() : NULL),
 		    c->arg);
 	if (c->accepting)
@@ -539,16 +554,36 @@ conv_fetch(struct conv *c, const struct conv_source *src, const char *key)
 	}
 }
 
-/* The load's de-duplication check (EXISTS seen): a known message id ends the turn. */
+/* A repeated message id's mark: "=<reply>" for a turn whose reply went back in the response
+ * (conv_msg's answer), which the repeat answers again; "1" for any other, nothing to answer. */
+static void
+conv_dup_mark(struct conv *c, const char *mark, size_t len)
+{
+	json_t *s;
+
+	json_decref(c->replies);
+	c->replies = NULL;
+	c->answered = 0;
+	if (!c->answer || len < 1 || mark[0] != '=' ||
+	    (s = json_stringn(mark + 1, len - 1)) == NULL)
+		return;
+	c->replies = json_array();
+	json_array_append_new(c->replies, s);
+	c->answered = 1;
+}
+
+/* The load's de-duplication check (GET seen): a known message id ends the turn. */
 static void
 conv_load_seen_cb(struct redisReply *r, void *arg, const char *err)
 {
 	struct conv *c = arg;
 
-	if (r == NULL || err != NULL || r->type != REDIS_REPLY_INTEGER)
+	if (r == NULL || err != NULL || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL))
 		conv_fail(c, err ? err : "unexpected answer to the de-duplication check");
-	else if (r->integer == 1)
+	else if (r->type == REDIS_REPLY_STRING) {
 		c->dup = 1;
+		conv_dup_mark(c, r->str, r->len);
+	}
 	conv_next(c);
 }
 
@@ -598,7 +633,7 @@ conv_load_cb(struct redisReply *r, void *arg, const char *err)
 	conv_next(c);
 }
 
-/* Send the load: plain commands pipelined in one round trip (EXISTS seen, HMGET session, GET link),
+/* Send the load: plain commands pipelined in one round trip (GET seen, HMGET session, GET link),
  * no script: nothing here needs atomicity, since the save checks the mark and the version again
  * inside its own script. */
 static void
@@ -607,7 +642,7 @@ conv_load(struct conv *c)
 	const char *v[4];
 
 	if (c->msgid != NULL && *c->msgid != '\0') {
-		v[0] = "EXISTS";
+		v[0] = "GET";
 		v[1] = c->k_seen;
 		c->pending++;
 		if (rds_commandv(conv_load_seen_cb, c, 2, v, NULL) != 0) {
@@ -652,9 +687,10 @@ conv_save_cb(struct redisReply *r, void *arg, const char *err)
 		c->saved = CONV_SAVE_FAILED;
 	} else if (strcmp(r->str, "OK") == 0)
 		c->saved = CONV_SAVE_OK;
-	else if (strcmp(r->str, "DUP") == 0)
+	else if (strcmp(r->str, "DUP") == 0 || r->str[0] == '=') {
 		c->saved = CONV_SAVE_DUP;
-	else
+		conv_dup_mark(c, r->str, r->len);
+	} else
 		c->saved = CONV_SAVE_CONFLICT;
 	conv_saved(c);
 }
@@ -670,7 +706,7 @@ conv_saved(struct conv *c)
 	if (--c->pending > 0)
 		return;
 	c->saved = CONV_SAVE_NONE;
-	if (saved == CONV_SAVE_OK && c->deliver)
+	if (saved == CONV_SAVE_OK && c->deliver && !c->answered)
 		outbox_kick();
 	if (saved != CONV_SAVE_CONFLICT && saved != CONV_SAVE_FAILED && c->wait_why != NULL) {
 		if (saved == CONV_SAVE_OK)
@@ -735,7 +771,11 @@ conv_save(struct conv *c)
 	v[k++] = c->user;
 	v[k++] = c->to ? c->to : "";
 	v[k++] = count;
-	v[k++] = c->deliver ? "1" : "0";
+	/* The one reply of a turn done before the provider was answered, with nothing owed later,
+	 * goes back in the response when the caller asks (conv_msg's answer); else as deliver says. */
+	c->answered = c->answer && !c->acked && c->accepted == NULL && c->deferred[0] == '\0' &&
+	    n == 1;
+	v[k++] = c->answered ? "2" : c->deliver ? "1" : "0";
 	v[k++] = hmax;
 	v[k++] = httl;
 	v[k++] = now;
@@ -844,6 +884,7 @@ conv_handle(const struct conv_msg *m, conv_cb *cb, void *arg)
 	c->deliver = m->deliver;
 	c->restart = m->restart;
 	c->early = m->early;
+	c->answer = m->answer;
 	c->shard = conv_shard(m->channel, m->user);
 	c->k_session = rkey_session(c->shard, m->channel, m->user);
 	c->k_seen = rkey_seen(c->shard, m->channel, c->msgid ? c->msgid : "-");

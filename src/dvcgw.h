@@ -117,6 +117,7 @@ struct config {
 	char	*log_format, *log_file, *metrics_auth;
 	char	*sms_driver, *kannel_url, *kannel_user, *kannel_pass, *kannel_from, *kannel_dlr_url;
 	char	*kannel_otp_user, *kannel_otp_pass;
+	char	*kannel_reply;		/* sms.kannel.reply: "sendsms" or "body" */
 	char	*sms_http_url, *sms_http_token, *sms_file;
 	int	 sms_unaccented, sms_max_parts;
 	int	 outbox_max_attempts, outbox_retry_base_ms, outbox_retry_max_ms;
@@ -175,8 +176,13 @@ struct conv_msg {
 					 * session says (a new USSD session) */
 	int		 early;		/* 1: on a backend lookup, cb gets CONV_OK as soon as the
 					 * message is stored durably; the turn finishes later */
+	int		 answer;	/* 1: a turn done before cb is called, with one reply and no
+					 * deferred answer, does not queue it: cb gets it to answer in
+					 * its response, and so does a repeat of the message id */
 };
-/* status CONV_*; replies (borrowed) on CONV_OK; end: terminal state; cause: why, on failure. */
+/* status CONV_*; replies (borrowed) on CONV_OK; end: terminal state; cause: why, on failure. With
+ * conv_msg's answer, replies (on CONV_OK or CONV_DUP) is the reply to answer in the response, NULL
+ * when there is none to answer (it went to the outbox, or there was no reply). */
 typedef void conv_cb(int status, json_t *replies, int end, const char *cause, void *arg);
 void		 conv_init(const struct config *, struct flowset *);
 void		 conv_set_flows(struct flowset *);

@@ -18,6 +18,7 @@ extern struct channel channel_sms;	/* this file's entry, at its end */
 static const struct config *sms_cfg;
 static char sms_own[PHONE_MAX];		/* our sender (sms.kannel.from) normalised, "" if none */
 static unsigned long long sms_unanswered;	/* from short codes and our own sender */
+static int sms_body;		/* sms.kannel.reply "body": /sms/kannel may answer in its body */
 
 /* Messages taken and deliberately not answered, for /healthz. */
 unsigned long long
@@ -29,8 +30,36 @@ sms_not_answered(void)
 struct sms_req {
 	struct http_req	*req;
 	int			 kannel;	/* answer 200 empty (Kannel) or 202 JSON */
+	int			 answer;	/* Kannel in body mode: the reply may be the body */
 	char			*id;
 };
+
+/* Answer Kannel's get-url with the reply as its body (sms.kannel.reply "body"), rendered as the
+ * outbox would send it. smsbox (sms-service with max-messages, concatenation and
+ * accept-x-kannel-headers) then sends it as one concatenated SMS: GSM-7 text as UTF-8; anything
+ * else as UTF-16BE with X-Kannel-Coding 2, without which smsbox sends it as GSM-7 with '?' for
+ * every other character (charset alone is not enough). The sender is always ours (X-Kannel-From),
+ * whatever number the citizen wrote to. No delivery report is asked: there is no outbox id to
+ * match it to. */
+static void
+sms_answer(struct http_req *req, const char *text)
+{
+	char **parts, *u16;
+	size_t n, len;
+
+	n = channel_sms.render(text, &parts);
+	if (sms_cfg->kannel_from != NULL && *sms_cfg->kannel_from != '\0')
+		http_add_header(req, "X-Kannel-From", sms_cfg->kannel_from);
+	if (n == 0 || text_is_gsm7(parts[0]))
+		http_text(req, 200, n == 0 ? "" : parts[0]);
+	else {
+		u16 = text_utf8_to_utf16be(parts[0], &len);
+		http_add_header(req, "X-Kannel-Coding", "2");
+		http_send(req, 200, "text/plain; charset=UTF-16BE", u16, len);
+		free(u16);
+	}
+	text_free_parts(parts, n);
+}
 
 static void
 sms_done_cb(int status, json_t *replies, int end, const char *cause, void *arg)
@@ -41,6 +70,11 @@ sms_done_cb(int status, json_t *replies, int end, const char *cause, void *arg)
 	switch (status) {
 	case CONV_OK:
 	case CONV_DUP:
+		if (sr->answer && json_array_size(replies) == 1 &&
+		    json_string_value(json_array_get(replies, 0)) != NULL) {
+			sms_answer(sr->req, json_string_value(json_array_get(replies, 0)));
+			break;
+		}
 		if (sr->kannel) {
 			http_text(sr->req, 200, "");
 			break;
@@ -154,6 +188,7 @@ sms_accept(struct http_req *req, int kannel, const char *from, const char *to,
 	sr = xcalloc(1, sizeof *sr);
 	sr->req = req;
 	sr->kannel = kannel;
+	sr->answer = kannel && sms_body;
 	sr->id = id && *id ? xstrdup(id) : NULL;
 	memset(&m, 0, sizeof m);
 	m.channel = channel_sms.name;
@@ -163,6 +198,7 @@ sms_accept(struct http_req *req, int kannel, const char *from, const char *to,
 	m.to = to != NULL && *to != '\0' ? ours : NULL;
 	m.deliver = 1;
 	m.early = 1;
+	m.answer = sr->answer;
 	http_hold();
 	conv_handle(&m, sms_done_cb, sr);
 	free(clean);
@@ -369,6 +405,7 @@ sms_setup(struct channel *c, struct event_base *base, const struct config *cfg)
 	char *cause = NULL;
 
 	sms_cfg = cfg;
+	sms_body = strcmp(cfg->kannel_reply, "body") == 0;
 	if (phone_normalise(cfg->kannel_from, sms_own, &cause) < 0)
 		sms_own[0] = '\0';
 	free(cause);

@@ -238,8 +238,11 @@ class Gateway:
             "log": {"level": "info"},
         }
         for k, v in overrides.items():
-            sect, _, key = k.partition("__")
-            cfg.setdefault(sect, {})[key] = v
+            *sects, key = k.split("__")     # sms__kannel__reply: cfg["sms"]["kannel"]["reply"]
+            d = cfg
+            for sect in sects:
+                d = d.setdefault(sect, {})
+            d[key] = v
         self.config = os.path.join(tmp, "dvcgw-%d.json" % self.port)
         with open(self.config, "w") as f:
             json.dump(cfg, f)

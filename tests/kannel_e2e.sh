@@ -8,6 +8,8 @@
 # starts a private redis-server, imports config/demo-dossiers.json, starts build/dvcgw with
 # sms.driver "kannel", then bearerbox and smsbox, and injects two messages with fakesmsc: a plain
 # one and a UCS-2 one typed with diacritics. The replies fakesmsc receives must carry the dossier.
+# Then dvcgw is restarted with sms.kannel.reply "body" (unaccented, then with diacritics): the
+# replies must reach fakesmsc from the get-url answers, from our short code, nothing via sendsms.
 # Every wait has a timeout and the whole test stops after TEST_TIMEOUT seconds (default 55).
 # Output: one "ok - ..." / "not ok - ..." line per check; logs on failure; last line
 # "N passed, M failed"; exit status 1 when M > 0. KEEP_TMP=1 keeps the temp dir.
@@ -194,7 +196,9 @@ stale=$(grep -v '^[[:space:]]*#' "$T/kannel.conf" | grep -nE '(^|[^0-9])(13000|1
 if [ -n "$KUSER" ] && [ -n "$APASS" ] && [ -z "$stale" ] &&
     [ "$(conf_get core admin-port)" = "$ADMIN" ] && [ "$(conf_get core smsbox-port)" = "$BOXPORT" ] &&
     [ "$(conf_get smsbox sendsms-port)" = "$SENDSMS" ] && [ "$(conf_get smsc port)" = "$FAKE" ] &&
-    [ "$(conf_get smsc smsc)" = fake ] && [ "$(conf_get sms-service max-messages)" = 0 ] &&
+    [ "$(conf_get smsc smsc)" = fake ] && [ "$(conf_get sms-service max-messages)" = 10 ] &&
+    [ "$(conf_get sms-service omit-empty)" = true ] &&
+    [ "$(conf_get sms-service accept-x-kannel-headers)" = true ] &&
     [[ "$GETURL" == "http://127.0.0.1:$GW/sms/kannel?"* ]]; then
 	ok "test kannel.conf derived from config/kannel.conf (ports $ADMIN/$BOXPORT/$SENDSMS/$FAKE, gateway $GW)"
 else
@@ -349,10 +353,13 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
     if typ == "udh":	# a part of a concatenated SMS: "udh <UDH> <type> <data>"
         u, typ, data = (data.split(" ", 2) + ["", ""])[:3]
         udh = list(urllib.parse.unquote_to_bytes(u))
+    raw = None
     if typ in ("ucs-2", "data"):
         raw = urllib.parse.unquote_to_bytes(data.replace("+", "%20"))
         data = raw.decode("utf-16-be" if typ == "ucs-2" else "latin-1", "replace")
-    r = out.setdefault(to, {"from": [], "types": [], "text": "", "udh": []})
+    r = out.setdefault(to, {"from": [], "types": [], "text": "", "udh": [], "raw": ""})
+    # a concatenated part shows as "data" whatever its coding: its bytes, for a UCS-2 reply
+    r["raw"] += (raw or b"").hex()
     r["udh"].append(udh)
     r["from"].append(frm)
     r["types"].append(typ)
@@ -387,6 +394,7 @@ elif what == "raw": print(r["text"])
 elif what == "from": print(",".join(sorted(set(r["from"]))))
 elif what == "types": print(",".join(sorted(set(r["types"]))))
 elif what == "parts": print(r["parts"])
+elif what == "ucs2": print(" ".join(bytes.fromhex(r["raw"]).decode("utf-16-be", "replace").split()))
 elif what == "concat":	# every part carries one concatenation UDH: same ref, n parts, in order
     u = r["udh"]
     ok = len(u) >= 2 and all(x is not None and len(x) == 6 and x[:3] == [5, 0, 3] and
@@ -540,6 +548,75 @@ if wait_for 15 "the backlog at fakesmsc" backlog_done; then
 	ok "the whole backlog arrived too (200 replies)"
 else
 	notok "only $(grep -c 'Backlog reply' "$T/fakesmsc.out") of 200 backlog replies arrived"
+fi
+
+
+# ---- sms.kannel.reply "body": the reply is the get-url answer, sent by smsbox ----
+# dvcgw restarted on the same port with sms.kannel.reply "body", first with unaccented replies,
+# then with diacritics; each citizen writes to another number than ours (9000): the reply must
+# still come from sms.kannel.from. bearerbox's access.log says which service sent a message
+# ([SVC:default] the sms-service, i.e. a get-url answer; sendsms says its user) and its coding.
+restart_body() {	# restart_body UNACCENTED(true|false)
+	stop_pid "$DVCGW"
+	python3 -c 'import json, sys
+c = json.load(open(sys.argv[1])); c["sms"]["kannel"]["reply"] = "body"
+c["sms"]["unaccented"] = sys.argv[3] == "true"
+open(sys.argv[2], "w").write(json.dumps(c, indent=2) + "\n")' "$T/dvcgw.json" "$T/dvcgw-body.json" "$1" ||
+	    bail "cannot write the body-mode dvcgw.json"
+	"$DVCGW_BIN" -c "$T/dvcgw-body.json" >>"$T/dvcgw.log" 2>&1 &
+	DVCGW=$!
+	PIDS+=($DVCGW)
+	wait_for 10 "dvcgw /healthz (body mode)" http_is 200 "http://127.0.0.1:$GW/healthz" ||
+	    bail "dvcgw did not come back in body mode"
+}
+BODY_PLAIN_FROM=0912000222
+BODY_UCS2_FROM=0983000333
+sent_lines() {	# sent_lines RECEIVER: bearerbox's "Sent SMS" lines to it (as sent or in its 84 form)
+	grep -E "Sent SMS .* \[to:(\+?$1|$(canon "$1"))\] " "$T/access.log" 2>/dev/null
+}
+restart_body true
+n0=$(sent_count)
+echo "$BODY_PLAIN_FROM 9000 text $PLAIN_TEXT" >&3
+wait_for 5 "fakesmsc to send the body-mode message" sent_at_least $((n0 + 1))
+wait_for 10 "the body-mode reply" complete_for "$BODY_PLAIN_FROM"
+J=$(reply_json)
+if text=$(reply_get "$J" "$BODY_PLAIN_FROM" text) && has_all "$text" &&
+    [[ "$(reply_get "$J" "$BODY_PLAIN_FROM" types)" =~ ^(text|data)$ ]] &&
+    reply_get "$J" "$BODY_PLAIN_FROM" ascii; then
+	ok "body mode: the reply came back in the get-url answer and reached fakesmsc, unaccented GSM text in $(reply_get "$J" "$BODY_PLAIN_FROM" parts) part(s)"
+else
+	notok "body mode: no complete unaccented reply for $BODY_PLAIN_FROM at fakesmsc -- got: ${text:-nothing}"
+fi
+restart_body false
+n0=$(sent_count)
+echo "$BODY_UCS2_FROM 9000 text $PLAIN_TEXT" >&3
+wait_for 5 "fakesmsc to send the accented body-mode message" sent_at_least $((n0 + 1))
+ucs2_done() {
+	local t
+	t=$(reply_get "$(reply_json)" "$BODY_UCS2_FROM" ucs2) && [[ "$t" == *"Đang xử lý"* ]]
+}
+wait_for 10 "the accented body-mode reply" ucs2_done
+J=$(reply_json)
+text=$(reply_get "$J" "$BODY_UCS2_FROM" ucs2)
+lines=$(sent_lines "$BODY_UCS2_FROM")
+if [[ "$text" == *"$CODE"* && "$text" == *"Đang xử lý"* && "$text" == *"Cấp giấy chứng nhận"* ]] &&
+    [ -n "$lines" ] && ! grep -qv '\[flags:[-0-9]*:2:' <<<"$lines"; then
+	ok "body mode: the accented reply reached fakesmsc as UCS-2 with its diacritics (coding 2 in bearerbox's $(wc -l <<<"$lines") line(s) for it)"
+else
+	notok "body mode: the accented reply is not UCS-2 with its diacritics -- text: ${text:-none}; bearerbox: $(cut -c1-300 <<<"$lines")"
+fi
+froms="$(reply_get "$J" "$BODY_PLAIN_FROM" from),$(reply_get "$J" "$BODY_UCS2_FROM" from)"
+if [ "$froms" = "$SHORT,$SHORT" ]; then
+	ok "body mode: both replies sent from sms.kannel.from $SHORT although the citizens wrote to 9000"
+else
+	notok "body mode: replies sent from '$froms', expected $SHORT (X-Kannel-From)"
+fi
+lines=$(sent_lines "$BODY_PLAIN_FROM"; sent_lines "$BODY_UCS2_FROM")
+asked=$(grep -cE "[?&]to=(%2B)?($BODY_PLAIN_FROM|$(canon $BODY_PLAIN_FROM)|$BODY_UCS2_FROM|$(canon $BODY_UCS2_FROM))&" "$T/sendsms.log")
+if [ "$asked" = 0 ] && [ -n "$lines" ] && ! grep -qv '\[SVC:default\]' <<<"$lines"; then
+	ok "body mode: nothing went through sendsms (no sendsms request to either citizen; every part sent by the sms-service)"
+else
+	notok "body mode: $asked sendsms requests to the body-mode citizens; bearerbox: $(cut -c1-200 <<<"$lines" | tr '\n' '|')"
 fi
 
 alive "$DVCGW" && alive "$BB" && alive "$SB" && ok "dvcgw, bearerbox and smsbox still running" ||

@@ -93,7 +93,7 @@ def test_onestop_token_refresh_401_and_expiry(env):
         assert fake.token_calls == 2 and fake.nsearches() == 2, (fake.token_calls, fake.searches)
         assert fake.problems == [], fake.problems
         # a second instance shares the token through Redis: no token call of its own
-        g2 = env.gateway(dossier__backend="http", dossier__http=fake.config(cache_ttl=1)["http"])
+        g2 = env.gateway(notify__quiet_hours="", dossier__backend="http", dossier__http=fake.config(cache_ttl=1)["http"])
         fake.dossiers[code(3)] = igate_item(code(3))
         ask(p, g2, "0987654321", "84987654321", "HS " + code(3), "m2", "Dang xu ly")
         assert fake.token_calls == 2, fake.token_calls
@@ -185,7 +185,7 @@ def test_onestop_deferred_turn_survives_a_kill(env):
         ask(p, g, "0987654321", "84987654321", "HS " + code(1), "k1", "Dang tra cuu")
         g.proc.send_signal(signal.SIGKILL)
         g.proc.wait()
-        g2 = env.gateway(dossier__backend="http", dossier__http=fake.config(budget_ms=300)["http"])
+        g2 = env.gateway(notify__quiet_hours="", dossier__backend="http", dossier__http=fake.config(budget_ms=300)["http"])
         wait_until(lambda: any("Dang xu ly" in t for t in p.texts_to("84987654321")), 20,
                    "the answer from the other instance")
         p.settle(quiet=1.0)
@@ -217,14 +217,15 @@ def test_onestop_ussd_waits_its_budget_then_sms(env):
 
 
 def test_onestop_poller_notifies_followers_of_a_change(env):
-    p, fake, g = setup(env, poll_interval=1, cache_ttl=3600)
+    # quiet hours off: between 21:00 and 07:00 in Asia/Ho_Chi_Minh the notification would wait
+    p, fake, g = setup(env, gw={"notify__quiet_hours": ""}, poll_interval=1, cache_ttl=3600)
     try:
         fake.dossiers[code(1)] = igate_item(code(1), status=4)
         fake.dossiers[code(2)] = igate_item(code(2), status=4)
         ask(p, g, "0987654321", "84987654321", "HS " + code(1), "p1", "Dang xu ly")
         ask(p, g, "0987654321", "84987654321", "TB " + code(1), "p2", "HUY TB")
         # a second instance: the lease lets only one of them poll
-        g2 = env.gateway(dossier__backend="http",
+        g2 = env.gateway(notify__quiet_hours="", dossier__backend="http",
                          dossier__http=fake.config(poll_interval=1, cache_ttl=3600)["http"])
         n = len(p.texts_to("84987654321"))
         fake.dossiers[code(1)] = igate_item(code(1), status=9)
@@ -369,6 +370,33 @@ def test_onestop_miss_answers_the_provider_before_the_backend(env):
         fake.stop()
 
 
+def test_onestop_kannel_body_mode_miss_goes_through_the_outbox(env):
+    """sms.kannel.reply "body": a cache miss still answers Kannel at once with an empty body (the
+    one-stop early path) and the reply follows through the outbox and sendsms; a cache hit is
+    answered in the get-url body, with nothing sent through sendsms."""
+    p, fake, g = setup(env, gw={"sms__kannel__reply": "body"}, budget_ms=4000, timeout_ms=5000)
+    to = "84987654321"
+    try:
+        fake.dossiers[code(1)] = igate_item(code(1))
+        fake.plan = [("slow", 30)]
+        st, body, _ = g.kannel("from=0987654321&to=8077&text=HS+%s&id=kb1" % code(1))
+        assert st == 200 and body == b"" and not fake.release.is_set(), (st, body)
+        fake.release.set()
+        wait_until(lambda: any("Dang xu ly" in t for t in p.texts_to(to)), 10, "the reply")
+        p.settle(quiet=0.5)
+        assert len(p.texts_to(to)) == 1, p.texts_to(to)
+        # a retry of the same id: a duplicate, answered empty (its reply went through sendsms)
+        st, body, _ = g.kannel("from=0987654321&to=8077&text=HS+%s&id=kb1" % code(1))
+        assert st == 200 and body == b"", body
+        # a cache hit: the reply is the body, and no second sendsms
+        st, body, _ = g.kannel("from=0987654321&to=8077&text=HS+%s&id=kb2" % code(1))
+        assert st == 200 and "Dang xu ly" in body.decode() and code(1) in body.decode(), body
+        p.settle(quiet=0.5)
+        assert len(p.texts_to(to)) == 1 and fake.nsearches(code(1)) == 1, p.texts_to(to)
+    finally:
+        fake.stop()
+
+
 def test_onestop_miss_past_budget_waits_then_answers(env):
     """Past budget_ms the citizen hears the short wait sentence, then the result, once each."""
     p, fake, g = setup(env, budget_ms=500, timeout_ms=5000)
@@ -405,7 +433,7 @@ def test_onestop_kill_after_the_providers_answer(env):
         g.proc.send_signal(signal.SIGKILL)
         g.proc.wait()
         assert p.texts_to(to) == [] and env.redis.cli("ZCARD", "t:onestop:deferred") == "1"
-        g2 = env.gateway(dossier__backend="http",
+        g2 = env.gateway(notify__quiet_hours="", dossier__backend="http",
                          dossier__http=fake.config(budget_ms=1000, timeout_ms=5000)["http"], **fast)
         wait_until(lambda: any("Dang xu ly" in t for t in p.texts_to(to)), 20,
                    "the reply from the other instance")
@@ -460,6 +488,7 @@ if __name__ == "__main__":
         test_onestop_ussd_waits_its_budget_then_sms,
         test_onestop_poller_notifies_followers_of_a_change,
         test_onestop_miss_answers_the_provider_before_the_backend,
+        test_onestop_kannel_body_mode_miss_goes_through_the_outbox,
         test_onestop_miss_past_budget_waits_then_answers,
         test_onestop_kill_after_the_providers_answer,
         test_onestop_zalo_miss_answers_before_the_backend,

@@ -314,6 +314,102 @@ def test_oversized_body(env):
     assert g.request("GET", "/healthz")[0] == 200
 
 
+# --- Kannel, sms.kannel.reply "body": the reply is the get-url answer's body ----------------------
+
+def outbox_len(env):
+    return sum(int(env.redis.cli("XLEN", "t:{%d}:outbox" % s) or 0) for s in range(8))
+
+
+def hist_of(env, user):
+    keys = env.redis.raw("KEYS", "t:*hist:sms:" + user).split()
+    return env.redis.raw("LRANGE", keys[0], "0", "-1") if keys else ""
+
+
+def test_kannel_body_answers_the_reply(env):
+    p, g = setup(env, sms__kannel__reply="body")
+    st, body, h = g.kannel("from=0912345678&to=8077&text=HS+" + CODE + "&coding=0&charset=UTF-8&id=b1")
+    text = body.decode("utf-8")
+    assert st == 200 and "Dang xu ly" in text and "Nguyen Van An" in text and CODE in text, (st, body)
+    assert h["Content-Type"] == "text/plain; charset=utf-8" and "X-Kannel-Coding" not in h, h
+    assert h["X-Kannel-From"] == "8077" and all(ord(c) < 128 for c in text), (h, text)
+    # rendered as the outbox would: two GSM-7 segments at most (sms.max_parts 2)
+    assert len(text) <= 306, len(text)
+    # written to a number other than ours: still sent from sms.kannel.from
+    st, body2, h = g.kannel("from=0912345678&to=1234&text=menu&id=b2")
+    assert st == 200 and "Go so de chon" in body2.decode() and h["X-Kannel-From"] == "8077", (st, body2, h)
+    # nothing queued, nothing sent through sendsms; the history has both turns, replies included
+    p.settle(quiet=0.5)
+    assert p.requests == [] and outbox_len(env) == 0, (p.requests, outbox_len(env))
+    hist = hist_of(env, OWNER)
+    assert hist.count(" i ") == 2 and hist.count(" o ") == 2 and "Nguyễn Văn An" in hist, hist
+    # the JSON webhook is untouched: 202 and the reply through the outbox
+    st, body, _ = g.sms(OTHER, "HS " + CODE, "b3")
+    assert st == 202 and json.loads(body)["status"] == "accepted", body
+    wait_reply(p, OTHER, "Dang xu ly")
+    # (the default mode, 200 empty and the reply through sendsms: test_kannel_get_plain)
+
+
+def test_kannel_body_accented_reply_is_ucs2(env):
+    p, g = setup(env, sms__kannel__reply="body", sms__unaccented=False, sms__max_parts=10)
+    raw = ("Tra cứu " + CODE).encode("utf-16-be")
+    st, body, h = g.kannel("from=0987654321&to=8077&coding=2&charset=UTF-16BE&id=u1&text=" +
+                           urllib.parse.quote_from_bytes(raw))
+    assert st == 200, (st, body)
+    # smsbox sends it as UCS-2 only with X-Kannel-Coding 2 (charset alone gives GSM-7 and '?')
+    assert h["Content-Type"] == "text/plain; charset=UTF-16BE" and h["X-Kannel-Coding"] == "2", h
+    text = body.decode("utf-16-be")
+    assert "Đang xử lý" in text and CODE in text and 70 < len(text) <= 670, text
+    assert h["X-Kannel-From"] == "8077", h
+    p.settle(quiet=0.5)
+    assert p.requests == [] and outbox_len(env) == 0, p.requests
+
+
+def test_kannel_body_duplicate_answers_the_same_body(env):
+    p, g = setup(env, sms__kannel__reply="body")
+    q = "from=0987654321&to=8077&text=HS+" + CODE + "&id=d1"
+    st, first, h1 = g.kannel(q)
+    assert st == 200 and "Dang xu ly" in first.decode(), first
+    # Kannel retries only when it did not get our answer: the same reply again, not a second turn
+    for again in (q, "from=0987654321&to=8077&text=menu&id=d1"):
+        st, body, h = g.kannel(again)
+        assert st == 200 and body == first, (body, first)
+        assert h["Content-Type"] == h1["Content-Type"] and h["X-Kannel-From"] == "8077", h
+    sess = env.redis.raw("KEYS", "t:*sess:sms:" + OTHER).split()[0]
+    assert env.redis.cli("HGET", sess, "v") == "1", env.redis.cli("HGET", sess, "v")
+    hist = hist_of(env, OTHER)
+    assert hist.count(" i ") == 1 and hist.count(" o ") == 1, hist
+    # an accented reply's repeat is UCS-2 again
+    p2, g2 = setup(env, sms__kannel__reply="body", sms__unaccented=False)
+    q = "from=0912345678&to=8077&text=HS+" + CODE + "&id=d2"
+    first, h1 = g2.kannel(q)[1:]
+    st, body, h = g2.kannel(q)
+    assert st == 200 and body == first and h["X-Kannel-Coding"] == "2", (body, h)
+    assert "Đang xử lý" in body.decode("utf-16-be"), body
+    p.settle(quiet=0.5)
+    assert p.requests == [] and p2.requests == [] and outbox_len(env) == 0, p.requests
+    # the webhook's duplicate of a sendsms-mode id stays a 202 duplicate
+    st, body, _ = g.sms(OTHER, "HS " + CODE, "d1")
+    assert st == 202 and json.loads(body)["duplicate"] is True, body
+
+
+def test_kannel_body_redis_down_is_503(env):
+    p, g = setup(env, sms__kannel__reply="body")
+    env.redis.stop()
+    st, j = error_of(g.kannel("from=0987654321&to=8077&text=HS+" + CODE + "&id=r1"))
+    assert st == 503 and j["error"] == "unavailable", j
+    env.redis.start()
+    wait_until(lambda: g.request("GET", "/healthz")[0] == 200, 10, "healthz back to 200")
+    st, body, _ = g.kannel("from=0987654321&to=8077&text=HS+" + CODE + "&id=r1")
+    assert st == 200 and "Dang xu ly" in body.decode(), body
+
+
+def test_kannel_reply_mode_checked_at_start(env):
+    g = env.gateway(start=False, sms__kannel__reply="both")
+    out = subprocess.run([DVCGW, "check", "-c", g.config], capture_output=True, text=True,
+                         timeout=10)
+    assert out.returncode != 0 and "sms.kannel.reply" in out.stdout + out.stderr, out
+
+
 # --- durability, duplicates, concurrency --------------------------------------------------------
 
 def test_duplicate_message_id_answered_once(env):
