@@ -337,43 +337,38 @@ open(e["D"] + "/dvcgw.json", "w").write(json.dumps(cfg, indent=2) + "\n")' || di
 	stop_all
 }
 
-run static
-echo "kannel_static_per_s: $(per_s "$R_ANSWERED" "$R_SECS")"
-echo "kannel_static_answered: $R_ANSWERED"
-echo "kannel_static_cpu_us: $R_CPU"
-static_total=$(echo "$R_CPU" | awk '{ print $1 + $2 + $3 + $4 }')
-echo "kannel_static_cpu_total_us: $static_total"
+# report NAME: run NAME and print its common lines (kannel_NAME_per_s, _answered, _cpu_us,
+# _cpu_total_us, and for the dvcgw runs _vs_trivial and _cpu_vs_trivial); RATE and TOTAL keep the
+# figures for the lines after it.
+report() {
+	local name=$1
+	run "$name"
+	RATE=$(per_s "$R_ANSWERED" "$R_SECS")
+	TOTAL=$(echo "$R_CPU" | awk '{ print $1 + $2 + $3 + $4 }')
+	echo "kannel_${name}_per_s: $RATE"
+	echo "kannel_${name}_answered: $R_ANSWERED"
+	echo "kannel_${name}_cpu_us: $R_CPU"
+	echo "kannel_${name}_cpu_total_us: $TOTAL"
+	case $name in dvcgw*)
+		awk -v a="$RATE" -v b="$trivial_rate" -v n="$name" \
+		    'BEGIN { printf "kannel_%s_vs_trivial: %.3f\n", n, (b > 0 ? a / b : 0) }'
+		awk -v a="$TOTAL" -v b="$trivial_total" -v n="$name" \
+		    'BEGIN { printf "kannel_%s_cpu_vs_trivial: %.2f\n", n, (b > 0 ? a / b : 0) }'
+	esac
+}
+
+report static
 static_parts=$R_PARTS
-run trivial
-trivial_rate=$(per_s "$R_ANSWERED" "$R_SECS")
-echo "kannel_trivial_per_s: $trivial_rate"
-echo "kannel_trivial_answered: $R_ANSWERED"
-echo "kannel_trivial_cpu_us: $R_CPU"
-trivial_total=$(echo "$R_CPU" | awk '{ print $1 + $2 + $3 + $4 }')
-echo "kannel_trivial_cpu_total_us: $trivial_total"
+report trivial
+trivial_rate=$RATE
+trivial_total=$TOTAL
 echo "kannel_trivial_geturl_conns: $R_GETURL_CONNS"
-run dvcgw
-dvcgw_rate=$(per_s "$R_ANSWERED" "$R_SECS")
-echo "kannel_dvcgw_per_s: $dvcgw_rate"
-echo "kannel_dvcgw_answered: $R_ANSWERED"
-echo "kannel_dvcgw_cpu_us: $R_CPU"
-dvcgw_total=$(echo "$R_CPU" | awk '{ print $1 + $2 + $3 + $4 }')
-echo "kannel_dvcgw_cpu_total_us: $dvcgw_total"
-awk -v a="$dvcgw_rate" -v b="$trivial_rate" 'BEGIN { printf "kannel_dvcgw_vs_trivial: %.3f\n", (b > 0 ? a / b : 0) }'
-awk -v a="$dvcgw_total" -v b="$trivial_total" 'BEGIN { printf "kannel_dvcgw_cpu_vs_trivial: %.2f\n", (b > 0 ? a / b : 0) }'
+report dvcgw
 echo "kannel_dvcgw_body_sendsms: ${R_SENDSMS:-0}"
 awk -v n="$R_ANSWERED" '/^dvcgw_turn_conflicts_total / { c = $NF }
     END { printf "kannel_dvcgw_turn_conflicts_per_reply: %.2f\n", (n > 0 ? c / n : 0) }' "$T/dvcgw/metrics.txt"
 echo "kannel_geturl_conns: $R_GETURL_CONNS"
-run dvcgw_sendsms
-sendsms_rate=$(per_s "$R_ANSWERED" "$R_SECS")
-echo "kannel_dvcgw_sendsms_per_s: $sendsms_rate"
-echo "kannel_dvcgw_sendsms_answered: $R_ANSWERED"
-echo "kannel_dvcgw_sendsms_cpu_us: $R_CPU"
-sendsms_total=$(echo "$R_CPU" | awk '{ print $1 + $2 + $3 + $4 }')
-echo "kannel_dvcgw_sendsms_cpu_total_us: $sendsms_total"
-awk -v a="$sendsms_rate" -v b="$trivial_rate" 'BEGIN { printf "kannel_dvcgw_sendsms_vs_trivial: %.3f\n", (b > 0 ? a / b : 0) }'
-awk -v a="$sendsms_total" -v b="$trivial_total" 'BEGIN { printf "kannel_dvcgw_sendsms_cpu_vs_trivial: %.2f\n", (b > 0 ? a / b : 0) }'
+report dvcgw_sendsms
 awk -v s="$R_SENDSMS" -v n="$R_ANSWERED" 'BEGIN { printf "kannel_sendsms_per_reply: %.2f\n", (n > 0 ? s / n : 0) }'
 # dvcgw's own count of sendsms attempts (sent + retried) per reply, from /metrics
 awk -v n="$R_ANSWERED" '/^dvcgw_replies_total\{/ && /channel="sms"/ && /result="(sent|retried)"/ { a += $NF }

@@ -1131,10 +1131,10 @@ outbox_take_end(struct obx_take *tk)
 	struct obx_shard *s = tk->s;
 	struct obx_take_check *c;
 	size_t i;
-	int checking = 0;
 
 	if (--tk->pending > 0)
 		return;
+	tk->pending++;	/* held while the ZSCOREs are sent: no answer may end the pass meanwhile */
 	if (!tk->failed && !tk->nogroup)
 		for (i = 0; i < tk->n; i++) {
 			const char *v[] = { "ZSCORE", s->k_sent, tk->m[i]->uid };
@@ -1152,13 +1152,9 @@ outbox_take_end(struct obx_take *tk)
 				outbox_take_fail(tk, rds_error());
 				break;
 			}
-			checking = 1;
 		}
-	if (checking) {
-		tk->pending++;	/* held until the loop above is over */
-		if (--tk->pending > 0)
-			return;
-	}
+	if (--tk->pending > 0)
+		return;		/* ZSCOREs sent: the last answer comes back here */
 	s->reading = 0;
 	if (tk->failed || tk->nogroup) {
 		/* What was read is in our own pending list and not held: a reclaim finds it. */

@@ -533,6 +533,21 @@ text_fold(const char *s)
 	return out;
 }
 
+/* c without its diacritics, keeping case (đ -> d, Đ -> D), or 0 for a combining mark, which goes. */
+static uint32_t
+text_unaccent_char(uint32_t c)
+{
+	int	upper, v, t;
+
+	if (text_vowel(c, &upper, &v, &t))
+		return (uint32_t)text_bases[v] - (upper ? 'a' - 'A' : 0);
+	if (c == 0x0110)
+		return 'D';
+	if (c == 0x0111)
+		return 'd';
+	return text_is_mark(c) ? 0 : c;
+}
+
 /* Remove diacritics keeping case: "Đã xử lý xong" -> "Da xu ly xong". */
 char *
 text_unaccent(const char *s)
@@ -541,20 +556,12 @@ text_unaccent(const char *s)
 	size_t			 len = strlen(s), i;
 	char			*out, *q;
 	uint32_t		 c;
-	int			 upper, v, t;
 
 	out = q = xmalloc(len + 1);
 	for (i = 0; i < len;) {
 		i += text_next(p + i, len - i, &c);
-		if (text_vowel(c, &upper, &v, &t))
-			c = (uint32_t)text_bases[v] - (upper ? 'a' - 'A' : 0);
-		else if (c == 0x0110)
-			c = 'D';
-		else if (c == 0x0111)
-			c = 'd';
-		else if (text_is_mark(c))
-			continue;
-		q = text_encode(q, c);
+		if ((c = text_unaccent_char(c)) != 0)
+			q = text_encode(q, c);
 	}
 	*q = '\0';
 	return out;
@@ -698,17 +705,13 @@ text_sms_count_plain(const char *s, struct text_sms *out)
 	const unsigned char	*p = (const unsigned char *)s;
 	size_t			 len = strlen(s), i;
 	uint32_t		 c;
-	int			 upper, v, t, cost;
+	int			 cost;
 
 	out->ucs2 = 0;		/* every character is GSM-7 once replaced */
 	out->units = 0;
 	for (i = 0; i < len;) {
 		i += text_next(p + i, len - i, &c);
-		if (text_vowel(c, &upper, &v, &t))
-			c = (uint32_t)text_bases[v];
-		else if (c == 0x0110 || c == 0x0111)
-			c = 'd';
-		else if (text_is_mark(c))
+		if ((c = text_unaccent_char(c)) == 0)
 			continue;
 		if (!TEXT_IS_RAW(c) && (cost = text_gsm_cost(c)) > 0)
 			out->units += (size_t)cost;
