@@ -392,6 +392,27 @@ def test_kannel_body_duplicate_answers_the_same_body(env):
     assert st == 202 and json.loads(body)["duplicate"] is True, body
 
 
+def test_kannel_body_repeat_of_a_mark_without_reply(env):
+    """A repeat whose mark holds no reply to answer (a message taken in sendsms mode before the
+    switch, or a mark that is not valid UTF-8) answers an empty body and runs no second turn."""
+    p, g = setup(env, sms__kannel__reply="body")
+    q = "from=0987654321&to=8077&text=HS+" + CODE + "&id=m1"
+    st, first, _ = g.kannel(q)
+    assert st == 200 and "Dang xu ly" in first.decode(), first
+    seen = env.redis.raw("KEYS", "t:*seen:sms:m1").split()
+    assert len(seen) == 1, seen
+    for script in ("redis.call('SET', KEYS[1], '1')",
+                   "redis.call('SET', KEYS[1], '=' .. string.char(255, 254))"):
+        env.redis.cli("EVAL", script, "1", seen[0])
+        st, body, _ = g.kannel(q)
+        assert st == 200 and body == b"", (st, body)
+    hist = hist_of(env, OTHER)
+    assert hist.count(" i ") == 1 and hist.count(" o ") == 1, hist
+    p.settle(quiet=0.5)
+    assert p.requests == [] and outbox_len(env) == 0, p.requests
+    assert g.request("GET", "/healthz")[0] == 200
+
+
 def test_kannel_body_redis_down_is_503(env):
     p, g = setup(env, sms__kannel__reply="body")
     env.redis.stop()
