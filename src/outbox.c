@@ -1034,66 +1034,28 @@ outbox_take_recreated(struct obx_shard *s)
 	outbox_kick();
 }
 
-static void
-outbox_take_cb(struct redisReply *r, void *arg, const char *err)
-{
-	struct obx_shard *s = arg;
-	redisReply *e;
-	size_t i;
-	long long flag;
-
-	s->reading = 0;
-	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-	    r->element[1]->type != REDIS_REPLY_ARRAY) {
-		/* The answer is lost or refused: the script may have run and left entries in our
-		 * own pending list that we do not hold. Look for them once Redis answers again. */
-		s->reclaim = 1;
-		log_warn_limited("outbox: reading shard %d: %s", (int)(s - obx.shards),
-		    err ? err : r && r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-		return;
-	}
-	flag = r->element[0]->integer;
-	if (flag == 2) {
-		outbox_take_recreated(s);
-		return;
-	}
-	/* A partial reclaim pass (a lane without room, e.g. replies waiting for a slow link) is
-	 * retried, but after a pass that reads new entries, or no lane would be read meanwhile. */
-	s->reclaim_read = s->mode == 2 && flag != 3;
-	if (s->mode == 1 && flag == 0)
-		s->fresh = 0;	/* nothing left that a previous holder took and did not settle */
-	if (flag == 3)
-		s->reclaim = 0;
-	r = r->element[1];
-	for (i = 0; i < r->elements; i++) {
-		e = r->element[i];
-		if (e->type != REDIS_REPLY_ARRAY || e->elements != 9)
-			continue;
-		outbox_take_msg(s, outbox_msg_new(s, outbox_field(e->element[0]),
-		    outbox_field(e->element[1]), outbox_field(e->element[2]),
-		    outbox_field(e->element[3]), outbox_field(e->element[4]),
-		    outbox_field(e->element[5]), outbox_field_str(e->element[6]),
-		    outbox_field(e->element[7]), outbox_field(e->element[8])), flag);
-	}
-	if (r->elements > 0)
-		outbox_kick();	/* there may be more */
-}
-
 /* A plain pass (new entries of a shard whose group was never made again) reads with XREADGROUP
  * straight, no script: an entry read with ">" was never delivered to any consumer of the group, so
  * never sent (a sent entry is acknowledged and deleted when it is recorded in the sent set). Only
  * an entry that carries its own uid (an OTP send or a notification, which may be queued twice) is
  * checked against the sent set, with a ZSCORE pipelined behind the read; the batch is sent, in its
  * order, once those answered. A missing group is made again and the shard goes back to the
- * script, which checks every entry. */
+ * script, which checks every entry.
+ *
+ * With redis.wait_replicas, a batch (plain or from the script) is sent only once a WAIT says the
+ * replicas have it: an entry still only on the primary may be lost with it in a failover while
+ * its message, not acknowledged to the provider, comes again and queues a second reply. A batch
+ * the replicas did not get in time stays in our pending list, for a reclaim. */
 struct obx_take {
 	struct obx_shard	*s;
 	int			 pending;	/* commands not answered yet */
 	int			 failed, nogroup;
+	int			 waited;	/* the WAIT for the replicas was sent */
 	char			*why;
 	struct obx_msg		**m;
 	unsigned char		*state;		/* per message: 0 send, 1 check, 2 already sent */
 	size_t			 n, cap;
+	long long		 flag;		/* the take script's flag (3: a reclaim), 0 plain */
 };
 
 struct obx_take_check {
@@ -1110,6 +1072,57 @@ outbox_take_fail(struct obx_take *tk, const char *why)
 }
 
 static void	outbox_take_end(struct obx_take *);
+static void	outbox_take_add(struct obx_take *, struct obx_msg *, int);
+
+static void
+outbox_take_cb(struct redisReply *r, void *arg, const char *err)
+{
+	struct obx_shard *s = arg;
+	struct obx_take *tk;
+	redisReply *e;
+	size_t i;
+	long long flag;
+
+	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[1]->type != REDIS_REPLY_ARRAY) {
+		/* The answer is lost or refused: the script may have run and left entries in our
+		 * own pending list that we do not hold. Look for them once Redis answers again. */
+		s->reading = 0;
+		s->reclaim = 1;
+		log_warn_limited("outbox: reading shard %d: %s", (int)(s - obx.shards),
+		    err ? err : r && r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+		return;
+	}
+	flag = r->element[0]->integer;
+	if (flag == 2) {
+		s->reading = 0;
+		outbox_take_recreated(s);
+		return;
+	}
+	/* A partial reclaim pass (a lane without room, e.g. replies waiting for a slow link) is
+	 * retried, but after a pass that reads new entries, or no lane would be read meanwhile. */
+	s->reclaim_read = s->mode == 2 && flag != 3;
+	if (s->mode == 1 && flag == 0)
+		s->fresh = 0;	/* nothing left that a previous holder took and did not settle */
+	if (flag == 3)
+		s->reclaim = 0;
+	r = r->element[1];
+	tk = xcalloc(1, sizeof *tk);
+	tk->s = s;
+	tk->flag = flag;
+	tk->pending = 1;
+	for (i = 0; i < r->elements; i++) {
+		e = r->element[i];
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 9)
+			continue;
+		outbox_take_add(tk, outbox_msg_new(s, outbox_field(e->element[0]),
+		    outbox_field(e->element[1]), outbox_field(e->element[2]),
+		    outbox_field(e->element[3]), outbox_field(e->element[4]),
+		    outbox_field(e->element[5]), outbox_field_str(e->element[6]),
+		    outbox_field(e->element[7]), outbox_field(e->element[8])), 0);
+	}
+	outbox_take_end(tk);	/* the script checked them: sent once the replicas have them */
+}
 
 static void
 outbox_take_check_cb(struct redisReply *r, void *arg, const char *err)
@@ -1124,6 +1137,17 @@ outbox_take_check_cb(struct redisReply *r, void *arg, const char *err)
 	free(c);
 }
 
+/* The WAIT behind a pass's read came back: unless the replicas have the batch, it is not sent. */
+static void
+outbox_take_wait_cb(int ok, const char *why, void *arg)
+{
+	struct obx_take *tk = arg;
+
+	if (!ok)
+		outbox_take_fail(tk, why);
+	outbox_take_end(tk);
+}
+
 /* Every command of the pass answered: check the entries with their own uid, then take the batch. */
 static void
 outbox_take_end(struct obx_take *tk)
@@ -1134,7 +1158,8 @@ outbox_take_end(struct obx_take *tk)
 
 	if (--tk->pending > 0)
 		return;
-	tk->pending++;	/* held while the ZSCOREs are sent: no answer may end the pass meanwhile */
+	tk->pending++;	/* held while the ZSCOREs and the WAIT are sent: no answer may end the
+			 * pass meanwhile */
 	if (!tk->failed && !tk->nogroup)
 		for (i = 0; i < tk->n; i++) {
 			const char *v[] = { "ZSCORE", s->k_sent, tk->m[i]->uid };
@@ -1153,8 +1178,16 @@ outbox_take_end(struct obx_take *tk)
 				break;
 			}
 		}
+	if (!tk->failed && !tk->nogroup && tk->n > 0 && rds_wait_replicas() > 0 && !tk->waited) {
+		tk->waited = 1;
+		tk->pending++;
+		if (rds_wait(outbox_take_wait_cb, tk) != 0) {
+			tk->pending--;
+			outbox_take_fail(tk, rds_error());
+		}
+	}
 	if (--tk->pending > 0)
-		return;		/* ZSCOREs sent: the last answer comes back here */
+		return;		/* ZSCOREs and WAIT sent: the last answer comes back here */
 	s->reading = 0;
 	if (tk->failed || tk->nogroup) {
 		/* What was read is in our own pending list and not held: a reclaim finds it. */
@@ -1185,7 +1218,7 @@ outbox_take_end(struct obx_take *tk)
 				outbox_msg_free(tk->m[i]);
 				event_active(obx.flush, EV_TIMEOUT, 0);
 			} else
-				outbox_take_msg(s, tk->m[i], 0);
+				outbox_take_msg(s, tk->m[i], tk->flag);
 		if (tk->n > 0)
 			outbox_kick();	/* there may be more */
 	}
@@ -1193,6 +1226,19 @@ outbox_take_end(struct obx_take *tk)
 	free(tk->m);
 	free(tk->state);
 	free(tk);
+}
+
+/* m joins the pass; check: look it up in the sent set before sending it. */
+static void
+outbox_take_add(struct obx_take *tk, struct obx_msg *m, int check)
+{
+	if (tk->n == tk->cap) {
+		tk->cap = tk->cap ? tk->cap * 2 : 16;
+		tk->m = xrealloc(tk->m, tk->cap * sizeof *tk->m);
+		tk->state = xrealloc(tk->state, tk->cap);
+	}
+	tk->state[tk->n] = check != 0;
+	tk->m[tk->n++] = m;
 }
 
 /* The entries of one stream of an XREADGROUP answer, lane tag ("" replies, "o" OTPs, "n"
@@ -1211,7 +1257,7 @@ outbox_take_entries(struct obx_take *tk, const char *tag, redisReply *entries)
 		static const char *const names[8] = { "uid", "ch", "to", "from", "text", "att",
 		    "enc", "otp" };
 		char *id;
-		int k;
+		int k, check;
 
 		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
 		    e->element[0]->type != REDIS_REPLY_STRING ||
@@ -1229,18 +1275,13 @@ outbox_take_entries(struct obx_take *tk, const char *tag, redisReply *entries)
 				}
 		}
 		id = xasprintf("%s%s", tag, e->element[0]->str);
-		if (tk->n == tk->cap) {
-			tk->cap = tk->cap ? tk->cap * 2 : 16;
-			tk->m = xrealloc(tk->m, tk->cap * sizeof *tk->m);
-			tk->state = xrealloc(tk->state, tk->cap);
-		}
-		tk->state[tk->n] = v[0] != NULL;
+		check = v[0] != NULL;
 		if (v[0] == NULL)
 			v[0] = xasprintf("%d%s-%s", (int)(s - obx.shards), tag, e->element[0]->str);
-		tk->m[tk->n++] = outbox_msg_new(s, id, v[0], v[1] ? v[1] : xstrdup(""),
+		outbox_take_add(tk, outbox_msg_new(s, id, v[0], v[1] ? v[1] : xstrdup(""),
 		    v[2] ? v[2] : xstrdup(""), v[3] ? v[3] : xstrdup(""),
 		    v[4] ? v[4] : xstrdup(""), v[5] ? v[5] : "0", v[6] ? v[6] : xstrdup(""),
-		    v[7] ? v[7] : xstrdup(""));
+		    v[7] ? v[7] : xstrdup("")), check);
 		free(v[5]);
 	}
 }
